@@ -1,0 +1,3 @@
+from sleap_rtc.cli import main
+
+main()

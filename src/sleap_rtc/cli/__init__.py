@@ -1,0 +1,27 @@
+"""The ``sleap-rtc`` command line. Presentation only: every rule lives below."""
+
+from __future__ import annotations
+
+import click
+
+from sleap_rtc import __version__
+from sleap_rtc.cli.demo import demo, make_demo_data
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sleap-rtc")
+def cli() -> None:
+    """Train and run SLEAP pose models on GPUs you don't sit next to.
+
+    \b
+    Try it on this machine, no server needed:
+      sleap-rtc demo
+    """
+
+
+cli.add_command(demo)
+cli.add_command(make_demo_data)
+
+
+def main() -> None:
+    cli()

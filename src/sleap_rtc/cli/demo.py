@@ -1,0 +1,118 @@
+"""``sleap-rtc demo`` and ``sleap-rtc make-demo-data``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from sleap_rtc import locations
+
+
+def _need_worker_extra() -> None:
+    try:
+        import sleap_io  # noqa: F401
+        import zmq  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"this command needs the worker extra ({exc.name} is missing); "
+            "install it with: pip install 'sleap-rtc[worker]'"
+        ) from None
+
+
+@click.command("make-demo-data")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Random seed of the synthetic animal.")
+def make_demo_data(out_dir: Path, seed: int) -> None:
+    """Write a small labeled dataset and three training configs to OUT_DIR.
+
+    \b
+    Writes OUT_DIR/demo.pkg.slp (a moving 3-node animal, with held-out
+    suggested frames), OUT_DIR/ground_truth.json and
+    OUT_DIR/configs/{single_instance,centroid,centered_instance}.yaml.
+
+    \b
+    Example:
+      sleap-rtc make-demo-data /vast/project/demo
+    """
+    _need_worker_extra()
+    from sleap_rtc.demo.data import make_demo_data as make
+
+    data = make(out_dir, seed=seed)
+    click.echo(f"labels:       {data.labels_path}")
+    click.echo(f"ground truth: {data.ground_truth_path}")
+    for name, path in data.configs.items():
+        click.echo(f"config:       {path}  ({name})")
+
+
+@click.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the demo's data, models and predictions "
+    "[default: a new folder under the sleap-rtc cache].",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Device for sleap-nn: auto, cpu, cuda, cuda:N or mps.",
+)
+@click.option("--logs", is_flag=True, help="Also print sleap-nn's log lines.")
+def demo(workdir: Path | None, device: str, logs: bool) -> None:
+    """Generate data, train a model, track with it and score it, on this machine.
+
+    Runs the same validation, engine and job store a remote worker uses, with
+    no server and no setup. The last line reads
+    `demo ok: train=<s>s track=<s>s mean_error_px=<x>`.
+
+    \b
+    Example:
+      sleap-rtc demo --workdir /tmp/sleap-rtc-demo
+    """
+    _need_worker_extra()
+    from sleap_rtc.cli.render import JobProgressView
+    from sleap_rtc.demo.run import DemoFailed, run_demo
+
+    console = Console(stderr=False)
+    if workdir is None:
+        workdir = locations.cache_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    console.print(f"demo folder: {workdir}")
+    views: dict[str, JobProgressView] = {}
+
+    def on_event(stage: str, event: object) -> None:
+        if stage not in views:
+            for view in views.values():
+                view.__exit__(None, None, None)
+            views[stage] = JobProgressView(console, show_logs=logs).__enter__()
+        views[stage].update(event)  # type: ignore[arg-type]
+
+    try:
+        result = asyncio.run(run_demo(workdir, on_event=on_event, device=device))
+    except DemoFailed as exc:
+        for view in views.values():
+            view.__exit__(None, None, None)
+        console.print(f"[red]demo failed:[/red] {exc}")
+        for line in exc.log_tail:
+            console.print(f"  {line}", highlight=False)
+        sys.exit(1)
+    finally:
+        for view in views.values():
+            view.__exit__(None, None, None)
+    console.print(f"model:       {result.model_dir}")
+    console.print(f"predictions: {result.predictions}")
+    console.print(
+        f"mean error on {result.n_frames_scored} held-out frames: {result.mean_error_px:.2f} px"
+    )
+    ok = result.mean_error_px < 5.0
+    line = (
+        f"demo {'ok' if ok else 'FAILED'}: train={result.train_s:.1f}s "
+        f"track={result.track_s:.1f}s mean_error_px={result.mean_error_px:.2f}"
+    )
+    click.echo(line)
+    if not ok:
+        sys.exit(1)

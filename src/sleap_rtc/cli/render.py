@@ -1,0 +1,93 @@
+"""Live rendering of job events in a terminal (rich progress bars)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from sleap_rtc.jobs.events import TrackProgress, TrainProgress
+from sleap_rtc.worker.runner import JobEvent, LogEvent, ProgressEvent, StateEvent
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "eta --"
+    seconds = round(seconds)
+    return f"eta {seconds // 60}:{seconds % 60:02d}"
+
+
+class JobProgressView:
+    """One bar per model (training) or one frames bar (tracking), plus log lines.
+
+    Use as a context manager; feed it every event of one job.
+    """
+
+    def __init__(self, console: Console, *, show_logs: bool = False) -> None:
+        self.console = console
+        self.show_logs = show_logs
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> JobProgressView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _task(self, key: str, description: str, total: int | None) -> TaskID:
+        if key not in self._tasks:
+            self._tasks[key] = self.progress.add_task(description, total=total, detail="")
+        return self._tasks[key]
+
+    def update(self, event: JobEvent) -> None:
+        if isinstance(event, ProgressEvent):
+            self._progress(event.progress)
+        elif isinstance(event, LogEvent) and self.show_logs:
+            self.progress.console.print(f"[dim]{event.line}[/dim]", highlight=False)
+        elif isinstance(event, StateEvent):
+            record = event.record
+            if record.state.value in ("COMPLETE",):
+                for task_id in self._tasks.values():
+                    task = self.progress.tasks[task_id]
+                    if task.total is not None and not record.stopped_early:
+                        self.progress.update(task_id, completed=task.total)
+
+    def _progress(self, p: TrainProgress | TrackProgress) -> None:
+        if isinstance(p, TrainProgress):
+            label = f"train {p.model_name}" + (
+                f" ({p.model_index}/{p.n_models})" if p.n_models > 1 else ""
+            )
+            task = self._task(f"train-{p.model_index}", label, p.total_epochs)
+            parts = [f"epoch {p.epoch}/{p.total_epochs}"]
+            if p.loss is not None:
+                parts.append(f"loss {p.loss:.4g}")
+            if p.val_loss is not None:
+                parts.append(f"val {p.val_loss:.4g}")
+            parts.append(_fmt_eta(p.eta_s))
+            done = p.epoch if p.epoch_done else p.epoch - 1
+            self.progress.update(task, completed=done, detail="  ".join(parts))
+        else:
+            task = self._task("track", "track", p.n_total)
+            rate = f"{p.rate:.1f} fps" if p.rate is not None else ""
+            self.progress.update(
+                task,
+                completed=p.n_processed,
+                total=p.n_total,
+                detail=f"frames  {rate}  {_fmt_eta(p.eta_s)}",
+            )

@@ -1,0 +1,115 @@
+"""The backend interface: where and how an engine job's processes run.
+
+A backend is a plug-in (like submitit's executors): :class:`Backend` submits an
+:class:`EngineJob` and returns a :class:`BackendJob` whose :meth:`~BackendJob.events`
+stream ends with exactly one :class:`Finished`. A new scheduler (SLURM, PBS, LSF)
+is one new module implementing these two classes; nothing above the engine
+changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sleap_rtc.jobs.events import Progress
+from sleap_rtc.jobs.states import JobState
+
+
+@dataclass(frozen=True)
+class Step:
+    """One sleap-nn process of a job."""
+
+    name: str
+    kind: Literal["train", "track"]
+    argv: list[str]
+    index: int  # 1-based position in the job
+    total: int
+    #: Epochs this step will run (training), for progress and ETA.
+    total_epochs: int | None = None
+    #: The model folder (train) or predictions file (track) this step makes.
+    output: Path | None = None
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    job_id: str
+    kind: Literal["train", "track"]
+    steps: list[Step]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+# ------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    """A step's process started. ``native_id`` lets a later worker find it again."""
+
+    step: Step
+    native_id: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    text: str
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The job ended. ``state`` is COMPLETE, FAILED or CANCELLED."""
+
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+BackendEvent = StepStarted | LogLine | ProgressUpdate | Finished
+
+
+class BackendJob(ABC):
+    """A submitted job. One consumer reads :meth:`events` to the end."""
+
+    job_id: str
+
+    @abstractmethod
+    def events(self) -> AsyncIterator[BackendEvent]:
+        """Events in order; the last one is always :class:`Finished`."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Stop the job now; it finishes CANCELLED. Safe to call at any time."""
+
+    @abstractmethod
+    async def stop_early(self) -> bool:
+        """Ask training to end after the current batch, keeping the model.
+
+        Returns False when the running step can't be stopped early (e.g. tracking).
+        """
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    async def submit(self, job: EngineJob) -> BackendJob:
+        """Start ``job``; raise on a failure to start (nothing is left running)."""
+
+    @abstractmethod
+    async def reap(self, native_id: str) -> str:
+        """Deal with a job a previous worker process left behind.
+
+        Returns the reason to record. The local backend kills leftover processes
+        (their output has no reader any more); a cluster backend may re-attach.
+        """

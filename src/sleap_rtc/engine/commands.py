@@ -1,0 +1,183 @@
+"""Plans → ``sleap-nn`` argument lists.
+
+Commands are always argv lists, never shell strings. Values that reach sleap-nn
+as Hydra overrides are quoted with :func:`hydra_quote`, so a path with spaces,
+commas, ``=``, quotes or ``${`` arrives byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from sleap_rtc.engine.backend import EngineJob, Step
+from sleap_rtc.jobs.validation import TrackPlan, TrainPlan
+
+
+def hydra_quote(value: str) -> str:
+    """Quote ``value`` as a single-quoted Hydra override string.
+
+    Hydra treats a backslash as an escape only before a quote or at the end of
+    the string, and OmegaConf resolves ``${...}`` even inside quotes; both are
+    escaped here so the value is taken literally.
+    """
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    text = text.replace("'", "\\'")
+    text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+    return f"'{text}'"
+
+
+def _override(key: str, value: str | int | float | bool | None) -> str:
+    if value is None:
+        rendered = "null"
+    elif isinstance(value, bool):
+        rendered = "true" if value else "false"
+    elif isinstance(value, int | float):
+        rendered = repr(value)
+    else:
+        rendered = hydra_quote(value)
+    return f"{key}={rendered}"
+
+
+def _list_override(key: str, paths: Iterable[Path]) -> str:
+    return f"{key}=[{','.join(hydra_quote(str(p)) for p in paths)}]"
+
+
+def zmq_overrides(publish_port: int, controller_port: int) -> list[str]:
+    """Overrides that make sleap-nn publish progress and listen for a stop command."""
+    return [
+        f"trainer_config.zmq.publish_port={publish_port}",
+        f"trainer_config.zmq.controller_port={controller_port}",
+    ]
+
+
+def default_sleap_nn_command() -> list[str]:
+    """The ``sleap-nn`` executable next to this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).with_name("sleap-nn")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("sleap-nn")
+    return [found] if found else ["sleap-nn"]
+
+
+def _run_names(plan: TrainPlan, job_id: str) -> list[str]:
+    spec = plan.spec
+    short = job_id.replace("-", "")[:8]
+    if spec.run_name and len(plan.configs) == 1:
+        return [spec.run_name]
+    if spec.run_name:
+        return [f"{spec.run_name}-{c.stem}" for c in plan.configs]
+    return [f"{c.stem}-{short}" for c in plan.configs]
+
+
+def unique_folder(parent: Path, name: str, taken: set[str] | None = None) -> str:
+    """``name``, or ``name-2``, ``name-3``… so that ``parent/name`` doesn't exist yet.
+
+    sleap-nn itself renames a run whose folder exists (to ``name-1``), which would
+    leave the worker pointing at the wrong folder; choosing first avoids that.
+    """
+    taken = taken or set()
+    candidate, n = name, 1
+    while (parent / candidate).exists() or candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def build_train_job(
+    plan: TrainPlan,
+    *,
+    job_id: str,
+    models_dir: Path,
+    sleap_nn: list[str] | None = None,
+    device: str = "auto",
+    reserved: set[str] | None = None,
+) -> EngineJob:
+    """One ``sleap-nn train`` step per config, in order, each in its own run folder.
+
+    ``reserved`` holds run names other live jobs are about to create; the chosen
+    names are added to it.
+    """
+    command = sleap_nn or default_sleap_nn_command()
+    spec = plan.spec
+    reserved = reserved if reserved is not None else set()
+    steps: list[Step] = []
+    for index, (config, wanted) in enumerate(
+        zip(plan.configs, _run_names(plan, job_id), strict=True)
+    ):
+        run_name = unique_folder(models_dir, wanted, reserved)
+        reserved.add(run_name)
+        argv = [
+            *command,
+            "train",
+            "--config",
+            str(config.config_path),
+            _override("trainer_config.ckpt_dir", str(models_dir)),
+            _override("trainer_config.run_name", run_name),
+            "trainer_config.save_ckpt=true",
+            "trainer_config.enable_progress_bar=false",
+            "trainer_config.use_wandb=false",
+        ]
+        labels = [plan.labels_path] if plan.labels_path else config.train_labels
+        if labels:
+            argv.append(_list_override("data_config.train_labels_path", labels))
+        val = [plan.val_labels_path] if plan.val_labels_path else config.val_labels
+        if val:
+            argv.append(_list_override("data_config.val_labels_path", val))
+        if spec.max_epochs is not None:
+            argv.append(_override("trainer_config.max_epochs", spec.max_epochs))
+        if spec.batch_size is not None:
+            argv.append(_override("trainer_config.train_data_loader.batch_size", spec.batch_size))
+            argv.append(_override("trainer_config.val_data_loader.batch_size", spec.batch_size))
+        if spec.learning_rate is not None:
+            argv.append(_override("trainer_config.optimizer.lr", spec.learning_rate))
+        if plan.resume_ckpt_path is not None:
+            argv.append(_override("trainer_config.resume_ckpt_path", str(plan.resume_ckpt_path)))
+        if device != "auto":
+            argv.append(_override("trainer_config.trainer_accelerator", device))
+        steps.append(
+            Step(
+                name=config.stem,
+                kind="train",
+                argv=argv,
+                index=index + 1,
+                total=len(plan.configs),
+                total_epochs=spec.max_epochs or config.max_epochs,
+                output=models_dir / run_name,
+            )
+        )
+    return EngineJob(job_id=job_id, kind="train", steps=steps)
+
+
+def build_track_job(
+    plan: TrackPlan, *, job_id: str, sleap_nn: list[str] | None = None, device: str = "auto"
+) -> EngineJob:
+    """One ``sleap-nn track`` step, printing JSON progress lines (``--gui``)."""
+    command = sleap_nn or default_sleap_nn_command()
+    spec = plan.spec
+    # Options are separate argv items, so no quoting is needed: sleap-nn's own
+    # click parser receives each path as one string.
+    argv = [*command, "track", "--data_path", str(plan.data_path)]
+    for model in plan.model_paths:
+        argv += ["--model_paths", str(model)]
+    argv += ["--output_path", str(plan.output_path), "--device", device, "--gui"]
+    if spec.batch_size is not None:
+        argv += ["--batch_size", str(spec.batch_size)]
+    if spec.peak_threshold is not None:
+        argv += ["--peak_threshold", repr(spec.peak_threshold)]
+    if spec.only_suggested_frames:
+        argv.append("--only_suggested_frames")
+    if plan.frames is not None:
+        argv += ["--frames", ",".join(str(r) for r in plan.frames)]
+    video_index = spec.video_index
+    if video_index is None and plan.frames is not None and plan.data_path.suffix == ".slp":
+        video_index = 0  # sleap-nn applies --frames to one video of a .slp
+    if video_index is not None:
+        argv += ["--video_index", str(video_index)]
+    step = Step(
+        name=plan.data_path.name, kind="track", argv=argv, index=1, total=1, output=plan.output_path
+    )
+    return EngineJob(job_id=job_id, kind="track", steps=[step])

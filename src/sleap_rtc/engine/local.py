@@ -1,0 +1,352 @@
+"""The local backend: run a job's sleap-nn steps as child processes here.
+
+Each step runs in its own session (process group), so cancelling reaches every
+process sleap-nn starts, and nothing is left behind: after a step ends, any
+straggler in its group is killed. Training progress is read from sleap-nn's ZMQ
+publisher on a port bound here (port 0, so two jobs never collide); stop-early is
+sent through its ZMQ controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+from collections import deque
+from collections.abc import AsyncIterator
+
+import psutil
+
+from sleap_rtc.engine.backend import (
+    Backend,
+    BackendEvent,
+    BackendJob,
+    EngineJob,
+    Finished,
+    LogLine,
+    ProgressUpdate,
+    Step,
+    StepStarted,
+)
+from sleap_rtc.engine.commands import zmq_overrides
+from sleap_rtc.engine.progress import TrainProgressTracker, parse_track_line
+from sleap_rtc.jobs.states import JobState
+
+#: Longest log line kept; longer lines are cut (a runaway print can't eat memory).
+MAX_LINE_CHARS = 16 * 1024
+#: Largest ZMQ progress message accepted from sleap-nn.
+MAX_ZMQ_BYTES = 1024 * 1024
+#: How many trailing log lines are kept to explain a failure.
+TAIL_LINES = 30
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_.]*(Error|Exception|Interrupt)\b.*)$")
+
+
+def native_id_of(pid: int) -> str:
+    """``pid@start_time``: identifies a process even after its pid is reused."""
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = 0.0
+    return f"{pid}@{created:.3f}"
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _failure_reason(step: Step, code: int, tail: deque[str]) -> str:
+    what = f"sleap-nn {step.kind} ({step.name})"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"{what} was killed by {name}"
+    for line in reversed(tail):
+        match = _ERROR_LINE.match(line)
+        if match:
+            return f"{what} exited with code {code}: {match.group(1).strip()[:500]}"
+    return f"{what} exited with code {code}"
+
+
+class LocalJob(BackendJob):
+    def __init__(self, job: EngineJob, *, cancel_grace_s: float, env: dict[str, str]) -> None:
+        self.job_id = job.job_id
+        self._job = job
+        self._grace = cancel_grace_s
+        self._env = env
+        self._queue: asyncio.Queue[BackendEvent] = asyncio.Queue()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._cancelled = False
+        self._stop_requested = False
+        self._controller = None  # zmq PUB socket of the running training step
+        self._step: Step | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"job-{self.job_id}")
+
+    async def events(self) -> AsyncIterator[BackendEvent]:
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, Finished):
+                return
+
+    async def cancel(self) -> None:
+        self._cancelled = True
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        for sig, wait in (
+            (signal.SIGINT, self._grace),
+            (signal.SIGTERM, self._grace),
+            (signal.SIGKILL, None),
+        ):
+            if not _signal_group(proc.pid, sig):
+                return
+            if wait is None:
+                break
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), wait)
+                return
+            except TimeoutError:
+                continue
+
+    async def stop_early(self) -> bool:
+        if self._step is None or self._step.kind != "train" or self._cancelled:
+            return False
+        self._stop_requested = True
+        return True
+
+    # ------------------------------------------------------------------ running
+
+    async def _run(self) -> None:
+        try:
+            finished = await self._run_steps()
+        except asyncio.CancelledError:
+            await self._kill_now()
+            raise
+        except Exception as exc:  # the job must always end with Finished
+            await self._kill_now()
+            finished = Finished(
+                state=JobState.FAILED, reason=f"worker error while running the job: {exc!r}"
+            )
+        self._queue.put_nowait(finished)
+
+    async def _kill_now(self) -> None:
+        if self._proc is not None:
+            _signal_group(self._proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await self._proc.wait()
+
+    async def _run_steps(self) -> Finished:
+        outputs: list[str] = []
+        last_code: int | None = None
+        for step in self._job.steps:
+            if self._cancelled:
+                break
+            code, tail, error = await self._run_step(step)
+            last_code = code
+            if self._cancelled:
+                break
+            if code != 0:
+                reason = error or _failure_reason(step, code, tail)
+                return Finished(
+                    state=JobState.FAILED,
+                    exit_code=code,
+                    reason=reason,
+                    outputs=outputs,
+                    stopped_early=self._stop_requested,
+                )
+            missing = self._missing_output(step)
+            if missing:
+                return Finished(
+                    state=JobState.FAILED, exit_code=code, reason=missing, outputs=outputs
+                )
+            if step.output is not None:
+                outputs.append(str(step.output))
+        if self._cancelled:
+            return Finished(
+                state=JobState.CANCELLED,
+                exit_code=last_code,
+                reason="cancelled by the user",
+                outputs=outputs,
+            )
+        return Finished(
+            state=JobState.COMPLETE,
+            exit_code=0,
+            outputs=outputs,
+            stopped_early=self._stop_requested,
+        )
+
+    @staticmethod
+    def _missing_output(step: Step) -> str | None:
+        if step.output is None:
+            return None
+        if step.kind == "train" and not (step.output / "best.ckpt").is_file():
+            return (
+                f"sleap-nn train ({step.name}) finished without writing {step.output / 'best.ckpt'}"
+            )
+        if step.kind == "track" and not step.output.is_file():
+            return f"sleap-nn track finished without writing {step.output}"
+        return None
+
+    async def _run_step(self, step: Step) -> tuple[int, deque[str], str | None]:
+        import zmq
+        import zmq.asyncio
+
+        self._step = step
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        error: list[str] = []
+        argv = list(step.argv)
+        ctx = sub = pub = None
+        tracker = None
+        if step.kind == "train":
+            ctx = zmq.asyncio.Context()
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.MAXMSGSIZE, MAX_ZMQ_BYTES)
+            sub.subscribe(b"")
+            pub = ctx.socket(zmq.PUB)
+            pub.setsockopt(zmq.LINGER, 0)
+            publish_port = sub.bind_to_random_port("tcp://127.0.0.1")
+            controller_port = pub.bind_to_random_port("tcp://127.0.0.1")
+            argv += zmq_overrides(publish_port, controller_port)
+            tracker = TrainProgressTracker(step)
+        env = {
+            **os.environ,
+            **self._env,
+            **self._job.env,
+            "PYTHONUNBUFFERED": "1",
+            "TERM": "dumb",
+            "NO_COLOR": "1",
+        }
+        helpers: list[asyncio.Task[None]] = []
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                cwd=self._job.cwd,
+                limit=MAX_ZMQ_BYTES,
+            )
+            proc = self._proc
+            self._queue.put_nowait(StepStarted(step=step, native_id=native_id_of(proc.pid)))
+            assert proc.stdout is not None
+            helpers.append(asyncio.create_task(self._read_output(proc.stdout, step, tail, error)))
+            if sub is not None and tracker is not None and pub is not None:
+                helpers.append(asyncio.create_task(self._read_zmq(sub, tracker)))
+                helpers.append(asyncio.create_task(self._send_stop(pub, proc)))
+            code = await proc.wait()
+            # Output and progress published just before exit are still in flight.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(helpers[0]), 5)
+            await asyncio.sleep(0.05 if sub is not None else 0)
+            return code, tail, error[0] if error else None
+        finally:
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(BaseException):
+                    await task
+            if self._proc is not None:
+                _signal_group(self._proc.pid, signal.SIGKILL)  # stragglers of the group
+            for sock in (sub, pub):
+                if sock is not None:
+                    sock.close(linger=0)
+            if ctx is not None:
+                ctx.term()
+            self._step = None
+
+    async def _read_output(
+        self, stream: asyncio.StreamReader, step: Step, tail: deque[str], error: list[str]
+    ) -> None:
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line over the reader's limit: take what is buffered
+                raw = await stream.read(MAX_ZMQ_BYTES)
+            if not raw:
+                return
+            for part in raw.decode("utf-8", errors="replace").replace("\r", "\n").split("\n"):
+                text = part.rstrip()
+                if not text:
+                    continue
+                if len(text) > MAX_LINE_CHARS:
+                    text = text[:MAX_LINE_CHARS] + " …[cut]"
+                if step.kind == "track":
+                    parsed = parse_track_line(text)
+                    if parsed is not None and not isinstance(parsed, str):
+                        self._queue.put_nowait(ProgressUpdate(parsed))
+                        continue
+                    if isinstance(parsed, str) and not error:
+                        error.append(f"sleap-nn track failed: {parsed}")
+                tail.append(text)
+                self._queue.put_nowait(LogLine(text))
+
+    async def _read_zmq(self, sub: object, tracker: TrainProgressTracker) -> None:
+        while True:
+            raw = await sub.recv()  # type: ignore[attr-defined]
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                progress = tracker.feed(message)
+                if progress is not None:
+                    self._queue.put_nowait(ProgressUpdate(progress))
+
+    async def _send_stop(self, pub: object, proc: asyncio.subprocess.Process) -> None:
+        # PUB/SUB drops messages sent before the subscriber connects, and sleap-nn
+        # only polls at batch ends, so the stop command is repeated until it lands.
+        while proc.returncode is None:
+            if self._stop_requested:
+                await pub.send_string(json.dumps({"command": "stop"}))  # type: ignore[attr-defined]
+            await asyncio.sleep(0.25)
+
+
+class LocalBackend(Backend):
+    """Runs jobs as child processes of the worker."""
+
+    name = "local"
+
+    def __init__(self, *, cancel_grace_s: float = 5.0, env: dict[str, str] | None = None) -> None:
+        self.cancel_grace_s = cancel_grace_s
+        self.env = dict(env or {})
+
+    async def submit(self, job: EngineJob) -> LocalJob:
+        local = LocalJob(job, cancel_grace_s=self.cancel_grace_s, env=self.env)
+        local.start()
+        return local
+
+    async def reap(self, native_id: str) -> str:
+        reason = "the worker stopped while the job was running"
+        try:
+            pid_text, created_text = native_id.split("@", 1)
+            pid, created = int(pid_text), float(created_text)
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) > 0.01:
+                return reason
+        except (ValueError, psutil.Error):
+            return reason
+        # The process outlived its worker; nobody reads its output any more.
+        _signal_group(pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.cancel_grace_s)
+        except psutil.TimeoutExpired:
+            _signal_group(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                proc.wait(timeout=5)
+        return reason + "; its leftover sleap-nn process was ended"

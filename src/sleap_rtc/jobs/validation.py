@@ -1,0 +1,508 @@
+"""Validation before execution: turn a spec into a plan the engine can run.
+
+:func:`check_fields` holds the rules that need no filesystem (ranges, frames,
+names) and may run anywhere, the client included. :func:`plan_train` and
+:func:`plan_track` run on the worker: they add the path rules (inside a mount,
+exists, right kind of file, config parses, labels named in configs exist) and
+return a plan whose paths are all resolved, so what runs is exactly what was
+checked. Both collect every problem before raising :class:`JobRejected`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sleap_rtc.jobs.frames import FrameRange, FramesError, parse_frames
+from sleap_rtc.jobs.mounts import Mounts
+from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
+from sleap_rtc.jobs.specs import SPEC_VERSION, TrackSpec, TrainSpec
+
+#: Largest config YAML the worker will parse.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+CONFIG_SECTIONS = ("data_config", "model_config", "trainer_config")
+DATA_SUFFIXES = (".slp", ".mp4", ".avi", ".mov", ".mkv", ".h5", ".hdf5")
+MODEL_CONFIG_NAMES = ("training_config.yaml", "training_config.json")
+MODEL_WEIGHT_GLOBS = ("*.ckpt", "best_model.h5")
+
+
+@dataclass(frozen=True)
+class ConfigPlan:
+    """One model to train: its config and the label files it will read."""
+
+    config_path: Path
+    stem: str
+    #: Resolved label paths named inside the config (used when not overridden).
+    train_labels: list[Path] = field(default_factory=list)
+    val_labels: list[Path] = field(default_factory=list)
+    #: Epochs the config asks for (sleap-nn's default when it names none).
+    max_epochs: int = 100
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    spec: TrainSpec
+    configs: list[ConfigPlan]
+    labels_path: Path | None
+    val_labels_path: Path | None
+    resume_ckpt_path: Path | None
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    spec: TrackSpec
+    data_path: Path
+    model_paths: list[Path]
+    output_path: Path
+    frames: list[FrameRange] | None
+
+
+def _out_of_range(name: str, value: object, rule: str) -> Problem:
+    return Problem(
+        field=name,
+        value=str(value),
+        code=ProblemCode.OUT_OF_RANGE,
+        message=f"{name} is {value}; it must be {rule}",
+    )
+
+
+def check_fields(spec: TrainSpec | TrackSpec) -> list[Problem]:
+    """Rules that need no filesystem. Returns every problem found (maybe none)."""
+    problems: list[Problem] = []
+    if spec.version != SPEC_VERSION:
+        problems.append(
+            Problem(
+                field="version",
+                value=str(spec.version),
+                code=ProblemCode.UNSUPPORTED_VERSION,
+                message=(
+                    f"spec version {spec.version} is not supported by this worker "
+                    f"(it speaks version {SPEC_VERSION}); update sleap-rtc on one side"
+                ),
+            )
+        )
+    if spec.batch_size is not None and not 1 <= spec.batch_size <= 4096:
+        problems.append(_out_of_range("batch_size", spec.batch_size, "between 1 and 4096"))
+    if isinstance(spec, TrainSpec):
+        if spec.max_epochs is not None and not 1 <= spec.max_epochs <= 100_000:
+            problems.append(_out_of_range("max_epochs", spec.max_epochs, "between 1 and 100000"))
+        if spec.learning_rate is not None and not 0 < spec.learning_rate <= 1:
+            problems.append(
+                _out_of_range(
+                    "learning_rate",
+                    spec.learning_rate,
+                    "greater than 0 and at most 1 (e.g. 0.0001)",
+                )
+            )
+        if spec.run_name is not None and not RUN_NAME_PATTERN.match(spec.run_name):
+            problems.append(
+                Problem(
+                    field="run_name",
+                    value=spec.run_name,
+                    code=ProblemCode.INVALID_VALUE,
+                    message=(
+                        "run_name must be 1-100 letters, digits, '.', '_' or '-' and start "
+                        "with a letter or digit (it names a folder on the worker)"
+                    ),
+                )
+            )
+    else:
+        if spec.peak_threshold is not None and not 0 <= spec.peak_threshold <= 1:
+            problems.append(
+                _out_of_range("peak_threshold", spec.peak_threshold, "between 0.0 and 1.0")
+            )
+        if spec.video_index is not None and not 0 <= spec.video_index <= 100_000:
+            problems.append(
+                _out_of_range("video_index", spec.video_index, "a non-negative video number")
+            )
+        if spec.frames is not None:
+            try:
+                parse_frames(spec.frames)
+            except FramesError as exc:
+                problems.append(
+                    Problem(
+                        field="frames",
+                        value=spec.frames,
+                        code=ProblemCode.FRAMES_INVALID,
+                        message=str(exc),
+                    )
+                )
+            if spec.only_suggested_frames:
+                problems.append(
+                    Problem(
+                        field="frames",
+                        value=spec.frames,
+                        code=ProblemCode.CONFLICT,
+                        message="use either frames or only_suggested_frames, not both",
+                    )
+                )
+    return problems
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _existing(
+    mounts: Mounts,
+    name: str,
+    raw: str,
+    problems: list[Problem],
+    *,
+    want: str,
+    base: Path | None = None,
+) -> Path | None:
+    """Resolve ``raw`` inside the mounts and check it exists as a file or folder."""
+    real, problem = mounts.resolve(name, raw, base=base)
+    if problem:
+        problems.append(problem)
+        return None
+    assert real is not None
+    if not real.exists():
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.PATH_NOT_FOUND,
+                message=f"Path not found: {raw}",
+            )
+        )
+        return None
+    if want == "file" and not real.is_file():
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.NOT_A_FILE,
+                message=f"{raw} is a folder; a file is expected here",
+            )
+        )
+        return None
+    if want == "dir" and not real.is_dir():
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.NOT_A_DIRECTORY,
+                message=f"{raw} is a file; a folder is expected here",
+            )
+        )
+        return None
+    if not os.access(real, os.R_OK):
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.NOT_READABLE,
+                message=f"{raw} exists but the worker may not read it",
+            )
+        )
+        return None
+    return real
+
+
+def _config_field(spec: TrainSpec, index: int) -> str:
+    # The user documents call a single config "config_path".
+    return "config_path" if len(spec.config_paths) == 1 else f"config_paths[{index}]"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _load_config(name: str, raw: str, real: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    def invalid(message: str) -> None:
+        problems.append(
+            Problem(field=name, value=raw, code=ProblemCode.CONFIG_INVALID, message=message)
+        )
+
+    size = real.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        invalid(f"{raw} is {size} bytes; a sleap-nn config is expected to be under 1 MiB")
+        return None
+    try:
+        data = yaml.safe_load(real.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        invalid(f"{raw} is not valid YAML{where}; fix the file or choose another config")
+        return None
+    except UnicodeDecodeError:
+        invalid(f"{raw} is not a text file; choose a sleap-nn config YAML")
+        return None
+    if not isinstance(data, dict):
+        invalid(
+            f"{raw} does not hold a sleap-nn config (expected a mapping with "
+            f"{', '.join(CONFIG_SECTIONS)})"
+        )
+        return None
+    missing = [s for s in CONFIG_SECTIONS if not isinstance(data.get(s), dict)]
+    if missing:
+        invalid(f"{raw} is missing the section(s) {', '.join(missing)} of a sleap-nn config")
+        return None
+    return data
+
+
+def _config_labels(
+    spec: TrainSpec,
+    mounts: Mounts,
+    config_raw: str,
+    config_real: Path,
+    data: dict[str, Any],
+    key: str,
+    override: str | None,
+    field_name: str,
+    option: str,
+    problems: list[Problem],
+) -> list[Path]:
+    """Check the label files a config names under ``data_config.<key>``."""
+    if override is not None:
+        return []
+    entries = _as_list(data["data_config"].get(key))
+    if not entries and key == "train_labels_path":
+        problems.append(
+            Problem(
+                field=field_name,
+                value=None,
+                code=ProblemCode.MISSING_FIELD,
+                message=(
+                    f"{config_raw} names no data_config.{key} and no {option} was given; "
+                    f"pass {option} PATH"
+                ),
+            )
+        )
+    found: list[Path] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            problems.append(
+                Problem(
+                    field=field_name,
+                    value=str(entry),
+                    code=ProblemCode.CONFIG_INVALID,
+                    message=f"data_config.{key} in {config_raw} must hold paths, got {entry!r}",
+                )
+            )
+            continue
+        before = len(problems)
+        real = _existing(mounts, field_name, entry, problems, want="file", base=config_real.parent)
+        if len(problems) > before:
+            # Say where the path came from and how to override it.
+            last = problems[-1]
+            problems[-1] = last.model_copy(
+                update={
+                    "message": f"{last.message} (named in {config_raw} as data_config.{key}; "
+                    f"pass {option} to override)"
+                }
+            )
+        if real is not None:
+            found.append(real)
+    return found
+
+
+def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
+    """Check a train spec on the worker; raise :class:`JobRejected` with every problem."""
+    problems = check_fields(spec)
+    labels = val_labels = resume = None
+    if spec.labels_path is not None:
+        labels = _existing(mounts, "labels_path", spec.labels_path, problems, want="file")
+    if spec.val_labels_path is not None:
+        val_labels = _existing(
+            mounts, "val_labels_path", spec.val_labels_path, problems, want="file"
+        )
+    if spec.resume_ckpt_path is not None:
+        resume = _existing(mounts, "resume_ckpt_path", spec.resume_ckpt_path, problems, want="file")
+        if resume is not None and resume.suffix != ".ckpt":
+            problems.append(
+                Problem(
+                    field="resume_ckpt_path",
+                    value=spec.resume_ckpt_path,
+                    code=ProblemCode.WRONG_FILE_TYPE,
+                    message=f"{spec.resume_ckpt_path} is not a .ckpt checkpoint",
+                )
+            )
+    configs: list[ConfigPlan] = []
+    for index, raw in enumerate(spec.config_paths):
+        name = _config_field(spec, index)
+        real = _existing(mounts, name, raw, problems, want="file")
+        if real is None:
+            continue
+        data = _load_config(name, raw, real, problems)
+        if data is None:
+            continue
+        train = _config_labels(
+            spec,
+            mounts,
+            raw,
+            real,
+            data,
+            "train_labels_path",
+            spec.labels_path,
+            "labels_path",
+            "--labels",
+            problems,
+        )
+        val = _config_labels(
+            spec,
+            mounts,
+            raw,
+            real,
+            data,
+            "val_labels_path",
+            spec.val_labels_path,
+            "val_labels_path",
+            "--val-labels",
+            problems,
+        )
+        epochs = data["trainer_config"].get("max_epochs", 100)
+        configs.append(
+            ConfigPlan(
+                config_path=real,
+                stem=real.stem,
+                train_labels=train,
+                val_labels=val,
+                max_epochs=epochs if isinstance(epochs, int) else 100,
+            )
+        )
+    if problems:
+        raise JobRejected(problems)
+    return TrainPlan(
+        spec=spec,
+        configs=configs,
+        labels_path=labels,
+        val_labels_path=val_labels,
+        resume_ckpt_path=resume,
+    )
+
+
+def looks_like_model(folder: Path) -> bool:
+    """True if ``folder`` holds a trained model (a training config plus weights)."""
+    has_config = any((folder / name).is_file() for name in MODEL_CONFIG_NAMES)
+    has_weights = any(any(folder.glob(pattern)) for pattern in MODEL_WEIGHT_GLOBS)
+    return has_config and has_weights
+
+
+def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
+    """Check a track spec on the worker; raise :class:`JobRejected` with every problem."""
+    problems = check_fields(spec)
+    data = _existing(mounts, "data_path", spec.data_path, problems, want="file")
+    if data is not None and data.suffix.lower() not in DATA_SUFFIXES:
+        problems.append(
+            Problem(
+                field="data_path",
+                value=spec.data_path,
+                code=ProblemCode.WRONG_FILE_TYPE,
+                message=(
+                    f"{spec.data_path} is not a labels (.slp) or video file "
+                    f"({', '.join(DATA_SUFFIXES)})"
+                ),
+            )
+        )
+        data = None
+    models: list[Path] = []
+    for index, raw in enumerate(spec.model_paths):
+        name = "model_paths" if len(spec.model_paths) == 1 else f"model_paths[{index}]"
+        real = _existing(mounts, name, raw, problems, want="dir")
+        if real is None:
+            continue
+        if not looks_like_model(real):
+            problems.append(
+                Problem(
+                    field=name,
+                    value=raw,
+                    code=ProblemCode.NOT_A_MODEL,
+                    message=(
+                        f"{raw} is not a trained model folder (expected "
+                        "training_config.yaml and best.ckpt inside)"
+                    ),
+                )
+            )
+            continue
+        models.append(real)
+    output = _plan_output(spec, mounts, data, problems)
+    frames = None
+    if spec.frames is not None and not any(p.field == "frames" for p in problems):
+        frames = parse_frames(spec.frames)
+    if problems:
+        raise JobRejected(problems)
+    assert data is not None and output is not None
+    return TrackPlan(
+        spec=spec, data_path=data, model_paths=models, output_path=output, frames=frames
+    )
+
+
+def _plan_output(
+    spec: TrackSpec, mounts: Mounts, data: Path | None, problems: list[Problem]
+) -> Path | None:
+    raw = spec.output_path
+    relative = isinstance(raw, str) and raw.strip() != "" and not raw.startswith(("/", "~"))
+    if relative and data is None:
+        return None  # resolved against data_path's folder, which is already reported
+    real, problem = mounts.resolve(
+        "output_path", raw, base=data.parent if relative and data else None, for_writing=True
+    )
+    if problem:
+        problems.append(problem)
+        return None
+    assert real is not None
+    if real.suffix.lower() != ".slp":
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.WRONG_FILE_TYPE,
+                message=f"output_path {raw} must end in .slp",
+            )
+        )
+        return None
+    if not real.parent.is_dir():
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.PATH_NOT_FOUND,
+                message=f"Path not found: {real.parent} (the folder for output_path must exist)",
+            )
+        )
+        return None
+    if real.is_dir():
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.NOT_A_FILE,
+                message=f"output_path {raw} is a folder; name a .slp file",
+            )
+        )
+        return None
+    if real.exists() and not spec.overwrite:
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.OUTPUT_EXISTS,
+                message=(
+                    f"{real} already exists; choose another output name or allow "
+                    "overwriting (--overwrite)"
+                ),
+            )
+        )
+        return None
+    if not os.access(real.parent, os.W_OK):
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.READ_ONLY,
+                message=f"the worker may not write in {real.parent}",
+            )
+        )
+        return None
+    return real

@@ -1,0 +1,124 @@
+"""Worker configuration: TOML file, then command-line flags on top.
+
+Example ``worker.toml``::
+
+    name = "lab-gpu-1"
+    max_concurrent_jobs = 1
+    device = "auto"             # auto | cpu | cuda | cuda:1 | mps
+    models_dir = "/vast/models" # where trained models go (always a writable mount)
+
+    [[mounts]]
+    path = "/vast/project"
+    label = "project"
+
+    [[mounts]]
+    path = "/vast/shared-data"
+    label = "data"
+    read_only = true
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sleap_rtc import locations
+from sleap_rtc.jobs.mounts import Mount, Mounts
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class WorkerConfigError(ValueError):
+    """A worker configuration that can't be used; the message names field and value."""
+
+
+class MountConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    label: str | None = None
+    read_only: bool = False
+
+
+class WorkerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
+    mounts: list[MountConfig] = Field(default_factory=list)
+    models_dir: Path | None = None
+    state_dir: Path | None = None
+    max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
+    device: str = "auto"
+    sleap_nn_command: list[str] | None = None
+    cancel_grace_s: float = Field(default=5.0, gt=0, le=300)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"device {value!r} must be auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or locations.data_dir() / "models").expanduser().absolute()
+
+    def resolved_state_dir(self) -> Path:
+        return (self.state_dir or locations.data_dir() / "worker").expanduser().absolute()
+
+    def build_mounts(self) -> Mounts:
+        """The configured mounts plus the models folder (created if missing)."""
+        models = self.resolved_models_dir()
+        models.mkdir(parents=True, exist_ok=True)
+        mounts: list[Mount] = []
+        for index, entry in enumerate(self.mounts):
+            try:
+                mounts.append(Mount.create(entry.path, entry.label, read_only=entry.read_only))
+            except ValueError as exc:
+                raise WorkerConfigError(f"mounts[{index}]: {exc}") from None
+        if not any(m.path == models.resolve() for m in mounts):
+            label = "models" if all(m.label != "models" for m in mounts) else "worker-models"
+            mounts.append(Mount.create(models, label))
+        try:
+            return Mounts(mounts)
+        except ValueError as exc:
+            raise WorkerConfigError(f"mounts: {exc}") from None
+
+
+def default_config_path() -> Path:
+    return locations.config_dir() / "worker.toml"
+
+
+def load_worker_config(path: Path | None = None, **overrides: object) -> WorkerConfig:
+    """Read the TOML file (``path``, or the default if it exists) and apply overrides.
+
+    Overrides set to None are ignored, so command-line flags that weren't given
+    don't erase file values.
+    """
+    data: dict[str, object] = {}
+    source = path or default_config_path()
+    if path is not None and not path.is_file():
+        raise WorkerConfigError(f"worker config {path} does not exist")
+    if source.is_file():
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise WorkerConfigError(f"worker config {source} is not valid TOML: {exc}") from None
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "mounts":
+            data["mounts"] = [*list(data.get("mounts", []) or []), *value]  # type: ignore[misc]
+        else:
+            data[key] = value
+    try:
+        return WorkerConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        raise WorkerConfigError(f"worker config {source}: " + "; ".join(lines)) from None

@@ -1,0 +1,325 @@
+"""The job runner: validate, queue, run on a backend, record, and tell watchers.
+
+A job is validated the moment it is submitted (a rejection lists every problem
+and is recorded too), then waits for one of ``max_concurrent_jobs`` slots. Every
+event is written to the :class:`JobStore` before it is passed on, so what a
+watcher sees is never more than what a later ``status``/``logs`` can show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sleap_rtc.engine.backend import (
+    Backend,
+    BackendJob,
+    EngineJob,
+    Finished,
+    LogLine,
+    ProgressUpdate,
+    StepStarted,
+)
+from sleap_rtc.engine.commands import build_track_job, build_train_job
+from sleap_rtc.jobs.events import Progress
+from sleap_rtc.jobs.mounts import Mounts
+from sleap_rtc.jobs.problems import JobRejected
+from sleap_rtc.jobs.specs import TrackSpec, TrainSpec, parse_spec
+from sleap_rtc.jobs.states import TERMINAL_STATES, JobState, TransitionError
+from sleap_rtc.jobs.validation import TrackPlan, TrainPlan, plan_track, plan_train
+from sleap_rtc.worker.config import WorkerConfig
+from sleap_rtc.worker.store import JobRecord, JobStore
+
+log = logging.getLogger(__name__)
+
+#: Events buffered per watcher before the oldest progress/log events are dropped.
+#: State changes are never dropped.
+WATCH_QUEUE = 2000
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    job_id: str
+    record: JobRecord
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    job_id: str
+    line: str
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    job_id: str
+    progress: Progress
+
+
+JobEvent = StateEvent | LogEvent | ProgressEvent
+
+
+class JobRejectedError(JobRejected):
+    """A rejection that was recorded under ``job_id``."""
+
+    def __init__(self, job_id: str, rejected: JobRejected) -> None:
+        super().__init__(rejected.problems)
+        self.job_id = job_id
+
+
+class _Watcher:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+
+    def put(self, event: JobEvent) -> None:
+        if self.queue.qsize() >= WATCH_QUEUE and not isinstance(event, StateEvent):
+            return  # a slow watcher loses progress/log lines, never a state change
+        self.queue.put_nowait(event)
+
+
+class JobRunner:
+    """Owns the queue of jobs on one worker. Use within a running event loop."""
+
+    def __init__(
+        self, config: WorkerConfig, backend: Backend, store: JobStore | None = None
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.mounts: Mounts = config.build_mounts()
+        self.models_dir = config.resolved_models_dir()
+        self.store = store or JobStore(config.resolved_state_dir())
+        self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, BackendJob] = {}
+        self._cancel_requested: set[str] = set()
+        self._watchers: dict[str, list[_Watcher]] = {}
+        self._reserved_runs: set[str] = set()
+        self._closing = False
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def start(self) -> list[JobRecord]:
+        """Recover from a previous worker process; returns the records it changed.
+
+        RUNNING jobs lost their process (or their reader) and are marked FAILED
+        with the reason; QUEUED jobs never started, so they are validated again
+        and queued.
+        """
+        changed = []
+        for record in self.store.unfinished():
+            if record.state is JobState.RUNNING:
+                reason = (
+                    await self.backend.reap(record.native_id)
+                    if record.native_id
+                    else "the worker stopped while the job was starting"
+                )
+                changed.append(self.store.transition(record.id, JobState.FAILED, reason=reason))
+                continue
+            try:
+                plan = self._plan(parse_spec(record.spec))
+            except JobRejected as exc:
+                changed.append(
+                    self.store.transition(
+                        record.id,
+                        JobState.FAILED,
+                        reason="no longer valid after the worker restarted: " + str(exc),
+                    )
+                )
+                continue
+            self._launch(record.id, plan)
+            changed.append(record)
+        return changed
+
+    async def close(self) -> None:
+        """Stop accepting work; jobs still running are cancelled and marked FAILED."""
+        self._closing = True
+        # Record the reason first: the CANCELLED the backend reports next is then
+        # refused by the state machine, and the record keeps the true cause.
+        for record in self.store.unfinished():
+            self._record_transition(
+                record.id, JobState.FAILED, reason="the worker shut down before the job finished"
+            )
+        for job_id in list(self._tasks):
+            self._cancel_requested.add(job_id)
+            running = self._running.get(job_id)
+            if running:
+                await running.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(BaseException):
+                await task
+        self.store.close()
+
+    # ------------------------------------------------------------------ submit
+
+    def _plan(self, spec: TrainSpec | TrackSpec) -> TrainPlan | TrackPlan:
+        if isinstance(spec, TrainSpec):
+            return plan_train(spec, self.mounts)
+        return plan_track(spec, self.mounts)
+
+    def submit(self, spec: TrainSpec | TrackSpec) -> JobRecord:
+        """Validate and queue ``spec``. Raises :class:`JobRejectedError` (recorded)."""
+        if self._closing:
+            raise RuntimeError("the worker is shutting down")
+        job_id = uuid.uuid4().hex[:12]
+        payload = spec.model_dump(mode="json")
+        try:
+            plan = self._plan(spec)
+        except JobRejected as exc:
+            self.store.create(
+                job_id,
+                spec.kind,
+                payload,
+                JobState.REJECTED,
+                reason=f"{len(exc.problems)} problem(s) found before running",
+                problems=[p.model_dump(mode="json") for p in exc.problems],
+            )
+            raise JobRejectedError(job_id, exc) from None
+        self.store.create(job_id, spec.kind, payload, JobState.QUEUED)
+        self._launch(job_id, plan)
+        record = self.store.get(job_id)
+        assert record is not None
+        return record
+
+    def _launch(self, job_id: str, plan: TrainPlan | TrackPlan) -> None:
+        self._tasks[job_id] = asyncio.create_task(
+            self._execute(job_id, plan), name=f"runner-{job_id}"
+        )
+
+    def _engine_job(self, job_id: str, plan: TrainPlan | TrackPlan) -> EngineJob:
+        command = self.config.sleap_nn_command
+        if isinstance(plan, TrainPlan):
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            return build_train_job(
+                plan,
+                job_id=job_id,
+                models_dir=self.models_dir,
+                sleap_nn=command,
+                device=self.config.device,
+                reserved=self._reserved_runs,
+            )
+        return build_track_job(plan, job_id=job_id, sleap_nn=command, device=self.config.device)
+
+    async def _execute(self, job_id: str, plan: TrainPlan | TrackPlan) -> None:
+        engine_job: EngineJob | None = None
+        try:
+            async with self._slots:
+                if job_id in self._cancel_requested:
+                    self._record_transition(
+                        job_id, JobState.CANCELLED, reason="cancelled by the user before it started"
+                    )
+                    return
+                engine_job = self._engine_job(job_id, plan)
+                try:
+                    backend_job = await self.backend.submit(engine_job)
+                except Exception as exc:
+                    self._record_transition(
+                        job_id, JobState.FAILED, reason=f"could not start: {exc}"
+                    )
+                    return
+                self._running[job_id] = backend_job
+                self._record_transition(job_id, JobState.RUNNING)
+                if job_id in self._cancel_requested:
+                    await backend_job.cancel()
+                async for event in backend_job.events():
+                    self._handle(job_id, event)
+        finally:
+            self._running.pop(job_id, None)
+            self._tasks.pop(job_id, None)
+            if engine_job is not None:
+                for step in engine_job.steps:
+                    if step.kind == "train" and step.output is not None:
+                        self._reserved_runs.discard(step.output.name)
+
+    def _handle(self, job_id: str, event: object) -> None:
+        if isinstance(event, LogLine):
+            self.store.append_log(job_id, event.text)
+            self._publish(LogEvent(job_id, event.text))
+        elif isinstance(event, ProgressUpdate):
+            self.store.set_progress(job_id, event.progress.model_dump(mode="json"))
+            self._publish(ProgressEvent(job_id, event.progress))
+        elif isinstance(event, StepStarted):
+            self.store.set_native_id(job_id, event.native_id)
+            line = (
+                f"[sleap-rtc] step {event.step.index}/{event.step.total}: "
+                f"{event.step.kind} {event.step.name}"
+            )
+            self.store.append_log(job_id, line)
+            self._publish(LogEvent(job_id, line))
+        elif isinstance(event, Finished):
+            self._record_transition(
+                job_id,
+                event.state,
+                reason=event.reason,
+                exit_code=event.exit_code,
+                outputs=event.outputs,
+                stopped_early=event.stopped_early,
+            )
+
+    def _record_transition(self, job_id: str, state: JobState, **fields: Any) -> None:
+        try:
+            record = self.store.transition(job_id, state, **fields)
+        except TransitionError:
+            # Already final (e.g. marked FAILED at shutdown); the first word stands.
+            log.debug("job %s: ignoring late %s", job_id, state)
+            return
+        self._publish(StateEvent(job_id, record))
+
+    def _publish(self, event: JobEvent) -> None:
+        for watcher in self._watchers.get(event.job_id, []):
+            watcher.put(event)
+
+    # ----------------------------------------------------------------- control
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job. A finished job is returned unchanged."""
+        record = self._require(job_id)
+        if record.finished:
+            return record
+        self._cancel_requested.add(job_id)
+        running = self._running.get(job_id)
+        if running is not None:
+            await running.cancel()
+        await self.wait(job_id)
+        return self._require(job_id)
+
+    async def stop_early(self, job_id: str) -> bool:
+        """Ask a training job to end now, keeping its model. False if not possible."""
+        running = self._running.get(job_id)
+        return await running.stop_early() if running is not None else False
+
+    def _require(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id)
+        if record is None:
+            raise KeyError(f"no job {job_id!r} on this worker")
+        return record
+
+    async def wait(self, job_id: str) -> JobRecord:
+        """Wait until the job is in a terminal state and return its record."""
+        async for _ in self.watch(job_id):
+            pass
+        return self._require(job_id)
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """The job's current state, then live events until it ends."""
+        watcher = _Watcher()
+        self._watchers.setdefault(job_id, []).append(watcher)
+        try:
+            record = self._require(job_id)
+            yield StateEvent(job_id, record)
+            if record.finished:
+                return
+            while True:
+                event = await watcher.queue.get()
+                yield event
+                if isinstance(event, StateEvent) and event.record.state in TERMINAL_STATES:
+                    return
+        finally:
+            self._watchers[job_id].remove(watcher)
+            if not self._watchers[job_id]:
+                del self._watchers[job_id]

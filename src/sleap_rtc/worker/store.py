@@ -1,0 +1,256 @@
+"""The worker's durable job store: SQLite plus one log file per job.
+
+Everything a client may ask about later lives here: the spec, every state change
+with its time and reason, the latest progress, outputs and the full log. It is
+written as the job runs, so a client that disconnects, or a worker that
+restarts, loses nothing. State changes go through
+:func:`~sleap_rtc.jobs.states.check_transition`; a terminal state is final.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from sleap_rtc.jobs.states import TERMINAL_STATES, JobState, check_transition
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    reason TEXT,
+    exit_code INTEGER,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    problems TEXT NOT NULL DEFAULT '[]',
+    progress TEXT,
+    native_id TEXT,
+    stopped_early INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS job_states (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS job_states_job ON job_states(job_id);
+"""
+
+
+@dataclass(frozen=True)
+class StateChange:
+    at: float
+    state: JobState
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    spec: dict[str, Any]
+    state: JobState
+    created_at: float
+    updated_at: float
+    reason: str | None = None
+    exit_code: int | None = None
+    outputs: list[str] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    progress: dict[str, Any] | None = None
+    native_id: str | None = None
+    stopped_early: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class JobStore:
+    """Job records under ``state_dir`` (``jobs.sqlite3`` and ``logs/<id>.log``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.logs_dir = state_dir / "logs"
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(state_dir / "jobs.sqlite3", isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._logs: dict[str, TextIO] = {}
+
+    def close(self) -> None:
+        for handle in self._logs.values():
+            handle.close()
+        self._logs.clear()
+        self._db.close()
+
+    # ---------------------------------------------------------------- writing
+
+    def create(
+        self,
+        job_id: str,
+        kind: str,
+        spec: dict[str, Any],
+        state: JobState,
+        *,
+        reason: str | None = None,
+        problems: list[dict[str, Any]] | None = None,
+    ) -> None:
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO jobs (id, kind, spec, state, created_at, updated_at, reason, "
+                "problems) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    kind,
+                    json.dumps(spec),
+                    state.value,
+                    now,
+                    now,
+                    reason,
+                    json.dumps(problems or []),
+                ),
+            )
+            self._db.execute(
+                "INSERT INTO job_states VALUES (?, ?, ?, ?)", (job_id, now, state.value, reason)
+            )
+
+    def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        outputs: list[str] | None = None,
+        stopped_early: bool | None = None,
+    ) -> JobRecord:
+        """Move a job to ``state``; raises TransitionError on an illegal edge."""
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            current = self._get(job_id)
+            if current is None:
+                raise KeyError(job_id)
+            check_transition(current.state, state)
+            self._db.execute(
+                "UPDATE jobs SET state=?, updated_at=?, reason=COALESCE(?, reason), "
+                "exit_code=COALESCE(?, exit_code), outputs=COALESCE(?, outputs), "
+                "stopped_early=COALESCE(?, stopped_early) WHERE id=?",
+                (
+                    state.value,
+                    now,
+                    reason,
+                    exit_code,
+                    json.dumps(outputs) if outputs is not None else None,
+                    int(stopped_early) if stopped_early is not None else None,
+                    job_id,
+                ),
+            )
+            self._db.execute(
+                "INSERT INTO job_states VALUES (?, ?, ?, ?)", (job_id, now, state.value, reason)
+            )
+        if state in TERMINAL_STATES:
+            handle = self._logs.pop(job_id, None)
+            if handle:
+                handle.close()
+        record = self.get(job_id)
+        assert record is not None
+        return record
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE jobs SET progress=?, updated_at=? WHERE id=?",
+            (json.dumps(progress), time.time(), job_id),
+        )
+
+    def set_native_id(self, job_id: str, native_id: str) -> None:
+        self._db.execute("UPDATE jobs SET native_id=? WHERE id=?", (native_id, job_id))
+
+    def append_log(self, job_id: str, line: str) -> None:
+        handle = self._logs.get(job_id)
+        if handle is None:
+            handle = open(self.log_path(job_id), "a", encoding="utf-8")  # noqa: SIM115
+            self._logs[job_id] = handle
+        handle.write(line.rstrip("\n") + "\n")
+        handle.flush()
+
+    # ---------------------------------------------------------------- reading
+
+    def log_path(self, job_id: str) -> Path:
+        return self.logs_dir / f"{job_id}.log"
+
+    def read_log(self, job_id: str, *, tail: int | None = None) -> list[str]:
+        path = self.log_path(job_id)
+        if not path.is_file():
+            return []
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            if tail is None:
+                return [line.rstrip("\n") for line in handle]
+            return [line.rstrip("\n") for line in deque(handle, maxlen=tail)]
+
+    def _get(self, job_id: str) -> JobRecord | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _record(row) if row else None
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self._get(job_id)
+
+    def find(self, prefix: str) -> JobRecord | None:
+        """The job whose id is ``prefix`` or uniquely starts with it."""
+        exact = self._get(prefix)
+        if exact or not prefix:
+            return exact
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE substr(id, 1, ?) = ? LIMIT 2", (len(prefix), prefix)
+        ).fetchall()
+        return _record(rows[0]) if len(rows) == 1 else None
+
+    def list(self, *, states: set[JobState] | None = None, limit: int = 100) -> list[JobRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        records = [_record(r) for r in rows]
+        return [r for r in records if states is None or r.state in states]
+
+    def unfinished(self) -> list[JobRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created_at",
+            (JobState.QUEUED.value, JobState.RUNNING.value),
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def history(self, job_id: str) -> list[StateChange]:
+        rows = self._db.execute(
+            "SELECT at, state, reason FROM job_states WHERE job_id=? ORDER BY rowid", (job_id,)
+        ).fetchall()
+        return [StateChange(r["at"], JobState(r["state"]), r["reason"]) for r in rows]
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        kind=row["kind"],
+        spec=json.loads(row["spec"]),
+        state=JobState(row["state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        reason=row["reason"],
+        exit_code=row["exit_code"],
+        outputs=json.loads(row["outputs"]),
+        problems=json.loads(row["problems"]),
+        progress=json.loads(row["progress"]) if row["progress"] else None,
+        native_id=row["native_id"],
+        stopped_early=bool(row["stopped_early"]),
+    )

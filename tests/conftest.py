@@ -1,0 +1,20 @@
+"""Shared test set-up: nothing a test writes may land in the repo or the real home."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# sleap-nn on a busy 2-core machine slows ~10x with more than one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path_factory.mktemp("sleap-rtc-home")
+    monkeypatch.setenv("SLEAP_RTC_HOME", str(home))

@@ -1,0 +1,117 @@
+"""Spec → sleap-nn argv: lists, not shell strings; awkward paths survive Hydra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sleap_rtc.engine.commands import build_track_job, build_train_job, hydra_quote, unique_folder
+from sleap_rtc.jobs.frames import parse_frames
+from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
+from sleap_rtc.jobs.validation import ConfigPlan, TrackPlan, TrainPlan
+
+AWKWARD = [
+    "/data/plain.slp",
+    "/data/with space/labels.slp",
+    "/data/comma,equals=1/l.slp",
+    "/data/it's/quote\\back.slp",
+    "/data/${interp}/x.slp",
+    "/data/ends-with-backslash\\",
+    "/data/[brackets]/{braces}.slp",
+    "/data/ünïcødé/ラベル.slp",
+    "/data/dollar/\\${y}",
+]
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_hydra_quote_round_trips_through_hydra_and_omegaconf(value: str) -> None:
+    parser_mod = pytest.importorskip("hydra.core.override_parser.overrides_parser")
+    from omegaconf import OmegaConf
+
+    parser = parser_mod.OverridesParser.create()
+    single = parser.parse_override(f"k={hydra_quote(value)}")
+    listed = parser.parse_override(f"k=[{hydra_quote(value)},{hydra_quote(value)}]")
+    assert OmegaConf.create({"k": single.value()}).k == value
+    assert list(OmegaConf.create({"k": listed.value()}).k) == [value, value]
+
+
+def _train_plan(tmp_path: Path, **kw: object) -> TrainPlan:
+    spec = TrainSpec(config_paths=["/c/centroid.yaml", "/c/centered_instance.yaml"], **kw)  # type: ignore[arg-type]
+    configs = [
+        ConfigPlan(
+            config_path=Path("/c/centroid.yaml"),
+            stem="centroid",
+            train_labels=[Path("/d/a b,c.slp")],
+            max_epochs=12,
+        ),
+        ConfigPlan(
+            config_path=Path("/c/centered_instance.yaml"),
+            stem="centered_instance",
+            train_labels=[Path("/d/a b,c.slp")],
+        ),
+    ]
+    return TrainPlan(
+        spec=spec, configs=configs, labels_path=None, val_labels_path=None, resume_ckpt_path=None
+    )
+
+
+def test_train_job_argv(tmp_path: Path) -> None:
+    plan = _train_plan(tmp_path, max_epochs=5, batch_size=8, learning_rate=0.0001, run_name="exp1")
+    job = build_train_job(
+        plan, job_id="abcdef123456", models_dir=tmp_path, sleap_nn=["sleap-nn"], device="cpu"
+    )
+    assert [s.name for s in job.steps] == ["centroid", "centered_instance"]
+    first = job.steps[0].argv
+    assert first[:4] == ["sleap-nn", "train", "--config", "/c/centroid.yaml"]
+    assert "data_config.train_labels_path=['/d/a b,c.slp']" in first
+    assert "trainer_config.max_epochs=5" in first
+    assert "trainer_config.train_data_loader.batch_size=8" in first
+    assert "trainer_config.optimizer.lr=0.0001" in first
+    assert "trainer_config.trainer_accelerator='cpu'" in first
+    assert "trainer_config.run_name='exp1-centroid'" in first
+    assert job.steps[0].output == tmp_path / "exp1-centroid"
+    assert job.steps[0].total_epochs == 5 and job.steps[1].index == 2
+    assert all(isinstance(a, str) for a in first)
+
+
+def test_run_names_are_unique(tmp_path: Path) -> None:
+    plan = _train_plan(tmp_path)
+    (tmp_path / "centroid-abcdef12").mkdir()
+    reserved: set[str] = set()
+    job = build_train_job(
+        plan, job_id="abcdef123456", models_dir=tmp_path, sleap_nn=["x"], reserved=reserved
+    )
+    assert [s.output.name for s in job.steps if s.output] == [
+        "centroid-abcdef12-2",
+        "centered_instance-abcdef12",
+    ]
+    assert job.steps[0].total_epochs == 12 and job.steps[1].total_epochs == 100
+    assert reserved == {"centroid-abcdef12-2", "centered_instance-abcdef12"}
+    assert unique_folder(tmp_path, "centroid-abcdef12", reserved) == "centroid-abcdef12-3"
+
+
+def test_track_job_argv() -> None:
+    spec = TrackSpec(
+        data_path="/d/x.slp",
+        model_paths=["/m/a", "/m/b"],
+        batch_size=16,
+        peak_threshold=0.3,
+        frames="0-100,500-600",
+    )
+    plan = TrackPlan(
+        spec=spec,
+        data_path=Path("/d/my data.slp"),
+        model_paths=[Path("/m/a"), Path("/m/b")],
+        output_path=Path("/d/out, 1.slp"),
+        frames=parse_frames(spec.frames or ""),
+    )
+    [step] = build_track_job(plan, job_id="j", sleap_nn=["sleap-nn"], device="cpu").steps
+    argv = step.argv
+    assert argv[:4] == ["sleap-nn", "track", "--data_path", "/d/my data.slp"]
+    assert argv.count("--model_paths") == 2
+    assert argv[argv.index("--output_path") + 1] == "/d/out, 1.slp"
+    assert argv[argv.index("--frames") + 1] == "0-100,500-600"
+    assert argv[argv.index("--video_index") + 1] == "0"
+    assert argv[argv.index("--peak_threshold") + 1] == "0.3"
+    assert "--gui" in argv and "--only_suggested_frames" not in argv
