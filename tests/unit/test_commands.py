@@ -64,12 +64,12 @@ def test_train_job_argv(tmp_path: Path) -> None:
     assert [s.name for s in job.steps] == ["centroid", "centered_instance"]
     first = job.steps[0].argv
     assert first[:4] == ["sleap-nn", "train", "--config", "/c/centroid.yaml"]
-    assert "data_config.train_labels_path=['/d/a b,c.slp']" in first
-    assert "trainer_config.max_epochs=5" in first
-    assert "trainer_config.train_data_loader.batch_size=8" in first
-    assert "trainer_config.optimizer.lr=0.0001" in first
-    assert "trainer_config.trainer_accelerator='cpu'" in first
-    assert "trainer_config.run_name='exp1-centroid'" in first
+    assert "++data_config.train_labels_path=['/d/a b,c.slp']" in first
+    assert "++trainer_config.max_epochs=5" in first
+    assert "++trainer_config.train_data_loader.batch_size=8" in first
+    assert "++trainer_config.optimizer.lr=0.0001" in first
+    assert "++trainer_config.trainer_accelerator='cpu'" in first
+    assert "++trainer_config.run_name='exp1-centroid'" in first
     assert job.steps[0].output == tmp_path / "exp1-centroid"
     assert job.steps[0].total_epochs == 5 and job.steps[1].index == 2
     assert all(isinstance(a, str) for a in first)

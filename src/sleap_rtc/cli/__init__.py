@@ -6,6 +6,7 @@ import click
 
 from sleap_rtc import __version__
 from sleap_rtc.cli.demo import demo, make_demo_data
+from sleap_rtc.cli.local import local
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(demo)
 cli.add_command(make_demo_data)
+cli.add_command(local)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from rich.progress import (
 )
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
+from sleap_rtc.jobs.problems import Problem
 from sleap_rtc.worker.runner import JobEvent, LogEvent, ProgressEvent, StateEvent
 
 
@@ -91,3 +92,14 @@ class JobProgressView:
                 total=p.n_total,
                 detail=f"frames  {rate}  {_fmt_eta(p.eta_s)}",
             )
+
+
+def print_rejection(
+    console: Console, problems: list[Problem], *, header: str = "Job rejected by worker:"
+) -> None:
+    """The user documents' format: a header, then ``- field: message`` per problem."""
+    console.print(f"[red]{header}[/red]")
+    for problem in problems:
+        console.print(
+            f"  - {problem.field}: {problem.message}", highlight=False, markup=False, soft_wrap=True
+        )

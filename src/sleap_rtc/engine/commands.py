@@ -1,6 +1,8 @@
 """Plans → ``sleap-nn`` argument lists.
 
-Commands are always argv lists, never shell strings. Values that reach sleap-nn
+Commands are always argv lists, never shell strings. Overrides use Hydra's
+``++key=value`` form (add or replace), so they work whether or not the user's
+config already names the key. Values that reach sleap-nn
 as Hydra overrides are quoted with :func:`hydra_quote`, so a path with spaces,
 commas, ``=``, quotes or ``${`` arrives byte for byte.
 """
@@ -39,18 +41,18 @@ def _override(key: str, value: str | int | float | bool | None) -> str:
         rendered = repr(value)
     else:
         rendered = hydra_quote(value)
-    return f"{key}={rendered}"
+    return f"++{key}={rendered}"
 
 
 def _list_override(key: str, paths: Iterable[Path]) -> str:
-    return f"{key}=[{','.join(hydra_quote(str(p)) for p in paths)}]"
+    return f"++{key}=[{','.join(hydra_quote(str(p)) for p in paths)}]"
 
 
 def zmq_overrides(publish_port: int, controller_port: int) -> list[str]:
     """Overrides that make sleap-nn publish progress and listen for a stop command."""
     return [
-        f"trainer_config.zmq.publish_port={publish_port}",
-        f"trainer_config.zmq.controller_port={controller_port}",
+        f"++trainer_config.zmq.publish_port={publish_port}",
+        f"++trainer_config.zmq.controller_port={controller_port}",
     ]
 
 

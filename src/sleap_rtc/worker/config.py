@@ -110,8 +110,9 @@ def load_worker_config(path: Path | None = None, **overrides: object) -> WorkerC
     for key, value in overrides.items():
         if value is None:
             continue
-        if key == "mounts":
-            data["mounts"] = [*list(data.get("mounts", []) or []), *value]  # type: ignore[misc]
+        if key == "mounts" and isinstance(value, list):
+            existing = data.get("mounts") or []
+            data["mounts"] = [*(existing if isinstance(existing, list) else []), *value]
         else:
             data[key] = value
     try:

@@ -91,7 +91,7 @@ class JobRunner:
         self.backend = backend
         self.mounts: Mounts = config.build_mounts()
         self.models_dir = config.resolved_models_dir()
-        self.store = store or JobStore(config.resolved_state_dir())
+        self.store = store or JobStore(config.resolved_state_dir(), exclusive=True)
         self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, BackendJob] = {}

@@ -9,7 +9,9 @@ restarts, loses nothing. State changes go through
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections import deque
@@ -73,13 +75,25 @@ class JobRecord:
         return self.state in TERMINAL_STATES
 
 
-class JobStore:
-    """Job records under ``state_dir`` (``jobs.sqlite3`` and ``logs/<id>.log``)."""
+class StoreLocked(RuntimeError):
+    """Another worker process owns this state folder."""
 
-    def __init__(self, state_dir: Path) -> None:
+
+class JobStore:
+    """Job records under ``state_dir`` (``jobs.sqlite3`` and ``logs/<id>.log``).
+
+    With ``exclusive=True`` (what a runner uses) the store takes a lock on the
+    folder, so two workers can never run, recover or reap each other's jobs.
+    Readers (``status``, ``logs``) open it without the lock.
+    """
+
+    def __init__(self, state_dir: Path, *, exclusive: bool = False) -> None:
         self.state_dir = state_dir
         self.logs_dir = state_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = None
+        if exclusive:
+            self._lock = _take_lock(state_dir / "worker.lock")
         self._db = sqlite3.connect(state_dir / "jobs.sqlite3", isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -92,6 +106,9 @@ class JobStore:
             handle.close()
         self._logs.clear()
         self._db.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # ---------------------------------------------------------------- writing
 
@@ -217,7 +234,7 @@ class JobStore:
         ).fetchall()
         return _record(rows[0]) if len(rows) == 1 else None
 
-    def list(self, *, states: set[JobState] | None = None, limit: int = 100) -> list[JobRecord]:
+    def jobs(self, *, states: set[JobState] | None = None, limit: int = 100) -> list[JobRecord]:
         rows = self._db.execute(
             "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
         ).fetchall()
@@ -236,6 +253,22 @@ class JobStore:
             "SELECT at, state, reason FROM job_states WHERE job_id=? ORDER BY rowid", (job_id,)
         ).fetchall()
         return [StateChange(r["at"], JobState(r["state"]), r["reason"]) for r in rows]
+
+
+def _take_lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreLocked(
+            f"another worker (pid {owner}) is using the state folder {path.parent}; "
+            "stop it or give this one its own state_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _record(row: sqlite3.Row) -> JobRecord:

@@ -1,0 +1,106 @@
+"""``sleap-rtc local``: rejections in the documented format and exit codes."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sleap_rtc.cli import cli
+
+CONFIG = (
+    "data_config:\n  train_labels_path: [../labels.slp]\nmodel_config: {}\ntrainer_config: {}\n"
+)
+
+
+def _tree(tmp_path: Path) -> Path:
+    (tmp_path / "proj" / "configs").mkdir(parents=True)
+    (tmp_path / "proj" / "configs" / "c.yaml").write_text(CONFIG)
+    (tmp_path / "proj" / "labels.slp").write_bytes(b"x")
+    return tmp_path / "proj"
+
+
+def test_rejection_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    proj = _tree(tmp_path)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "local",
+            "train",
+            "--mount",
+            f"{proj}:proj",
+            "--config",
+            "/vast/wrong/path.yaml",
+            "--labels",
+            str(proj / "nope.slp"),
+            "--max-epochs",
+            "0",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Job rejected by worker:"
+    assert "  - max_epochs: max_epochs is 0; it must be between 1 and 100000" in lines
+    assert f"  - labels_path: Path not found: {proj / 'nope.slp'}" in lines
+    assert any(
+        line.startswith("  - config_path: Access denied: /vast/wrong/path.yaml") for line in lines
+    )
+
+
+def test_dry_run_prints_commands(tmp_path: Path) -> None:
+    proj = _tree(tmp_path)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "local",
+            "train",
+            "--mount",
+            f"{proj}:proj",
+            "--models-dir",
+            str(tmp_path / "m"),
+            "--config",
+            str(proj / "configs" / "c.yaml"),
+            "--run-name",
+            "exp 1",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 2  # "exp 1" is not a valid run name
+    assert "run_name must be" in result.output
+    result = CliRunner().invoke(
+        cli,
+        [
+            "local",
+            "train",
+            "--mount",
+            f"{proj}:proj",
+            "--models-dir",
+            str(tmp_path / "m"),
+            "--config",
+            str(proj / "configs" / "c.yaml"),
+            "--run-name",
+            "exp1",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "job is valid" in result.output
+    argv = shlex.split(result.output.splitlines()[-1])
+    assert argv[1:4] == ["train", "--config", str(proj / "configs" / "c.yaml")]
+    assert f"++data_config.train_labels_path=['{proj / 'labels.slp'}']" in argv
+
+
+def test_bad_mount_flag_names_the_flag(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["local", "track", "--mount", "relative/dir", "-d", "/x.slp", "-m", "/m", "--dry-run"]
+    )
+    assert result.exit_code == 2
+    assert "--mount" in result.output and "absolute" in result.output
+
+
+def test_jobs_list_without_store(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["local", "jobs", "list"])
+    assert result.exit_code == 1
+    assert "no jobs have run here yet" in result.output

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sleap_rtc import locations
+from sleap_rtc.worker.config import WorkerConfigError, load_worker_config
+
+
+def test_toml_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        f'name = "gpu1"\ndevice = "cuda:1"\n[[mounts]]\npath = "{tmp_path / "a"}"\n'
+        'label = "a"\nread_only = true\n'
+    )
+    config = load_worker_config(
+        path, mounts=[{"path": str(tmp_path / "b"), "label": "b"}], device=None
+    )
+    assert config.name == "gpu1" and config.device == "cuda:1"
+    mounts = {m.label: m for m in config.build_mounts()}
+    assert set(mounts) == {"a", "b", "models"}
+    assert mounts["a"].read_only and not mounts["models"].read_only
+    # Default locations honour SLEAP_RTC_HOME (set by the test fixture).
+    assert config.resolved_state_dir().is_relative_to(locations.data_dir())
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('device = "gpu"', "device"),
+        ("max_concurrent_jobs = 0", "max_concurrent_jobs"),
+        ("bogus = 1", "bogus"),
+        ("name = ", "not valid TOML"),
+        ('[[mounts]]\npath = "relative"', "mounts[0]"),
+    ],
+)
+def test_errors_name_field_and_file(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(WorkerConfigError, match=fragment.replace("[", r"\[")):
+        load_worker_config(path).build_mounts()
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(WorkerConfigError, match="does not exist"):
+        load_worker_config(tmp_path / "nope.toml")
