@@ -111,7 +111,8 @@ def test_track_job_argv() -> None:
     assert argv[:4] == ["sleap-nn", "track", "--data_path", "/d/my data.slp"]
     assert argv.count("--model_paths") == 2
     assert argv[argv.index("--output_path") + 1] == "/d/out, 1.slp"
-    assert argv[argv.index("--frames") + 1] == "0-100,500-600"
+    expected = ",".join(str(i) for i in [*range(0, 101), *range(500, 601)])
+    assert argv[argv.index("--frames") + 1] == expected
     assert argv[argv.index("--video_index") + 1] == "0"
     assert argv[argv.index("--peak_threshold") + 1] == "0.3"
     assert "--gui" in argv and "--only_suggested_frames" not in argv

@@ -2,7 +2,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sleap_rtc.jobs.frames import FrameRange, FramesError, format_frames, parse_frames
+from sleap_rtc.jobs.frames import (
+    FrameRange,
+    FramesError,
+    format_frames,
+    parse_frames,
+    sleap_nn_frames_arg,
+)
 
 
 def test_parses_seed_example() -> None:
@@ -33,6 +39,15 @@ def test_single_frames_and_spaces() -> None:
 def test_rejects_bad_ranges(text: str, fragment: str) -> None:
     with pytest.raises(FramesError, match=fragment):
         parse_frames(text)
+
+
+def test_sleap_nn_argument() -> None:
+    assert sleap_nn_frames_arg(parse_frames("5-9")) == "5-9"
+    assert sleap_nn_frames_arg(parse_frames("7")) == "7"
+    assert sleap_nn_frames_arg(parse_frames("0-2,10,12-13")) == "0,1,2,10,12,13"
+    with pytest.raises(FramesError, match="too many"):
+        parse_frames("0-100000,200000-300000")
+    assert len(parse_frames("0-10000000")) == 1  # one range stays "n-m", any size
 
 
 def test_too_many_parts() -> None:

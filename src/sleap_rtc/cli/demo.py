@@ -81,7 +81,7 @@ def demo(workdir: Path | None, device: str, logs: bool) -> None:
     console = Console(stderr=False)
     if workdir is None:
         workdir = locations.cache_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")
-    console.print(f"demo folder: {workdir}")
+    console.print(f"demo folder: {workdir}", soft_wrap=True, highlight=False)
     views: dict[str, JobProgressView] = {}
 
     def on_event(stage: str, event: object) -> None:
@@ -103,8 +103,8 @@ def demo(workdir: Path | None, device: str, logs: bool) -> None:
     finally:
         for view in views.values():
             view.__exit__(None, None, None)
-    console.print(f"model:       {result.model_dir}")
-    console.print(f"predictions: {result.predictions}")
+    console.print(f"model:       {result.model_dir}", soft_wrap=True, highlight=False)
+    console.print(f"predictions: {result.predictions}", soft_wrap=True, highlight=False)
     console.print(
         f"mean error on {result.n_frames_scored} held-out frames: {result.mean_error_px:.2f} px"
     )

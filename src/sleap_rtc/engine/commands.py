@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sleap_rtc.engine.backend import EngineJob, Step
+from sleap_rtc.jobs.frames import sleap_nn_frames_arg
 from sleap_rtc.jobs.validation import TrackPlan, TrainPlan
 
 
@@ -173,7 +174,7 @@ def build_track_job(
     if spec.only_suggested_frames:
         argv.append("--only_suggested_frames")
     if plan.frames is not None:
-        argv += ["--frames", ",".join(str(r) for r in plan.frames)]
+        argv += ["--frames", sleap_nn_frames_arg(plan.frames)]
     video_index = spec.video_index
     if video_index is None and plan.frames is not None and plan.data_path.suffix == ".slp":
         video_index = 0  # sleap-nn applies --frames to one video of a .slp

@@ -71,7 +71,32 @@ def parse_frames(text: str) -> list[FrameRange]:
                     )
                 raise FramesError(f"frames ranges {previous} and {current} overlap")
         ranges.append(current)
+    if len(ranges) > 1:
+        # Several ranges go to sleap-nn frame by frame; bound that list.
+        size = sum(len(r) * (len(str(r.stop)) + 1) for r in ranges)
+        if size > MAX_FRAMES_ARG_CHARS:
+            raise FramesError(
+                f"frames names {sum(len(r) for r in ranges)} frames across {len(ranges)} "
+                "ranges, too many to pass to sleap-nn in one run; use a single range "
+                "or split the ranges into several jobs"
+            )
     return ranges
+
+
+def sleap_nn_frames_arg(ranges: list[FrameRange]) -> str:
+    """The ``--frames`` value sleap-nn understands for ``ranges``.
+
+    sleap-nn takes either one ``"n-m"`` range or a comma list of frame numbers, so
+    several ranges are written out frame by frame.
+    """
+    if len(ranges) == 1:
+        return str(ranges[0]) if len(ranges[0]) > 1 else str(ranges[0].start)
+    return ",".join(str(i) for r in ranges for i in range(r.start, r.stop + 1))
+
+
+#: Longest ``--frames`` argument we hand to sleap-nn (Linux caps one argument at
+#: 128 KiB); several ranges are written frame by frame, so they must stay below it.
+MAX_FRAMES_ARG_CHARS = 100_000
 
 
 def format_frames(ranges: list[FrameRange]) -> str:

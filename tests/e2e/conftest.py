@@ -1,0 +1,54 @@
+"""Fixtures for end-to-end tests: real sleap-nn on generated data, real processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sleap_nn", reason="end-to-end tests need the worker extra")
+
+from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.worker.config import MountConfig, WorkerConfig
+from sleap_rtc.worker.runner import JobRunner
+
+#: A folder name sleap-nn's Hydra overrides would break on without quoting.
+AWKWARD_DIR = "lab data, v=1 (it's ${HOME})"
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mount root holding the demo data in an awkwardly named folder."""
+    from sleap_rtc.demo.data import make_demo_data
+
+    root = tmp_path_factory.mktemp("mount")
+    make_demo_data(root / AWKWARD_DIR)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_dir(demo_root: Path) -> Path:
+    return demo_root / AWKWARD_DIR
+
+
+def worker_config(root: Path, state: Path, **kw: object) -> WorkerConfig:
+    return WorkerConfig(
+        name="test-worker",
+        mounts=[MountConfig(path=str(root), label="lab")],
+        models_dir=root / "models",
+        state_dir=state,
+        device="cpu",
+        cancel_grace_s=3.0,
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+async def runner(demo_root: Path, tmp_path: Path) -> AsyncIterator[JobRunner]:
+    job_runner = JobRunner(worker_config(demo_root, tmp_path / "state"), LocalBackend())
+    await job_runner.start()
+    try:
+        yield job_runner
+    finally:
+        await job_runner.close()
