@@ -61,36 +61,30 @@ async def run_demo(
     )
     runner = JobRunner(config, LocalBackend())
     emit = on_event or (lambda _stage, _event: None)
-    try:
-        started = time.monotonic()
-        train = runner.submit(
-            TrainSpec(config_paths=[str(data.configs[config_name])], run_name="demo")
-        )
-        async for event in runner.watch(train.id):
-            emit("train", event)
-        train_record = await runner.wait(train.id)
-        train_s = time.monotonic() - started
-        if train_record.state is not JobState.COMPLETE:
-            raise DemoFailed("train", train_record, runner.store.read_log(train.id, tail=20))
-        model_dir = Path(train_record.outputs[0])
 
+    async def run(stage: str, spec: TrainSpec | TrackSpec) -> tuple[JobRecord, float]:
         started = time.monotonic()
-        predictions = workdir / "predictions.slp"
-        track = runner.submit(
-            TrackSpec(
-                data_path=str(data.labels_path),
-                model_paths=[str(model_dir)],
-                output_path=str(predictions),
-                only_suggested_frames=True,
-                overwrite=True,
-            )
+        record = runner.submit(spec)
+        async for event in runner.watch(record.id):
+            emit(stage, event)
+        final = await runner.wait(record.id)
+        if final.state is not JobState.COMPLETE:
+            raise DemoFailed(stage, final, runner.store.read_log(final.id, tail=20))
+        return final, time.monotonic() - started
+
+    predictions = workdir / "predictions.slp"
+    try:
+        train_spec = TrainSpec(config_paths=[str(data.configs[config_name])], run_name="demo")
+        trained, train_s = await run("train", train_spec)
+        model_dir = Path(trained.outputs[0])
+        track_spec = TrackSpec(
+            data_path=str(data.labels_path),
+            model_paths=[str(model_dir)],
+            output_path=str(predictions),
+            only_suggested_frames=True,
+            overwrite=True,
         )
-        async for event in runner.watch(track.id):
-            emit("track", event)
-        track_record = await runner.wait(track.id)
-        track_s = time.monotonic() - started
-        if track_record.state is not JobState.COMPLETE:
-            raise DemoFailed("track", track_record, runner.store.read_log(track.id, tail=20))
+        _, track_s = await run("track", track_spec)
     finally:
         await runner.close()
     report = mean_error_px(predictions, data.ground_truth_path)
