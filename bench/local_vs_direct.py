@@ -2,8 +2,10 @@
 
 Runs ``sleap-nn train`` directly and then as a job (validation → engine → local
 backend → job store, progress over ZMQ), alternating, in this process tree, and
-prints the wall times and their ratio. Both runs train the same demo config on the
-same generated data for the same number of epochs.
+prints the wall times and their ratio. The backend runs once with stop-early
+control (sleap-nn's controller polls up to 10 ms per batch) and once without.
+All runs train the same demo config on the same generated data for the same
+number of epochs.
 
     .venv/bin/python bench/local_vs_direct.py --repeat 2 --epochs 4
 """
@@ -47,8 +49,9 @@ def direct(config: Path, labels: Path, models: Path, name: str, epochs: int) -> 
     return time.perf_counter() - started
 
 
-async def through_backend(root: Path, config: Path, epochs: int) -> float:
+async def through_backend(root: Path, config: Path, epochs: int, stop_early: bool) -> float:
     worker = WorkerConfig(
+        stop_early=stop_early,
         mounts=[MountConfig(path=str(root))],
         models_dir=root / "models",
         state_dir=root / "state",
@@ -78,17 +81,25 @@ def main() -> None:
         root = Path(tmp)
         data = make_demo_data(root / "data")
         config = data.configs[args.config]
-        direct_s, backend_s = [], []
+        times: dict[str, list[float]] = {"direct": [], "backend": [], "backend-no-stop": []}
         for i in range(args.repeat):
-            direct_s.append(direct(config, data.labels_path, root / "direct", f"d{i}", args.epochs))
-            backend_s.append(asyncio.run(through_backend(root, config, args.epochs)))
+            times["direct"].append(
+                direct(config, data.labels_path, root / "direct", f"d{i}", args.epochs)
+            )
+            times["backend"].append(asyncio.run(through_backend(root, config, args.epochs, True)))
+            times["backend-no-stop"].append(
+                asyncio.run(through_backend(root, config, args.epochs, False))
+            )
             print(
-                f"run {i + 1}: direct {direct_s[-1]:.2f} s   local backend {backend_s[-1]:.2f} s",
+                f"run {i + 1}: " + "   ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
                 flush=True,
             )
-    d, b = statistics.median(direct_s), statistics.median(backend_s)
+    d = statistics.median(times["direct"])
+    b = statistics.median(times["backend"])
+    n = statistics.median(times["backend-no-stop"])
     print(
-        f"median: direct {d:.2f} s, local backend {b:.2f} s, ratio {b / d:.3f} "
+        f"median: direct {d:.2f} s, local backend {b:.2f} s (ratio {b / d:.3f}), "
+        f"local backend without stop-early control {n:.2f} s (ratio {n / d:.3f}) "
         f"({args.config}, {args.epochs} epochs, {args.repeat} runs each, CPU)"
     )
 

@@ -116,3 +116,13 @@ def test_track_job_argv() -> None:
     assert argv[argv.index("--video_index") + 1] == "0"
     assert argv[argv.index("--peak_threshold") + 1] == "0.3"
     assert "--gui" in argv and "--only_suggested_frames" not in argv
+
+
+def test_zmq_overrides_without_controller() -> None:
+    from sleap_rtc.engine.commands import zmq_overrides
+
+    assert zmq_overrides(5000, 5001) == [
+        "++trainer_config.zmq.publish_port=5000",
+        "++trainer_config.zmq.controller_port=5001",
+    ]
+    assert zmq_overrides(5000, None) == ["++trainer_config.zmq.publish_port=5000"]

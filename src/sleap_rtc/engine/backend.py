@@ -41,6 +41,9 @@ class EngineJob:
     steps: list[Step]
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    #: Let training be stopped early. sleap-nn's controller then waits up to 10 ms
+    #: for a command after every batch, which costs time on fast GPUs.
+    stop_early: bool = True
 
 
 # ------------------------------------------------------------------- events

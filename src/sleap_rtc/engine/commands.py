@@ -49,12 +49,12 @@ def _list_override(key: str, paths: Iterable[Path]) -> str:
     return f"++{key}=[{','.join(hydra_quote(str(p)) for p in paths)}]"
 
 
-def zmq_overrides(publish_port: int, controller_port: int) -> list[str]:
-    """Overrides that make sleap-nn publish progress and listen for a stop command."""
-    return [
-        f"++trainer_config.zmq.publish_port={publish_port}",
-        f"++trainer_config.zmq.controller_port={controller_port}",
-    ]
+def zmq_overrides(publish_port: int, controller_port: int | None) -> list[str]:
+    """Overrides that make sleap-nn publish progress and (optionally) obey a stop command."""
+    overrides = [f"++trainer_config.zmq.publish_port={publish_port}"]
+    if controller_port is not None:
+        overrides.append(f"++trainer_config.zmq.controller_port={controller_port}")
+    return overrides
 
 
 def default_sleap_nn_command() -> list[str]:
@@ -98,6 +98,7 @@ def build_train_job(
     sleap_nn: list[str] | None = None,
     device: str = "auto",
     reserved: set[str] | None = None,
+    stop_early: bool = True,
 ) -> EngineJob:
     """One ``sleap-nn train`` step per config, in order, each in its own run folder.
 
@@ -152,7 +153,7 @@ def build_train_job(
                 output=models_dir / run_name,
             )
         )
-    return EngineJob(job_id=job_id, kind="train", steps=steps)
+    return EngineJob(job_id=job_id, kind="train", steps=steps, stop_early=stop_early)
 
 
 def build_track_job(

@@ -122,7 +122,12 @@ class LocalJob(BackendJob):
                 continue
 
     async def stop_early(self) -> bool:
-        if self._step is None or self._step.kind != "train" or self._cancelled:
+        if (
+            not self._job.stop_early
+            or self._step is None
+            or self._step.kind != "train"
+            or self._cancelled
+        ):
             return False
         self._stop_requested = True
         return True
@@ -216,10 +221,12 @@ class LocalJob(BackendJob):
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.MAXMSGSIZE, MAX_ZMQ_BYTES)
             sub.subscribe(b"")
-            pub = ctx.socket(zmq.PUB)
-            pub.setsockopt(zmq.LINGER, 0)
             publish_port = sub.bind_to_random_port("tcp://127.0.0.1")
-            controller_port = pub.bind_to_random_port("tcp://127.0.0.1")
+            controller_port = None
+            if self._job.stop_early:
+                pub = ctx.socket(zmq.PUB)
+                pub.setsockopt(zmq.LINGER, 0)
+                controller_port = pub.bind_to_random_port("tcp://127.0.0.1")
             argv += zmq_overrides(publish_port, controller_port)
             tracker = TrainProgressTracker(step)
         env = {
@@ -246,8 +253,9 @@ class LocalJob(BackendJob):
             self._queue.put_nowait(StepStarted(step=step, native_id=native_id_of(proc.pid)))
             assert proc.stdout is not None
             helpers.append(asyncio.create_task(self._read_output(proc.stdout, step, tail, error)))
-            if sub is not None and tracker is not None and pub is not None:
+            if sub is not None and tracker is not None:
                 helpers.append(asyncio.create_task(self._read_zmq(sub, tracker)))
+            if pub is not None:
                 helpers.append(asyncio.create_task(self._send_stop(pub, proc)))
             code = await proc.wait()
             # Output and progress published just before exit are still in flight.

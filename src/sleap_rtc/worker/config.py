@@ -5,6 +5,7 @@ Example ``worker.toml``::
     name = "lab-gpu-1"
     max_concurrent_jobs = 1
     device = "auto"             # auto | cpu | cuda | cuda:1 | mps
+    stop_early = true           # allow stop-early (costs up to 10 ms per batch)
     models_dir = "/vast/models" # where trained models go (always a writable mount)
 
     [[mounts]]
@@ -55,6 +56,9 @@ class WorkerConfig(BaseModel):
     device: str = "auto"
     sleap_nn_command: list[str] | None = None
     cancel_grace_s: float = Field(default=5.0, gt=0, le=300)
+    #: Allow stop-early (JOB_STOP). sleap-nn then polls for a command for up to 10 ms
+    #: after every batch; turn off on fast GPUs running many tiny batches.
+    stop_early: bool = True
 
     @field_validator("device")
     @classmethod

@@ -202,6 +202,7 @@ class JobRunner:
                 sleap_nn=command,
                 device=self.config.device,
                 reserved=self._reserved_runs,
+                stop_early=self.config.stop_early,
             )
         return build_track_job(plan, job_id=job_id, sleap_nn=command, device=self.config.device)
 
