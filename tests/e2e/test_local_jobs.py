@@ -230,3 +230,23 @@ async def test_three_bad_paths_rejected_and_recorded(runner: JobRunner, demo_dir
     assert record is not None and record.state is JobState.REJECTED
     assert len(record.problems) == 3
     assert not list((runner.models_dir).glob("path-*"))
+
+
+async def test_stop_early_off_leaves_training_alone(
+    demo_root: Path, demo_dir: Path, tmp_path: Path
+) -> None:
+    runner = JobRunner(
+        worker_config(demo_root, tmp_path / "state", stop_early=False), LocalBackend()
+    )
+    try:
+        record = runner.submit(
+            TrainSpec(
+                config_paths=[str(demo_dir / "configs" / "single_instance.yaml")], max_epochs=200
+            )
+        )
+        await asyncio.wait_for(_wait_for_epoch(runner, record.id, 1), 120)
+        assert await runner.stop_early(record.id) is False
+        final = await asyncio.wait_for(runner.cancel(record.id), 60)
+        assert final.state is JobState.CANCELLED and not final.stopped_early
+    finally:
+        await runner.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -183,8 +184,6 @@ def _dry_run(config: WorkerConfig, spec: TrainSpec | TrackSpec, console: Console
             plan, job_id="dry-run-0000", sleap_nn=config.sleap_nn_command, device=config.device
         )
     console.print("job is valid; it would run:")
-    import shlex
-
     for step in job.steps:
         console.print(shlex.join(step.argv), highlight=False, soft_wrap=True)
 
