@@ -257,6 +257,8 @@ class LocalJob(BackendJob):
                 helpers.append(asyncio.create_task(self._read_zmq(sub, tracker)))
             if pub is not None:
                 helpers.append(asyncio.create_task(self._send_stop(pub, proc)))
+            if self._cancelled:  # cancel() came while the process was being started
+                helpers.append(asyncio.create_task(self.cancel()))
             code = await proc.wait()
             # Output and progress published just before exit are still in flight.
             with contextlib.suppress(TimeoutError):

@@ -286,6 +286,15 @@ class JobRunner:
         running = self._running.get(job_id)
         if running is not None:
             await running.cancel()
+        elif record.state is JobState.QUEUED:
+            # Still waiting for a slot: end it now rather than when a slot frees.
+            task = self._tasks.get(job_id)
+            if task is not None:
+                task.cancel()
+            self._record_transition(
+                job_id, JobState.CANCELLED, reason="cancelled by the user before it started"
+            )
+            return self._require(job_id)
         await self.wait(job_id)
         return self._require(job_id)
 

@@ -1,0 +1,95 @@
+"""Queue and cancel logic of the runner, with a stand-in process for sleap-nn.
+
+The real sleap-nn versions of these paths are in tests/e2e; here a sleeping
+Python process keeps the runner busy so the queue itself can be exercised fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import psutil
+
+from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.jobs.specs import TrainSpec
+from sleap_rtc.jobs.states import JobState
+from sleap_rtc.worker.config import MountConfig, WorkerConfig
+from sleap_rtc.worker.runner import JobRunner
+
+CONFIG = "data_config:\n  train_labels_path: [l.slp]\nmodel_config: {}\ntrainer_config: {}\n"
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+def _runner(tmp_path: Path) -> tuple[JobRunner, TrainSpec]:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "c.yaml").write_text(CONFIG)
+    (tmp_path / "m" / "l.slp").write_bytes(b"x")
+    config = WorkerConfig(
+        mounts=[MountConfig(path=str(tmp_path / "m"))],
+        models_dir=tmp_path / "models",
+        state_dir=tmp_path / "state",
+        sleap_nn_command=SLEEPER,
+        cancel_grace_s=2.0,
+    )
+    spec = TrainSpec(config_paths=[str(tmp_path / "m" / "c.yaml")])
+    return JobRunner(config, LocalBackend(cancel_grace_s=2.0)), spec
+
+
+async def _pid_of(runner: JobRunner, job_id: str) -> int:
+    for _ in range(200):
+        record = runner.store.get(job_id)
+        if record and record.native_id:
+            return int(record.native_id.split("@")[0])
+        await asyncio.sleep(0.05)
+    raise AssertionError("job never started a process")
+
+
+async def test_queued_job_cancels_at_once_and_slots_are_respected(tmp_path: Path) -> None:
+    runner, spec = _runner(tmp_path)
+    try:
+        first = runner.submit(spec)
+        second = runner.submit(spec)
+        pid = await _pid_of(runner, first.id)
+        assert runner.store.get(second.id).state is JobState.QUEUED  # type: ignore[union-attr]
+        cancelled = await asyncio.wait_for(runner.cancel(second.id), 2)
+        assert cancelled.state is JobState.CANCELLED
+        assert cancelled.reason == "cancelled by the user before it started"
+        assert runner.store.get(first.id).state is JobState.RUNNING  # type: ignore[union-attr]
+        final = await asyncio.wait_for(runner.cancel(first.id), 10)
+        assert final.state is JobState.CANCELLED
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    finally:
+        await runner.close()
+
+
+async def test_cancel_right_after_submit_leaves_no_process(tmp_path: Path) -> None:
+    runner, spec = _runner(tmp_path)
+    try:
+        record = runner.submit(spec)
+        await asyncio.sleep(0)  # let the job take its slot and start launching
+        final = await asyncio.wait_for(runner.cancel(record.id), 10)
+        assert final.state is JobState.CANCELLED
+        native = final.native_id
+        if native:
+            pid = int(native.split("@")[0])
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    finally:
+        await runner.close()
+
+
+async def test_close_marks_running_job_failed_with_reason(tmp_path: Path) -> None:
+    runner, spec = _runner(tmp_path)
+    record = runner.submit(spec)
+    pid = await _pid_of(runner, record.id)
+    store_dir = runner.config.resolved_state_dir()
+    await asyncio.wait_for(runner.close(), 15)
+    from sleap_rtc.worker.store import JobStore
+
+    store = JobStore(store_dir)
+    final = store.get(record.id)
+    assert final is not None and final.state is JobState.FAILED
+    assert final.reason == "the worker shut down before the job finished"
+    store.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
