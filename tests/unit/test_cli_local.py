@@ -51,9 +51,9 @@ def test_rejection_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
 
 def test_dry_run_prints_commands(tmp_path: Path) -> None:
     proj = _tree(tmp_path)
-    result = CliRunner().invoke(
-        cli,
-        [
+
+    def dry_run(run_name: str):  # type: ignore[no-untyped-def]
+        args = [
             "local",
             "train",
             "--mount",
@@ -63,28 +63,15 @@ def test_dry_run_prints_commands(tmp_path: Path) -> None:
             "--config",
             str(proj / "configs" / "c.yaml"),
             "--run-name",
-            "exp 1",
+            run_name,
             "--dry-run",
-        ],
-    )
+        ]
+        return CliRunner().invoke(cli, args)
+
+    result = dry_run("exp 1")
     assert result.exit_code == 2  # "exp 1" is not a valid run name
     assert "run_name must be" in result.output
-    result = CliRunner().invoke(
-        cli,
-        [
-            "local",
-            "train",
-            "--mount",
-            f"{proj}:proj",
-            "--models-dir",
-            str(tmp_path / "m"),
-            "--config",
-            str(proj / "configs" / "c.yaml"),
-            "--run-name",
-            "exp1",
-            "--dry-run",
-        ],
-    )
+    result = dry_run("exp1")
     assert result.exit_code == 0, result.output
     assert "job is valid" in result.output
     argv = shlex.split(result.output.splitlines()[-1])

@@ -73,6 +73,18 @@ def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """How a submitted job is shown: --dry-run, --json, --logs."""
+    func = click.option("--logs", is_flag=True, help="Also print sleap-nn's log lines.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")(
+        func
+    )
+    func = click.option(
+        "--dry-run", is_flag=True, help="Validate and print the sleap-nn commands only."
+    )(func)
+    return func
+
+
 def _config(options: dict[str, Any]) -> WorkerConfig:
     try:
         return load_worker_config(
@@ -106,7 +118,7 @@ def _run(
         _dry_run(config, spec, console)
         return
     from sleap_rtc.engine.local import LocalBackend
-    from sleap_rtc.worker.runner import JobRejectedError, JobRunner, LogEvent, StateEvent
+    from sleap_rtc.worker.runner import JobRejectedError, JobRunner
 
     async def go() -> int:
         try:
@@ -139,7 +151,7 @@ def _run(
                     async for event in watch:
                         if as_json:
                             _emit_event(event)
-                        elif not isinstance(event, LogEvent | StateEvent) or logs:
+                        else:
                             view.update(event)
             except asyncio.CancelledError:
                 console.print("interrupted: cancelling the job…")
@@ -242,9 +254,7 @@ def _print_outcome(console: Console, record: JobRecord, tail: list[str]) -> None
 @local.command()
 @worker_options
 @train_options
-@click.option("--dry-run", is_flag=True, help="Validate and print the sleap-nn commands only.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
-@click.option("--logs", is_flag=True, help="Also print sleap-nn's log lines.")
+@run_options
 def train(dry_run: bool, as_json: bool, logs: bool, **options: Any) -> None:
     """Validate and run a training job here.
 
@@ -260,9 +270,7 @@ def train(dry_run: bool, as_json: bool, logs: bool, **options: Any) -> None:
 @local.command()
 @worker_options
 @track_options
-@click.option("--dry-run", is_flag=True, help="Validate and print the sleap-nn command only.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
-@click.option("--logs", is_flag=True, help="Also print sleap-nn's log lines.")
+@run_options
 def track(dry_run: bool, as_json: bool, logs: bool, **options: Any) -> None:
     """Validate and run an inference job here.
 

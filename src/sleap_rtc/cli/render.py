@@ -14,6 +14,7 @@ from rich.progress import (
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
 from sleap_rtc.jobs.problems import Problem
+from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.runner import JobEvent, LogEvent, ProgressEvent, StateEvent
 
 
@@ -63,7 +64,7 @@ class JobProgressView:
             self.progress.console.print(f"[dim]{event.line}[/dim]", highlight=False)
         elif isinstance(event, StateEvent):
             record = event.record
-            if record.state.value in ("COMPLETE",):
+            if record.state is JobState.COMPLETE:
                 for task_id in self._tasks.values():
                     task = self.progress.tasks[task_id]
                     if task.total is not None and not record.stopped_early:
