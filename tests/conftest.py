@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.postgres import database_url, postgres_cluster  # noqa: F401
+
 # sleap-nn on a busy 2-core machine slows ~10x with more than one thread.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -18,3 +20,10 @@ def _isolated_home(
 ) -> None:
     home = tmp_path_factory.mktemp("sleap-rtc-home")
     monkeypatch.setenv("SLEAP_RTC_HOME", str(home))
+    for name in (
+        "SLEAP_RTC_SERVER",
+        "SLEAP_RTC_ROOM",
+        "SLEAP_RTC_WORKER_KEY",
+        "SLEAP_RTC_DATABASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)

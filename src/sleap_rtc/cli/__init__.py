@@ -7,6 +7,9 @@ import click
 from sleap_rtc import __version__
 from sleap_rtc.cli.demo import demo, make_demo_data
 from sleap_rtc.cli.local import local
+from sleap_rtc.cli.rooms import keys, login, logout, rooms, whoami
+from sleap_rtc.cli.server import server
+from sleap_rtc.cli.worker import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +26,9 @@ def cli() -> None:
 cli.add_command(demo)
 cli.add_command(make_demo_data)
 cli.add_command(local)
+cli.add_command(server)
+for command in (login, logout, whoami, rooms, keys, worker):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -3,6 +3,9 @@
 Example ``worker.toml``::
 
     name = "lab-gpu-1"
+    server = "https://sleap-rtc.lab.example.org"   # or SLEAP_RTC_SERVER / --server
+    room = "my-room"
+    key_file = "/etc/sleap-rtc/worker.key"          # or SLEAP_RTC_WORKER_KEY / --key
     max_concurrent_jobs = 1
     device = "auto"             # auto | cpu | cuda | cuda:1 | mps
     stop_early = true           # allow stop-early (costs up to 10 ms per batch)
@@ -59,6 +62,10 @@ class WorkerConfig(BaseModel):
     #: Allow stop-early (JOB_STOP). sleap-nn then polls for a command for up to 10 ms
     #: after every batch; turn off on fast GPUs running many tiny batches.
     stop_early: bool = True
+    #: Where ``sleap-rtc worker`` connects, which room it expects, and where its key is.
+    server: str | None = None
+    room: str | None = None
+    key_file: Path | None = None
 
     @field_validator("device")
     @classmethod

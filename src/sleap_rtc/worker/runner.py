@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,18 @@ class JobRunner:
         self._watchers: dict[str, list[_Watcher]] = {}
         self._reserved_runs: set[str] = set()
         self._closing = False
+        #: Called after every job state change (e.g. to tell the server we are busy).
+        self.state_listeners: list[Callable[[JobRecord], None]] = []
+
+    @property
+    def running_jobs(self) -> int:
+        """Jobs whose process is running now."""
+        return len(self._running)
+
+    @property
+    def active_jobs(self) -> int:
+        """Jobs queued or running in this process."""
+        return len(self._tasks)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -270,6 +282,11 @@ class JobRunner:
             log.debug("job %s: ignoring late %s", job_id, state)
             return
         self._publish(StateEvent(job_id, record))
+        for listener in self.state_listeners:
+            try:
+                listener(record)
+            except Exception:
+                log.exception("state listener failed")
 
     def _publish(self, event: JobEvent) -> None:
         for watcher in self._watchers.get(event.job_id, []):

@@ -1,0 +1,422 @@
+"""``login``, ``logout``, ``whoami``, ``rooms …`` and ``keys …``: talk to the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sleap_rtc.cli.durations import Duration
+from sleap_rtc.client import ClientError, ServerClient
+from sleap_rtc.client.config import ConfigError, resolve_room
+from sleap_rtc.protocol import api
+
+T = TypeVar("T")
+
+server_option = click.option(
+    "--server",
+    metavar="URL",
+    help="Server URL [default: SLEAP_RTC_SERVER, config.toml, or the last login].",
+)
+
+
+def run_client(server: str | None, action: Callable[[ServerClient], Coroutine[Any, Any, T]]) -> T:
+    """Run ``action`` with a client for ``server``; client errors become clean exits."""
+
+    async def go() -> T:
+        async with ServerClient.from_config(server) as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(go())
+    except (ClientError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def room_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option(
+            "--room",
+            "-r",
+            metavar="ROOM",
+            help="Room name [default: SLEAP_RTC_ROOM or room in config.toml].",
+        )
+        @wraps(func)
+        def wrapper(*args: Any, room: str | None, **kwargs: Any) -> Any:
+            resolved = resolve_room(room)
+            if resolved is None and required:
+                raise click.UsageError(
+                    "no room given: pass --room ROOM (or set SLEAP_RTC_ROOM, "
+                    'or room = "..." in config.toml)'
+                )
+            return func(*args, room=resolved, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "never"
+    delta = datetime.now(UTC) - value
+    seconds = int(delta.total_seconds())
+    if seconds < 0:
+        left = -seconds
+        if left < 3600:
+            return f"in {left // 60} min"
+        if left < 86400 * 2:
+            return f"in {left // 3600} h"
+        return f"in {left // 86400} d"
+    if seconds < 5:
+        return "just now"
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400 * 2:
+        return f"{seconds // 3600} h ago"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- login ------------------------------------------------------------------------------------
+
+
+@click.command()
+@server_option
+@click.option("--username", "-u", help="Account name [prompted when not given].")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def login(server: str | None, username: str | None, password_stdin: bool) -> None:
+    """Log in to a sleap-rtc server and keep the session on this machine.
+
+    The session (a short-lived access token and a refresh token) is saved in
+    credentials.json in the config folder, readable by you only.
+
+    \b
+    Examples:
+      sleap-rtc login --server http://gpu-server.lab:8000
+      printf '%s\\n' "$PASSWORD" | sleap-rtc login -u alice --password-stdin
+    """
+    interactive = sys.stdin.isatty()
+    if username is None:
+        if not interactive or password_stdin:
+            raise click.UsageError("--username is required without a terminal")
+        username = click.prompt("Username")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.ClickException("no password on standard input")
+    elif interactive:
+        password = click.prompt("Password", hide_input=True)
+    else:
+        raise click.UsageError("no terminal to ask for a password; use --password-stdin")
+
+    async def go(client: ServerClient) -> tuple[str, api.UserView]:
+        return client.url, await client.login(str(username), password)
+
+    url, user = run_client(server, go)
+    admin = " (admin)" if user.is_admin else ""
+    click.echo(f"logged in to {url} as {user.username}{admin}")
+
+
+@click.command()
+@server_option
+def logout(server: str | None) -> None:
+    """End the session: the server revokes it and this machine forgets it."""
+
+    async def go(client: ServerClient) -> tuple[str, bool]:
+        return client.url, await client.logout()
+
+    url, had = run_client(server, go)
+    click.echo(f"logged out of {url}" if had else f"was not logged in to {url}")
+
+
+@click.command()
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def whoami(server: str | None, as_json: bool) -> None:
+    """Show who you are logged in as."""
+
+    async def go(client: ServerClient) -> tuple[str, api.UserView]:
+        return client.url, await client.whoami()
+
+    url, user = run_client(server, go)
+    if as_json:
+        _print_json({"server": url, **user.model_dump()})
+    else:
+        click.echo(f"{user.username}{' (admin)' if user.is_admin else ''} on {url}")
+
+
+# -- rooms ------------------------------------------------------------------------------------
+
+
+@click.group()
+def rooms() -> None:
+    """Rooms: who may use which workers.
+
+    \b
+    Examples:
+      sleap-rtc rooms create my-room
+      sleap-rtc rooms list
+      sleap-rtc rooms workers --room my-room
+      sleap-rtc rooms invite my-room          # a code a colleague passes to `rooms join`
+    """
+
+
+@rooms.command("create")
+@click.argument("name")
+@click.option(
+    "--expires",
+    type=Duration(allow_never=True),
+    default="never",
+    show_default=True,
+    help="When the room is deleted by itself: e.g. 30d, 12h, or never.",
+)
+@server_option
+def rooms_create(name: str, expires: timedelta | None, server: str | None) -> None:
+    """Create a room; you become its owner."""
+    room = run_client(server, lambda c: c.create_room(name, expires))
+    until = f", expires {_when(room.expires_at)}" if room.expires_at else ""
+    click.echo(f"room {room.name} created{until}")
+    click.echo(f"next: sleap-rtc keys create --room {room.name}   # a key for a worker")
+
+
+@rooms.command("list")
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def rooms_list(server: str | None, as_json: bool) -> None:
+    """List the rooms you belong to."""
+    found = run_client(server, lambda c: c.rooms())
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in found])
+        return
+    if not found:
+        click.echo("you belong to no room yet: `sleap-rtc rooms create NAME` or `rooms join CODE`")
+        return
+    table = Table("room", "role", "members", "workers online", "expires", "created")
+    for room in found:
+        table.add_row(
+            room.name,
+            room.role,
+            str(room.members),
+            str(room.workers_online),
+            _when(room.expires_at) if room.expires_at else "never",
+            _when(room.created_at),
+        )
+    Console().print(table)
+
+
+@rooms.command("info")
+@click.argument("name", required=False)
+@room_option(required=False)
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def rooms_info(name: str | None, room: str | None, server: str | None, as_json: bool) -> None:
+    """Show a room: members, keys, workers."""
+    target = name or room
+    if not target:
+        raise click.UsageError("name the room: sleap-rtc rooms info ROOM")
+    info = run_client(server, lambda c: c.room(target))
+    if as_json:
+        _print_json(info.model_dump(mode="json"))
+        return
+    console = Console()
+    console.print(f"[bold]{info.name}[/bold] (id {info.id}), you are {info.role}")
+    console.print(
+        f"owner: {info.owner or '-'}; created {_when(info.created_at)}; "
+        f"expires {_when(info.expires_at) if info.expires_at else 'never'}"
+    )
+    console.print(
+        f"workers: {info.workers_online} online of {info.workers_known} known; "
+        f"active worker keys: {info.keys_active}"
+    )
+    table = Table("member", "role", "joined")
+    for member in info.member_list:
+        table.add_row(member.username, member.role, _when(member.joined_at))
+    console.print(table)
+
+
+@rooms.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Don't ask for confirmation.")
+@server_option
+def rooms_delete(name: str, yes: bool, server: str | None) -> None:
+    """Delete a room (owners only): its keys stop working and its workers are disconnected."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("add --yes to delete without a terminal to confirm on")
+        click.confirm(f"Delete room {name} and all its worker keys?", abort=True)
+    run_client(server, lambda c: c.delete_room(name))
+    click.echo(f"room {name} deleted")
+
+
+@rooms.command("invite")
+@click.argument("name")
+@click.option(
+    "--expires", type=Duration(), default="7d", show_default=True, help="How long the code works."
+)
+@click.option(
+    "--uses",
+    type=click.IntRange(1, 10_000),
+    default=1,
+    show_default=True,
+    help="How many people can join with it.",
+)
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def rooms_invite(
+    name: str, expires: timedelta, uses: int, server: str | None, as_json: bool
+) -> None:
+    """Make an invite code for a room (owners only)."""
+    invite = run_client(server, lambda c: c.invite(name, expires, uses))
+    if as_json:
+        _print_json(invite.model_dump(mode="json"))
+        return
+    click.echo(f"invite code for {invite.room}: {invite.code}")
+    click.echo(f"works {invite.max_uses} time(s), until {invite.expires_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"they run: sleap-rtc rooms join {invite.code}")
+
+
+@rooms.command("join")
+@click.argument("code")
+@server_option
+def rooms_join(code: str, server: str | None) -> None:
+    """Join a room with an invite code."""
+    room = run_client(server, lambda c: c.join(code))
+    click.echo(
+        f"joined room {room.name} ({room.members} members, {room.workers_online} workers online)"
+    )
+
+
+def _gpu_text(worker: api.WorkerView) -> tuple[str, str]:
+    if not worker.gpus:
+        return ("CPU only" if worker.accelerator == "cpu" else worker.accelerator.upper(), "-")
+    names = sorted({g.name for g in worker.gpus})
+    model = names[0] if len(names) == 1 else ", ".join(names)
+    if len(worker.gpus) > 1:
+        model = f"{len(worker.gpus)}× {model}"
+    memory = []
+    for gpu in worker.gpus:
+        if gpu.memory_free_mb is not None:
+            memory.append(f"{gpu.memory_free_mb:,}/{gpu.memory_total_mb:,} MB free")
+        else:
+            memory.append(f"{gpu.memory_total_mb:,} MB")
+    return model, "; ".join(memory)
+
+
+@rooms.command("workers")
+@room_option()
+@click.option(
+    "--min-gpu-memory",
+    type=click.IntRange(0),
+    metavar="MB",
+    help="Only workers with a GPU that has at least this much free memory.",
+)
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def rooms_workers(room: str, min_gpu_memory: int | None, server: str | None, as_json: bool) -> None:
+    """List the workers of a room: online, busy or offline."""
+    found = run_client(server, lambda c: c.workers(room, min_gpu_memory))
+    if as_json:
+        _print_json([w.model_dump(mode="json") for w in found])
+        return
+    if not found:
+        hint = " with that much GPU memory" if min_gpu_memory else ""
+        click.echo(f"no workers{hint} in room {room}. Start one on a GPU machine:")
+        click.echo(f"  sleap-rtc keys create --room {room}")
+        click.echo(f"  SLEAP_RTC_WORKER_KEY=srk_... sleap-rtc worker --room {room} --mount /data")
+        return
+    style = {"online": "green", "busy": "yellow", "offline": "dim"}
+    table = Table("name", "id", "status", "GPU", "GPU memory", "jobs", "last seen")
+    for worker in found:
+        model, memory = _gpu_text(worker)
+        table.add_row(
+            worker.name,
+            worker.id,
+            f"[{style[worker.status]}]{worker.status}[/]",
+            model,
+            memory,
+            f"{worker.running_jobs}/{worker.max_concurrent_jobs}",
+            "now" if worker.status != "offline" else _when(worker.last_seen),
+        )
+    Console().print(table)
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+@click.group()
+def keys() -> None:
+    """Worker keys: how a worker proves it may join a room.
+
+    \b
+    Examples:
+      sleap-rtc keys create --room my-room --name lab-gpu-1
+      sleap-rtc keys list --room my-room
+      sleap-rtc keys revoke --room my-room lab-gpu-1
+    """
+
+
+@keys.command("create")
+@room_option()
+@click.option("--name", help="A name to recognise the key by [default: key-N].")
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (includes the secret).")
+def keys_create(room: str, name: str | None, server: str | None, as_json: bool) -> None:
+    """Create a worker key. The secret is shown once; the server keeps only a digest."""
+    key = run_client(server, lambda c: c.create_key(room, name))
+    if as_json:
+        _print_json(key.model_dump(mode="json"))
+        return
+    click.echo(f"worker key {key.name} ({key.id}) for room {key.room}:")
+    click.echo(f"  {key.secret}")
+    click.echo("It is shown only now. Start a worker with it:")
+    click.echo(
+        f"  SLEAP_RTC_WORKER_KEY={key.secret} sleap-rtc worker --room {key.room} "
+        "--mount /path/to/data"
+    )
+
+
+@keys.command("list")
+@room_option()
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(room: str, server: str | None, as_json: bool) -> None:
+    """List a room's worker keys (never their secrets)."""
+    found = run_client(server, lambda c: c.keys(room))
+    if as_json:
+        _print_json([k.model_dump(mode="json") for k in found])
+        return
+    table = Table("name", "id", "created by", "created", "last used", "state")
+    for key in found:
+        table.add_row(
+            key.name,
+            key.id,
+            key.created_by or "-",
+            _when(key.created_at),
+            _when(key.last_used_at) if key.last_used_at else "never",
+            "revoked" if key.revoked_at else "active",
+        )
+    Console().print(table)
+
+
+@keys.command("revoke")
+@click.argument("key")
+@room_option()
+@server_option
+def keys_revoke(key: str, room: str, server: str | None) -> None:
+    """Revoke a key (by name or id); workers using it are disconnected at once."""
+    revoked = run_client(server, lambda c: c.revoke_key(room, key))
+    click.echo(f"worker key {revoked.name} ({revoked.id}) revoked")

@@ -1,0 +1,243 @@
+"""``sleap-rtc worker``: offer this machine's GPUs to a room."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sleap_rtc import __version__
+from sleap_rtc.cli.local import _mount_option, worker_options
+from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
+from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError, load_worker_config
+
+KEY_ENV = "SLEAP_RTC_WORKER_KEY"
+EXIT_REFUSED = 3
+
+
+def _read_key(key: str | None, key_file: Path | None) -> str:
+    if key:
+        return key.strip()
+    env = os.environ.get(KEY_ENV, "").strip()
+    if env:
+        return env
+    if key_file is not None:
+        try:
+            text = key_file.expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise click.ClickException(f"can't read key_file {key_file}: {exc.strerror}") from None
+        if text:
+            return text
+        raise click.ClickException(f"key_file {key_file} is empty")
+    raise click.UsageError(
+        f"no worker key: set {KEY_ENV}, or pass --key-file (or --key). "
+        "Create one with `sleap-rtc keys create --room ROOM`."
+    )
+
+
+def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
+    from sleap_rtc.protocol.signaling import Capabilities, Gpu
+    from sleap_rtc.worker.capabilities import detect_gpus, refresh_free_memory, sleap_nn_version
+
+    use_torch = config.device != "cpu"
+    found, accelerator = detect_gpus(use_torch=use_torch)
+    if config.device == "cpu":
+        found, accelerator = [], "cpu"
+    gpus = [Gpu.model_validate(g.model_dump()) for g in found]
+    backends = ["local"]
+    if shutil.which("sbatch"):
+        backends.append("slurm")
+    mounts = config.build_mounts()
+    caps = Capabilities(
+        name=config.name,
+        hostname=socket.gethostname(),
+        accelerator="cuda" if accelerator == "cuda" else "mps" if accelerator == "mps" else "cpu",
+        gpus=gpus,
+        sleap_nn_version=sleap_nn_version(),
+        sleap_rtc_version=__version__,
+        backends=backends,
+        mounts=[m.label for m in mounts],
+        max_concurrent_jobs=config.max_concurrent_jobs,
+    )
+
+    def refresh(current: list[Gpu]) -> list[Gpu]:
+        from sleap_rtc.worker.capabilities import GpuInfo
+
+        infos = [GpuInfo.model_validate(g.model_dump()) for g in current]
+        return [Gpu.model_validate(g.model_dump()) for g in refresh_free_memory(infos)]
+
+    return caps, refresh
+
+
+@click.command()
+@click.option("--room", "-r", metavar="ROOM", help="Room to join (must match the key's room).")
+@click.option("--name", "-n", help="Name shown in `rooms workers` [default: host name].")
+@worker_options
+@click.option(
+    "--max-concurrent-jobs", type=click.IntRange(1, 64), help="Jobs run at once [default: 1]."
+)
+@click.option("--server", metavar="URL", help="Server URL [default: SLEAP_RTC_SERVER, config].")
+@click.option(
+    "--key",
+    metavar="SECRET",
+    help=f"Worker key. Prefer {KEY_ENV} or --key-file: a flag shows in `ps`.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the worker key.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def worker(
+    room: str | None,
+    name: str | None,
+    worker_config: Path | None,
+    mounts: tuple[str, ...],
+    models_dir: Path | None,
+    device: str | None,
+    max_concurrent_jobs: int | None,
+    server: str | None,
+    key: str | None,
+    key_file: Path | None,
+    log_level: str,
+) -> None:
+    """Offer this machine to a room: register, stay online, run the room's jobs.
+
+    The worker touches only files inside its mounts (plus its models folder). It
+    keeps an id in its state folder, so it is the same worker after a restart,
+    and it reconnects by itself when the server restarts or the network drops.
+
+    \b
+    Examples:
+      export SLEAP_RTC_WORKER_KEY=srk_...            # from `sleap-rtc keys create`
+      sleap-rtc worker --room my-room --name lab-gpu-1 --mount /vast/project:project
+      sleap-rtc worker --worker-config /etc/sleap-rtc/worker.toml
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_worker_config(
+            worker_config,
+            name=name,
+            mounts=_mount_option(mounts),
+            models_dir=models_dir,
+            device=device,
+            max_concurrent_jobs=max_concurrent_jobs,
+            server=server,
+            room=room,
+            key_file=key_file,
+        )
+        url = resolve_server(config.server)
+        config_room = resolve_room(config.room)
+    except (WorkerConfigError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if url is None:
+        raise click.UsageError(
+            "no server: pass --server URL, set SLEAP_RTC_SERVER, or put server = ... in worker.toml"
+        )
+    secret = _read_key(key, config.key_file)
+    try:
+        code = asyncio.run(_serve(config, url, secret, config_room))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
+    from sleap_rtc.engine.local import LocalBackend
+    from sleap_rtc.protocol.signaling import Delivery
+    from sleap_rtc.worker.presence import PresenceLink, WorkerRefused, load_worker_id
+    from sleap_rtc.worker.runner import JobRunner
+    from sleap_rtc.worker.store import StoreLocked
+
+    log = logging.getLogger("sleap_rtc.worker")
+    try:
+        caps, refresh = await asyncio.to_thread(_capabilities, config)
+        runner = JobRunner(config, LocalBackend(cancel_grace_s=config.cancel_grace_s))
+    except (WorkerConfigError, StoreLocked) as exc:
+        raise click.ClickException(str(exc)) from None
+    worker_id = load_worker_id(config.resolved_state_dir())
+
+    def status() -> tuple[str, int]:
+        running = runner.running_jobs
+        busy = runner.active_jobs >= config.max_concurrent_jobs
+        return ("busy" if busy else "idle", running)
+
+    link: PresenceLink
+
+    async def on_relay(message: Delivery) -> None:
+        kind = str(message.payload.get("type", ""))
+        log.info("message %r from %s %s", kind, message.sender.kind, message.sender.name)
+        await link.relay(
+            message.sender.id,
+            {
+                "type": "ERROR",
+                "code": "UNKNOWN_TYPE",
+                "message": f"this worker does not handle {kind!r} messages",
+            },
+        )
+
+    link = PresenceLink(
+        url,
+        secret,
+        worker_id,
+        caps,
+        status=status,  # type: ignore[arg-type]
+        refresh_gpus=refresh,
+        on_relay=on_relay,
+        expected_room=room,
+    )
+    runner.state_listeners.append(lambda _record: link.status_changed())
+    gpus = ", ".join(f"{g.name} ({g.memory_total_mb:,} MB)" for g in caps.gpus) or "CPU only"
+    click.echo(
+        f"worker {caps.name} ({worker_id}) starting: {gpus}; mounts: {', '.join(caps.mounts)}; "
+        f"server {url}",
+        err=True,
+    )
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    announce = asyncio.create_task(_announce(link, caps.name, worker_id))
+    try:
+        await runner.start()
+        await link.run()
+    except WorkerRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_REFUSED
+    except asyncio.CancelledError:
+        click.echo("worker stopping", err=True)
+        return 0
+    finally:
+        announce.cancel()
+        loop.remove_signal_handler(signal.SIGTERM)
+        await runner.close()
+    return 0
+
+
+async def _announce(link: Any, name: str, worker_id: str) -> None:
+    """Print a line each time the worker (re)registers; tests and operators wait on it."""
+    seen = 0
+    while True:
+        await link.registered.wait()
+        if link.registrations != seen:
+            seen = link.registrations
+            click.echo(f"worker {name} ({worker_id}) online in room {link.room}")
+            sys.stdout.flush()
+        await asyncio.sleep(0.2)

@@ -1,0 +1,1 @@
+"""Typed wire messages: the server WebSocket (signaling) and, later, the job protocol."""

@@ -1,0 +1,241 @@
+"""Messages on the server's WebSocket: registration, presence, signaling relay.
+
+Sans-I/O: this module turns text into typed messages and back, and knows nothing
+of sockets. Every message is one JSON object with a ``type`` and a protocol
+version ``v``; anything else is refused with a :class:`ProtocolError` whose
+``code`` goes back to the peer in an :class:`ErrorMessage`.
+
+Workers send ``register`` first, then ``heartbeat`` and ``status``; both kinds of
+peer send ``relay`` (an opaque payload for another member of the same room). The
+server answers ``registered`` / ``welcome`` and delivers ``relay`` with a ``sender``
+it filled in from the authenticated connection — a ``from`` in the body is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION: Final = 1
+#: Largest message either side accepts, in bytes of encoded JSON.
+MAX_MESSAGE_BYTES = 64 * 1024
+#: Largest relay payload, so a relayed message always fits in MAX_MESSAGE_BYTES.
+MAX_PAYLOAD_BYTES = 60 * 1024
+
+_ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+_NAME = Annotated[str, Field(min_length=1, max_length=64)]
+_SHORT = Annotated[str, Field(max_length=256)]
+
+
+class ProtocolError(ValueError):
+    """A message that can't be accepted; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+
+
+class Gpu(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0, le=1024)
+    name: _SHORT
+    memory_total_mb: int = Field(ge=0)
+    memory_free_mb: int | None = Field(default=None, ge=0)
+
+
+WorkerStatus = Literal["idle", "busy"]
+
+
+class Capabilities(BaseModel):
+    """What a worker offers; sent at registration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: _NAME
+    hostname: _SHORT = ""
+    accelerator: Literal["cuda", "mps", "cpu"] = "cpu"
+    gpus: list[Gpu] = Field(default_factory=list, max_length=64)
+    sleap_nn_version: Annotated[str, Field(max_length=64)] | None = None
+    sleap_rtc_version: Annotated[str, Field(max_length=64)] = ""
+    backends: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=16
+    )
+    mounts: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
+
+
+class Register(_Message):
+    type: Literal["register"] = "register"
+    worker_id: _ID
+    capabilities: Capabilities
+    status: WorkerStatus = "idle"
+    running_jobs: int = Field(default=0, ge=0, le=1024)
+
+
+class Heartbeat(_Message):
+    """Sent every ``heartbeat_interval`` seconds; may carry fresh GPU free memory."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    status: WorkerStatus = "idle"
+    running_jobs: int = Field(default=0, ge=0, le=1024)
+    gpus: list[Gpu] | None = Field(default=None, max_length=64)
+
+
+class Relay(_Message):
+    """Ask the server to pass ``payload`` to peer ``to`` in ``room``.
+
+    A worker may leave ``room`` out (it belongs to exactly one); a client must name it.
+    """
+
+    type: Literal["relay"] = "relay"
+    to: _ID
+    room: _NAME | None = None
+    payload: dict[str, Any]
+
+
+class Reauth(_Message):
+    """A client replaces its access token on a long-lived connection."""
+
+    type: Literal["reauth"] = "reauth"
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class Ping(_Message):
+    type: Literal["ping"] = "ping"
+    nonce: Annotated[str, Field(max_length=64)] = ""
+
+
+PeerMessage = Annotated[
+    Register | Heartbeat | Relay | Reauth | Ping,
+    Field(discriminator="type"),
+]
+
+
+class Registered(_Message):
+    type: Literal["registered"] = "registered"
+    worker_id: _ID
+    room: _NAME
+    heartbeat_interval: float
+
+
+class Welcome(_Message):
+    """First message to a client connection: its session id for relay replies."""
+
+    type: Literal["welcome"] = "welcome"
+    session_id: _ID
+    user: _NAME
+
+
+class Sender(BaseModel):
+    """Who sent a relayed message, as the server authenticated it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["client", "worker"]
+    id: _ID
+    room: _NAME
+    name: _NAME
+
+
+class Delivery(_Message):
+    type: Literal["relay"] = "relay"
+    sender: Sender
+    payload: dict[str, Any]
+
+
+class Pong(_Message):
+    type: Literal["pong"] = "pong"
+    nonce: Annotated[str, Field(max_length=64)] = ""
+
+
+class ErrorMessage(_Message):
+    type: Literal["error"] = "error"
+    code: Annotated[str, Field(max_length=64)]
+    message: Annotated[str, Field(max_length=2048)]
+
+
+ServerMessage = Annotated[
+    Registered | Welcome | Delivery | Pong | ErrorMessage,
+    Field(discriminator="type"),
+]
+
+_PEER = TypeAdapter(PeerMessage)
+_SERVER = TypeAdapter(ServerMessage)
+
+#: WebSocket close codes the server uses (4000-4999 are for applications).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_REPLACED = 4409
+CLOSE_HEARTBEAT_TIMEOUT = 4408
+CLOSE_PROTOCOL = 4400
+CLOSE_GOING_AWAY = 1001
+
+
+def _load(text: str | bytes) -> dict[str, Any]:
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            "MESSAGE_TOO_LARGE",
+            f"message is {len(text)} bytes; the limit is {MAX_MESSAGE_BYTES}",
+        )
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("MALFORMED", f"message is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("MALFORMED", "message must be a JSON object")
+    version = data.get("v", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "UNSUPPORTED_VERSION",
+            f"protocol version {version!r} is not supported; this side speaks "
+            f"{PROTOCOL_VERSION}. Upgrade sleap-rtc on the older side.",
+        )
+    return data
+
+
+def _explain(exc: ValidationError, kind: object) -> ProtocolError:
+    first = exc.errors()[0]
+    if first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
+        return ProtocolError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
+    where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+    return ProtocolError("INVALID_MESSAGE", f"{kind} message: {where}: {first['msg']}")
+
+
+def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Ping:
+    """Parse a message a worker or client sent; raises :class:`ProtocolError`."""
+    data = _load(text)
+    try:
+        message = _PEER.validate_python(data)
+    except ValidationError as exc:
+        raise _explain(exc, data.get("type")) from None
+    if isinstance(message, Relay):
+        size = len(json.dumps(message.payload, separators=(",", ":")))
+        if size > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(
+                "MESSAGE_TOO_LARGE",
+                f"relay payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+            )
+    return message
+
+
+def decode_server(text: str | bytes) -> Registered | Welcome | Delivery | Pong | ErrorMessage:
+    """Parse a message the server sent; raises :class:`ProtocolError`."""
+    data = _load(text)
+    try:
+        return _SERVER.validate_python(data)
+    except ValidationError as exc:
+        raise _explain(exc, data.get("type")) from None
+
+
+def encode(message: BaseModel) -> str:
+    return message.model_dump_json()

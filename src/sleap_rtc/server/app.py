@@ -1,0 +1,716 @@
+"""The server's ASGI app: HTTP API for accounts, rooms and keys; WebSockets for presence.
+
+The server never runs jobs and never sees files: it knows who may talk to whom,
+which workers are online, and passes signaling messages between members of a room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from limits import parse as parse_limit
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from sleap_rtc import __version__
+from sleap_rtc.protocol import api
+from sleap_rtc.protocol.signaling import (
+    CLOSE_FORBIDDEN,
+    CLOSE_GOING_AWAY,
+    CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_PROTOCOL,
+    CLOSE_REPLACED,
+    CLOSE_UNAUTHORIZED,
+    Delivery,
+    ErrorMessage,
+    Heartbeat,
+    Ping,
+    Pong,
+    ProtocolError,
+    Reauth,
+    Register,
+    Registered,
+    Relay,
+    Sender,
+    Welcome,
+    decode_peer,
+)
+from sleap_rtc.server import db, service
+from sleap_rtc.server.auth import AccessClaims, AuthError, PasswordProvider, TokenSigner
+from sleap_rtc.server.errors import ApiError
+from sleap_rtc.server.hub import ClientConn, Connection, Hub, WorkerConn
+from sleap_rtc.server.models import Room, Worker, WorkerKey
+from sleap_rtc.server.settings import ServerSettings
+
+log = logging.getLogger("sleap_rtc.server")
+
+T = TypeVar("T")
+
+#: A connection that sends this many bad messages is closed.
+MAX_PROTOCOL_ERRORS = 20
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    signer: TokenSigner
+    hub: Hub
+    limiter: MovingWindowRateLimiter
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(session, *args)`` in a worker thread with its own session."""
+
+        def call() -> T:
+            with self.sessions() as session:
+                return fn(session, *args)
+
+        return await run_in_threadpool(call)
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
+
+
+StateDep = Annotated[ServerState, Depends(_state)]
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _claims(request: Request, state: StateDep) -> AccessClaims:
+    token = _bearer(request.headers.get("authorization"))
+    if token is None:
+        raise ApiError(401, "UNAUTHORIZED", "not logged in; run `sleap-rtc login`")
+    try:
+        return state.signer.verify_access(token)
+    except AuthError as exc:
+        raise ApiError(401, exc.code, exc.message) from None
+
+
+UserDep = Annotated[AccessClaims, Depends(_claims)]
+
+
+def _tokens_body(tokens: service.Tokens) -> api.TokenPair:
+    return api.TokenPair(
+        access_token=tokens.access_token,
+        access_expires_at=tokens.access_expires_at,
+        refresh_token=tokens.refresh_token,
+        refresh_expires_at=tokens.refresh_expires_at,
+        user=api.UserView(username=tokens.user.username, is_admin=tokens.user.is_admin),
+    )
+
+
+def _key_view(key: WorkerKey, room: Room, creator: str | None) -> api.KeyView:
+    return api.KeyView(
+        id=key.id,
+        name=key.name,
+        room=room.name,
+        created_by=creator,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+        last_used_at=key.last_used_at,
+    )
+
+
+def worker_view(row: Worker, room_name: str, live: WorkerConn | None) -> api.WorkerView:
+    caps = live.capabilities if live else None
+    stored = row.capabilities or {}
+    gpus = (live.gpus if live else None) or [
+        api.Gpu.model_validate(g) for g in stored.get("gpus", [])
+    ]
+    status: api.PresenceStatus = "offline"
+    if live is not None:
+        status = "busy" if live.status == "busy" else "online"
+    return api.WorkerView(
+        id=row.worker_id,
+        name=caps.name if caps else row.name,
+        room=room_name,
+        status=status,
+        hostname=caps.hostname if caps else row.hostname,
+        accelerator=caps.accelerator if caps else str(stored.get("accelerator", "cpu")),
+        gpus=gpus,
+        running_jobs=live.running_jobs if live else 0,
+        max_concurrent_jobs=(
+            caps.max_concurrent_jobs if caps else int(stored.get("max_concurrent_jobs", 1))
+        ),
+        sleap_nn_version=caps.sleap_nn_version if caps else stored.get("sleap_nn_version"),
+        backends=list(caps.backends if caps else stored.get("backends", [])),
+        mounts=list(caps.mounts if caps else stored.get("mounts", [])),
+        last_seen=live.last_seen if live else row.last_seen,
+        connected_since=live.connected_at if live else None,
+    )
+
+
+def build_state(settings: ServerSettings) -> ServerState:
+    """Open the database, apply migrations and load the signing key."""
+    engine = db.create_engine(settings.database_url)
+    db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    with sessions() as session:
+        signer = TokenSigner.load_or_create(session, settings.issuer)
+    return ServerState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        signer=signer,
+        hub=Hub(),
+        limiter=MovingWindowRateLimiter(MemoryStorage()),
+    )
+
+
+def create_app(settings: ServerSettings, state: ServerState | None = None) -> FastAPI:
+    state = state or build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep(state))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            state.hub.close_all(CLOSE_GOING_AWAY, "server is shutting down")
+            await run_in_threadpool(_save_last_seen, state)
+            state.engine.dispose()
+
+    app = FastAPI(
+        title="sleap-rtc server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.server = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"Retry-After": exc.retry_after} if isinstance(exc, _RateLimited) else None
+        body = api.ErrorResponse(error=api.ErrorBody(code=exc.code, message=exc.message))
+        return JSONResponse(body.model_dump(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {err.get('msg')}")
+        body = api.ErrorResponse(error=api.ErrorBody(code="INVALID", message="; ".join(parts)))
+        return JSONResponse(body.model_dump(), status_code=422)
+
+    _routes(app)
+    _sockets(app)
+    return app
+
+
+class _RateLimited(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            429,
+            "RATE_LIMITED",
+            f"too many failed logins; try again in {retry_after} s",
+        )
+        self.retry_after = str(retry_after)
+
+
+def _routes(app: FastAPI) -> None:
+    @app.get("/health", response_model=api.HealthView)
+    async def health(state: StateDep) -> api.HealthView:
+        revision = await run_in_threadpool(db.current_revision, state.engine)
+        return api.HealthView(
+            status="ok",
+            version=__version__,
+            database=state.engine.dialect.name,
+            schema_revision=revision,
+        )
+
+    @app.get("/v1/auth/keys", response_model=api.PublicKeys)
+    async def public_keys(state: StateDep) -> api.PublicKeys:
+        return api.PublicKeys(
+            issuer=state.signer.issuer,
+            keys=[api.PublicKey(kid=state.signer.kid, public_key_pem=state.signer.public_pem())],
+        )
+
+    @app.post("/v1/auth/login", response_model=api.TokenPair)
+    async def login(body: api.LoginRequest, request: Request, state: StateDep) -> api.TokenPair:
+        address = request.client.host if request.client else "unknown"
+        per_user = parse_limit(f"{state.settings.login_failures_per_minute}/minute")
+        per_address = parse_limit(f"{state.settings.login_failures_per_minute * 4}/minute")
+        keys = (("login", address, body.username, per_user), ("login", address, "*", per_address))
+        for *parts, limit in keys:
+            if not state.limiter.test(limit, *parts):
+                reset = state.limiter.get_window_stats(limit, *parts).reset_time
+                raise _RateLimited(max(1, int(reset - datetime.now(UTC).timestamp()) + 1))
+
+        def attempt(session: Session) -> service.Tokens | None:
+            user = PasswordProvider().authenticate(session, body.username, body.password)
+            if user is None:
+                return None
+            return service.issue_tokens(
+                session, state.signer, user, state.settings.access_ttl, state.settings.refresh_ttl
+            )
+
+        tokens = await state.db(attempt)
+        if tokens is None:
+            for *parts, limit in keys:
+                state.limiter.hit(limit, *parts)
+            log.info("failed login for %r from %s", body.username, address)
+            raise ApiError(401, "BAD_CREDENTIALS", "wrong username or password")
+        log.info("login: %s from %s", tokens.user.username, address)
+        return _tokens_body(tokens)
+
+    @app.post("/v1/auth/refresh", response_model=api.TokenPair)
+    async def refresh(body: api.RefreshRequest, state: StateDep) -> api.TokenPair:
+        tokens = await state.db(
+            service.refresh_tokens,
+            state.signer,
+            body.refresh_token,
+            state.settings.access_ttl,
+            state.settings.refresh_ttl,
+        )
+        return _tokens_body(tokens)
+
+    @app.post("/v1/auth/logout", status_code=204)
+    async def logout(body: api.RefreshRequest, state: StateDep) -> Response:
+        await state.db(service.revoke_refresh, body.refresh_token)
+        return Response(status_code=204)
+
+    @app.get("/v1/me", response_model=api.UserView)
+    async def me(user: UserDep) -> api.UserView:
+        return api.UserView(username=user.username, is_admin=user.is_admin)
+
+    @app.post("/v1/rooms", response_model=api.RoomView, status_code=201)
+    async def create_room(body: api.CreateRoom, user: UserDep, state: StateDep) -> api.RoomView:
+        expires = (
+            datetime.now(UTC) + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
+        )
+        room, member = await state.db(service.create_room, user.user_id, body.name, expires)
+        log.info("room %s created by %s", room.name, user.username)
+        return service.room_view(room, member, 1, 0)
+
+    @app.get("/v1/rooms", response_model=list[api.RoomView])
+    async def list_rooms(user: UserDep, state: StateDep) -> list[api.RoomView]:
+        rows = await state.db(service.list_rooms, user.user_id)
+        return [service.room_view(r, m, n, state.hub.online_count(r.id)) for r, m, n in rows]
+
+    @app.get("/v1/rooms/{room}", response_model=api.RoomInfo)
+    async def room_info(room: str, user: UserDep, state: StateDep) -> api.RoomInfo:
+        def read(session: Session) -> api.RoomInfo:
+            found, member = service.room_for_member(session, user.user_id, room)
+            members = service.room_members(session, found.id)
+            view = service.room_view(found, member, len(members), state.hub.online_count(found.id))
+            return api.RoomInfo(
+                **view.model_dump(),
+                owner=service.username_of(session, found.created_by),
+                member_list=members,
+                keys_active=service.count_active_keys(session, found.id),
+                workers_known=len(service.room_workers(session, found.id)),
+            )
+
+        return await state.db(read)
+
+    @app.delete("/v1/rooms/{room}", status_code=204)
+    async def delete_room(room: str, user: UserDep, state: StateDep) -> Response:
+        def remove(session: Session) -> str:
+            found = service.room_for_owner(session, user.user_id, room)
+            service.delete_room(session, found)
+            return found.id
+
+        room_id = await state.db(remove)
+        state.hub.disconnect_room(room_id, CLOSE_FORBIDDEN, "room was deleted")
+        log.info("room %s deleted by %s", room, user.username)
+        return Response(status_code=204)
+
+    @app.post("/v1/rooms/{room}/invites", response_model=api.InviteView, status_code=201)
+    async def invite(
+        room: str, body: api.CreateInvite, user: UserDep, state: StateDep
+    ) -> api.InviteView:
+        def create(session: Session) -> api.InviteView:
+            found = service.room_for_owner(session, user.user_id, room)
+            code, row = service.create_invite(
+                session, found, user.user_id, timedelta(seconds=body.expires_in_s), body.max_uses
+            )
+            return api.InviteView(
+                code=code, room=found.name, expires_at=row.expires_at, max_uses=row.max_uses
+            )
+
+        return await state.db(create)
+
+    @app.post("/v1/invites/accept", response_model=api.RoomView)
+    async def accept(body: api.AcceptInvite, user: UserDep, state: StateDep) -> api.RoomView:
+        room, member, members = await state.db(service.accept_invite, user.user_id, body.code)
+        log.info("%s joined room %s", user.username, room.name)
+        return service.room_view(room, member, members, state.hub.online_count(room.id))
+
+    @app.get("/v1/rooms/{room}/workers", response_model=list[api.WorkerView])
+    async def workers(
+        room: str,
+        user: UserDep,
+        state: StateDep,
+        min_gpu_memory: Annotated[int | None, Query(ge=0)] = None,
+    ) -> list[api.WorkerView]:
+        def read(session: Session) -> tuple[Room, list[Worker]]:
+            found, _ = service.room_for_member(session, user.user_id, room)
+            return found, list(service.room_workers(session, found.id))
+
+        found, rows = await state.db(read)
+        views = [worker_view(r, found.name, state.hub.worker(found.id, r.worker_id)) for r in rows]
+        if min_gpu_memory is not None:
+            views = [v for v in views if v.best_gpu_memory_mb >= min_gpu_memory]
+        order = {"online": 0, "busy": 1, "offline": 2}
+        return sorted(views, key=lambda v: (order[v.status], v.name, v.id))
+
+    @app.post("/v1/rooms/{room}/keys", response_model=api.NewKey, status_code=201)
+    async def create_key(
+        room: str, body: api.CreateKey, user: UserDep, state: StateDep
+    ) -> api.NewKey:
+        def create(session: Session) -> api.NewKey:
+            found, _ = service.room_for_member(session, user.user_id, room)
+            secret, key = service.create_key(session, found, user.user_id, body.name)
+            view = _key_view(key, found, user.username)
+            return api.NewKey(**view.model_dump(), secret=secret)
+
+        created = await state.db(create)
+        log.info(
+            "worker key %s (%s) created in %s by %s", created.id, created.name, room, user.username
+        )
+        return created
+
+    @app.get("/v1/rooms/{room}/keys", response_model=list[api.KeyView])
+    async def list_keys(room: str, user: UserDep, state: StateDep) -> list[api.KeyView]:
+        def read(session: Session) -> list[api.KeyView]:
+            found, _ = service.room_for_member(session, user.user_id, room)
+            return [_key_view(k, found, c) for k, c in service.list_keys(session, found)]
+
+        return await state.db(read)
+
+    @app.delete("/v1/rooms/{room}/keys/{key}", response_model=api.KeyView)
+    async def revoke_key(room: str, key: str, user: UserDep, state: StateDep) -> api.KeyView:
+        def revoke(session: Session) -> api.KeyView:
+            found, member = service.room_for_member(session, user.user_id, room)
+            row = service.revoke_key(session, found, member, key)
+            return _key_view(row, found, service.username_of(session, row.created_by))
+
+        view = await state.db(revoke)
+        dropped = state.hub.disconnect_key(view.id, CLOSE_FORBIDDEN, "worker key was revoked")
+        log.info(
+            "worker key %s revoked in %s by %s (%d disconnected)",
+            view.id,
+            room,
+            user.username,
+            dropped,
+        )
+        return view
+
+
+# -- WebSockets -------------------------------------------------------------------------------
+
+
+async def _receive(ws: WebSocket) -> str | bytes | None:
+    """The next message, or None once the peer has gone."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is not None:
+        return str(text)
+    data = message.get("bytes")
+    return bytes(data) if data is not None else b""
+
+
+async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_text(ErrorMessage(code=code, message=message).model_dump_json())
+        await ws.close(close_code, message[:120])
+
+
+def _sockets(app: FastAPI) -> None:
+    @app.websocket("/v1/worker")
+    async def worker_socket(ws: WebSocket) -> None:
+        state: ServerState = ws.app.state.server
+        await ws.accept()
+        secret = _bearer(ws.headers.get("authorization"))
+        if secret is None:
+            await _refuse(ws, "UNAUTHORIZED", "no worker key given", CLOSE_UNAUTHORIZED)
+            return
+        try:
+            key, room = await state.db(service.authenticate_worker, secret)
+        except AuthError as exc:
+            log.info("worker refused: %s", exc.message)
+            await _refuse(ws, exc.code, exc.message, CLOSE_UNAUTHORIZED)
+            return
+        try:
+            first = await asyncio.wait_for(_receive(ws), state.settings.register_timeout_s)
+        except (TimeoutError, WebSocketDisconnect):
+            await _refuse(ws, "TIMEOUT", "no register message in time", CLOSE_PROTOCOL)
+            return
+        if first is None:
+            return
+        try:
+            register = decode_peer(first)
+        except ProtocolError as exc:
+            await _refuse(ws, exc.code, exc.message, CLOSE_PROTOCOL)
+            return
+        if not isinstance(register, Register):
+            await _refuse(ws, "NOT_REGISTERED", "send register first", CLOSE_PROTOCOL)
+            return
+        await state.db(
+            service.record_worker, room.id, register.worker_id, key.id, register.capabilities
+        )
+        conn = Connection(ws, state.settings.send_queue_limit)
+        worker = WorkerConn(
+            conn=conn,
+            room_id=room.id,
+            room_name=room.name,
+            worker_id=register.worker_id,
+            key_id=key.id,
+            capabilities=register.capabilities,
+            status=register.status,
+            running_jobs=register.running_jobs,
+            gpus=list(register.capabilities.gpus),
+        )
+        conn.start()
+        state.hub.add_worker(worker, CLOSE_REPLACED)
+        conn.send(
+            Registered(
+                worker_id=worker.worker_id,
+                room=room.name,
+                heartbeat_interval=state.settings.heartbeat_interval_s,
+            )
+        )
+        log.info(
+            "worker %s (%s) online in room %s",
+            worker.worker_id,
+            register.capabilities.name,
+            room.name,
+        )
+        try:
+            await _worker_loop(state, worker)
+        finally:
+            gone = state.hub.remove_worker(worker)
+            await conn.finish()
+            if gone:
+                log.info("worker %s (%s) offline", worker.worker_id, worker.capabilities.name)
+                await state.db(
+                    service.touch_workers, [(worker.room_id, worker.worker_id, worker.last_seen)]
+                )
+
+    @app.websocket("/v1/client")
+    async def client_socket(ws: WebSocket) -> None:
+        state: ServerState = ws.app.state.server
+        await ws.accept()
+        token = _bearer(ws.headers.get("authorization"))
+        if token is None:
+            await _refuse(ws, "UNAUTHORIZED", "not logged in", CLOSE_UNAUTHORIZED)
+            return
+        try:
+            claims = state.signer.verify_access(token)
+        except AuthError as exc:
+            await _refuse(ws, exc.code, exc.message, CLOSE_UNAUTHORIZED)
+            return
+        conn = Connection(ws, state.settings.send_queue_limit)
+        client = ClientConn(
+            conn=conn,
+            session_id=f"c-{uuid.uuid4().hex[:16]}",
+            user_id=claims.user_id,
+            username=claims.username,
+            expires_at=claims.expires_at,
+        )
+        conn.start()
+        state.hub.add_client(client)
+        conn.send(Welcome(session_id=client.session_id, user=client.username))
+        try:
+            await _client_loop(state, client)
+        finally:
+            state.hub.remove_client(client)
+            await conn.finish()
+
+
+async def _messages(ws: WebSocket, conn: Connection) -> AsyncIterator[Any]:
+    """Decoded messages until the peer leaves; bad ones are answered and skipped."""
+    errors = 0
+    while True:
+        try:
+            raw = await _receive(ws)
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if raw is None:
+            return
+        try:
+            yield decode_peer(raw)
+        except ProtocolError as exc:
+            errors += 1
+            conn.send(ErrorMessage(code=exc.code, message=exc.message))
+            if errors >= MAX_PROTOCOL_ERRORS:
+                conn.close(CLOSE_PROTOCOL, "too many invalid messages")
+                return
+
+
+async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
+    conn = worker.conn
+    async for message in _messages(conn.ws, conn):
+        worker.heard()
+        if isinstance(message, Heartbeat):
+            worker.status = message.status
+            worker.running_jobs = message.running_jobs
+            if message.gpus is not None:
+                worker.gpus = list(message.gpus)
+        elif isinstance(message, Relay):
+            target = state.hub.clients.get(message.to)
+            allowed = target is not None and await state.db(
+                service.is_member, target.user_id, worker.room_id
+            )
+            if target is None or not allowed:
+                conn.send(
+                    ErrorMessage(
+                        code="PEER_NOT_FOUND",
+                        message=f"no client session {message.to!r} in room {worker.room_name!r}",
+                    )
+                )
+                continue
+            sender = Sender(
+                kind="worker",
+                id=worker.worker_id,
+                room=worker.room_name,
+                name=worker.capabilities.name,
+            )
+            target.conn.send(Delivery(sender=sender, payload=message.payload))
+        elif isinstance(message, Ping):
+            conn.send(Pong(nonce=message.nonce))
+        else:
+            conn.send(
+                ErrorMessage(
+                    code="UNEXPECTED",
+                    message=f"a registered worker can't send {message.type!r}",
+                )
+            )
+
+
+async def _client_loop(state: ServerState, client: ClientConn) -> None:
+    conn = client.conn
+    async for message in _messages(conn.ws, conn):
+        if datetime.now(UTC) >= client.expires_at:
+            conn.send(
+                ErrorMessage(
+                    code="TOKEN_EXPIRED",
+                    message="access token has expired; reconnect with a fresh one",
+                )
+            )
+            conn.close(CLOSE_UNAUTHORIZED, "access token expired")
+            return
+        if isinstance(message, Relay):
+            await _client_relay(state, client, message)
+        elif isinstance(message, Reauth):
+            try:
+                claims = state.signer.verify_access(message.token)
+            except AuthError as exc:
+                conn.send(ErrorMessage(code=exc.code, message=exc.message))
+                continue
+            if claims.user_id != client.user_id:
+                conn.send(ErrorMessage(code="FORBIDDEN", message="token is for another user"))
+                continue
+            client.expires_at = claims.expires_at
+        elif isinstance(message, Ping):
+            conn.send(Pong(nonce=message.nonce))
+        else:
+            conn.send(
+                ErrorMessage(code="UNEXPECTED", message=f"a client can't send {message.type!r}")
+            )
+
+
+async def _client_relay(state: ServerState, client: ClientConn, message: Relay) -> None:
+    conn = client.conn
+    if message.room is None:
+        conn.send(ErrorMessage(code="INVALID_MESSAGE", message="relay: room is required"))
+        return
+    room = await state.db(service.room_by_name_for_member, client.user_id, message.room)
+    if room is None:
+        conn.send(
+            ErrorMessage(
+                code="NOT_FOUND",
+                message=f"room {message.room!r} not found (or you are not a member)",
+            )
+        )
+        return
+    target = state.hub.worker(room.id, message.to)
+    if target is None:
+        conn.send(
+            ErrorMessage(
+                code="PEER_NOT_FOUND",
+                message=f"worker {message.to!r} is not online in room {room.name!r}",
+            )
+        )
+        return
+    sender = Sender(kind="client", id=client.session_id, room=room.name, name=client.username)
+    target.conn.send(Delivery(sender=sender, payload=message.payload))
+
+
+def _save_last_seen(state: ServerState) -> None:
+    seen = [(w.room_id, w.worker_id, w.last_seen) for w in state.hub.workers.values()]
+    if not seen:
+        return
+    try:
+        with state.sessions() as session:
+            service.touch_workers(session, seen)
+    except Exception:
+        log.exception("could not save workers' last-seen times")
+
+
+async def _sweep(state: ServerState) -> None:
+    """Drop workers that stopped sending heartbeats; save last-seen; purge expired rows."""
+    tick = min(1.0, state.settings.heartbeat_interval_s / 2)
+    loop = asyncio.get_running_loop()
+    last_save = last_purge = loop.time()
+    while True:
+        await asyncio.sleep(tick)
+        for worker in state.hub.overdue(state.settings.heartbeat_timeout_s):
+            if state.hub.remove_worker(worker):
+                log.info(
+                    "worker %s (%s) missed its heartbeats; marked offline",
+                    worker.worker_id,
+                    worker.capabilities.name,
+                )
+                worker.conn.close(CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat")
+                await run_in_threadpool(_save_one, state, worker)
+        now = loop.time()
+        if now - last_save >= 30:
+            last_save = now
+            await run_in_threadpool(_save_last_seen, state)
+        if now - last_purge >= 60:
+            last_purge = now
+            try:
+                removed = await state.db(service.purge_expired)
+            except Exception:
+                log.exception("could not purge expired rooms")
+                continue
+            for room_id in removed:
+                state.hub.disconnect_room(room_id, CLOSE_FORBIDDEN, "room has expired")
+
+
+def _save_one(state: ServerState, worker: WorkerConn) -> None:
+    with state.sessions() as session:
+        service.touch_workers(session, [(worker.room_id, worker.worker_id, worker.last_seen)])

@@ -1,0 +1,182 @@
+"""Live connections: which workers are online in which room, which clients are here.
+
+Presence lives in memory (one server process); the database keeps what must
+survive a restart (workers known to a room, their last-seen time). Every
+connection gets a bounded outbound queue drained by one writer task, so a slow
+peer can't stall the server: when its queue is full it is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+from starlette.websockets import WebSocket
+
+from sleap_rtc.protocol.signaling import Capabilities, Gpu, WorkerStatus, encode
+
+log = logging.getLogger("sleap_rtc.server")
+
+CLOSE_TOO_SLOW = 1013
+
+
+@dataclass(frozen=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class Connection:
+    """One authenticated WebSocket and its outbound queue."""
+
+    def __init__(self, ws: WebSocket, queue_limit: int) -> None:
+        self.ws = ws
+        self._queue: asyncio.Queue[str | _Close] = asyncio.Queue(queue_limit + 1)
+        self._limit = queue_limit
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, _Close):
+                    await self.ws.close(item.code, item.reason)
+                    return
+                await self.ws.send_text(item)
+        except Exception:  # the socket is gone; the reader notices and cleans up
+            return
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def send(self, message: BaseModel) -> bool:
+        """Queue a message; a peer that lets its queue fill up is disconnected."""
+        if self._closing:
+            return False
+        if self._queue.qsize() >= self._limit:
+            self.close(CLOSE_TOO_SLOW, "peer is not reading its messages")
+            return False
+        self._queue.put_nowait(encode(message))
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after nothing else: pending messages are dropped."""
+        if self._closing:
+            return
+        self._closing = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(_Close(code, reason[:120]))
+
+    async def finish(self) -> None:
+        """Stop the writer once the connection has ended."""
+        if self._writer is not None:
+            if not self._writer.done():
+                self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+
+
+@dataclass
+class WorkerConn:
+    conn: Connection
+    room_id: str
+    room_name: str
+    worker_id: str
+    key_id: str
+    capabilities: Capabilities
+    status: WorkerStatus = "idle"
+    running_jobs: int = 0
+    gpus: list[Gpu] = field(default_factory=list)
+    connected_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_heartbeat: float = field(default_factory=time.monotonic)
+    last_seen: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def heard(self) -> None:
+        self.last_heartbeat = time.monotonic()
+        self.last_seen = datetime.now(UTC)
+
+
+@dataclass
+class ClientConn:
+    conn: Connection
+    session_id: str
+    user_id: int
+    username: str
+    expires_at: datetime
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.workers: dict[tuple[str, str], WorkerConn] = {}
+        self.clients: dict[str, ClientConn] = {}
+
+    # workers
+    def add_worker(self, worker: WorkerConn, replaced_code: int) -> None:
+        key = (worker.room_id, worker.worker_id)
+        old = self.workers.get(key)
+        if old is not None and old is not worker:
+            log.info(
+                "worker %s (%s) reconnected; closing its old connection",
+                worker.worker_id,
+                worker.capabilities.name,
+            )
+            old.conn.close(replaced_code, "replaced by a new connection of the same worker")
+        self.workers[key] = worker
+
+    def remove_worker(self, worker: WorkerConn) -> bool:
+        key = (worker.room_id, worker.worker_id)
+        if self.workers.get(key) is worker:
+            del self.workers[key]
+            return True
+        return False
+
+    def worker(self, room_id: str, worker_id: str) -> WorkerConn | None:
+        found = self.workers.get((room_id, worker_id))
+        return None if found is None or found.conn.closing else found
+
+    def room_workers(self, room_id: str) -> list[WorkerConn]:
+        return [w for (r, _), w in self.workers.items() if r == room_id and not w.conn.closing]
+
+    def online_count(self, room_id: str) -> int:
+        return len(self.room_workers(room_id))
+
+    def disconnect_key(self, key_id: str, code: int, reason: str) -> int:
+        hit = [w for w in self.workers.values() if w.key_id == key_id]
+        for worker in hit:
+            worker.conn.close(code, reason)
+        return len(hit)
+
+    def disconnect_room(self, room_id: str, code: int, reason: str) -> int:
+        hit = [w for (r, _), w in self.workers.items() if r == room_id]
+        for worker in hit:
+            worker.conn.close(code, reason)
+        return len(hit)
+
+    def overdue(self, timeout_s: float) -> list[WorkerConn]:
+        now = time.monotonic()
+        return [w for w in self.workers.values() if now - w.last_heartbeat > timeout_s]
+
+    # clients
+    def add_client(self, client: ClientConn) -> None:
+        self.clients[client.session_id] = client
+
+    def remove_client(self, client: ClientConn) -> None:
+        if self.clients.get(client.session_id) is client:
+            del self.clients[client.session_id]
+
+    def close_all(self, code: int, reason: str) -> None:
+        for worker in list(self.workers.values()):
+            worker.conn.close(code, reason)
+        for client in list(self.clients.values()):
+            client.conn.close(code, reason)

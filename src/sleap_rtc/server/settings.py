@@ -1,0 +1,35 @@
+"""Server settings, from ``sleap-rtc server`` flags."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str
+    #: Names this server in the tokens it signs.
+    issuer: str = "sleap-rtc"
+    access_token_ttl_s: float = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_s: float = Field(default=30 * 86400, gt=0)
+    #: Workers send a heartbeat this often ...
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    #: ... and are marked offline (and disconnected) after this long without one.
+    heartbeat_timeout_s: float = Field(default=15.0, gt=0)
+    #: Failed logins allowed per minute, per client address and username.
+    login_failures_per_minute: int = Field(default=5, ge=1)
+    #: How long a new connection has to authenticate and (workers) register.
+    register_timeout_s: float = Field(default=10.0, gt=0)
+    #: Messages queued for one slow connection before it is dropped.
+    send_queue_limit: int = Field(default=256, ge=1)
+
+    @property
+    def access_ttl(self) -> timedelta:
+        return timedelta(seconds=self.access_token_ttl_s)
+
+    @property
+    def refresh_ttl(self) -> timedelta:
+        return timedelta(seconds=self.refresh_token_ttl_s)
