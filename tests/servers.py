@@ -1,0 +1,300 @@
+"""Real processes for server tests: `sleap-rtc server`, `sleap-rtc worker`, the CLI.
+
+Every process is started in its own session and stopped (TERM, then KILL) by the
+fixture that started it, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PASSWORD = "correct horse battery"
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class Proc:
+    """A child process whose stdout/stderr lines are collected by reader threads."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], name: str) -> None:
+        self.name = name
+        self.argv = argv
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for stream, sink, feed in (
+            (self.process.stdout, self.stdout, True),
+            (self.process.stderr, self.stderr, False),
+        ):
+            threading.Thread(target=self._pump, args=(stream, sink, feed), daemon=True).start()
+
+    def _pump(self, stream: Any, sink: list[str], feed: bool) -> None:
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+            if feed:
+                self.lines.put(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The next stdout line matching ``pattern``; fails with the output so far."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.05, min(0.5, deadline - time.monotonic())))
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            match = regex.search(line)
+            if match:
+                return match
+        raise AssertionError(
+            f"{self.name}: no line matching {pattern!r} within {timeout} s "
+            f"(exit code {self.process.poll()})\n" + self.output()
+        )
+
+    def output(self) -> str:
+        return "stdout:\n" + "\n".join(self.stdout) + "\nstderr:\n" + "\n".join(self.stderr[-60:])
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(5)
+        # Anything left in the process group goes too.
+        self.signal(signal.SIGKILL)
+        return self.process.returncode
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEAP_RTC_")}
+    env["SLEAP_RTC_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def sleap_rtc(
+    home: Path, *args: str, input: str | None = None, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a user would, with its own home folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "sleap_rtc", *args],
+        env=cli_env(home, **env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+class ServerProcess:
+    """``sleap-rtc server`` on a loopback port, restartable on the same port and data."""
+
+    def __init__(self, database_url: str, home: Path, args: tuple[str, ...] = ()) -> None:
+        self.database_url = database_url
+        self.home = home
+        self.args = args
+        self.port = 0
+        self.url = ""
+        self.proc: Proc | None = None
+
+    def start(self) -> ServerProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "sleap_rtc",
+            "server",
+            "--port",
+            str(self.port),
+            "--database-url",
+            self.database_url,
+            *self.args,
+        ]
+        self.proc = Proc(argv, cli_env(self.home), "server")
+        self.url = self.proc.wait_line(r"listening on (http://\S+)", timeout=60).group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server never became healthy\n" + self.proc.output())
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def add_user(self, name: str, *, admin: bool = False) -> None:
+        args = ["server", "add-user", name, "--password-stdin", "--database-url"]
+        args.append(self.database_url)
+        if admin:
+            args.append("--admin")
+        ok(sleap_rtc(self.home, *args, input=PASSWORD + "\n"))
+
+    def output(self) -> str:
+        return self.proc.output() if self.proc else ""
+
+
+class Users:
+    """One home folder per user, as if each sat at their own machine."""
+
+    def __init__(self, root: Path, server: ServerProcess) -> None:
+        self.root = root
+        self.server = server
+
+    def home(self, name: str) -> Path:
+        path = self.root / f"home-{name}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add(self, name: str, *, login: bool = True) -> Path:
+        self.server.add_user(name)
+        home = self.home(name)
+        if login:
+            out = ok(
+                sleap_rtc(
+                    home,
+                    "login",
+                    "--server",
+                    self.server.url,
+                    "-u",
+                    name,
+                    "--password-stdin",
+                    input=PASSWORD + "\n",
+                )
+            )
+            assert f"as {name}" in out
+        return home
+
+    def run(self, name: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return sleap_rtc(self.home(name), *args, **kwargs)
+
+    def json(self, name: str, *args: str) -> Any:
+        return json.loads(ok(self.run(name, *args, "--json")))
+
+
+def start_worker(
+    home: Path,
+    server_url: str,
+    key: str,
+    room: str,
+    name: str,
+    mount: Path,
+    *extra: str,
+) -> Proc:
+    argv = [
+        sys.executable,
+        "-m",
+        "sleap_rtc",
+        "worker",
+        "--server",
+        server_url,
+        "--room",
+        room,
+        "--name",
+        name,
+        "--mount",
+        f"{mount}:data",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+    return Proc(argv, cli_env(home, SLEAP_RTC_WORKER_KEY=key), f"worker {name}")
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+@contextlib.contextmanager
+def running(*procs: Proc | ServerProcess) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def server_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def make(*args: str) -> ServerProcess:
+        server = ServerProcess(database_url, tmp_path / "server-home", args)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Processes a test starts; all stopped at the end."""
+    started: list[Proc] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.stop()
