@@ -543,31 +543,93 @@ async def measure(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def print_table(results: list[Result], requests: int, database: str) -> None:
-    header = (
-        f"{'N':>6} {'RSS before':>11} {'RSS all reg.':>13} {'RSS after':>10} {'KiB/conn':>9} "
-        f"{'register':>9} {'conn p50/p99':>14} {'empty p50/p99':>14} {'N p50/p99':>14} "
-        f"{'x p50':>6} {'x p99':>6} {'answer':>9} {'beats':>6}"
-    )
+def _table(title: str, columns: list[tuple[str, int]], rows: list[list[str]]) -> None:
     print()
-    print(
-        f"server presence: {database}, heartbeat {HEARTBEAT_INTERVAL:g} s, "
-        f"{requests} sequential GETs per listing measurement; RSS in MiB, times in ms "
-        "unless noted; 'beats' = heartbeats sent while the N-worker listing was measured"
-    )
-    print(header)
-    print("-" * len(header))
+    print(title)
+    print("  ".join(f"{name:>{width}}" for name, width in columns))
+    print("  ".join("-" * width for _, width in columns))
+    for row in rows:
+        print("  ".join(f"{cell:>{width}}" for cell, (_, width) in zip(row, columns, strict=True)))
+
+
+def print_tables(results: list[Result], requests: int, database: str, gc_stats: bool) -> None:
     mib = 1024 * 1024
+    _table(
+        f"memory and registration ({database}; RSS of the server process in MiB; "
+        "'conn' = connect + register of one worker while its batch connects)",
+        [
+            ("N", 6),
+            ("RSS before", 10),
+            ("RSS all reg.", 12),
+            ("RSS after", 9),
+            ("KiB/conn", 8),
+            ("register s", 10),
+            ("workers/s", 9),
+            ("conn p50 ms", 11),
+            ("conn p99 ms", 11),
+            ("srv CPU ms/reg", 14),
+        ],
+        [
+            [
+                str(r.n),
+                f"{r.rss_before / mib:.1f}",
+                f"{r.rss_registered / mib:.1f}",
+                f"{r.rss_after / mib:.1f}",
+                f"{r.kib_per_conn:.1f}",
+                f"{r.register_s:.2f}",
+                f"{r.n / r.register_s:.0f}",
+                f"{r.connect_p50_ms:.1f}",
+                f"{r.connect_p99_ms:.1f}",
+                f"{r.cpu_per_register_ms:.2f}",
+            ]
+            for r in results
+        ],
+    )
+    columns = [
+        ("N", 6),
+        ("answer KiB", 10),
+        ("empty p50", 9),
+        ("empty p99", 9),
+        ("N p50", 8),
+        ("N p99", 8),
+        ("x p50", 6),
+        ("x p99", 6),
+        ("srv CPU ms/GET empty", 20),
+        ("srv CPU ms/GET N", 16),
+        ("heartbeats", 10),
+    ]
+    if gc_stats:
+        columns += [("full GCs", 8), ("max GC ms", 9), ("GC ms/GET", 9)]
+    rows = []
     for r in results:
-        print(
-            f"{r.n:>6} {r.rss_before / mib:>11.1f} {r.rss_registered / mib:>13.1f} "
-            f"{r.rss_after / mib:>10.1f} {r.kib_per_conn:>9.1f} {r.register_s:>8.2f}s "
-            f"{r.connect_p50_ms:>6.1f}/{r.connect_p99_ms:<7.1f} "
-            f"{r.empty_p50_ms:>6.2f}/{r.empty_p99_ms:<7.2f} "
-            f"{r.loaded_p50_ms:>6.2f}/{r.loaded_p99_ms:<7.2f} "
-            f"{r.loaded_p50_ms / r.empty_p50_ms:>6.1f} {r.loaded_p99_ms / r.empty_p99_ms:>6.1f} "
-            f"{r.response_bytes / 1024:>6.1f}KiB {r.heartbeats_during:>6}"
-        )
+        row = [
+            str(r.n),
+            f"{r.response_bytes / 1024:.1f}",
+            f"{r.empty_p50_ms:.2f}",
+            f"{r.empty_p99_ms:.2f}",
+            f"{r.loaded_p50_ms:.2f}",
+            f"{r.loaded_p99_ms:.2f}",
+            f"{r.loaded_p50_ms / r.empty_p50_ms:.1f}",
+            f"{r.loaded_p99_ms / r.empty_p99_ms:.1f}",
+            f"{r.cpu_per_get_empty_ms:.2f}",
+            f"{r.cpu_per_get_loaded_ms:.2f}",
+            str(r.heartbeats_during),
+        ]
+        if gc_stats and r.gc_loaded is not None:
+            row += [
+                str(r.gc_loaded.full),
+                f"{r.gc_loaded.full_max_ms:.0f}",
+                f"{r.gc_loaded.total_ms / requests:.1f}",
+            ]
+        rows.append(row)
+    _table(
+        f"discovery: GET /v1/rooms/{{room}}/workers, {requests} sequential requests, ms; "
+        "'empty' = the same room before any worker connected; 'heartbeats' = sent by the "
+        f"simulated workers (every {HEARTBEAT_INTERVAL:g} s) while the N-worker listing was timed"
+        + ("; GC = the server's garbage collections during it" if gc_stats else ""),
+        columns,
+        rows,
+    )
     print()
     for r in results:
         extra = f"; {r.log_problems} warnings/errors in the server log" if r.log_problems else ""
@@ -585,6 +647,11 @@ def main() -> None:
     parser.add_argument(
         "--keep-log", type=Path, metavar="PREFIX", help="copy each server log to PREFIX.N<n>.log"
     )
+    parser.add_argument(
+        "--gc-stats",
+        action="store_true",
+        help="run the server under a wrapper that times its garbage collections",
+    )
     parser.add_argument("--quick", action="store_true", help="N=20 and 20 requests: a self-check")
     args = parser.parse_args()
     if args.quick:
@@ -600,11 +667,11 @@ def main() -> None:
     for n in args.workers:
         print(f"N={n}: starting a server and {n} simulated workers ...", flush=True)
         result = asyncio.run(
-            measure(n, args.requests, args.batch, args.database_url, args.keep_log)
+            measure(n, args.requests, args.batch, args.database_url, args.keep_log, args.gc_stats)
         )
         print("  " + result.summary(), flush=True)
         results.append(result)
-    print_table(results, args.requests, database)
+    print_tables(results, args.requests, database, args.gc_stats)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 from tests.postgres import database_url, postgres_cluster  # noqa: F401
 from tests.servers import procs, server_factory  # noqa: F401
@@ -13,6 +14,10 @@ from tests.servers import procs, server_factory  # noqa: F401
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+# Hypothesis keeps no example database: nothing a test writes lands in the repo.
+settings.register_profile("sleap-rtc", database=None)
+settings.load_profile("sleap-rtc")
 
 
 @pytest.fixture(autouse=True)

@@ -153,11 +153,6 @@ def test_flag_and_env_do_not_read_a_broken_config(monkeypatch: pytest.MonkeyPatc
     assert resolve_room(None) == "env-room"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG: load_config lets UnicodeDecodeError escape instead of raising ConfigError",
-)
 def test_config_that_is_not_utf8_is_a_config_error() -> None:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)

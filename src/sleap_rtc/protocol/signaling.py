@@ -23,6 +23,8 @@ PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 #: Largest relay payload, so a relayed message always fits in MAX_MESSAGE_BYTES.
 MAX_PAYLOAD_BYTES = 60 * 1024
+#: Deepest nesting of objects and lists accepted in a relay payload.
+MAX_PAYLOAD_DEPTH = 32
 
 _ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 _NAME = Annotated[str, Field(min_length=1, max_length=64)]
@@ -181,16 +183,38 @@ CLOSE_PROTOCOL = 4400
 CLOSE_GOING_AWAY = 1001
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of lists and dicts, without recursion; stops counting past ``limit``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _load(text: str | bytes) -> dict[str, Any]:
-    if len(text) > MAX_MESSAGE_BYTES:
+    size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
+    if size > MAX_MESSAGE_BYTES:
         raise ProtocolError(
             "MESSAGE_TOO_LARGE",
-            f"message is {len(text)} bytes; the limit is {MAX_MESSAGE_BYTES}",
+            f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
         )
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("MALFORMED", f"message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("MALFORMED", "message must be a JSON object")
     version = data.get("v", PROTOCOL_VERSION)
@@ -219,7 +243,12 @@ def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Pi
     except ValidationError as exc:
         raise _explain(exc, data.get("type")) from None
     if isinstance(message, Relay):
-        size = len(json.dumps(message.payload, separators=(",", ":")))
+        if _depth(message.payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
+            raise ProtocolError(
+                "INVALID_MESSAGE",
+                f"relay payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels",
+            )
+        size = len(json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_PAYLOAD_BYTES:
             raise ProtocolError(
                 "MESSAGE_TOO_LARGE",
