@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.postgres import database_url, postgres_cluster  # noqa: F401
 from tests.servers import procs, server_factory  # noqa: F401
@@ -15,7 +19,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-# Hypothesis keeps no example database: nothing a test writes lands in the repo.
+# Hypothesis keeps no example database and caches outside the repo: nothing a test
+# writes lands in the checkout.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="sleap-rtc-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 settings.register_profile("sleap-rtc", database=None)
 settings.load_profile("sleap-rtc")
 
