@@ -15,10 +15,14 @@ Measured, per N:
 
 The listing must show exactly the N simulated workers ``online`` and none may have
 been disconnected, or the run fails. The simulated workers and the HTTP client share
-this process (one event loop); the server is a separate process.
+this process (one event loop); the server is a separate process, whose CPU time per
+registration and per listing is reported too. ``--gc-stats`` runs the server under a
+small wrapper (same CLI) that times its garbage collections, and reports the full
+collections that happened while the N-worker listing was timed.
 
     .venv/bin/python bench/server_presence.py --quick          # N=20, 20 requests
     .venv/bin/python bench/server_presence.py                  # N=100 and N=1000
+    .venv/bin/python bench/server_presence.py --workers 1000 --gc-stats
     .venv/bin/python bench/server_presence.py --workers 2000 --database-url postgresql://...
 
 With ``--database-url`` the user, room and worker rows stay in that database (the
@@ -344,7 +348,6 @@ class Result:
     cpu_per_register_ms: float
     cpu_per_get_empty_ms: float
     cpu_per_get_loaded_ms: float
-    gc_empty: GcPauses | None
     gc_loaded: GcPauses | None
 
     @property
@@ -474,11 +477,14 @@ async def measure(
             token = await client.access_token()
             headers = {"authorization": f"Bearer {token}"}
             for _ in range(3):
-                await asyncio.gather(*(http.get(path, headers=headers) for _ in range(50)))
-            cpu, log_at = server.cpu_s(), server.log_offset()
+                answers = await asyncio.gather(
+                    *(http.get(path, headers=headers) for _ in range(50))
+                )
+                if any(a.status_code != 200 for a in answers):
+                    raise RuntimeError(f"warm-up GET {path} failed: {answers[0].text[:300]}")
+            cpu = server.cpu_s()
             empty, _ = await time_listing(http, path, token, requests)
             cpu_empty = (server.cpu_s() - cpu) * 1000 / requests
-            gc_empty = server.gc_pauses(log_at, server.log_offset()) if gc_stats else None
             await asyncio.sleep(1.0)
             rss_before = server.rss()
 
@@ -521,7 +527,6 @@ async def measure(
             cpu_per_register_ms=cpu_register,
             cpu_per_get_empty_ms=cpu_empty,
             cpu_per_get_loaded_ms=cpu_loaded,
-            gc_empty=gc_empty,
             gc_loaded=gc_loaded,
         )
     except BaseException:
@@ -652,7 +657,11 @@ def main() -> None:
         action="store_true",
         help="run the server under a wrapper that times its garbage collections",
     )
-    parser.add_argument("--quick", action="store_true", help="N=20 and 20 requests: a self-check")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=20 and 20 requests (overrides --workers/--requests): a self-check",
+    )
     args = parser.parse_args()
     if args.quick:
         args.workers, args.requests = [20], 20
