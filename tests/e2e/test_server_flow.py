@@ -84,6 +84,22 @@ def test_seed_flow_login_room_key_worker_online_then_offline(
     assert "lab-gpu-1" in table and "online" in table and "CPU only" in table
     assert users.json("alice", "rooms", "list")[0]["workers_online"] == 1
 
+    # bob joins with an invite code and sees the same worker; he is a member.
+    users.add("bob")
+    invite = users.json("alice", "rooms", "invite", "my-room")
+    assert "joined room my-room" in ok(users.run("bob", "rooms", "join", invite["code"]))
+    assert [w["status"] for w in users.json("bob", "rooms", "workers", "--room", "my-room")] == [
+        "online"
+    ]
+    info = users.json("bob", "rooms", "info", "my-room")
+    assert (info["role"], info["owner"], info["workers_online"]) == ("member", "alice", 1)
+    assert [m["username"] for m in info["member_list"]] == ["alice", "bob"]
+    reused = users.run("bob", "rooms", "join", invite["code"])
+    assert reused.returncode == 0  # already a member: joining again changes nothing
+    carol = users.add("carol")
+    used_up = sleap_rtc(carol, "rooms", "join", invite["code"])
+    assert used_up.returncode == 1 and "invite code is not valid" in used_up.stderr
+
     # A GPU filter the worker can't meet hides it.
     none = users.json("alice", "rooms", "workers", "--room", "my-room", "--min-gpu-memory", "1")
     assert none == []

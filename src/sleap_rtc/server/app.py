@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -54,7 +55,7 @@ from sleap_rtc.server import db, service
 from sleap_rtc.server.auth import AccessClaims, AuthError, PasswordProvider, TokenSigner
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import ClientConn, Connection, Hub, WorkerConn
-from sleap_rtc.server.models import Room, Worker, WorkerKey
+from sleap_rtc.server.models import Room, WorkerKey
 from sleap_rtc.server.settings import ServerSettings
 
 log = logging.getLogger("sleap_rtc.server")
@@ -136,33 +137,45 @@ def _key_view(key: WorkerKey, room: Room, creator: str | None) -> api.KeyView:
     )
 
 
-def worker_view(row: Worker, room_name: str, live: WorkerConn | None) -> api.WorkerView:
-    caps = live.capabilities if live else None
-    stored = row.capabilities or {}
-    gpus = (live.gpus if live else None) or [
-        api.Gpu.model_validate(g) for g in stored.get("gpus", [])
-    ]
-    status: api.PresenceStatus = "offline"
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _best_gpu_memory(gpus: list[dict[str, Any]]) -> int:
+    best = 0
+    for gpu in gpus:
+        free = gpu.get("memory_free_mb")
+        best = max(best, int(free if free is not None else gpu.get("memory_total_mb") or 0))
+    return best
+
+
+def worker_entry(row: service.WorkerRow, room_name: str, live: WorkerConn | None) -> dict[str, Any]:
+    """One worker as in :class:`api.WorkerView`, built as plain data.
+
+    Listing a room with a thousand workers builds no model per worker: the live
+    part comes from the connection, the rest from the stored capabilities.
+    """
+    worker_id, name, hostname, stored, last_seen = row
+    caps: dict[str, Any] = live.capabilities_dict if live else (stored or {})
+    status = "offline"
     if live is not None:
         status = "busy" if live.status == "busy" else "online"
-    return api.WorkerView(
-        id=row.worker_id,
-        name=caps.name if caps else row.name,
-        room=room_name,
-        status=status,
-        hostname=caps.hostname if caps else row.hostname,
-        accelerator=caps.accelerator if caps else str(stored.get("accelerator", "cpu")),
-        gpus=gpus,
-        running_jobs=live.running_jobs if live else 0,
-        max_concurrent_jobs=(
-            caps.max_concurrent_jobs if caps else int(stored.get("max_concurrent_jobs", 1))
-        ),
-        sleap_nn_version=caps.sleap_nn_version if caps else stored.get("sleap_nn_version"),
-        backends=list(caps.backends if caps else stored.get("backends", [])),
-        mounts=list(caps.mounts if caps else stored.get("mounts", [])),
-        last_seen=live.last_seen if live else row.last_seen,
-        connected_since=live.connected_at if live else None,
-    )
+    return {
+        "id": worker_id,
+        "name": caps.get("name") or name,
+        "room": room_name,
+        "status": status,
+        "hostname": caps.get("hostname") or hostname,
+        "accelerator": caps.get("accelerator", "cpu"),
+        "gpus": live.gpus_dicts if live else list(caps.get("gpus", [])),
+        "running_jobs": live.running_jobs if live else 0,
+        "max_concurrent_jobs": int(caps.get("max_concurrent_jobs", 1)),
+        "sleap_nn_version": caps.get("sleap_nn_version"),
+        "backends": list(caps.get("backends", [])),
+        "mounts": list(caps.get("mounts", [])),
+        "last_seen": _iso(live.last_seen if live else last_seen),
+        "connected_since": _iso(live.connected_at) if live else None,
+    }
 
 
 def build_state(settings: ServerSettings) -> ServerState:
@@ -372,17 +385,18 @@ def _routes(app: FastAPI) -> None:
         user: UserDep,
         state: StateDep,
         min_gpu_memory: Annotated[int | None, Query(ge=0)] = None,
-    ) -> list[api.WorkerView]:
-        def read(session: Session) -> tuple[Room, list[Worker]]:
+    ) -> Response:
+        def read(session: Session) -> tuple[Room, list[service.WorkerRow]]:
             found, _ = service.room_for_member(session, user.user_id, room)
-            return found, list(service.room_workers(session, found.id))
+            return found, service.room_worker_rows(session, found.id)
 
         found, rows = await state.db(read)
-        views = [worker_view(r, found.name, state.hub.worker(found.id, r.worker_id)) for r in rows]
+        entries = [worker_entry(r, found.name, state.hub.worker(found.id, r[0])) for r in rows]
         if min_gpu_memory is not None:
-            views = [v for v in views if v.best_gpu_memory_mb >= min_gpu_memory]
+            entries = [e for e in entries if _best_gpu_memory(e["gpus"]) >= min_gpu_memory]
         order = {"online": 0, "busy": 1, "offline": 2}
-        return sorted(views, key=lambda v: (order[v.status], v.name, v.id))
+        entries.sort(key=lambda e: (order[e["status"]], e["name"], e["id"]))
+        return Response(json.dumps(entries, separators=(",", ":")), media_type="application/json")
 
     @app.post("/v1/rooms/{room}/keys", response_model=api.NewKey, status_code=201)
     async def create_key(
@@ -491,8 +505,8 @@ def _sockets(app: FastAPI) -> None:
             capabilities=register.capabilities,
             status=register.status,
             running_jobs=register.running_jobs,
-            gpus=list(register.capabilities.gpus),
         )
+        worker.set_gpus(list(register.capabilities.gpus))
         conn.start()
         state.hub.add_worker(worker, CLOSE_REPLACED)
         conn.send(
@@ -578,7 +592,7 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
             worker.status = message.status
             worker.running_jobs = message.running_jobs
             if message.gpus is not None:
-                worker.gpus = list(message.gpus)
+                worker.set_gpus(list(message.gpus))
         elif isinstance(message, Relay):
             target = state.hub.clients.get(message.to)
             allowed = target is not None and await state.db(

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
@@ -101,6 +102,17 @@ class WorkerConn:
     connected_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     last_heartbeat: float = field(default_factory=time.monotonic)
     last_seen: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The capabilities and GPUs as plain data, made once per change for listings.
+    capabilities_dict: dict[str, Any] = field(default_factory=dict)
+    gpus_dicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.capabilities_dict = self.capabilities.model_dump(mode="json")
+        self.gpus_dicts = [g.model_dump(mode="json") for g in self.gpus]
+
+    def set_gpus(self, gpus: list[Gpu]) -> None:
+        self.gpus = gpus
+        self.gpus_dicts = [g.model_dump(mode="json") for g in gpus]
 
     def heard(self) -> None:
         self.last_heartbeat = time.monotonic()

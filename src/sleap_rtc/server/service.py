@@ -325,13 +325,15 @@ def accept_invite(session: Session, user_id: int, code: str) -> tuple[Room, Memb
     invite = session.scalar(
         select(Invite).where(Invite.code_hash == auth.digest(code.strip())).with_for_update()
     )
-    if invite is None or invite.expires_at <= utcnow() or invite.uses >= invite.max_uses:
+    if invite is None or invite.expires_at <= utcnow():
         raise bad
     room = session.scalar(select(Room).where(Room.id == invite.room_id, _live_rooms()))
     if room is None:
         raise bad
     existing = session.get(Membership, (room.id, user_id))
     if existing is None:
+        if invite.uses >= invite.max_uses:
+            raise bad
         # Count the use in the same statement that checks it, so two joins at once
         # can't both take the last use.
         used = session.execute(
@@ -482,6 +484,19 @@ def touch_workers(session: Session, seen: Iterable[tuple[str, str, datetime]]) -
             .values(last_seen=when)
         )
     session.commit()
+
+
+#: (worker id, name, hostname, stored capabilities, last seen)
+WorkerRow = tuple[str, str, str, dict[str, Any], datetime]
+
+
+def room_worker_rows(session: Session, room_id: str) -> list[WorkerRow]:
+    rows = session.execute(
+        select(
+            Worker.worker_id, Worker.name, Worker.hostname, Worker.capabilities, Worker.last_seen
+        ).where(Worker.room_id == room_id)
+    ).all()
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 def room_workers(session: Session, room_id: str) -> Sequence[Worker]:
