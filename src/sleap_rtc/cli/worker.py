@@ -131,6 +131,9 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # ICE and SCTP chatter is not what an operator wants to read.
+    for noisy in ("aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         config = load_worker_config(
             worker_config,
@@ -161,12 +164,10 @@ def worker(
 
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
     from sleap_rtc.engine.local import LocalBackend
-    from sleap_rtc.protocol.signaling import Delivery
     from sleap_rtc.worker.presence import PresenceLink, WorkerRefused, load_worker_id
     from sleap_rtc.worker.runner import JobRunner
     from sleap_rtc.worker.store import StoreLocked
 
-    log = logging.getLogger("sleap_rtc.worker")
     try:
         caps, refresh = await asyncio.to_thread(_capabilities, config)
         runner = JobRunner(config, LocalBackend(cancel_grace_s=config.cancel_grace_s))
@@ -179,20 +180,24 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         busy = runner.active_jobs >= config.max_concurrent_jobs
         return ("busy" if busy else "idle", running)
 
-    link: PresenceLink
+    from sleap_rtc.protocol.signaling import Registered
+    from sleap_rtc.transport.webrtc import host_addresses_from_env, pin_host_addresses
+    from sleap_rtc.worker.endpoint import PeerEndpoint
+    from sleap_rtc.worker.service import JobService, TicketVerifier
 
-    async def on_relay(message: Delivery) -> None:
-        kind = str(message.payload.get("type", ""))
-        log.info("message %r from %s %s", kind, message.sender.kind, message.sender.name)
-        await link.relay(
-            message.sender.id,
-            {
-                "type": "ERROR",
-                "code": "UNKNOWN_TYPE",
-                "message": f"this worker does not handle {kind!r} messages",
-            },
-        )
+    pin_host_addresses(config.ice_host_addresses or host_addresses_from_env())
+    service = JobService(runner, worker_id=worker_id, worker_name=caps.name, verifier=None)
 
+    def registered(info: Registered) -> None:
+        if info.ticket_public_key and info.issuer:
+            service.verifier = TicketVerifier(
+                info.ticket_public_key, info.issuer, info.room, worker_id
+            )
+
+    async def send(to: str, payload: dict[str, Any]) -> bool:
+        return await link.relay(to, payload)
+
+    endpoint = PeerEndpoint(service, send, ice_servers=config.ice_servers, webrtc=config.webrtc)
     link = PresenceLink(
         url,
         secret,
@@ -200,7 +205,8 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         caps,
         status=status,  # type: ignore[arg-type]
         refresh_gpus=refresh,
-        on_relay=on_relay,
+        on_relay=endpoint.on_relay,
+        on_registered=registered,
         expected_room=room,
     )
     runner.state_listeners.append(lambda _record: link.status_changed())
@@ -227,6 +233,7 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
     finally:
         announce.cancel()
         loop.remove_signal_handler(signal.SIGTERM)
+        await endpoint.close()
         await runner.close()
     return 0
 

@@ -259,6 +259,16 @@ class ServerClient:
         )
         return result
 
+    async def ticket(self, room: str, worker_id: str) -> api.TicketView:
+        """A short-lived ticket that lets this user open a channel to ``worker_id``."""
+        result: api.TicketView = await self._call(
+            "POST",
+            f"/v1/rooms/{_seg(room)}/tickets",
+            api.TicketView,
+            json={"worker_id": worker_id},
+        )
+        return result
+
     # -- worker keys ------------------------------------------------------------------------
 
     async def create_key(self, room: str, name: str | None = None) -> api.NewKey:

@@ -156,6 +156,19 @@ class WorkerView(_Body):
         )
 
 
+class CreateTicket(_Body):
+    worker_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class TicketView(_Body):
+    """Proof, signed by the server, that this user may open a channel to this worker."""
+
+    ticket: str
+    worker_id: str
+    room: str
+    expires_at: datetime
+
+
 class HealthView(_Body):
     status: Literal["ok"]
     version: str

@@ -128,6 +128,9 @@ class Registered(_Message):
     worker_id: _ID
     room: _NAME
     heartbeat_interval: float
+    #: The server's public key (PEM) and issuer name: the worker checks peer tickets with it.
+    ticket_public_key: Annotated[str, Field(max_length=4096)] | None = None
+    issuer: Annotated[str, Field(max_length=256)] | None = None
 
 
 class Welcome(_Message):

@@ -398,6 +398,31 @@ def _routes(app: FastAPI) -> None:
         entries.sort(key=lambda e: (order[e["status"]], e["name"], e["id"]))
         return Response(json.dumps(entries, separators=(",", ":")), media_type="application/json")
 
+    @app.post("/v1/rooms/{room}/tickets", response_model=api.TicketView, status_code=201)
+    async def ticket(
+        room: str, body: api.CreateTicket, user: UserDep, state: StateDep
+    ) -> api.TicketView:
+        found = await state.db(service.room_by_name_for_member, user.user_id, room)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"room {room!r} not found (or you are not a member)")
+        if state.hub.worker(found.id, body.worker_id) is None:
+            raise ApiError(
+                404,
+                "WORKER_OFFLINE",
+                f"worker {body.worker_id!r} is not online in room {room!r}; "
+                f"see `sleap-rtc rooms workers --room {room}`",
+            )
+        token, expires = state.signer.issue_ticket(
+            user,
+            found.name,
+            found.id,
+            body.worker_id,
+            timedelta(seconds=state.settings.ticket_ttl_s),
+        )
+        return api.TicketView(
+            ticket=token, worker_id=body.worker_id, room=found.name, expires_at=expires
+        )
+
     @app.post("/v1/rooms/{room}/keys", response_model=api.NewKey, status_code=201)
     async def create_key(
         room: str, body: api.CreateKey, user: UserDep, state: StateDep
@@ -514,6 +539,8 @@ def _sockets(app: FastAPI) -> None:
                 worker_id=worker.worker_id,
                 room=room.name,
                 heartbeat_interval=state.settings.heartbeat_interval_s,
+                ticket_public_key=state.signer.public_pem(),
+                issuer=state.signer.issuer,
             )
         )
         log.info(

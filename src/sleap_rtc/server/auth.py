@@ -183,6 +183,22 @@ class TokenSigner:
             ttl,
         )
 
+    def issue_ticket(
+        self, claims: AccessClaims, room: str, room_id: str, worker_id: str, ttl: timedelta
+    ) -> tuple[str, datetime]:
+        """A peer ticket: this user may open a channel to this worker in this room."""
+        return self.sign(
+            {
+                "sub": str(claims.user_id),
+                "name": claims.username,
+                "aud": "peer",
+                "room": room,
+                "rid": room_id,
+                "wkr": worker_id,
+            },
+            ttl,
+        )
+
     def verify_access(self, token: str) -> AccessClaims:
         claims = self.verify(token, audience="access")
         try:

@@ -15,6 +15,8 @@ class ServerSettings(BaseModel):
     issuer: str = "sleap-rtc"
     access_token_ttl_s: float = Field(default=15 * 60, gt=0)
     refresh_token_ttl_s: float = Field(default=30 * 86400, gt=0)
+    #: How long a peer ticket (to open a channel to a worker) stays valid.
+    ticket_ttl_s: float = Field(default=120.0, gt=0)
     #: Workers send a heartbeat this often ...
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     #: ... and are marked offline (and disconnected) after this long without one.

@@ -66,6 +66,12 @@ class WorkerConfig(BaseModel):
     server: str | None = None
     room: str | None = None
     key_file: Path | None = None
+    #: Peer channels: WebRTC on or off (off: clients always go through the relay),
+    #: STUN/TURN servers ([{urls = "stun:...", username = ..., credential = ...}]) and the
+    #: host addresses offered as ICE candidates (default: all but loopback).
+    webrtc: bool = True
+    ice_servers: list[dict[str, str | list[str]]] = Field(default_factory=list)
+    ice_host_addresses: list[str] | None = None
 
     @field_validator("device")
     @classmethod

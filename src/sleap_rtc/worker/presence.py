@@ -85,6 +85,7 @@ class PresenceLink:
         status: StatusFn | None = None,
         refresh_gpus: Callable[[list[Gpu]], list[Gpu]] | None = None,
         on_relay: RelayFn | None = None,
+        on_registered: Callable[[Registered], None] | None = None,
         expected_room: str | None = None,
         max_backoff_s: float = 30.0,
         open_timeout_s: float = 10.0,
@@ -98,6 +99,8 @@ class PresenceLink:
         self._status = status or (lambda: ("idle", 0))
         self._refresh_gpus = refresh_gpus
         self._on_relay = on_relay
+        self._on_registered = on_registered
+        self.registration: Registered | None = None
         self.expected_room = expected_room
         self.max_backoff_s = max_backoff_s
         self.open_timeout_s = open_timeout_s
@@ -198,6 +201,9 @@ class PresenceLink:
     async def _serve(self, ws: ClientConnection, registered: Registered) -> None:
         self._ws = ws
         self.room = registered.room
+        self.registration = registered
+        if self._on_registered is not None:
+            self._on_registered(registered)
         self.registrations += 1
         self.registered.set()
         log.info("registered as %s in room %s (%s)", self.worker_id, registered.room, self.ws_url)
@@ -214,7 +220,7 @@ class PresenceLink:
                         try:
                             await self._on_relay(message)
                         except Exception:
-                            log.exception("relay handler failed")
+                            log.exception("handling a relayed message failed")
                 elif isinstance(message, ErrorMessage):
                     log.warning("server: %s (%s)", message.message, message.code)
         except ConnectionClosed:

@@ -174,7 +174,7 @@ class JobRunner:
             return plan_train(spec, self.mounts)
         return plan_track(spec, self.mounts)
 
-    def submit(self, spec: TrainSpec | TrackSpec) -> JobRecord:
+    def submit(self, spec: TrainSpec | TrackSpec, *, owner: str | None = None) -> JobRecord:
         """Validate and queue ``spec``. Raises :class:`JobRejectedError` (recorded)."""
         if self._closing:
             raise RuntimeError("the worker is shutting down")
@@ -190,9 +190,10 @@ class JobRunner:
                 JobState.REJECTED,
                 reason=f"{len(exc.problems)} problem(s) found before running",
                 problems=[p.model_dump(mode="json") for p in exc.problems],
+                owner=owner,
             )
             raise JobRejectedError(job_id, exc) from None
-        self.store.create(job_id, spec.kind, payload, JobState.QUEUED)
+        self.store.create(job_id, spec.kind, payload, JobState.QUEUED, owner=owner)
         self._launch(job_id, plan)
         record = self.store.get(job_id)
         assert record is not None

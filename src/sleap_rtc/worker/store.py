@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     problems TEXT NOT NULL DEFAULT '[]',
     progress TEXT,
     native_id TEXT,
-    stopped_early INTEGER NOT NULL DEFAULT 0
+    stopped_early INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS job_states (
     job_id TEXT NOT NULL REFERENCES jobs(id),
@@ -69,6 +70,8 @@ class JobRecord:
     progress: dict[str, Any] | None = None
     native_id: str | None = None
     stopped_early: bool = False
+    #: Who submitted it (the user a peer ticket named); None for local jobs.
+    owner: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -99,6 +102,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "owner" not in columns:  # stores made before jobs had owners
+            self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
         self._logs: dict[str, TextIO] = {}
 
     def close(self) -> None:
@@ -121,13 +127,14 @@ class JobStore:
         *,
         reason: str | None = None,
         problems: list[dict[str, Any]] | None = None,
+        owner: str | None = None,
     ) -> None:
         now = time.time()
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO jobs (id, kind, spec, state, created_at, updated_at, reason, "
-                "problems) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "problems, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     kind,
@@ -137,6 +144,7 @@ class JobStore:
                     now,
                     reason,
                     json.dumps(problems or []),
+                    owner,
                 ),
             )
             self._db.execute(
@@ -286,4 +294,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         progress=json.loads(row["progress"]) if row["progress"] else None,
         native_id=row["native_id"],
         stopped_early=bool(row["stopped_early"]),
+        owner=row["owner"],
     )

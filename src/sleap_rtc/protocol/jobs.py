@@ -1,0 +1,305 @@
+"""The job protocol between a client and a worker, over any channel (sans-I/O).
+
+A channel opens with ``HELLO`` carrying a ticket the server signed for this user,
+room and worker; the worker answers ``WELCOME`` or ``ERROR`` and closes. Then::
+
+    JOB_SUBMIT → JOB_ACCEPTED | JOB_REJECTED → JOB_PROGRESS* → JOB_COMPLETE | JOB_FAILED
+
+plus ``JOB_CANCEL``, ``JOB_STOP`` (stop early, keep the model), ``JOB_STATUS``,
+``JOB_LIST``, ``JOB_ATTACH`` (replay log and progress, then follow), ``PING``/``PONG``
+and ``ERROR``. Every message after a submit names its job. Messages are single
+JSON objects of at most :data:`MAX_JOB_MESSAGE_BYTES`; an unknown type or version
+is a :class:`~sleap_rtc.protocol.signaling.ProtocolError`, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from sleap_rtc.jobs.events import TrackProgress, TrainProgress
+from sleap_rtc.protocol.signaling import ProtocolError
+
+JOB_PROTOCOL_VERSION: Final = 1
+#: Largest message on a job channel: fits a WebRTC data channel message and a relay payload.
+MAX_JOB_MESSAGE_BYTES = 48 * 1024
+#: Most log lines in one JOB_PROGRESS or JOB_FAILED.
+MAX_LOG_LINES = 200
+
+_JOB_ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+_REQUEST_ID = Annotated[str, Field(min_length=1, max_length=64)]
+_TEXT = Annotated[str, Field(max_length=4096)]
+_LINE = Annotated[str, Field(max_length=2048)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+
+
+# -- client → worker ------------------------------------------------------------------------
+
+
+class Hello(_Msg):
+    type: Literal["HELLO"] = "HELLO"
+    ticket: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class JobSubmit(_Msg):
+    type: Literal["JOB_SUBMIT"] = "JOB_SUBMIT"
+    request_id: _REQUEST_ID
+    #: A TrainSpec or TrackSpec as JSON; the worker parses and validates it.
+    spec: dict[str, Any]
+
+
+class JobCancel(_Msg):
+    type: Literal["JOB_CANCEL"] = "JOB_CANCEL"
+    job_id: _JOB_ID
+
+
+class JobStop(_Msg):
+    type: Literal["JOB_STOP"] = "JOB_STOP"
+    job_id: _JOB_ID
+
+
+class JobStatus(_Msg):
+    type: Literal["JOB_STATUS"] = "JOB_STATUS"
+    job_id: _JOB_ID
+
+
+class JobList(_Msg):
+    type: Literal["JOB_LIST"] = "JOB_LIST"
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class JobAttach(_Msg):
+    """Replay the job's state, progress and the last ``log_lines`` lines, then follow it."""
+
+    type: Literal["JOB_ATTACH"] = "JOB_ATTACH"
+    job_id: _JOB_ID
+    log_lines: int = Field(default=50, ge=0, le=10_000)
+
+
+class Ping(_Msg):
+    type: Literal["PING"] = "PING"
+    nonce: Annotated[str, Field(max_length=64)] = ""
+
+
+ClientMessage = Annotated[
+    Hello | JobSubmit | JobCancel | JobStop | JobStatus | JobList | JobAttach | Ping,
+    Field(discriminator="type"),
+]
+
+
+# -- worker → client ------------------------------------------------------------------------
+
+
+class Welcome(_Msg):
+    type: Literal["WELCOME"] = "WELCOME"
+    worker_id: str
+    worker_name: str
+    user: str
+
+
+class ProblemView(BaseModel):
+    """One reason a job was rejected: the field, the offending path or value, a code, a sentence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: _TEXT
+    path: Annotated[str, Field(max_length=4096)] | None = None
+    code: Annotated[str, Field(max_length=64)]
+    message: _TEXT
+
+
+class JobAccepted(_Msg):
+    type: Literal["JOB_ACCEPTED"] = "JOB_ACCEPTED"
+    request_id: _REQUEST_ID
+    job_id: _JOB_ID
+    state: str
+
+
+class JobRejected(_Msg):
+    type: Literal["JOB_REJECTED"] = "JOB_REJECTED"
+    request_id: _REQUEST_ID
+    job_id: _JOB_ID | None = None
+    errors: list[ProblemView] = Field(max_length=100)
+
+
+class JobProgress(_Msg):
+    """Something happened in a running job: a state change, progress, or log lines."""
+
+    type: Literal["JOB_PROGRESS"] = "JOB_PROGRESS"
+    job_id: _JOB_ID
+    state: str | None = None
+    progress: TrainProgress | TrackProgress | None = None
+    lines: list[_LINE] = Field(default_factory=list, max_length=MAX_LOG_LINES)
+    #: True while an attach is replaying what happened before it.
+    replay: bool = False
+
+
+class JobComplete(_Msg):
+    type: Literal["JOB_COMPLETE"] = "JOB_COMPLETE"
+    job_id: _JOB_ID
+    outputs: list[Annotated[str, Field(max_length=4096)]] = Field(max_length=64)
+    stopped_early: bool = False
+
+
+class JobFailed(_Msg):
+    type: Literal["JOB_FAILED"] = "JOB_FAILED"
+    job_id: _JOB_ID
+    #: FAILED, or CANCELLED when someone cancelled it.
+    state: Literal["FAILED", "CANCELLED"] = "FAILED"
+    exit_code: int | None = None
+    reason: _TEXT = ""
+    log_tail: list[_LINE] = Field(default_factory=list, max_length=MAX_LOG_LINES)
+
+
+class JobSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: _JOB_ID
+    kind: str
+    state: str
+    created_at: float
+    updated_at: float
+    reason: _TEXT | None = None
+    exit_code: int | None = None
+    outputs: list[str] = Field(default_factory=list, max_length=64)
+    progress: TrainProgress | TrackProgress | None = None
+    stopped_early: bool = False
+    owner: Annotated[str, Field(max_length=64)] | None = None
+    #: What the job was asked to do (config paths, data path, ...), for listings.
+    summary: _TEXT = ""
+
+
+class JobStatusReply(_Msg):
+    type: Literal["JOB_STATUS_REPLY"] = "JOB_STATUS_REPLY"
+    job: JobSummary
+
+
+class JobListReply(_Msg):
+    type: Literal["JOB_LIST_REPLY"] = "JOB_LIST_REPLY"
+    jobs: list[JobSummary] = Field(max_length=200)
+
+
+class Pong(_Msg):
+    type: Literal["PONG"] = "PONG"
+    nonce: Annotated[str, Field(max_length=64)] = ""
+
+
+class Keepalive(_Msg):
+    """Sent by the worker when a channel has been quiet, so long jobs never time out."""
+
+    type: Literal["KEEPALIVE"] = "KEEPALIVE"
+
+
+class Error(_Msg):
+    type: Literal["ERROR"] = "ERROR"
+    code: Annotated[str, Field(max_length=64)]
+    message: _TEXT
+    job_id: _JOB_ID | None = None
+    request_id: _REQUEST_ID | None = None
+
+
+WorkerMessage = Annotated[
+    Welcome
+    | JobAccepted
+    | JobRejected
+    | JobProgress
+    | JobComplete
+    | JobFailed
+    | JobStatusReply
+    | JobListReply
+    | Pong
+    | Keepalive
+    | Error,
+    Field(discriminator="type"),
+]
+
+_CLIENT: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+_WORKER: TypeAdapter[Any] = TypeAdapter(WorkerMessage)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _load(data: str | bytes) -> dict[str, Any]:
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+    if size > MAX_JOB_MESSAGE_BYTES:
+        raise ProtocolError(
+            "MESSAGE_TOO_LARGE",
+            f"message is {size} bytes; the limit is {MAX_JOB_MESSAGE_BYTES}",
+        )
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("MALFORMED", f"message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("MALFORMED", "message must be a JSON object")
+    version = value.get("v", JOB_PROTOCOL_VERSION)
+    if version != JOB_PROTOCOL_VERSION:
+        raise ProtocolError(
+            "UNSUPPORTED_VERSION",
+            f"job protocol version {version!r} is not supported; this side speaks "
+            f"{JOB_PROTOCOL_VERSION}. Upgrade sleap-rtc on the older side.",
+        )
+    return value
+
+
+def _explain(exc: ValidationError, kind: object) -> ProtocolError:
+    first = exc.errors()[0]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return ProtocolError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
+    where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+    return ProtocolError("INVALID_MESSAGE", f"{kind} message: {where}: {first['msg']}")
+
+
+def decode_client(data: str | bytes) -> Any:
+    """A message a client sent, typed; raises ProtocolError."""
+    value = _load(data)
+    try:
+        return _CLIENT.validate_python(value)
+    except ValidationError as exc:
+        raise _explain(exc, value.get("type")) from None
+    except RecursionError:
+        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
+
+
+def decode_worker(data: str | bytes) -> Any:
+    """A message a worker sent, typed; raises ProtocolError."""
+    value = _load(data)
+    try:
+        return _WORKER.validate_python(value)
+    except ValidationError as exc:
+        raise _explain(exc, value.get("type")) from None
+    except RecursionError:
+        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
+
+
+def encode(message: BaseModel) -> str:
+    text = message.model_dump_json()
+    if len(text.encode("utf-8")) > MAX_JOB_MESSAGE_BYTES:
+        raise ValueError(f"{type(message).__name__} is over {MAX_JOB_MESSAGE_BYTES} bytes")
+    return text
+
+
+def clip_lines(lines: list[str], budget: int = MAX_JOB_MESSAGE_BYTES // 2) -> list[str]:
+    """The last lines that fit in ``budget`` bytes, each cut to 2,000 characters."""
+    kept: list[str] = []
+    used = 0
+    for line in reversed(lines[-MAX_LOG_LINES:]):
+        line = line[:2000]
+        cost = len(line.encode("utf-8")) + 8
+        if used + cost > budget:
+            break
+        kept.append(line)
+        used += cost
+    kept.reverse()
+    return kept

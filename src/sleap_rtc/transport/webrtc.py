@@ -1,0 +1,172 @@
+"""WebRTC data channels (aiortc), negotiated through the server's relay.
+
+The client sends an ``open`` envelope with its offer (all ICE candidates
+gathered, no trickle); the worker answers; the data channel carries the job
+protocol peer to peer. ICE servers (STUN/TURN) come from the settings; none by
+default, which suits a LAN and loopback. ``ice_host_addresses`` pins the host
+candidates, e.g. ``["127.0.0.1"]`` on a machine whose only peer is itself
+(aioice leaves loopback out by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from sleap_rtc.transport.base import Channel, ChannelClosed
+
+log = logging.getLogger("sleap_rtc.transport")
+
+#: Bytes queued in a data channel before send() waits for them to drain.
+BUFFER_LIMIT = 1024 * 1024
+CHANNEL_LABEL = "sleap-rtc-jobs"
+
+
+HOSTS_ENV = "SLEAP_RTC_ICE_HOSTS"
+
+
+def host_addresses_from_env() -> list[str] | None:
+    """``SLEAP_RTC_ICE_HOSTS=127.0.0.1,10.0.0.5`` pins the host candidates."""
+    value = os.environ.get(HOSTS_ENV, "").strip()
+    return [a.strip() for a in value.split(",") if a.strip()] or None
+
+
+def pin_host_addresses(addresses: Sequence[str] | None) -> None:
+    """Offer exactly these host candidates (process-wide); None restores aioice's own."""
+    import aioice.ice
+
+    original = getattr(aioice.ice, "_sleap_rtc_original_hosts", None)
+    if original is None:
+        original = aioice.ice.get_host_addresses
+        aioice.ice._sleap_rtc_original_hosts = original  # type: ignore[attr-defined]
+    if not addresses:
+        aioice.ice.get_host_addresses = original
+        return
+    fixed = list(addresses)
+
+    def hosts(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = hosts
+
+
+def _configuration(ice_servers: Sequence[dict[str, Any]]) -> Any:
+    from aiortc import RTCConfiguration, RTCIceServer
+
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in ice_servers
+    ]
+    # An empty list, not the default: aiortc's default adds a public STUN server,
+    # which stalls set-up for seconds on a closed network.
+    return RTCConfiguration(iceServers=servers)
+
+
+class WebRTCChannel(Channel):
+    kind = "webrtc"
+
+    def __init__(self, pc: Any, dc: Any) -> None:
+        super().__init__()
+        self._pc = pc
+        self._dc = dc
+        self.opened = asyncio.Event()
+        if dc.readyState == "open":
+            self.opened.set()
+
+        @dc.on("open")
+        def _open() -> None:
+            self.opened.set()
+
+        @dc.on("message")
+        def _message(message: str | bytes) -> None:
+            if isinstance(message, bytes):
+                try:
+                    message = message.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._deliver("\x00binary")
+                    return
+            self._deliver(message)
+
+        @dc.on("close")
+        def _closed() -> None:
+            self._mark_closed("peer closed the channel")
+
+        @pc.on("connectionstatechange")
+        async def _state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._mark_closed(f"peer connection {pc.connectionState}")
+
+    async def _transmit(self, text: str) -> None:
+        while self._dc.bufferedAmount > BUFFER_LIMIT:
+            if self.closed or self._dc.readyState != "open":
+                raise ChannelClosed(self.close_reason or "channel closed")
+            await asyncio.sleep(0.01)
+        if self._dc.readyState != "open":
+            self._mark_closed("channel closed")
+            raise ChannelClosed("channel closed")
+        self._dc.send(text)
+
+    async def _shutdown(self, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            self._dc.close()
+        with contextlib.suppress(Exception):
+            await self._pc.close()
+
+
+async def make_offer(ice_servers: Sequence[dict[str, Any]] = ()) -> tuple[Any, Any, str]:
+    """A peer connection with a data channel, and its offer SDP (candidates included)."""
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection(_configuration(ice_servers))
+    dc = pc.createDataChannel(CHANNEL_LABEL, ordered=True)
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, dc, pc.localDescription.sdp
+
+
+async def complete_offer(pc: Any, dc: Any, answer_sdp: str, timeout: float) -> WebRTCChannel:
+    """Apply the worker's answer and wait until the data channel is open."""
+    from aiortc import RTCSessionDescription
+
+    channel = WebRTCChannel(pc, dc)
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        await asyncio.wait_for(channel.opened.wait(), timeout)
+    except (TimeoutError, ValueError) as exc:
+        await channel.close("could not open")
+        raise ChannelClosed(f"WebRTC channel did not open: {exc or 'timed out'}") from None
+    return channel
+
+
+async def answer_offer(
+    offer_sdp: str, ice_servers: Sequence[dict[str, Any]] = ()
+) -> tuple[str, asyncio.Future[WebRTCChannel], Any]:
+    """The worker's side: an answer SDP, and a future for the channel once it opens."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection(_configuration(ice_servers))
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[WebRTCChannel] = loop.create_future()
+
+    @pc.on("datachannel")
+    def _datachannel(dc: Any) -> None:
+        if dc.label != CHANNEL_LABEL or ready.done():
+            dc.close()
+            return
+        channel = WebRTCChannel(pc, dc)
+
+        def opened() -> None:
+            if not ready.done():
+                ready.set_result(channel)
+
+        if dc.readyState == "open":
+            opened()
+        else:
+            dc.on("open", opened)
+
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    return pc.localDescription.sdp, ready, pc
