@@ -229,6 +229,7 @@ def start_worker(
     name: str,
     mount: Path,
     *extra: str,
+    env: dict[str, str] | None = None,
 ) -> Proc:
     argv = [
         sys.executable,
@@ -247,7 +248,7 @@ def start_worker(
         "cpu",
         *extra,
     ]
-    return Proc(argv, cli_env(home, SLEAP_RTC_WORKER_KEY=key), f"worker {name}")
+    return Proc(argv, cli_env(home, SLEAP_RTC_WORKER_KEY=key, **(env or {})), f"worker {name}")
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -12,6 +12,7 @@ OAuth/OIDC provider is one more class beside :class:`PasswordProvider`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -68,6 +69,12 @@ def check_password_policy(password: str) -> None:
 
 def new_secret(prefix: str = "", nbytes: int = 32) -> str:
     return prefix + secrets.token_urlsafe(nbytes)
+
+
+def new_invite_code() -> str:
+    """80 random bits as 16 lowercase letters and digits: easy to read out, and never
+    starting with '-' (which a command line would take for an option)."""
+    return base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
 
 
 def digest(secret: str) -> str:

@@ -305,7 +305,7 @@ def purge_expired(session: Session) -> list[str]:
 def create_invite(
     session: Session, room: Room, user_id: int, expires_in: timedelta, max_uses: int
 ) -> tuple[str, Invite]:
-    code = auth.new_secret(nbytes=12)
+    code = auth.new_invite_code()
     invite = Invite(
         id=auth.new_id("i"),
         room_id=room.id,

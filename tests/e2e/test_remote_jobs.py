@@ -1,0 +1,253 @@
+"""Jobs across a room: real server, real worker process, real aiortc, real sleap-nn.
+
+The client side is the async API (`WorkerSession`); the database is SQLite (the
+server tests cover PostgreSQL; jobs never touch the server's database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sleap_rtc.client import ServerClient
+from sleap_rtc.client.credentials import CredentialStore
+from sleap_rtc.client.jobs import JobRejectedError, WorkerError, WorkerSession
+from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
+from sleap_rtc.protocol import jobs as p
+from sleap_rtc.transport.envelope import Data, Open
+from sleap_rtc.transport.relay import ServerSocket, new_channel_id
+from sleap_rtc.transport.webrtc import pin_host_addresses
+from tests.servers import Proc, ServerProcess, Users, ok, start_worker, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Room:
+    server: ServerProcess
+    users: Users
+    worker: Proc
+    worker_id: str
+    data: Path
+
+    def client(self, user: str = "alice") -> ServerClient:
+        store = CredentialStore(self.users.home(user) / "config" / "credentials.json")
+        return ServerClient(self.server.url, store=store)
+
+
+@pytest.fixture(scope="module")
+def room(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
+    root = tmp_path_factory.mktemp("remote")
+    server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home").start()
+    worker: Proc | None = None
+    try:
+        users = Users(root, server)
+        users.add("alice")
+        users.add("bob")
+        ok(users.run("alice", "rooms", "create", "lab"))
+        invite = users.json("alice", "rooms", "invite", "lab")
+        ok(users.run("bob", "rooms", "join", invite["code"]))
+        key = users.json("alice", "keys", "create", "--room", "lab")["secret"]
+        worker = start_worker(
+            root / "worker-home",
+            server.url,
+            key,
+            "lab",
+            "lab-cpu",
+            demo_root,
+            "--models-dir",
+            str(demo_root / "models"),
+            env={"SLEAP_RTC_ICE_HOSTS": "127.0.0.1"},
+        )
+        worker.wait_line(r"online in room lab", timeout=90)
+        listed = users.json("alice", "rooms", "workers", "--room", "lab")
+        yield Room(server, users, worker, listed[0]["id"], demo_root)
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_candidates() -> Iterator[None]:
+    pin_host_addresses(["127.0.0.1"])
+    yield
+    pin_host_addresses(None)
+
+
+@pytest.fixture
+async def alice(room: Room) -> AsyncIterator[ServerClient]:
+    async with room.client("alice") as client:
+        yield client
+
+
+def config(demo_dir: Path, name: str = "single_instance") -> str:
+    return str(demo_dir / "configs" / f"{name}.yaml")
+
+
+async def test_train_over_webrtc_then_track_over_the_relay(
+    room: Room, alice: ServerClient, demo_dir: Path
+) -> None:
+    async with await WorkerSession.open(alice, "lab", room.worker_id, transport="webrtc") as s:
+        assert s.transport == "webrtc" and s.user == "alice" and s.worker_name == "lab-cpu"
+        job = await s.submit(
+            TrainSpec(config_paths=[config(demo_dir)], max_epochs=3, run_name="remote-si")
+        )
+        epochs: list[int] = []
+        lines = 0
+        async for event in job.events():
+            if isinstance(event, p.JobProgress):
+                lines += len(event.lines)
+                if event.progress is not None and event.progress.kind == "train":
+                    epochs.append(event.progress.epoch)
+        result = job.result
+    assert isinstance(result, p.JobComplete), result
+    assert epochs and epochs == sorted(epochs) and max(epochs) == 3, epochs
+    assert lines > 0
+    model = Path(result.outputs[0])
+    assert (model / "best.ckpt").is_file() and model.name == "remote-si"
+
+    async with await WorkerSession.open(alice, "lab", room.worker_id, transport="relay") as s:
+        assert s.transport == "relay"
+        output = demo_dir / "remote-predictions.slp"
+        job = await s.submit(
+            TrackSpec(
+                data_path=str(demo_dir / "demo.pkg.slp"),
+                model_paths=[str(model)],
+                output_path=str(output),
+                frames="0-9",
+            )
+        )
+        frames = [
+            e.progress.n_processed
+            async for e in job.events()
+            if isinstance(e, p.JobProgress) and e.progress is not None
+        ]
+        assert isinstance(job.result, p.JobComplete), job.result
+        assert output.is_file() and str(output) in job.result.outputs
+        assert frames and frames[-1] >= 1
+        # The job list shows both jobs with their owner.
+        listed = {j.job_id: j for j in await s.jobs()}
+        assert listed[job.job_id].owner == "alice" and listed[job.job_id].state == "COMPLETE"
+
+
+async def test_two_bad_paths_are_rejected_together(
+    room: Room, alice: ServerClient, demo_dir: Path
+) -> None:
+    async with await WorkerSession.open(alice, "lab", room.worker_id, transport="relay") as s:
+        with pytest.raises(JobRejectedError) as caught:
+            await s.submit(
+                TrainSpec(
+                    config_paths=[str(demo_dir / "configs" / "missing.yaml")],
+                    labels_path="/etc/passwd.slp",
+                )
+            )
+    errors = {(e.field, e.code) for e in caught.value.errors}
+    assert ("config_path", "PATH_NOT_FOUND") in errors
+    assert ("labels_path", "ACCESS_DENIED") in errors
+    assert all(e.message for e in caught.value.errors)
+
+
+async def test_disconnect_mid_training_then_attach_replays_and_follows(
+    room: Room, alice: ServerClient, demo_dir: Path
+) -> None:
+    s = await WorkerSession.open(alice, "lab", room.worker_id, transport="webrtc")
+    job = await s.submit(TrainSpec(config_paths=[config(demo_dir)], max_epochs=4))
+    async for event in job.events():
+        if isinstance(event, p.JobProgress) and event.progress is not None:
+            break  # training has started
+    await s.close()  # the client goes away; the job must not
+
+    async with await WorkerSession.open(alice, "lab", room.worker_id) as again:
+        status = await again.status(job.job_id)
+        assert status.state in ("RUNNING", "COMPLETE")
+        attached = await again.attach(job.job_id, log_lines=20)
+        replayed = []
+        async for event in attached.events():
+            if isinstance(event, p.JobProgress) and event.replay:
+                replayed.append(event)
+        assert replayed and replayed[0].lines, "attach replays the log so far"
+        assert isinstance(attached.result, p.JobComplete), attached.result
+        assert not attached.result.stopped_early
+
+    # bob (a member, not the owner) may watch but not cancel alice's jobs.
+    async with (
+        room.client("bob") as bob,
+        await WorkerSession.open(bob, "lab", room.worker_id, transport="relay") as theirs,
+    ):
+        assert (await theirs.status(job.job_id)).owner == "alice"
+        with pytest.raises(WorkerError) as denied:
+            await theirs.cancel(job.job_id)
+        assert denied.value.code == "FORBIDDEN"
+
+
+async def test_a_channel_needs_a_valid_ticket_and_survives_garbage(
+    room: Room, alice: ServerClient
+) -> None:
+    socket = await ServerSocket(
+        alice.websocket_url("/v1/client"), await alice.access_token()
+    ).connect()
+    inbox: asyncio.Queue[dict] = asyncio.Queue()
+
+    def open_channel() -> str:
+        ch = new_channel_id()
+        socket.subscribe(ch, lambda sender, payload: inbox.put_nowait(payload), lambda c, m: None)
+        return ch
+
+    async def send(ch: str, message: dict) -> None:
+        await socket.relay("lab", room.worker_id, Data(ch=ch, msg=message).model_dump())
+
+    async def reply() -> dict:
+        payload = await asyncio.wait_for(inbox.get(), 15)
+        return payload
+
+    try:
+        # No HELLO first: refused and closed, nothing listed.
+        ch = open_channel()
+        await socket.relay("lab", room.worker_id, Open(ch=ch, transport="relay").model_dump())
+        await send(ch, {"type": "JOB_LIST", "v": 1})
+        answer = await reply()
+        assert answer["msg"]["type"] == "ERROR" and answer["msg"]["code"] == "UNAUTHORIZED"
+        assert (await reply())["op"] == "close"
+
+        # A forged ticket: refused.
+        ch = open_channel()
+        await socket.relay("lab", room.worker_id, Open(ch=ch, transport="relay").model_dump())
+        await send(ch, {"type": "HELLO", "v": 1, "ticket": "eyJhbGciOiJub25lIn0.e30."})
+        answer = await reply()
+        assert answer["msg"]["code"] == "UNAUTHORIZED"
+        assert (await reply())["op"] == "close"
+
+        # A real ticket, then garbage: ERROR replies and the channel keeps serving.
+        ticket = await alice.ticket("lab", room.worker_id)
+        ch = open_channel()
+        await socket.relay("lab", room.worker_id, Open(ch=ch, transport="relay").model_dump())
+        await send(ch, {"type": "HELLO", "v": 1, "ticket": ticket.ticket})
+        assert (await reply())["msg"]["type"] == "WELCOME"
+        for bad, code in (
+            ({"type": "JOB_EXPLODE", "v": 1}, "UNKNOWN_TYPE"),
+            ({"type": "JOB_LIST", "v": 7}, "UNSUPPORTED_VERSION"),
+            ({"type": "JOB_SUBMIT", "v": 1, "request_id": "r", "spec": {"kind": "nope"}}, None),
+            ({"type": "JOB_LIST", "v": 1, "limit": 10**9}, "INVALID_MESSAGE"),
+            ({"type": "JOB_CANCEL", "v": 1, "job_id": "../../etc"}, "INVALID_MESSAGE"),
+        ):
+            await send(ch, bad)
+            msg = (await reply())["msg"]
+            if code is None:
+                assert msg["type"] == "JOB_REJECTED" and msg["errors"], msg
+            else:
+                assert (msg["type"], msg["code"]) == ("ERROR", code), (bad, msg)
+        await send(ch, {"type": "PING", "v": 1, "nonce": "still-here"})
+        assert (await reply())["msg"] == {"type": "PONG", "v": 1, "nonce": "still-here"}
+    finally:
+        await socket.close()
+    # The worker is still online and serving.
+    listed = room.users.json("alice", "rooms", "workers", "--room", "lab")
+    assert listed[0]["status"] == "online"
+    wait_for(lambda: room.worker.process.poll() is None, 1, "the worker to be alive")
+    assert json.dumps(listed)
