@@ -7,6 +7,7 @@ import click
 from sleap_rtc import __version__
 from sleap_rtc.cli.demo import demo, make_demo_data
 from sleap_rtc.cli.local import local
+from sleap_rtc.cli.remote import jobs, track, train
 from sleap_rtc.cli.rooms import keys, login, logout, rooms, whoami
 from sleap_rtc.cli.server import server
 from sleap_rtc.cli.worker import worker
@@ -27,7 +28,7 @@ cli.add_command(demo)
 cli.add_command(make_demo_data)
 cli.add_command(local)
 cli.add_command(server)
-for command in (login, logout, whoami, rooms, keys, worker):
+for command in (login, logout, whoami, rooms, keys, worker, train, track, jobs):
     cli.add_command(command)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -13,7 +17,6 @@ from rich.progress import (
 )
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
-from sleap_rtc.jobs.problems import Problem
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.runner import JobEvent, LogEvent, ProgressEvent, StateEvent
 
@@ -58,19 +61,30 @@ class JobProgressView:
         return self._tasks[key]
 
     def update(self, event: JobEvent) -> None:
+        """Feed one event of a local runner."""
         if isinstance(event, ProgressEvent):
-            self._progress(event.progress)
-        elif isinstance(event, LogEvent) and self.show_logs:
-            self.progress.console.print(f"[dim]{event.line}[/dim]", highlight=False)
+            self.show_progress(event.progress)
+        elif isinstance(event, LogEvent):
+            self.log_line(event.line)
         elif isinstance(event, StateEvent):
             record = event.record
             if record.state is JobState.COMPLETE:
-                for task_id in self._tasks.values():
-                    task = self.progress.tasks[task_id]
-                    if task.total is not None and not record.stopped_early:
-                        self.progress.update(task_id, completed=task.total)
+                self.complete(record.stopped_early)
 
-    def _progress(self, p: TrainProgress | TrackProgress) -> None:
+    def log_line(self, line: str) -> None:
+        if self.show_logs:
+            self.progress.console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+
+    def complete(self, stopped_early: bool) -> None:
+        """Fill the bars of a job that completed (unless it stopped early)."""
+        if stopped_early:
+            return
+        for task_id in self._tasks.values():
+            task = self.progress.tasks[task_id]
+            if task.total is not None:
+                self.progress.update(task_id, completed=task.total)
+
+    def show_progress(self, p: TrainProgress | TrackProgress) -> None:
         if isinstance(p, TrainProgress):
             label = f"train {p.model_name}" + (
                 f" ({p.model_index}/{p.n_models})" if p.n_models > 1 else ""
@@ -95,8 +109,16 @@ class JobProgressView:
             )
 
 
+class _Problem(Protocol):
+    @property
+    def field(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+
 def print_rejection(
-    console: Console, problems: list[Problem], *, header: str = "Job rejected by worker:"
+    console: Console, problems: Sequence[_Problem], *, header: str = "Job rejected by worker:"
 ) -> None:
     """The user documents' format: a header, then ``- field: message`` per problem."""
     console.print(f"[red]{header}[/red]")

@@ -47,11 +47,22 @@ def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
     from sleap_rtc.protocol.signaling import Capabilities, Gpu
     from sleap_rtc.worker.capabilities import detect_gpus, refresh_free_memory, sleap_nn_version
 
-    use_torch = config.device != "cpu"
-    found, accelerator = detect_gpus(use_torch=use_torch)
-    if config.device == "cpu":
-        found, accelerator = [], "cpu"
-    gpus = [Gpu.model_validate(g.model_dump()) for g in found]
+    if config.gpus is not None:
+        gpus = [
+            Gpu(
+                index=i,
+                name=g.name,
+                memory_total_mb=g.memory_total_mb,
+                memory_free_mb=g.memory_free_mb,
+            )
+            for i, g in enumerate(config.gpus)
+        ]
+        accelerator = "cuda" if gpus else "cpu"
+    elif config.device == "cpu":
+        gpus, accelerator = [], "cpu"
+    else:
+        found, accelerator = detect_gpus(use_torch=True)
+        gpus = [Gpu.model_validate(g.model_dump()) for g in found]
     backends = ["local"]
     if shutil.which("sbatch"):
         backends.append("slurm")
@@ -70,6 +81,9 @@ def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
 
     def refresh(current: list[Gpu]) -> list[Gpu]:
         from sleap_rtc.worker.capabilities import GpuInfo
+
+        if config.gpus is not None:
+            return current  # declared, not measured
 
         infos = [GpuInfo.model_validate(g.model_dump()) for g in current]
         return [Gpu.model_validate(g.model_dump()) for g in refresh_free_memory(infos)]

@@ -48,6 +48,16 @@ class MountConfig(BaseModel):
     read_only: bool = False
 
 
+class DeclaredGpu(BaseModel):
+    """A GPU the worker announces instead of detecting it (e.g. behind a scheduler)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    memory_total_mb: int = Field(ge=0)
+    memory_free_mb: int | None = Field(default=None, ge=0)
+
+
 class WorkerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +80,8 @@ class WorkerConfig(BaseModel):
     #: STUN/TURN servers ([{urls = "stun:...", username = ..., credential = ...}]) and the
     #: host addresses offered as ICE candidates (default: all but loopback).
     webrtc: bool = True
+    #: Announce these GPUs instead of detecting them ([[gpus]] name = ..., memory_total_mb = ...).
+    gpus: list[DeclaredGpu] | None = None
     ice_servers: list[dict[str, str | list[str]]] = Field(default_factory=list)
     ice_host_addresses: list[str] | None = None
 

@@ -1,0 +1,598 @@
+"""``sleap-rtc train``, ``track`` and ``jobs``: run and follow jobs on a room's workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sleap_rtc.cli.options import track_options, track_spec_from, train_options, train_spec_from
+from sleap_rtc.cli.render import JobProgressView, print_rejection
+from sleap_rtc.cli.rooms import room_option, server_option
+from sleap_rtc.client import ClientError, ServerClient
+from sleap_rtc.client.config import ConfigError
+from sleap_rtc.client.jobs import (
+    JobHandle,
+    JobRejectedError,
+    SessionClosed,
+    WorkerError,
+    WorkerSession,
+)
+from sleap_rtc.client.select import Ambiguous, choose_worker
+from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
+from sleap_rtc.protocol import jobs as p
+from sleap_rtc.protocol.api import WorkerView
+
+EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 1, 2, 130
+T = TypeVar("T")
+
+
+def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option(
+                "--worker-id", "-w", metavar="ID", help="Run on this worker (id or name)."
+            ),
+            click.option(
+                "--auto-select",
+                is_flag=True,
+                help="Pick the idle worker with the most free GPU memory.",
+            ),
+            click.option(
+                "--min-gpu-memory",
+                type=click.IntRange(0),
+                metavar="MB",
+                help="Only workers with a GPU that has this much free memory.",
+            ),
+            click.option(
+                "--non-interactive",
+                is_flag=True,
+                help="Never prompt (also the case without a terminal).",
+            ),
+            click.option(
+                "--transport",
+                type=click.Choice(["auto", "webrtc", "relay"]),
+                default="auto",
+                show_default=True,
+                help="auto: WebRTC, else relay through the server.",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(10),
+                default=600.0,
+                show_default=True,
+                metavar="S",
+                help="Give up after this many seconds without any message from the worker.",
+            ),
+            server_option,
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--logs/--no-logs", default=True, show_default=True, help="Show the worker's log lines."
+    )(func)
+    func = click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON event per line, for scripts."
+    )(func)
+    return func
+
+
+def _interactive(non_interactive: bool) -> bool:
+    return not non_interactive and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _emit(message: p._Msg) -> None:
+    click.echo(message.model_dump_json(exclude_none=True))
+    sys.stdout.flush()
+
+
+def _emit_dict(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(data))
+    sys.stdout.flush()
+
+
+def _pick(candidates: list[WorkerView], console: Console) -> WorkerView:
+    table = Table("#", "name", "id", "status", "GPU memory", "jobs")
+    for number, worker in enumerate(candidates, 1):
+        memory = f"{worker.best_gpu_memory_mb:,} MB free" if worker.gpus else "CPU only"
+        table.add_row(
+            str(number),
+            worker.name,
+            worker.id,
+            worker.status,
+            memory,
+            f"{worker.running_jobs}/{worker.max_concurrent_jobs}",
+        )
+    console.print(table)
+    choice = click.prompt(
+        "Run on which worker?", type=click.IntRange(1, len(candidates)), default=1
+    )
+    return candidates[int(choice) - 1]
+
+
+async def _select(
+    server: ServerClient, room: str, options: dict[str, Any], console: Console
+) -> WorkerView:
+    workers = await server.workers(room)
+    try:
+        return choose_worker(
+            workers,
+            room,
+            worker_id=options["worker_id"],
+            auto_select=options["auto_select"],
+            min_gpu_memory=options["min_gpu_memory"],
+        )
+    except Ambiguous as exc:
+        if not _interactive(options["non_interactive"]):
+            raise
+        return _pick(exc.candidates, console)
+
+
+async def _open(
+    server: ServerClient, room: str, worker: WorkerView, options: dict[str, Any]
+) -> WorkerSession:
+    return await WorkerSession.open(
+        server,
+        room,
+        worker.id,
+        transport=options["transport"],
+        idle_timeout=options["timeout"],
+    )
+
+
+async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bool) -> str:
+    """What to do after Ctrl-C: stop early, cancel, detach, or keep watching."""
+    if not interactive:
+        await handle.cancel()
+        return "cancel"
+    console.print()
+    answer = await asyncio.to_thread(
+        click.prompt,
+        "Interrupted. [s]top early and keep the model, [c]ancel, [d]etach (job keeps running), "
+        "or [w]atch on",
+        type=click.Choice(["s", "c", "d", "w"]),
+        default="w",
+    )
+    if answer == "s":
+        try:
+            await handle.stop()
+        except WorkerError as exc:
+            console.print(f"[yellow]{exc.message}[/yellow]")
+            return "watch"
+        return "stop"
+    if answer == "c":
+        await handle.cancel()
+        return "cancel"
+    if answer == "d":
+        return "detach"
+    return "watch"
+
+
+async def _follow(
+    handle: JobHandle, console: Console, *, as_json: bool, logs: bool, interactive: bool
+) -> int:
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    events = handle.events().__aiter__()
+    try:
+        with contextlib.ExitStack() as stack:
+            view = (
+                None if as_json else stack.enter_context(JobProgressView(console, show_logs=logs))
+            )
+            cancelled = False
+            while True:
+                next_event = asyncio.ensure_future(events.__anext__())
+                waiter = asyncio.ensure_future(interrupted.wait())
+                done, _ = await asyncio.wait({next_event, waiter}, return_when="FIRST_COMPLETED")
+                if waiter in done:
+                    interrupted.clear()
+                    next_event.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await next_event
+                    events = handle.events().__aiter__()
+                    action = await _ask_on_interrupt(handle, console, interactive)
+                    if action == "detach":
+                        console.print(
+                            f"detached; job {handle.job_id} keeps running. Follow it again with "
+                            f"`sleap-rtc jobs attach {handle.job_id} --room "
+                            f"{handle.session.room}`"
+                        )
+                        return EXIT_INTERRUPTED
+                    cancelled = cancelled or action == "cancel"
+                    continue
+                waiter.cancel()
+                try:
+                    event = next_event.result()
+                except StopAsyncIteration:
+                    break
+                if as_json:
+                    _emit(event)
+                elif view is not None:
+                    if isinstance(event, p.JobProgress):
+                        for line in event.lines:
+                            view.log_line(line)
+                        if event.progress is not None:
+                            view.show_progress(event.progress)
+                    elif isinstance(event, p.JobComplete):
+                        view.complete(event.stopped_early)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    result = handle.result
+    if result is None:
+        return EXIT_FAILED
+    if not as_json:
+        _print_result(console, result)
+    if isinstance(result, p.JobComplete):
+        return 0
+    return EXIT_INTERRUPTED if cancelled and result.state == "CANCELLED" else EXIT_FAILED
+
+
+def _print_result(console: Console, result: p.JobComplete | p.JobFailed) -> None:
+    if isinstance(result, p.JobComplete):
+        note = " (stopped early)" if result.stopped_early else ""
+        console.print(f"[green]job {result.job_id} complete{note}[/green]")
+        for output in result.outputs:
+            console.print(f"  output: {output}", highlight=False)
+        return
+    console.print(
+        f"[red]job {result.job_id} {result.state.lower()}[/red]: {result.reason}",
+        highlight=False,
+    )
+    if result.state == "FAILED" and result.log_tail:
+        console.print("last log lines:")
+        for line in result.log_tail[-15:]:
+            console.print(f"  {line}", highlight=False, markup=False)
+
+
+def _run_async(action: Callable[[], Coroutine[Any, Any, int]]) -> None:
+    code: int
+    try:
+        code = asyncio.run(action())
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except JobRejectedError:
+        code = EXIT_REJECTED
+    except (ClientError, ConfigError) as exc:
+        Console(stderr=True).print(f"[red]Error:[/red] {exc}", highlight=False)
+        code = EXIT_REJECTED if isinstance(exc, ClientError) and _is_selection(exc) else 1
+    sys.exit(code)
+
+
+def _is_selection(exc: Exception) -> bool:
+    from sleap_rtc.client.select import NoWorker
+
+    return isinstance(exc, NoWorker | Ambiguous)
+
+
+def _submit_command(spec: TrainSpec | TrackSpec, room: str, options: dict[str, Any]) -> None:
+    as_json = options["as_json"]
+    console = Console(stderr=as_json)
+    interactive = _interactive(options["non_interactive"])
+
+    async def go() -> int:
+        async with ServerClient.from_config(options["server"]) as server:
+            worker = await _select(server, room, options, console)
+            async with await _open(server, room, worker, options) as session:
+                try:
+                    handle = await session.submit(spec)
+                except JobRejectedError as exc:
+                    if as_json:
+                        _emit_dict(
+                            {
+                                "type": "JOB_REJECTED",
+                                "job_id": exc.job_id,
+                                "worker_id": worker.id,
+                                "errors": [e.model_dump() for e in exc.errors],
+                            }
+                        )
+                    else:
+                        print_rejection(console, exc.errors)
+                    return EXIT_REJECTED
+                if as_json:
+                    _emit_dict(
+                        {
+                            "type": "JOB_ACCEPTED",
+                            "job_id": handle.job_id,
+                            "worker_id": worker.id,
+                            "worker_name": worker.name,
+                            "transport": session.transport,
+                        }
+                    )
+                else:
+                    console.print(
+                        f"job {handle.job_id} accepted by {worker.name} ({worker.id}) "
+                        f"over {session.transport}",
+                        highlight=False,
+                    )
+                try:
+                    return await _follow(
+                        handle,
+                        console,
+                        as_json=as_json,
+                        logs=options["logs"],
+                        interactive=interactive,
+                    )
+                except SessionClosed as exc:
+                    console.print(
+                        f"[red]{exc}[/red]\nThe job may still be running: "
+                        f"`sleap-rtc jobs attach {handle.job_id} --room {room}`",
+                        highlight=False,
+                    )
+                    return EXIT_FAILED
+
+    _run_async(go)
+
+
+def _spec_or_exit(build: Callable[[dict[str, Any]], T], options: dict[str, Any]) -> T:
+    from pydantic import ValidationError
+
+    from sleap_rtc.jobs.specs import problems_from_validation_error
+
+    try:
+        return build(options)
+    except ValidationError as exc:
+        print_rejection(
+            Console(stderr=True), problems_from_validation_error(exc), header="Invalid job:"
+        )
+        sys.exit(EXIT_REJECTED)
+
+
+@click.command()
+@room_option()
+@train_options
+@selection_options
+@output_options
+def train(room: str, **options: Any) -> None:
+    """Train on a worker of a room, with live progress.
+
+    Paths name files on the worker. The worker checks every path and value first
+    and rejects the job with every problem at once.
+
+    \b
+    Examples:
+      sleap-rtc train --room my-room --config /vast/project/centroid.yaml
+      sleap-rtc train --room my-room --auto-select --min-gpu-memory 8000 \\
+          --config /vast/project/centroid.yaml --config /vast/project/centered_instance.yaml
+      sleap-rtc train --room my-room --worker-id worker-abc123 \\
+          --config /vast/project/config.yaml --labels /vast/data/labels.slp --max-epochs 50
+
+    Exit codes: 0 complete, 1 failed, 2 rejected or invalid, 130 interrupted.
+    """
+    _submit_command(_spec_or_exit(train_spec_from, options), room, options)
+
+
+@click.command()
+@room_option()
+@track_options
+@selection_options
+@output_options
+def track(room: str, **options: Any) -> None:
+    """Run inference on a worker of a room, with live progress.
+
+    \b
+    Examples:
+      sleap-rtc track --room my-room --data-path /vast/data/session1.slp \\
+          --model-paths /vast/models/centroid --model-paths /vast/models/centered_instance
+      sleap-rtc track --room my-room -d /vast/data/video.slp -m /vast/models/single \\
+          --frames "0-100,500-600" --output /vast/out/predictions.slp
+
+    Exit codes: 0 complete, 1 failed, 2 rejected or invalid, 130 interrupted.
+    """
+    _submit_command(_spec_or_exit(track_spec_from, options), room, options)
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def _jobs_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--worker-id", "-w", metavar="ID", help="The worker [default: every online worker]."
+    )(func)
+    func = server_option(func)
+    func = room_option()(func)
+    func = click.option(
+        "--transport",
+        type=click.Choice(["auto", "webrtc", "relay"]),
+        default="auto",
+        show_default=True,
+    )(func)
+    return func
+
+
+@click.group()
+def jobs() -> None:
+    """Jobs on a room's workers: list, status, logs, attach, cancel, stop.
+
+    \b
+    Examples:
+      sleap-rtc jobs list --room my-room
+      sleap-rtc jobs attach 7c79a1 --room my-room     # replay the log, then follow
+      sleap-rtc jobs stop 7c79a1 --room my-room       # stop training early, keep the model
+    """
+
+
+async def _workers_for(server: ServerClient, room: str, worker_id: str | None) -> list[WorkerView]:
+    listed = await server.workers(room)
+    if worker_id is not None:
+        return [choose_worker(listed, room, worker_id=worker_id)]
+    online = [w for w in listed if w.status != "offline"]
+    if not online:
+        raise ClientError(f"no worker is online in room {room}")
+    return online
+
+
+async def _with_job(
+    server: ServerClient,
+    room: str,
+    job_id: str,
+    options: dict[str, Any],
+) -> tuple[WorkerSession, p.JobSummary]:
+    """A session to the worker that has ``job_id`` (searching the online ones)."""
+    for worker in await _workers_for(server, room, options["worker_id"]):
+        session = await WorkerSession.open(server, room, worker.id, transport=options["transport"])
+        try:
+            summary = await session.status(job_id)
+        except WorkerError as exc:
+            await session.close()
+            if exc.code == "NO_SUCH_JOB":
+                continue
+            raise
+        return session, summary
+    raise ClientError(f"no job {job_id!r} on the online workers of room {room}")
+
+
+@jobs.command("list")
+@_jobs_options
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def jobs_list(room: str, limit: int, as_json: bool, **options: Any) -> None:
+    """List recent jobs on the room's online workers."""
+
+    async def go() -> int:
+        rows: list[tuple[WorkerView, p.JobSummary]] = []
+        async with ServerClient.from_config(options["server"]) as server:
+            for worker in await _workers_for(server, room, options["worker_id"]):
+                async with await WorkerSession.open(
+                    server, room, worker.id, transport=options["transport"]
+                ) as session:
+                    rows.extend((worker, job) for job in await session.jobs(limit))
+        rows.sort(key=lambda r: r[1].created_at, reverse=True)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    [{"worker_id": w.id, **j.model_dump(mode="json")} for w, j in rows], indent=2
+                )
+            )
+            return 0
+        table = Table("job", "worker", "kind", "state", "owner", "what")
+        for worker, job in rows:
+            table.add_row(
+                job.job_id, worker.name, job.kind, job.state, job.owner or "-", job.summary
+            )
+        Console().print(table)
+        return 0
+
+    _run_async(go)
+
+
+@jobs.command("status")
+@click.argument("job_id")
+@_jobs_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def jobs_status(job_id: str, room: str, as_json: bool, **options: Any) -> None:
+    """Show one job's state, progress and outputs."""
+
+    async def go() -> int:
+        async with ServerClient.from_config(options["server"]) as server:
+            session, job = await _with_job(server, room, job_id, options)
+            await session.close()
+        if as_json:
+            click.echo(job.model_dump_json(indent=2))
+        else:
+            console = Console()
+            console.print(f"job {job.job_id} ({job.kind}, {job.owner or '-'}): {job.state}")
+            if job.reason:
+                console.print(f"  reason: {job.reason}", highlight=False)
+            for output in job.outputs:
+                console.print(f"  output: {output}", highlight=False)
+        return 0
+
+    _run_async(go)
+
+
+@jobs.command("logs")
+@click.argument("job_id")
+@_jobs_options
+@click.option("--tail", type=click.IntRange(0, 10_000), default=200, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends.")
+def jobs_logs(job_id: str, room: str, tail: int, follow: bool, **options: Any) -> None:
+    """Print a job's log (the last --tail lines)."""
+
+    async def go() -> int:
+        async with ServerClient.from_config(options["server"]) as server:
+            session, _ = await _with_job(server, room, job_id, options)
+            async with session:
+                handle = await session.attach(job_id, log_lines=tail)
+                async for event in handle.events():
+                    if isinstance(event, p.JobProgress):
+                        for line in event.lines:
+                            click.echo(line)
+                        if event.replay and not follow:
+                            return 0
+                    elif isinstance(event, p.JobFailed) and not event.log_tail:
+                        break
+        return 0
+
+    _run_async(go)
+
+
+@jobs.command("attach")
+@click.argument("job_id")
+@_jobs_options
+@output_options
+@click.option("--non-interactive", is_flag=True, help="Never prompt.")
+def jobs_attach(job_id: str, room: str, as_json: bool, logs: bool, **options: Any) -> None:
+    """Replay a job's progress and recent log, then follow it live."""
+    console = Console(stderr=as_json)
+
+    async def go() -> int:
+        async with ServerClient.from_config(options["server"]) as server:
+            session, _ = await _with_job(server, room, job_id, options)
+            async with session:
+                handle = await session.attach(job_id, log_lines=30)
+                return await _follow(
+                    handle,
+                    console,
+                    as_json=as_json,
+                    logs=logs,
+                    interactive=_interactive(options["non_interactive"]),
+                )
+
+    _run_async(go)
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@_jobs_options
+def jobs_cancel(job_id: str, room: str, **options: Any) -> None:
+    """Cancel a queued or running job (yours)."""
+
+    async def go() -> int:
+        async with ServerClient.from_config(options["server"]) as server:
+            session, _ = await _with_job(server, room, job_id, options)
+            async with session:
+                job = await session.cancel(job_id)
+        click.echo(f"job {job.job_id}: {job.state}")
+        return 0
+
+    _run_async(go)
+
+
+@jobs.command("stop")
+@click.argument("job_id")
+@_jobs_options
+def jobs_stop(job_id: str, room: str, **options: Any) -> None:
+    """Stop a training job after the current batch; the model is kept."""
+
+    async def go() -> int:
+        async with ServerClient.from_config(options["server"]) as server:
+            session, _ = await _with_job(server, room, job_id, options)
+            async with session:
+                job = await session.stop(job_id)
+        click.echo(f"job {job.job_id}: stop requested ({job.state})")
+        return 0
+
+    _run_async(go)
