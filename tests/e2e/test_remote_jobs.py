@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from sleap_rtc.protocol import jobs as p
 from sleap_rtc.transport.envelope import Data, Open
 from sleap_rtc.transport.relay import ServerSocket, new_channel_id
 from sleap_rtc.transport.webrtc import pin_host_addresses
-from tests.servers import Proc, ServerProcess, Users, ok, start_worker, wait_for
+from tests.servers import Proc, ServerProcess, Users, cli_env, ok, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -251,3 +253,158 @@ async def test_a_channel_needs_a_valid_ticket_and_survives_garbage(
     assert listed[0]["status"] == "online"
     wait_for(lambda: room.worker.process.poll() is None, 1, "the worker to be alive")
     assert json.dumps(listed)
+
+
+# -- the command line, as a user types it ------------------------------------------------------
+
+ICE = {"SLEAP_RTC_ICE_HOSTS": "127.0.0.1"}
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_cli_train_then_track_over_the_relay(room: Room, demo_dir: Path) -> None:
+    configs = [config(demo_dir, "centroid"), config(demo_dir, "centered_instance")]
+    args = ["train", "--room", "lab", "--json", "--max-epochs", "3", "--run-name", "cli-td"]
+    for path in configs:
+        args += ["--config", path]
+    result = room.users.run("alice", *args, timeout=600, **ICE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = events(result.stdout)
+    assert seen[0]["type"] == "JOB_ACCEPTED" and seen[0]["transport"] == "webrtc"
+    assert seen[-1]["type"] == "JOB_COMPLETE"
+    progress = [e["progress"] for e in seen if e["type"] == "JOB_PROGRESS" and "progress" in e]
+    per_model: dict[int, list[int]] = {}
+    for item in progress:
+        per_model.setdefault(item["model_index"], []).append(item["epoch"])
+    assert sorted(per_model) == [1, 2], "both models of the top-down pair trained"
+    for epochs in per_model.values():
+        assert epochs == sorted(epochs) and max(epochs) == 3
+    models = seen[-1]["outputs"]
+    assert len(models) == 2 and all((Path(m) / "best.ckpt").is_file() for m in models)
+
+    output = demo_dir / "cli-topdown.slp"
+    track = ["track", "--room", "lab", "--json", "--transport", "relay"]
+    track += ["-d", str(demo_dir / "demo.pkg.slp"), "-o", str(output), "--frames", "0-4"]
+    for model in models:
+        track += ["-m", model]
+    result = room.users.run("alice", *track, timeout=600, **ICE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = events(result.stdout)
+    assert seen[0]["transport"] == "relay" and seen[-1]["type"] == "JOB_COMPLETE"
+    assert output.is_file()
+
+
+def test_cli_rejection_prints_every_problem_and_exits_2(room: Room, demo_dir: Path) -> None:
+    result = room.users.run(
+        "alice",
+        "train",
+        "--room",
+        "lab",
+        "--config",
+        str(demo_dir / "configs" / "nope.yaml"),
+        "--labels",
+        "/etc/labels.slp",
+        **ICE,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = result.stdout
+    assert "Job rejected by worker:" in out
+    assert "- config_path: Path not found:" in out
+    assert "- labels_path: Access denied:" in out
+
+
+def test_cli_auto_select_and_min_gpu_memory(room: Room, tmp_path: Path, demo_dir: Path) -> None:
+    key = room.users.json("alice", "keys", "create", "--room", "lab")["secret"]
+    started = []
+    try:
+        for name, memory in (("gpu-small", 8000), ("gpu-big", 24000)):
+            toml = tmp_path / f"{name}.toml"
+            toml.write_text(
+                f'[[gpus]]\nname = "Test GPU"\nmemory_total_mb = {memory}\n'
+                f"memory_free_mb = {memory}\n"
+            )
+            worker = start_worker(
+                tmp_path / name,
+                room.server.url,
+                key,
+                "lab",
+                name,
+                demo_dir,
+                "--worker-config",
+                str(toml),
+                env=ICE,
+            )
+            started.append(worker)
+        for worker in started:
+            worker.wait_line(r"online in room lab", timeout=90)
+        bad = ["--config", str(demo_dir / "configs" / "nope.yaml")]
+        result = room.users.run(
+            "alice", "train", "--room", "lab", "--auto-select", "--json", *bad, **ICE
+        )
+        assert result.returncode == 2
+        rejected = events(result.stdout)[-1]
+        listed = {
+            w["name"]: w["id"]
+            for w in room.users.json("alice", "rooms", "workers", "--room", "lab")
+        }
+        assert rejected["type"] == "JOB_REJECTED" and rejected["worker_id"] == listed["gpu-big"]
+
+        result = room.users.run(
+            "alice",
+            "train",
+            "--room",
+            "lab",
+            "--auto-select",
+            "--min-gpu-memory",
+            "32000",
+            *bad,
+            **ICE,
+        )
+        assert result.returncode == 2
+        assert "no online worker in room lab has 32,000 MB of free GPU memory" in result.stderr
+        assert "24,000 MB free on gpu-big" in result.stderr
+
+        # Several fit and nothing says which: without a terminal that is an error.
+        result = room.users.run("alice", "train", "--room", "lab", *bad, **ICE)
+        assert result.returncode == 2 and "pass --worker-id or --auto-select" in result.stderr
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def test_cli_killed_mid_training_then_jobs_attach_follows(room: Room, demo_dir: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "sleap_rtc",
+        "train",
+        "--room",
+        "lab",
+        "--json",
+        "--worker-id",
+        room.worker_id,
+        "--config",
+        config(demo_dir),
+        "--max-epochs",
+        "4",
+    ]
+    client = Proc(argv, cli_env(room.users.home("alice"), **ICE), "train client")
+    try:
+        job_id = json.loads(client.wait_line(r'"JOB_ACCEPTED"', timeout=120).string)["job_id"]
+        client.wait_line(r'"progress"', timeout=180)
+        client.signal(signal.SIGKILL)
+    finally:
+        client.stop()
+    result = room.users.run("alice", "jobs", "attach", job_id, "--room", "lab", "--json", **ICE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = events(result.stdout)
+    assert seen[0]["type"] == "JOB_PROGRESS" and seen[0]["replay"] is True and seen[0]["lines"]
+    assert seen[-1]["type"] == "JOB_COMPLETE" and seen[-1]["job_id"] == job_id
+    status = room.users.json("alice", "jobs", "status", job_id, "--room", "lab")
+    assert status["state"] == "COMPLETE" and status["owner"] == "alice"
+    listed = room.users.json("alice", "jobs", "list", "--room", "lab")
+    assert job_id in {j["job_id"] for j in listed}
+    logs = room.users.run("alice", "jobs", "logs", job_id, "--room", "lab", "--tail", "5", **ICE)
+    assert logs.returncode == 0 and 0 < len(logs.stdout.splitlines()) <= 5

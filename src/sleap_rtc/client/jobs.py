@@ -326,11 +326,14 @@ class WorkerSession:
         await self._call(p.Ping(nonce=uuid.uuid4().hex[:8]))
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        # Close the channel first: the reader then ends by itself. (Cancelling it
+        # while aiortc tears the connection down can leave the teardown hanging.)
         await self.channel.close("client closed the session")
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), 5)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                self._reader.cancel()
         await self.socket.close()
 
 
