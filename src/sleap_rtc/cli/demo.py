@@ -13,7 +13,7 @@ from rich.console import Console
 from sleap_rtc import locations
 
 
-def _need_worker_extra() -> None:
+def _need_worker_extra(server: bool = False) -> None:
     try:
         import sleap_io  # noqa: F401
         import zmq  # noqa: F401
@@ -22,6 +22,15 @@ def _need_worker_extra() -> None:
             f"this command needs the worker extra ({exc.name} is missing); "
             "install it with: pip install 'sleap-rtc[worker]'"
         ) from None
+    if server:
+        try:
+            import fastapi  # noqa: F401
+            import sqlalchemy  # noqa: F401
+        except ImportError as exc:
+            raise click.ClickException(
+                f"the demo runs a server too and needs the server extra ({exc.name} is "
+                "missing): pip install 'sleap-rtc[worker,server]'"
+            ) from None
 
 
 @click.command("make-demo-data")
@@ -63,18 +72,26 @@ def make_demo_data(out_dir: Path, seed: int) -> None:
     help="Device for sleap-nn: auto, cpu, cuda, cuda:N or mps.",
 )
 @click.option("--logs", is_flag=True, help="Also print sleap-nn's log lines.")
-def demo(workdir: Path | None, device: str, logs: bool) -> None:
+@click.option(
+    "--transport",
+    type=click.Choice(["auto", "webrtc", "relay"]),
+    default="auto",
+    show_default=True,
+    help="How the demo client reaches the demo worker.",
+)
+def demo(workdir: Path | None, device: str, logs: bool, transport: str) -> None:
     """Generate data, train a model, track with it and score it, on this machine.
 
-    Runs the same validation, engine and job store a remote worker uses, with
-    no server and no setup. The last line reads
+    Starts a server, a worker and a client on loopback (nothing to set up) and
+    sends the jobs the way a remote user does: login, room, worker key, a peer
+    channel, validation on the worker, live progress. The last line reads
     `demo ok: train=<s>s track=<s>s mean_error_px=<x>`.
 
     \b
     Example:
       sleap-rtc demo --workdir /tmp/sleap-rtc-demo
     """
-    _need_worker_extra()
+    _need_worker_extra(server=True)
     from sleap_rtc.cli.render import JobProgressView
     from sleap_rtc.demo.run import DemoFailed, run_demo
 
@@ -84,15 +101,26 @@ def demo(workdir: Path | None, device: str, logs: bool) -> None:
     console.print(f"demo folder: {workdir}", soft_wrap=True, highlight=False)
     views: dict[str, JobProgressView] = {}
 
-    def on_event(stage: str, event: object) -> None:
+    from sleap_rtc.protocol import jobs as p
+
+    def on_event(stage: str, message: object) -> None:
         if stage not in views:
             for view in views.values():
                 view.__exit__(None, None, None)
             views[stage] = JobProgressView(console, show_logs=logs).__enter__()
-        views[stage].update(event)  # type: ignore[arg-type]
+        view = views[stage]
+        if isinstance(message, p.JobProgress):
+            for line in message.lines:
+                view.log_line(line)
+            if message.progress is not None:
+                view.show_progress(message.progress)
+        elif isinstance(message, p.JobComplete):
+            view.complete(message.stopped_early)
 
     try:
-        result = asyncio.run(run_demo(workdir, on_event=on_event, device=device))
+        result = asyncio.run(
+            run_demo(workdir, on_event=on_event, device=device, transport=transport)
+        )
     except DemoFailed as exc:
         for view in views.values():
             view.__exit__(None, None, None)
@@ -103,6 +131,7 @@ def demo(workdir: Path | None, device: str, logs: bool) -> None:
     finally:
         for view in views.values():
             view.__exit__(None, None, None)
+    console.print(f"jobs ran on worker {result.worker_id} over {result.transport}", highlight=False)
     console.print(f"model:       {result.model_dir}", soft_wrap=True, highlight=False)
     console.print(f"predictions: {result.predictions}", soft_wrap=True, highlight=False)
     console.print(
