@@ -266,7 +266,7 @@ def _run_async(action: Callable[[], Coroutine[Any, Any, int]]) -> None:
     except JobRejectedError:
         code = EXIT_REJECTED
     except (ClientError, ConfigError) as exc:
-        Console(stderr=True).print(f"[red]Error:[/red] {exc}", highlight=False)
+        Console(stderr=True).print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
         code = EXIT_REJECTED if isinstance(exc, ClientError) and _is_selection(exc) else 1
     sys.exit(code)
 

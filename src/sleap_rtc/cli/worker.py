@@ -160,7 +160,9 @@ def worker(
             room=room,
             key_file=key_file,
         )
-        url = resolve_server(config.server)
+        from sleap_rtc.client.credentials import CredentialStore
+
+        url = resolve_server(config.server, fallback=CredentialStore().default_server())
         config_room = resolve_room(config.room)
     except (WorkerConfigError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
