@@ -76,7 +76,7 @@ def test_seed_flow_login_room_key_worker_online_then_offline(
         "name": "lab-gpu-1",
         "status": "online",
     }
-    assert entry["mounts"] == ["data", "models"]
+    assert entry["mounts"] == ["data", "models", "uploads"]
     assert entry["accelerator"] == "cpu" and entry["gpus"] == []
     assert entry["max_concurrent_jobs"] == 1 and entry["running_jobs"] == 0
     assert entry["sleap_nn_version"], entry

@@ -21,7 +21,7 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
     )
     assert config.name == "gpu1" and config.device == "cuda:1"
     mounts = {m.label: m for m in config.build_mounts()}
-    assert set(mounts) == {"a", "b", "models"}
+    assert set(mounts) == {"a", "b", "models", "uploads"}
     assert mounts["a"].read_only and not mounts["models"].read_only
     # Default locations honour SLEAP_RTC_HOME (set by the test fixture).
     assert config.resolved_state_dir().is_relative_to(locations.data_dir())

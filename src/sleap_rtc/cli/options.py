@@ -26,42 +26,49 @@ def _apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     return decorator
 
 
-train_options = _apply(
-    [
-        click.option(
-            "--config",
-            "-c",
-            "config_paths",
-            multiple=True,
-            required=True,
-            metavar="PATH",
-            help="sleap-nn config YAML on the worker. Repeat for a multi-model job "
-            "(e.g. centroid, then centered_instance).",
-        ),
-        click.option(
-            "--labels",
-            "labels_path",
-            metavar="PATH",
-            help="Override training labels (data_config.train_labels_path).",
-        ),
-        click.option(
-            "--val-labels",
-            "val_labels_path",
-            metavar="PATH",
-            help="Override validation labels (data_config.val_labels_path).",
-        ),
-        click.option("--max-epochs", type=int, help="Maximum training epochs."),
-        click.option("--batch-size", type=int, help="Batch size for training and validation."),
-        click.option("--learning-rate", type=float, help="Learning rate for the optimizer."),
-        click.option("--run-name", help="Name of the run (its checkpoint folder)."),
-        click.option(
-            "--resume",
-            "resume_ckpt_path",
-            metavar="PATH",
-            help="Checkpoint (.ckpt) on the worker to resume training from.",
-        ),
-    ]
-)
+def make_train_options(config_required: bool = True) -> Callable[[F], F]:
+    return _apply(
+        [
+            click.option(
+                "--config",
+                "-c",
+                "config_paths",
+                multiple=True,
+                required=config_required,
+                metavar="PATH",
+                help="sleap-nn config YAML on the worker. Repeat for a multi-model job "
+                "(e.g. centroid, then centered_instance).",
+            ),
+            *_TRAIN_REST,
+        ]
+    )
+
+
+_TRAIN_REST: list[Callable[[Any], Any]] = [
+    click.option(
+        "--labels",
+        "labels_path",
+        metavar="PATH",
+        help="Override training labels (data_config.train_labels_path).",
+    ),
+    click.option(
+        "--val-labels",
+        "val_labels_path",
+        metavar="PATH",
+        help="Override validation labels (data_config.val_labels_path).",
+    ),
+    click.option("--max-epochs", type=int, help="Maximum training epochs."),
+    click.option("--batch-size", type=int, help="Batch size for training and validation."),
+    click.option("--learning-rate", type=float, help="Learning rate for the optimizer."),
+    click.option("--run-name", help="Name of the run (its checkpoint folder)."),
+    click.option(
+        "--resume",
+        "resume_ckpt_path",
+        metavar="PATH",
+        help="Checkpoint (.ckpt) on the worker to resume training from.",
+    ),
+]
+train_options = make_train_options()
 
 track_options = _apply(
     [

@@ -8,13 +8,27 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
-from sleap_rtc.cli.options import track_options, track_spec_from, train_options, train_spec_from
+from sleap_rtc.cli.options import (
+    make_train_options,
+    track_options,
+    track_spec_from,
+    train_spec_from,
+)
 from sleap_rtc.cli.render import JobProgressView, print_rejection
 from sleap_rtc.cli.rooms import room_option, server_option
 from sleap_rtc.client import ClientError, ServerClient
@@ -277,15 +291,20 @@ def _is_selection(exc: Exception) -> bool:
     return isinstance(exc, NoWorker | Ambiguous)
 
 
-def _submit_command(spec: TrainSpec | TrackSpec, room: str, options: dict[str, Any]) -> None:
+SpecFactory = Callable[[WorkerSession, Console], Coroutine[Any, Any, TrainSpec | TrackSpec]]
+
+
+def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) -> None:
     as_json = options["as_json"]
     console = Console(stderr=as_json)
     interactive = _interactive(options["non_interactive"])
+    download: Path | None = options.get("download")
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
             worker = await _select(server, room, options, console)
             async with await _open(server, room, worker, options) as session:
+                spec = await make_spec(session, console)
                 try:
                     handle = await session.submit(spec)
                 except JobRejectedError as exc:
@@ -318,13 +337,19 @@ def _submit_command(spec: TrainSpec | TrackSpec, room: str, options: dict[str, A
                         highlight=False,
                     )
                 try:
-                    return await _follow(
+                    code = await _follow(
                         handle,
                         console,
                         as_json=as_json,
                         logs=options["logs"],
                         interactive=interactive,
                     )
+                    if code == 0 and download is not None:
+                        assert isinstance(handle.result, p.JobComplete)
+                        await _download_outputs(
+                            session, handle.result.outputs, download, console, as_json
+                        )
+                    return code
                 except SessionClosed as exc:
                     console.print(
                         f"[red]{exc}[/red]\nThe job may still be running: "
@@ -334,6 +359,75 @@ def _submit_command(spec: TrainSpec | TrackSpec, room: str, options: dict[str, A
                     return EXIT_FAILED
 
     _run_async(go)
+
+
+async def _download_outputs(
+    session: WorkerSession, outputs: list[str], dest: Path, console: Console, as_json: bool
+) -> None:
+    for remote in outputs:
+        with Progress(
+            TextColumn("download {task.description}"),
+            BarColumn(bar_width=24),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task(PurePosixPath(remote).name, total=None)
+
+            def show(done: int, total: int, task: TaskID = task) -> None:
+                bar.update(task, completed=done, total=total)
+
+            local = await session.download(remote, dest, on_progress=show)
+        if as_json:
+            _emit_dict({"type": "DOWNLOADED", "remote": remote, "local": str(local)})
+        else:
+            console.print(f"  downloaded: {local}", highlight=False)
+
+
+PKG_DEPRECATION = """\
+Warning: --pkg-path is deprecated. It uploads the package to the worker on every run.
+Put the config and labels on storage the worker mounts and name them instead:
+
+  # Old
+  sleap-rtc train --room {room} --pkg-path {pkg}
+
+  # New
+  sleap-rtc train --room {room} \\
+      --config /shared/project/config.yaml \\
+      --labels /shared/data/labels.slp
+"""
+
+
+def _package_spec(pkg: Path, options: dict[str, Any]) -> SpecFactory:
+    """Upload and unpack the package, then train on the config and labels inside it."""
+
+    async def make(session: WorkerSession, console: Console) -> TrainSpec:
+        size = pkg.stat().st_size
+        console.print(f"uploading {pkg.name} ({size:,} bytes) to {session.worker_name}…")
+        done = await session.upload(pkg, unpack=True)
+        configs = sorted(f for f in done.files if f.endswith((".yaml", ".yml")))
+        labels = sorted(f for f in done.files if f.endswith(".slp"))
+        if not configs:
+            raise ClientError(f"{pkg.name} holds no config YAML (.yaml); nothing to train")
+        fields = {k: v for k, v in options.items() if k in TrainSpec.model_fields}
+        fields["config_paths"] = list(options["config_paths"]) or configs
+        if not fields.get("labels_path"):
+            if len(labels) > 1:
+                raise ClientError(
+                    f"{pkg.name} holds {len(labels)} .slp files; say which with --labels"
+                )
+            fields["labels_path"] = labels[0] if labels else None
+        return TrainSpec(**fields)
+
+    return make
+
+
+def _ready(spec: TrainSpec | TrackSpec) -> SpecFactory:
+    async def make(session: WorkerSession, console: Console) -> TrainSpec | TrackSpec:
+        return spec
+
+    return make
 
 
 def _spec_or_exit(build: Callable[[dict[str, Any]], T], options: dict[str, Any]) -> T:
@@ -350,12 +444,27 @@ def _spec_or_exit(build: Callable[[dict[str, Any]], T], options: dict[str, Any])
         sys.exit(EXIT_REJECTED)
 
 
+download_option = click.option(
+    "--download",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="When the job completes, copy its outputs (model folder, predictions) to DIR here.",
+)
+
+
 @click.command()
 @room_option()
-@train_options
+@make_train_options(config_required=False)
+@click.option(
+    "--pkg-path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="ZIP",
+    help="Deprecated: upload a training package (config YAML + labels) and train on it.",
+)
+@download_option
 @selection_options
 @output_options
-def train(room: str, **options: Any) -> None:
+def train(room: str, pkg_path: Path | None, **options: Any) -> None:
     """Train on a worker of a room, with live progress.
 
     Paths name files on the worker. The worker checks every path and value first
@@ -371,12 +480,25 @@ def train(room: str, **options: Any) -> None:
 
     Exit codes: 0 complete, 1 failed, 2 rejected or invalid, 130 interrupted.
     """
-    _submit_command(_spec_or_exit(train_spec_from, options), room, options)
+    if pkg_path is not None:
+        Console(stderr=True).print(
+            PKG_DEPRECATION.format(room=room, pkg=pkg_path),
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
+        _submit_command(_package_spec(pkg_path, options), room, options)
+        return
+    if not options["config_paths"]:
+        raise click.UsageError("Missing option '--config' / '-c' (or the deprecated --pkg-path).")
+    spec = _spec_or_exit(train_spec_from, options)
+    _submit_command(_ready(spec), room, options)
 
 
 @click.command()
 @room_option()
 @track_options
+@download_option
 @selection_options
 @output_options
 def track(room: str, **options: Any) -> None:
@@ -391,7 +513,7 @@ def track(room: str, **options: Any) -> None:
 
     Exit codes: 0 complete, 1 failed, 2 rejected or invalid, 130 interrupted.
     """
-    _submit_command(_spec_or_exit(track_spec_from, options), room, options)
+    _submit_command(_ready(_spec_or_exit(track_spec_from, options)), room, options)
 
 
 # -- jobs ---------------------------------------------------------------------------------------

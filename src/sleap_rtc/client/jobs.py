@@ -18,10 +18,15 @@ worker that goes silent for ``idle_timeout`` seconds ends the session.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
+import os
+import shutil
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Literal
 
@@ -127,6 +132,7 @@ class WorkerSession:
         self._replies: asyncio.Queue[Any] = asyncio.Queue()
         self._rpc = asyncio.Lock()
         self._jobs: dict[str, asyncio.Queue[JobEvent | SessionClosed]] = {}
+        self._transfers: dict[str, asyncio.Queue[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._closed: SessionClosed | None = None
 
@@ -230,6 +236,29 @@ class WorkerSession:
                 await self.channel.close(reason)
 
     def _route(self, message: Any) -> None:
+        if isinstance(message, p.UploadAck | p.UploadDone):
+            queue = self._transfers.get(message.upload_id)
+            if queue is not None:
+                queue.put_nowait(message)
+            return
+        if isinstance(message, p.DownloadChunk | p.DownloadEnd):
+            queue = self._transfers.get(message.transfer_id)
+            if queue is not None:
+                queue.put_nowait(message)
+            return
+        if isinstance(message, p.DownloadBegin):
+            queue = self._transfers.get(message.request_id)
+            if queue is not None:
+                self._transfers[message.transfer_id] = queue
+                queue.put_nowait(message)
+            return
+        if isinstance(message, p.Error) and (
+            message.transfer_id in self._transfers or message.request_id in self._transfers
+        ):
+            key = message.transfer_id if message.transfer_id in self._transfers else None
+            queue = self._transfers[key or message.request_id or ""]
+            queue.put_nowait(message)
+            return
         if isinstance(message, p.JobAccepted | p.JobRejected):
             future = self._pending.pop(message.request_id, None)
             if future is not None and not future.done():
@@ -254,6 +283,8 @@ class WorkerSession:
         self._pending.clear()
         for queue in self._jobs.values():
             queue.put_nowait(error)
+        for transfer in self._transfers.values():
+            transfer.put_nowait(error)
         self._replies.put_nowait(error)
 
     def _check_open(self) -> None:
@@ -322,6 +353,87 @@ class WorkerSession:
         reply: p.JobStatusReply = await self._call(p.JobStop(job_id=job_id))
         return reply.job
 
+    async def _transfer_reply(self, queue: asyncio.Queue[Any], timeout: float = 120) -> Any:
+        try:
+            reply = await asyncio.wait_for(queue.get(), timeout)
+        except TimeoutError:
+            raise ClientError("the worker stopped answering during a file transfer") from None
+        if isinstance(reply, SessionClosed):
+            raise reply
+        if isinstance(reply, p.Error):
+            raise WorkerError(reply.code, reply.message)
+        return reply
+
+    async def upload(
+        self,
+        path: Path,
+        *,
+        unpack: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> p.UploadDone:
+        """Send a local file to the worker's upload folder (``unpack``: extract a zip there)."""
+        size = path.stat().st_size
+        digest = await asyncio.to_thread(_sha256, path)
+        upload_id = uuid.uuid4().hex[:16]
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._transfers[upload_id] = queue
+        name = _plain_name(path.name)
+        try:
+            await self._send(
+                p.UploadBegin(
+                    upload_id=upload_id, name=name, size=size, sha256=digest, unpack=unpack
+                )
+            )
+            acked = (await self._transfer_reply(queue)).received
+            sent = 0
+            with path.open("rb") as handle:
+                while block := handle.read(p.CHUNK_BYTES):
+                    while sent - acked >= p.TRANSFER_WINDOW:
+                        acked = max(acked, (await self._transfer_reply(queue)).received)
+                    await self._send(
+                        p.UploadChunk(
+                            upload_id=upload_id,
+                            offset=sent,
+                            data=base64.b64encode(block).decode("ascii"),
+                        )
+                    )
+                    sent += len(block)
+                    if on_progress is not None:
+                        on_progress(sent, size)
+            await self._send(p.UploadEnd(upload_id=upload_id))
+            while True:
+                reply = await self._transfer_reply(queue, timeout=600)
+                if isinstance(reply, p.UploadDone):
+                    return reply
+        finally:
+            self._transfers.pop(upload_id, None)
+
+    async def download(
+        self,
+        remote: str,
+        dest: Path,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        """Fetch a file or folder from the worker into ``dest``; returns the local path.
+
+        Every file's size and SHA-256 is checked, and names from the worker are
+        kept inside ``dest``; nothing is left half-written if the transfer fails.
+        """
+        request_id = uuid.uuid4().hex[:16]
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._transfers[request_id] = queue
+        transfer_id = None
+        try:
+            await self._send(p.Download(request_id=request_id, path=remote))
+            begin: p.DownloadBegin = await self._transfer_reply(queue)
+            transfer_id = begin.transfer_id
+            return await _receive_files(self, queue, begin, dest, on_progress=on_progress)
+        finally:
+            self._transfers.pop(request_id, None)
+            if transfer_id is not None:
+                self._transfers.pop(transfer_id, None)
+
     async def ping(self) -> None:
         await self._call(p.Ping(nonce=uuid.uuid4().hex[:8]))
 
@@ -335,6 +447,85 @@ class WorkerSession:
             except (TimeoutError, asyncio.CancelledError, Exception):
                 self._reader.cancel()
         await self.socket.close()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in " ._+()-" else "_" for c in name)[:255]
+    return cleaned.lstrip(" ._+()-") or "upload"
+
+
+def _local_target(root: Path, relative: str) -> Path:
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or "\\" in relative:
+        raise ClientError(f"the worker sent an unsafe file name {relative!r}")
+    target = root.joinpath(*parts)
+    if root.resolve() not in target.resolve().parents:
+        raise ClientError(f"the worker sent an unsafe file name {relative!r}")
+    return target
+
+
+async def _receive_files(
+    session: WorkerSession,
+    queue: asyncio.Queue[Any],
+    begin: p.DownloadBegin,
+    dest: Path,
+    *,
+    on_progress: Callable[[int, int], None] | None,
+) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / _plain_name(begin.name)
+    if final.exists():
+        raise ClientError(f"{final} exists already; move it away or choose another --download")
+    staging = dest / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()  # default permissions, unlike a private temp folder
+    single = len(begin.files) == 1 and begin.files[0].path == begin.name
+    total = sum(f.size for f in begin.files)
+    try:
+        targets = [_local_target(staging, f.path) for f in begin.files]
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+        hashers = [hashlib.sha256() for _ in begin.files]
+        written = [0] * len(begin.files)
+        received = acked = 0
+        while True:
+            message = await session._transfer_reply(queue)
+            if isinstance(message, p.DownloadEnd):
+                break
+            if not isinstance(message, p.DownloadChunk) or message.file_index >= len(targets):
+                raise ClientError("the worker sent a chunk for no file")
+            index = message.file_index
+            if message.offset != written[index]:
+                raise ClientError("the worker sent chunks out of order")
+            data = base64.b64decode(message.data, validate=True)
+            if written[index] + len(data) > begin.files[index].size:
+                raise ClientError("the worker sent more bytes than it announced")
+            with targets[index].open("ab") as handle:
+                handle.write(data)
+            hashers[index].update(data)
+            written[index] += len(data)
+            received += len(data)
+            if on_progress is not None:
+                on_progress(received, total)
+            if received - acked >= p.ACK_EVERY:
+                acked = received
+                await session._send(p.DownloadAck(transfer_id=begin.transfer_id, received=received))
+        for info, hasher, count in zip(begin.files, hashers, written, strict=True):
+            if count != info.size or hasher.hexdigest() != info.sha256:
+                raise ClientError(f"{info.path} arrived damaged (size or SHA-256 differs)")
+        source = targets[0] if single else staging
+        os.replace(source, final)
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class JobHandle:

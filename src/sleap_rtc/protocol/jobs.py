@@ -27,6 +27,16 @@ JOB_PROTOCOL_VERSION: Final = 1
 MAX_JOB_MESSAGE_BYTES = 48 * 1024
 #: Most log lines in one JOB_PROGRESS or JOB_FAILED.
 MAX_LOG_LINES = 200
+#: Raw bytes per file chunk (base64 in JSON: 32 KiB on the wire).
+CHUNK_BYTES = 24 * 1024
+#: Bytes a sender may have unacknowledged; receivers acknowledge every ACK_EVERY bytes.
+TRANSFER_WINDOW = 1024 * 1024
+ACK_EVERY = 256 * 1024
+_SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_B64 = Annotated[str, Field(max_length=(CHUNK_BYTES * 4) // 3 + 8)]
+_FILE_NAME = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]*$")
+]
 
 _JOB_ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 _REQUEST_ID = Annotated[str, Field(min_length=1, max_length=64)]
@@ -88,8 +98,57 @@ class Ping(_Msg):
     nonce: Annotated[str, Field(max_length=64)] = ""
 
 
+class UploadBegin(_Msg):
+    """Send a file to the worker's upload folder (``unpack``: a zip to extract there)."""
+
+    type: Literal["UPLOAD_BEGIN"] = "UPLOAD_BEGIN"
+    upload_id: _REQUEST_ID
+    name: _FILE_NAME
+    size: int = Field(ge=0, le=1 << 40)
+    sha256: _SHA256
+    unpack: bool = False
+
+
+class UploadChunk(_Msg):
+    type: Literal["UPLOAD_CHUNK"] = "UPLOAD_CHUNK"
+    upload_id: _REQUEST_ID
+    offset: int = Field(ge=0)
+    data: _B64
+
+
+class UploadEnd(_Msg):
+    type: Literal["UPLOAD_END"] = "UPLOAD_END"
+    upload_id: _REQUEST_ID
+
+
+class Download(_Msg):
+    """Ask for a file or a folder (every file under it) inside the worker's mounts."""
+
+    type: Literal["DOWNLOAD"] = "DOWNLOAD"
+    request_id: _REQUEST_ID
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class DownloadAck(_Msg):
+    type: Literal["DOWNLOAD_ACK"] = "DOWNLOAD_ACK"
+    transfer_id: _REQUEST_ID
+    received: int = Field(ge=0)
+
+
 ClientMessage = Annotated[
-    Hello | JobSubmit | JobCancel | JobStop | JobStatus | JobList | JobAttach | Ping,
+    Hello
+    | JobSubmit
+    | JobCancel
+    | JobStop
+    | JobStatus
+    | JobList
+    | JobAttach
+    | Ping
+    | UploadBegin
+    | UploadChunk
+    | UploadEnd
+    | Download
+    | DownloadAck,
     Field(discriminator="type"),
 ]
 
@@ -191,6 +250,53 @@ class Pong(_Msg):
     nonce: Annotated[str, Field(max_length=64)] = ""
 
 
+class UploadAck(_Msg):
+    type: Literal["UPLOAD_ACK"] = "UPLOAD_ACK"
+    upload_id: _REQUEST_ID
+    received: int = Field(ge=0)
+
+
+class UploadDone(_Msg):
+    """Where the upload landed; ``files`` lists what an unpacked zip held."""
+
+    type: Literal["UPLOAD_DONE"] = "UPLOAD_DONE"
+    upload_id: _REQUEST_ID
+    path: Annotated[str, Field(max_length=4096)]
+    files: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+
+class RemoteFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Relative to the folder asked for (the file's own name for a single file).
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    size: int = Field(ge=0)
+    sha256: _SHA256
+
+
+class DownloadBegin(_Msg):
+    type: Literal["DOWNLOAD_BEGIN"] = "DOWNLOAD_BEGIN"
+    request_id: _REQUEST_ID
+    transfer_id: _REQUEST_ID
+    name: _FILE_NAME
+    files: list[RemoteFile] = Field(max_length=1000)
+
+
+class DownloadChunk(_Msg):
+    type: Literal["DOWNLOAD_CHUNK"] = "DOWNLOAD_CHUNK"
+    transfer_id: _REQUEST_ID
+    file_index: int = Field(ge=0, lt=1000)
+    offset: int = Field(ge=0)
+    data: _B64
+
+
+class DownloadEnd(_Msg):
+    type: Literal["DOWNLOAD_END"] = "DOWNLOAD_END"
+    transfer_id: _REQUEST_ID
+
+
 class Keepalive(_Msg):
     """Sent by the worker when a channel has been quiet, so long jobs never time out."""
 
@@ -203,6 +309,8 @@ class Error(_Msg):
     message: _TEXT
     job_id: _JOB_ID | None = None
     request_id: _REQUEST_ID | None = None
+    #: The upload or download this error ends, if any.
+    transfer_id: _REQUEST_ID | None = None
 
 
 WorkerMessage = Annotated[
@@ -216,6 +324,11 @@ WorkerMessage = Annotated[
     | JobListReply
     | Pong
     | Keepalive
+    | UploadAck
+    | UploadDone
+    | DownloadBegin
+    | DownloadChunk
+    | DownloadEnd
     | Error,
     Field(discriminator="type"),
 ]

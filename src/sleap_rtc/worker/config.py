@@ -80,6 +80,9 @@ class WorkerConfig(BaseModel):
     #: STUN/TURN servers ([{urls = "stun:...", username = ..., credential = ...}]) and the
     #: host addresses offered as ICE candidates (default: all but loopback).
     webrtc: bool = True
+    #: Where files sent by clients land (e.g. a --pkg-path package); always a writable mount.
+    upload_dir: Path | None = None
+    max_upload_mb: int = Field(default=4096, ge=1, le=1 << 20)
     #: Announce these GPUs instead of detecting them ([[gpus]] name = ..., memory_total_mb = ...).
     gpus: list[DeclaredGpu] | None = None
     ice_servers: list[dict[str, str | list[str]]] = Field(default_factory=list)
@@ -94,6 +97,9 @@ class WorkerConfig(BaseModel):
 
     def resolved_models_dir(self) -> Path:
         return (self.models_dir or locations.data_dir() / "models").expanduser().absolute()
+
+    def resolved_upload_dir(self) -> Path:
+        return (self.upload_dir or self.resolved_state_dir() / "uploads").expanduser().absolute()
 
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or locations.data_dir() / "worker").expanduser().absolute()
@@ -111,10 +117,22 @@ class WorkerConfig(BaseModel):
         if not any(m.path == models.resolve() for m in mounts):
             label = "models" if all(m.label != "models" for m in mounts) else "worker-models"
             mounts.append(Mount.create(models, label))
+        uploads = self.resolved_upload_dir()
+        uploads.mkdir(parents=True, exist_ok=True)
+        if mounts_contain(mounts, uploads.resolve()) is None:
+            label = "uploads" if all(m.label != "uploads" for m in mounts) else "worker-uploads"
+            mounts.append(Mount.create(uploads, label))
         try:
             return Mounts(mounts)
         except ValueError as exc:
             raise WorkerConfigError(f"mounts: {exc}") from None
+
+
+def mounts_contain(mounts: list[Mount], real: Path) -> Mount | None:
+    for mount in mounts:
+        if real == mount.path or mount.path in real.parents:
+            return mount
+    return None
 
 
 def default_config_path() -> Path:

@@ -9,10 +9,13 @@ acted on. Jobs outlive channels: closing a channel stops the events, not the job
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -32,6 +35,7 @@ from sleap_rtc.worker.runner import (
     StateEvent,
 )
 from sleap_rtc.worker.store import JobRecord
+from sleap_rtc.worker.transfers import TransferError, Uploads, list_download, sha256_file
 
 log = logging.getLogger("sleap_rtc.worker")
 
@@ -178,6 +182,8 @@ class _Session:
         self.last_sent = time.monotonic()
         self.send_lock = asyncio.Lock()
         self.keepalive: asyncio.Task[None] | None = None
+        self.uploads: Uploads | None = None
+        self.downloads: dict[str, _Download] = {}
 
     async def send(self, message: p._Msg) -> None:
         async with self.send_lock:
@@ -217,6 +223,10 @@ class _Session:
             await self.refuse("UNAUTHORIZED", "ticket belongs to another user")
             return None
         self.peer = peer
+        config = self.runner.config
+        self.uploads = Uploads(
+            config.resolved_upload_dir(), peer.user, config.max_upload_mb * 1024 * 1024
+        )
         await self.send(
             p.Welcome(
                 worker_id=self.service.worker_id,
@@ -263,8 +273,104 @@ class _Session:
             await self.control(message, peer)
         elif isinstance(message, p.Ping):
             await self.send(p.Pong(nonce=message.nonce))
+        elif isinstance(message, p.UploadBegin | p.UploadChunk | p.UploadEnd):
+            await self.upload(message)
+        elif isinstance(message, p.Download):
+            self.start_download(message)
+        elif isinstance(message, p.DownloadAck):
+            download = self.downloads.get(message.transfer_id)
+            if download is not None:
+                download.acked = max(download.acked, message.received)
+                download.more.set()
         else:
             await self.send(p.Error(code="UNEXPECTED", message=f"{message.type} is not expected"))
+
+    async def upload(self, message: p.UploadBegin | p.UploadChunk | p.UploadEnd) -> None:
+        assert self.uploads is not None
+        try:
+            if isinstance(message, p.UploadBegin):
+                self.uploads.begin(message)
+                await self.send(p.UploadAck(upload_id=message.upload_id, received=0))
+            elif isinstance(message, p.UploadChunk):
+                received = self.uploads.chunk(message)
+                if received is not None:
+                    await self.send(p.UploadAck(upload_id=message.upload_id, received=received))
+            else:
+                done = await asyncio.to_thread(self.uploads.end, message)
+                user = self.peer.user if self.peer else "?"
+                log.info("upload %s from %s: %s", message.upload_id, user, done.path)
+                await self.send(done)
+        except TransferError as exc:
+            self.uploads.abort(message.upload_id)
+            await self.send(
+                p.Error(code=exc.code, message=exc.message, transfer_id=message.upload_id)
+            )
+
+    def start_download(self, message: p.Download) -> None:
+        transfer_id = uuid.uuid4().hex[:16]
+        download = _Download(transfer_id)
+        self.downloads[transfer_id] = download
+        download.task = asyncio.create_task(self._download(message, download))
+
+    async def _download(self, message: p.Download, download: _Download) -> None:
+        try:
+            real, files = await asyncio.to_thread(list_download, self.runner.mounts, message.path)
+            listed = [
+                p.RemoteFile(path=rel, size=path.stat().st_size, sha256=digest)
+                for (path, rel), digest in zip(
+                    files,
+                    await asyncio.gather(*(asyncio.to_thread(sha256_file, f) for f, _ in files)),
+                    strict=True,
+                )
+            ]
+            await self.send(
+                p.DownloadBegin(
+                    request_id=message.request_id,
+                    transfer_id=download.id,
+                    name=_download_name(real),
+                    files=listed,
+                )
+            )
+            sent = 0
+            for index, (path, _) in enumerate(files):
+                with path.open("rb") as handle:
+                    offset = 0
+                    while block := handle.read(p.CHUNK_BYTES):
+                        while sent - download.acked >= p.TRANSFER_WINDOW:
+                            download.more.clear()
+                            await asyncio.wait_for(download.more.wait(), 120)
+                        await self.send(
+                            p.DownloadChunk(
+                                transfer_id=download.id,
+                                file_index=index,
+                                offset=offset,
+                                data=base64.b64encode(block).decode("ascii"),
+                            )
+                        )
+                        offset += len(block)
+                        sent += len(block)
+            await self.send(p.DownloadEnd(transfer_id=download.id))
+        except TransferError as exc:
+            await self.send(
+                p.Error(
+                    code=exc.code,
+                    message=exc.message,
+                    request_id=message.request_id,
+                    transfer_id=download.id,
+                )
+            )
+        except TimeoutError:
+            await self.send(
+                p.Error(
+                    code="TIMEOUT",
+                    message="the client stopped acknowledging the download",
+                    transfer_id=download.id,
+                )
+            )
+        except (ChannelClosed, OSError) as exc:
+            log.info("download %s ended: %s", download.id, exc)
+        finally:
+            self.downloads.pop(download.id, None)
 
     @staticmethod
     def no_job(job_id: str) -> p.Error:
@@ -408,7 +514,13 @@ class _Session:
                 await self.send(p.Keepalive())
 
     async def finish(self) -> None:
-        tasks = [*self.followers.values(), *([self.keepalive] if self.keepalive else [])]
+        if self.uploads is not None:
+            self.uploads.abort()
+        tasks = [
+            *self.followers.values(),
+            *(d.task for d in self.downloads.values() if d.task is not None),
+            *([self.keepalive] if self.keepalive else []),
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -416,6 +528,19 @@ class _Session:
                 await task
         if not self.channel.closed:
             await self.channel.close("worker ended the session")
+
+
+class _Download:
+    def __init__(self, transfer_id: str) -> None:
+        self.id = transfer_id
+        self.acked = 0
+        self.more = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+def _download_name(real: Path) -> str:
+    cleaned = "".join(c if c.isalnum() or c in " ._+()-" else "_" for c in real.name)[:255]
+    return cleaned.lstrip(" ._+()-") or "download"
 
 
 def _problem(problem: Any) -> p.ProblemView:
