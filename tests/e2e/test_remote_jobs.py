@@ -10,13 +10,14 @@ import asyncio
 import json
 import signal
 import sys
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from sleap_rtc.client import ServerClient
+from sleap_rtc.client import ClientError, ServerClient
 from sleap_rtc.client.credentials import CredentialStore
 from sleap_rtc.client.jobs import JobRejectedError, WorkerError, WorkerSession
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
@@ -408,3 +409,55 @@ def test_cli_killed_mid_training_then_jobs_attach_follows(room: Room, demo_dir: 
     assert job_id in {j["job_id"] for j in listed}
     logs = room.users.run("alice", "jobs", "logs", job_id, "--room", "lab", "--tail", "5", **ICE)
     assert logs.returncode == 0 and 0 < len(logs.stdout.splitlines()) <= 5
+
+
+def test_cli_pkg_path_uploads_trains_and_downloads(
+    room: Room, demo_dir: Path, tmp_path: Path
+) -> None:
+    package = tmp_path / "training_package.zip"
+    with zipfile.ZipFile(package, "w") as zf:
+        zf.write(demo_dir / "configs" / "single_instance.yaml", "config.yaml")
+        zf.write(demo_dir / "demo.pkg.slp", "labels.pkg.slp")
+    local = tmp_path / "downloads"
+    result = room.users.run(
+        "alice",
+        "train",
+        "--room",
+        "lab",
+        "--pkg-path",
+        str(package),
+        "--max-epochs",
+        "2",
+        "--transport",
+        "relay",
+        "--download",
+        str(local),
+        "--json",
+        timeout=600,
+        **ICE,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--pkg-path is deprecated" in result.stderr
+    assert "--config /shared/project/config.yaml" in result.stderr
+    seen = events(result.stdout)
+    complete = next(e for e in seen if e["type"] == "JOB_COMPLETE")
+    downloaded = [e for e in seen if e["type"] == "DOWNLOADED"]
+    assert [d["remote"] for d in downloaded] == complete["outputs"]
+    model = Path(downloaded[0]["local"])
+    assert model.parent == local and (model / "best.ckpt").is_file()
+    remote_ckpt = Path(complete["outputs"][0]) / "best.ckpt"
+    assert (model / "best.ckpt").read_bytes() == remote_ckpt.read_bytes()
+
+    # The same download again refuses to overwrite what is there.
+    async def again() -> None:
+        async with (
+            room.client() as client,
+            await WorkerSession.open(client, "lab", room.worker_id) as session,
+        ):
+            with pytest.raises(ClientError, match="exists already"):
+                await session.download(complete["outputs"][0], local)
+            with pytest.raises(WorkerError) as denied:
+                await session.download("/etc/passwd", local)
+            assert denied.value.code == "ACCESS_DENIED"
+
+    asyncio.run(again())
