@@ -461,3 +461,17 @@ def test_cli_pkg_path_uploads_trains_and_downloads(
             assert denied.value.code == "ACCESS_DENIED"
 
     asyncio.run(again())
+
+
+async def test_oversize_and_binary_frames_on_a_webrtc_channel(
+    room: Room, alice: ServerClient
+) -> None:
+    async with await WorkerSession.open(alice, "lab", room.worker_id, transport="webrtc") as s:
+        await s.channel.send("x" * (200 * 1024))  # one 200 KiB message, over the limit
+        reply = await asyncio.wait_for(s._replies.get(), 30)
+        assert isinstance(reply, p.Error) and reply.code == "MESSAGE_TOO_LARGE"
+        await s.channel.send(json.dumps({"type": "PING", "v": 1, "pad": "x"}))
+        reply = await asyncio.wait_for(s._replies.get(), 30)
+        assert isinstance(reply, p.Error) and reply.code == "INVALID_MESSAGE"
+        await s.ping()  # the channel still serves
+        assert (await s.jobs(limit=1)) is not None

@@ -163,7 +163,28 @@ async def _open(
         worker.id,
         transport=options["transport"],
         idle_timeout=options["timeout"],
+        ice_servers=ice_servers(),
     )
+
+
+def ice_servers() -> list[dict[str, Any]]:
+    """STUN/TURN servers from config.toml: ``ice_servers = [{urls = "stun:..."}]``."""
+    from sleap_rtc.client.config import load_config
+    from sleap_rtc.transport.webrtc import host_addresses_from_env, pin_host_addresses
+
+    config = load_config()
+    hosts = config.get("ice_host_addresses") or host_addresses_from_env()
+    if hosts:
+        pin_host_addresses([str(h) for h in hosts])
+    servers = config.get("ice_servers") or []
+    if not isinstance(servers, list) or not all(
+        isinstance(s, dict) and "urls" in s for s in servers
+    ):
+        raise ConfigError(
+            "ice_servers in config.toml must be a list of tables with urls, e.g. "
+            'ice_servers = [{urls = "stun:stun.example.org:3478"}]'
+        )
+    return servers
 
 
 async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bool) -> str:
@@ -564,7 +585,9 @@ async def _with_job(
 ) -> tuple[WorkerSession, p.JobSummary]:
     """A session to the worker that has ``job_id`` (searching the online ones)."""
     for worker in await _workers_for(server, room, options["worker_id"]):
-        session = await WorkerSession.open(server, room, worker.id, transport=options["transport"])
+        session = await WorkerSession.open(
+            server, room, worker.id, transport=options["transport"], ice_servers=ice_servers()
+        )
         try:
             summary = await session.status(job_id)
         except WorkerError as exc:
@@ -588,7 +611,11 @@ def jobs_list(room: str, limit: int, as_json: bool, **options: Any) -> None:
         async with ServerClient.from_config(options["server"]) as server:
             for worker in await _workers_for(server, room, options["worker_id"]):
                 async with await WorkerSession.open(
-                    server, room, worker.id, transport=options["transport"]
+                    server,
+                    room,
+                    worker.id,
+                    transport=options["transport"],
+                    ice_servers=ice_servers(),
                 ) as session:
                     rows.extend((worker, job) for job in await session.jobs(limit))
         rows.sort(key=lambda r: r[1].created_at, reverse=True)

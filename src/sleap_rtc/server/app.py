@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -54,7 +55,7 @@ from sleap_rtc.protocol.signaling import (
 from sleap_rtc.server import db, service
 from sleap_rtc.server.auth import AccessClaims, AuthError, PasswordProvider, TokenSigner
 from sleap_rtc.server.errors import ApiError
-from sleap_rtc.server.hub import ClientConn, Connection, Hub, WorkerConn
+from sleap_rtc.server.hub import MEMBERSHIP_TTL_S, ClientConn, Connection, Hub, WorkerConn
 from sleap_rtc.server.models import Room, WorkerKey
 from sleap_rtc.server.settings import ServerSettings
 
@@ -622,9 +623,14 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
                 worker.set_gpus(list(message.gpus))
         elif isinstance(message, Relay):
             target = state.hub.clients.get(message.to)
-            allowed = target is not None and await state.db(
-                service.is_member, target.user_id, worker.room_id
-            )
+            allowed = False
+            if target is not None:
+                now = time.monotonic()
+                if worker.members_checked.get(target.user_id, 0.0) > now:
+                    allowed = True
+                elif await state.db(service.is_member, target.user_id, worker.room_id):
+                    worker.members_checked[target.user_id] = now + MEMBERSHIP_TTL_S
+                    allowed = True
             if target is None or not allowed:
                 conn.send(
                     ErrorMessage(
@@ -688,25 +694,33 @@ async def _client_relay(state: ServerState, client: ClientConn, message: Relay) 
     if message.room is None:
         conn.send(ErrorMessage(code="INVALID_MESSAGE", message="relay: room is required"))
         return
-    room = await state.db(service.room_by_name_for_member, client.user_id, message.room)
-    if room is None:
-        conn.send(
-            ErrorMessage(
-                code="NOT_FOUND",
-                message=f"room {message.room!r} not found (or you are not a member)",
+    now = time.monotonic()
+    cached = client.rooms_checked.get(message.room)
+    if cached is not None and cached[1] > now:
+        room_id = cached[0]
+    else:
+        room = await state.db(service.room_by_name_for_member, client.user_id, message.room)
+        if room is None:
+            client.rooms_checked.pop(message.room, None)
+            conn.send(
+                ErrorMessage(
+                    code="NOT_FOUND",
+                    message=f"room {message.room!r} not found (or you are not a member)",
+                )
             )
-        )
-        return
-    target = state.hub.worker(room.id, message.to)
+            return
+        room_id = room.id
+        client.rooms_checked[message.room] = (room_id, now + MEMBERSHIP_TTL_S)
+    target = state.hub.worker(room_id, message.to)
     if target is None:
         conn.send(
             ErrorMessage(
                 code="PEER_NOT_FOUND",
-                message=f"worker {message.to!r} is not online in room {room.name!r}",
+                message=f"worker {message.to!r} is not online in room {message.room!r}",
             )
         )
         return
-    sender = Sender(kind="client", id=client.session_id, room=room.name, name=client.username)
+    sender = Sender(kind="client", id=client.session_id, room=message.room, name=client.username)
     target.conn.send(Delivery(sender=sender, payload=message.payload))
 
 

@@ -24,6 +24,9 @@ from sleap_rtc.protocol.signaling import Capabilities, Gpu, WorkerStatus, encode
 log = logging.getLogger("sleap_rtc.server")
 
 CLOSE_TOO_SLOW = 1013
+#: How long a membership check is trusted before the database is asked again. Relayed
+#: channels carry every job message, so asking on each one would cost a query per message.
+MEMBERSHIP_TTL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class WorkerConn:
     #: The capabilities and GPUs as plain data, made once per change for listings.
     capabilities_dict: dict[str, Any] = field(default_factory=dict)
     gpus_dicts: list[dict[str, Any]] = field(default_factory=list)
+    #: Users found to be members of this worker's room: user id -> checked until.
+    members_checked: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.capabilities_dict = self.capabilities.model_dump(mode="json")
@@ -126,6 +131,8 @@ class ClientConn:
     user_id: int
     username: str
     expires_at: datetime
+    #: Rooms this user was found a member of: name -> (room id, checked until).
+    rooms_checked: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 class Hub:
