@@ -475,3 +475,32 @@ async def test_oversize_and_binary_frames_on_a_webrtc_channel(
         assert isinstance(reply, p.Error) and reply.code == "INVALID_MESSAGE"
         await s.ping()  # the channel still serves
         assert (await s.jobs(limit=1)) is not None
+
+
+def test_cli_ctrl_c_without_a_terminal_cancels_the_job(room: Room, demo_dir: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "sleap_rtc",
+        "train",
+        "--room",
+        "lab",
+        "--json",
+        "--worker-id",
+        room.worker_id,
+        "--config",
+        config(demo_dir),
+        "--max-epochs",
+        "50",
+    ]
+    client = Proc(argv, cli_env(room.users.home("alice"), **ICE), "train client")
+    try:
+        job_id = json.loads(client.wait_line(r'"JOB_ACCEPTED"', timeout=120).string)["job_id"]
+        client.wait_line(r'"progress"', timeout=180)
+        client.signal(signal.SIGINT)
+        assert client.process.wait(timeout=60) == 130, client.output()
+    finally:
+        client.stop()
+    status = room.users.json("alice", "jobs", "status", job_id, "--room", "lab")
+    assert status["state"] == "CANCELLED"
+    assert json.loads(client.stdout[-1])["type"] == "JOB_FAILED"
