@@ -404,12 +404,15 @@ def encode(message: BaseModel) -> str:
 
 
 def clip_lines(lines: list[str], budget: int = MAX_JOB_MESSAGE_BYTES // 2) -> list[str]:
-    """The last lines that fit in ``budget`` bytes, each cut to 2,000 characters."""
+    """The last lines whose JSON encoding fits in ``budget`` bytes, each cut to 2,000
+    characters."""
     kept: list[str] = []
     used = 0
     for line in reversed(lines[-MAX_LOG_LINES:]):
         line = line[:2000]
-        cost = len(line.encode("utf-8")) + 8
+        # What the line costs once JSON-encoded: escapes (control characters, quotes,
+        # backslashes) take up to six bytes each.
+        cost = len(json.dumps(line, ensure_ascii=False).encode("utf-8")) + 1
         if used + cost > budget:
             break
         kept.append(line)

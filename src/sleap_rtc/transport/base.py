@@ -29,6 +29,8 @@ class Channel:
     def __init__(self) -> None:
         self._inbox: asyncio.Queue[str | ChannelClosed] = asyncio.Queue()
         self._closed: ChannelClosed | None = None
+        self._shut = False
+        self._cleanup: asyncio.Task[None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -54,8 +56,10 @@ class Channel:
         return item
 
     async def close(self, reason: str = "closed by this side") -> None:
-        if self._closed is not None:
+        """Close and release the transport (once, even after the channel was marked closed)."""
+        if self._shut:
             return
+        self._shut = True
         self._mark_closed(reason)
         await self._shutdown(reason)
 
@@ -65,9 +69,15 @@ class Channel:
         if self._closed is not None:
             return
         if self._inbox.qsize() >= INBOX_LIMIT:
-            self._mark_closed("peer sent faster than this side could read")
+            self._abort("peer sent faster than this side could read")
             return
         self._inbox.put_nowait(text)
+
+    def _abort(self, reason: str) -> None:
+        """Close from inside the transport: mark it closed now, release it soon."""
+        self._mark_closed(reason)
+        if not self._shut and self._cleanup is None:
+            self._cleanup = asyncio.get_running_loop().create_task(self.close(reason))
 
     def _mark_closed(self, reason: str) -> None:
         if self._closed is None:

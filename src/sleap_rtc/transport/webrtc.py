@@ -93,12 +93,12 @@ class WebRTCChannel(Channel):
 
         @dc.on("close")
         def _closed() -> None:
-            self._mark_closed("peer closed the channel")
+            self._abort("peer closed the channel")
 
         @pc.on("connectionstatechange")
         async def _state() -> None:
             if pc.connectionState in ("failed", "closed"):
-                self._mark_closed(f"peer connection {pc.connectionState}")
+                self._abort(f"peer connection {pc.connectionState}")
 
     async def _transmit(self, text: str) -> None:
         while self._dc.bufferedAmount > BUFFER_LIMIT:

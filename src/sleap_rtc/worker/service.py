@@ -130,8 +130,8 @@ def terminal_message(record: JobRecord, log_tail: list[str]) -> p.JobComplete | 
         job_id=record.id,
         state="CANCELLED" if record.state is JobState.CANCELLED else "FAILED",
         exit_code=record.exit_code,
-        reason=(record.reason or "")[:4000],
-        log_tail=p.clip_lines(log_tail),
+        reason=(record.reason or "")[:2000],
+        log_tail=p.clip_lines(log_tail, budget=p.MAX_JOB_MESSAGE_BYTES // 3),
     )
 
 
