@@ -1,0 +1,176 @@
+"""The worker's file service: nothing outside the mounts, paging, bounded and ranked search."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sleap_rtc.jobs.mounts import Mount, Mounts
+from sleap_rtc.worker.files import FileService, FsError
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> dict[str, Path]:
+    mount = tmp_path / "mount"
+    (mount / "project" / "configs").mkdir(parents=True)
+    (mount / "project" / "configs" / "centroid.yaml").write_text("a: 1\n")
+    (mount / "project" / "configs" / "centered_instance.yaml").write_text("a: 1\n")
+    (mount / "project" / "configs" / "notes.txt").write_text("x")
+    (mount / "project" / "labels.slp").write_bytes(b"12345")
+    (mount / "project" / "centroid.yml").write_text("old\n")
+    (mount / "b_dir").mkdir()
+    (mount / "a_file.txt").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "centroid.yaml").write_text("secret\n")
+    (outside / "secret.slp").write_bytes(b"x")
+    (mount / "link_out").symlink_to(outside)
+    (mount / "file_link_out.yaml").symlink_to(outside / "centroid.yaml")
+    (mount / "link_parent").symlink_to(tmp_path)
+    (mount / "loop").symlink_to(mount)
+    (tmp_path / "alias").symlink_to(tmp_path)
+    return {"root": tmp_path, "mount": mount, "outside": outside}
+
+
+@pytest.fixture()
+def files(tree: dict[str, Path]) -> FileService:
+    return FileService(Mounts([Mount.create(tree["root"] / "alias" / "mount", "data")]))
+
+
+ESCAPES = [
+    "{mount}/../outside",
+    "{mount}/../outside/secret.slp",
+    "/etc",
+    "/etc/passwd",
+    "{mount}/link_out",
+    "{mount}/link_out/secret.slp",
+    "{mount}/file_link_out.yaml",
+    "{mount}/link_parent/outside",
+    "/nonexistent/../etc",
+]
+
+
+@pytest.mark.parametrize("raw", ESCAPES)
+def test_escape_corpus_is_denied_for_list_and_stat(
+    files: FileService, tree: dict[str, Path], raw: str
+) -> None:
+    path = raw.format(mount=tree["mount"])
+    for call in (lambda: files.list(path), lambda: files.stat(path)):
+        with pytest.raises(FsError) as caught:
+            call()
+        assert caught.value.code == "ACCESS_DENIED"
+        assert caught.value.message.startswith("Access denied: outside the worker's mounts")
+
+
+@pytest.mark.parametrize("raw", ["", "relative/path", "~/x", "{mount}/a\x00b"])
+def test_bad_paths_are_invalid(files: FileService, tree: dict[str, Path], raw: str) -> None:
+    with pytest.raises(FsError) as caught:
+        files.stat(raw.format(mount=tree["mount"]))
+    assert caught.value.code == "INVALID_PATH"
+
+
+def test_listing_puts_folders_first_and_hides_what_leads_outside(
+    files: FileService, tree: dict[str, Path]
+) -> None:
+    listing = files.list(str(tree["mount"]))
+    names = [(e.name, e.kind) for e in listing.entries]
+    # link_out, file_link_out.yaml and link_parent lead outside: not shown.
+    assert names == [
+        ("b_dir", "dir"),
+        ("loop", "dir"),
+        ("project", "dir"),
+        ("a_file.txt", "file"),
+    ]
+    assert listing.total == 4
+    labels = files.list(str(tree["mount"] / "project"), pattern="*.SLP")
+    assert [(e.name, e.size) for e in labels.entries] == [("configs", None), ("labels.slp", 5)]
+    assert [e.name for e in files.list(str(tree["mount"]), dirs_only=True).entries] == [
+        "b_dir",
+        "loop",
+        "project",
+    ]
+    with pytest.raises(FsError) as caught:
+        files.list(str(tree["mount"] / "a_file.txt"))
+    assert caught.value.code == "NOT_A_DIRECTORY"
+    with pytest.raises(FsError) as missing:
+        files.list(str(tree["mount"] / "nope"))
+    assert missing.value.code == "PATH_NOT_FOUND"
+
+
+def test_paging_a_10000_entry_folder(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(10_000):
+        (big / f"f{i:05d}.slp").touch()
+    for i in range(3):
+        (big / f"dir{i}").mkdir()
+    service = FileService(Mounts([Mount.create(big, "big")]), max_page=500)
+    seen: list[str] = []
+    offset = 0
+    while True:
+        page = service.list(str(big), offset=offset, limit=1000)
+        assert page.total == 10_003 and len(page.entries) <= 500
+        if not page.entries:
+            break
+        seen.extend(e.name for e in page.entries)
+        offset += len(page.entries)
+    assert seen[:3] == ["dir0", "dir1", "dir2"]
+    assert seen[3:] == [f"f{i:05d}.slp" for i in range(10_000)]
+
+
+def test_find_ranks_exact_then_same_extension_then_close_names(
+    files: FileService, tree: dict[str, Path]
+) -> None:
+    result = files.find("centroid.yaml")
+    found = [(Path(m.entry.path).name, m.rank) for m in result.matches]
+    assert found[0] == ("centroid.yaml", 0)
+    assert ("centered_instance.yaml", 1) in found
+    assert ("centroid.yml", 2) in found
+    # Nothing outside the mounts, though a link to it and the loop are in the tree.
+    assert all(str(tree["outside"]) not in m.entry.path for m in result.matches)
+    assert all(
+        Path(m.entry.path).resolve() != tree["outside"] / "centroid.yaml" for m in result.matches
+    )
+    globbed = files.find("*.slp")
+    assert [Path(m.entry.path).name for m in globbed.matches] == ["labels.slp"]
+
+
+@pytest.mark.parametrize("pattern", ["*", "*.*", "?", "**", "[a]*", " . "])
+def test_find_refuses_patterns_that_match_everything(files: FileService, pattern: str) -> None:
+    with pytest.raises(FsError) as caught:
+        files.find(pattern)
+    assert caught.value.code == "PATTERN_TOO_BROAD"
+
+
+def test_find_is_bounded(tmp_path: Path) -> None:
+    root = tmp_path / "deep"
+    path = root
+    for depth in range(20):
+        path = path / f"d{depth}"
+    path.mkdir(parents=True)
+    (path / "target.yaml").touch()
+    shallow = FileService(Mounts([Mount.create(root, "r")]), find_max_depth=5)
+    assert shallow.find("target.yaml").matches == []
+    deep = FileService(Mounts([Mount.create(root, "r")]), find_max_depth=30)
+    assert [Path(m.entry.path).name for m in deep.find("target.yaml").matches] == ["target.yaml"]
+
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i in range(3000):
+        (wide / f"labels_{i}.slp").touch()
+    capped = FileService(Mounts([Mount.create(wide, "w")]), find_max_entries=1000)
+    result = capped.find("labels*")
+    assert result.truncated == "entries" and result.scanned == 1001
+    few = FileService(Mounts([Mount.create(wide, "w")]), find_max_results=10)
+    limited = few.find("labels*")
+    assert len(limited.matches) == 10 and limited.truncated == "results"
+
+
+def test_mounts_report_free_space(files: FileService, tree: dict[str, Path]) -> None:
+    [info] = files.list_mounts()
+    assert info.label == "data" and info.path == str(tree["mount"].resolve())
+    assert info.free_bytes is not None and info.total_bytes is not None
+    assert 0 < info.free_bytes <= info.total_bytes
+    assert os.path.isdir(info.path)
