@@ -504,3 +504,41 @@ def test_cli_ctrl_c_without_a_terminal_cancels_the_job(room: Room, demo_dir: Pat
     status = room.users.json("alice", "jobs", "status", job_id, "--room", "lab")
     assert status["state"] == "CANCELLED"
     assert json.loads(client.stdout[-1])["type"] == "JOB_FAILED"
+
+
+async def test_file_service_over_the_channel_stays_inside_the_mounts(
+    room: Room, alice: ServerClient, demo_dir: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "single_instance.yaml").write_text("secret: 1\n")
+    link = room.data / "link-out"
+    link.symlink_to(outside)
+    try:
+        async with await WorkerSession.open(alice, "lab", room.worker_id, transport="relay") as s:
+            labels = {m.label for m in await s.fs_mounts()}
+            assert {"data", "models", "uploads"} <= labels
+            page = await s.fs_list(str(demo_dir), pattern="*.slp")
+            names = [(e.name, e.kind) for e in page.entries]
+            assert ("configs", "dir") in names and ("demo.pkg.slp", "file") in names
+            assert all(kind == "dir" or name.endswith(".slp") for name, kind in names)
+            top = await s.fs_list(str(room.data))
+            assert "link-out" not in {e.name for e in top.entries}
+            found = await s.fs_find("single_instance.yaml")
+            paths = [m.entry.path for m in found.matches]
+            assert paths[0] == str(demo_dir / "configs" / "single_instance.yaml")
+            assert not any(str(outside) in path or "link-out" in path for path in paths)
+            for attempt in (
+                s.fs_list(str(link)),
+                s.fs_stat(str(link / "single_instance.yaml")),
+                s.fs_list("/etc"),
+            ):
+                with pytest.raises(WorkerError) as denied:
+                    await attempt
+                assert denied.value.code == "ACCESS_DENIED"
+                assert "Access denied: outside the worker's mounts" in denied.value.message
+            with pytest.raises(WorkerError) as broad:
+                await s.fs_find("*.*")
+            assert broad.value.code == "PATTERN_TOO_BROAD"
+    finally:
+        link.unlink()

@@ -24,6 +24,17 @@ from sleap_rtc.protocol.jobs import (
     DownloadChunk,
     DownloadEnd,
     Error,
+    FsEntry,
+    FsFind,
+    FsFindReply,
+    FsList,
+    FsListReply,
+    FsMatch,
+    FsMount,
+    FsMounts,
+    FsMountsReply,
+    FsStat,
+    FsStatReply,
     Hello,
     JobAccepted,
     JobAttach,
@@ -117,6 +128,11 @@ CLIENT_MESSAGES: list[BaseModel] = [
     UploadEnd(upload_id="u1"),
     Download(request_id="d1", path="mounts/scratch/models/run-1"),
     DownloadAck(transfer_id="t1", received=262_144),
+    FsMounts(request_id="m1"),
+    FsList(request_id="l1", path="/data/project", offset=200, limit=100, pattern="*.yaml"),
+    FsList(request_id="l2", path="/data", dirs_only=True),
+    FsStat(request_id="s1", path="/data/project/labels.slp"),
+    FsFind(request_id="f1", query="centroid.yaml", under="/data", limit=10),
 ]
 
 WORKER_MESSAGES: list[BaseModel] = [
@@ -193,6 +209,36 @@ WORKER_MESSAGES: list[BaseModel] = [
     DownloadEnd(transfer_id="t1"),
     Error(code="NOT_FOUND", message="no job 'j9'", job_id="j9"),
     Error(code="TRANSFER_FAILED", message="disk full", request_id="r", transfer_id="t"),
+    FsMountsReply(
+        request_id="m1",
+        mounts=[FsMount(label="data", path="/data", read_only=False, free_bytes=5, total_bytes=9)],
+    ),
+    FsListReply(
+        request_id="l1",
+        path="/data/project",
+        entries=[
+            FsEntry(name="configs", kind="dir", modified=1.5),
+            FsEntry(name="labels.slp", kind="file", size=12, modified=2.0),
+        ],
+        total=2,
+        offset=0,
+    ),
+    FsStatReply(
+        request_id="s1",
+        entry=FsEntry(name="l.slp", kind="file", size=1, modified=0.0, path="/data/l.slp"),
+    ),
+    FsFindReply(
+        request_id="f1",
+        matches=[
+            FsMatch(
+                entry=FsEntry(name="c.yaml", kind="file", size=3, modified=1.0, path="/d/c.yaml"),
+                rank=0,
+                score=1.0,
+            )
+        ],
+        scanned=42,
+        truncated="time",
+    ),
 ]
 
 
@@ -242,8 +288,8 @@ def test_worker_message_round_trips(message: BaseModel) -> None:
 
 
 def test_every_message_type_is_covered() -> None:
-    assert len(CLIENT_TYPES) == 13
-    assert len(WORKER_TYPES) == 16
+    assert len(CLIENT_TYPES) == 17
+    assert len(WORKER_TYPES) == 20
     assert {type(m) for m in CLIENT_MESSAGES} == set(CLIENT_TYPES)
     assert {type(m) for m in WORKER_MESSAGES} == set(WORKER_TYPES)
 

@@ -259,7 +259,15 @@ class WorkerSession:
             queue = self._transfers[key or message.request_id or ""]
             queue.put_nowait(message)
             return
-        if isinstance(message, p.JobAccepted | p.JobRejected):
+        if isinstance(
+            message,
+            p.JobAccepted
+            | p.JobRejected
+            | p.FsMountsReply
+            | p.FsListReply
+            | p.FsStatReply
+            | p.FsFindReply,
+        ):
             future = self._pending.pop(message.request_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -434,6 +442,56 @@ class WorkerSession:
             if transfer_id is not None:
                 self._transfers.pop(transfer_id, None)
 
+    async def _request(self, message: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[message.request_id] = future
+        await self._send(message)
+        reply = await future
+        if isinstance(reply, p.Error):
+            raise WorkerError(reply.code, reply.message)
+        return reply
+
+    # -- the worker's files (read-only, inside its mounts) ---------------------------------
+
+    async def fs_mounts(self) -> list[p.FsMount]:
+        reply: p.FsMountsReply = await self._request(p.FsMounts(request_id=_rid()))
+        return list(reply.mounts)
+
+    async def fs_list(
+        self,
+        path: str,
+        *,
+        offset: int = 0,
+        limit: int = 200,
+        pattern: str | None = None,
+        dirs_only: bool = False,
+    ) -> p.FsListReply:
+        """One page of a folder on the worker (folders first); ``total`` counts them all."""
+        reply: p.FsListReply = await self._request(
+            p.FsList(
+                request_id=_rid(),
+                path=path,
+                offset=offset,
+                limit=limit,
+                pattern=pattern,
+                dirs_only=dirs_only,
+            )
+        )
+        return reply
+
+    async def fs_stat(self, path: str) -> p.FsEntry:
+        reply: p.FsStatReply = await self._request(p.FsStat(request_id=_rid(), path=path))
+        return reply.entry
+
+    async def fs_find(
+        self, query: str, *, under: str | None = None, limit: int = 50
+    ) -> p.FsFindReply:
+        """Files named like ``query`` (a name or glob) in the worker's mounts, best first."""
+        reply: p.FsFindReply = await self._request(
+            p.FsFind(request_id=_rid(), query=query, under=under, limit=limit)
+        )
+        return reply
+
     async def ping(self) -> None:
         await self._call(p.Ping(nonce=uuid.uuid4().hex[:8]))
 
@@ -447,6 +505,10 @@ class WorkerSession:
             except (TimeoutError, asyncio.CancelledError, Exception):
                 self._reader.cancel()
         await self.socket.close()
+
+
+def _rid() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def _sha256(path: Path) -> str:

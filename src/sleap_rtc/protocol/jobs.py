@@ -135,8 +135,47 @@ class DownloadAck(_Msg):
     received: int = Field(ge=0)
 
 
+class FsMounts(_Msg):
+    """The worker's mounts (label, path, free space)."""
+
+    type: Literal["FS_MOUNTS"] = "FS_MOUNTS"
+    request_id: _REQUEST_ID
+
+
+class FsList(_Msg):
+    """One page of a folder inside the mounts: folders first, then files."""
+
+    type: Literal["FS_LIST"] = "FS_LIST"
+    request_id: _REQUEST_ID
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+    limit: int = Field(default=200, ge=1, le=500)
+    pattern: Annotated[str, Field(max_length=255)] | None = None
+    dirs_only: bool = False
+
+
+class FsStat(_Msg):
+    type: Literal["FS_STAT"] = "FS_STAT"
+    request_id: _REQUEST_ID
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class FsFind(_Msg):
+    """Files named like ``query`` (a name or a glob) across the mounts, best first."""
+
+    type: Literal["FS_FIND"] = "FS_FIND"
+    request_id: _REQUEST_ID
+    query: Annotated[str, Field(min_length=1, max_length=255)]
+    under: Annotated[str, Field(max_length=4096)] | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+
+
 ClientMessage = Annotated[
-    Hello
+    FsMounts
+    | FsList
+    | FsStat
+    | FsFind
+    | Hello
     | JobSubmit
     | JobCancel
     | JobStop
@@ -297,6 +336,66 @@ class DownloadEnd(_Msg):
     transfer_id: _REQUEST_ID
 
 
+class FsMount(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: Annotated[str, Field(max_length=64)]
+    path: Annotated[str, Field(max_length=4096)]
+    read_only: bool
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+
+
+class FsEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(max_length=1024)]
+    kind: Literal["dir", "file", "other"]
+    size: int | None = None
+    modified: float
+    #: Full path; left out of folder listings (it is the folder's path plus the name).
+    path: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class FsMatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entry: FsEntry
+    #: 0 exact name, 1 same extension, 2 a close name, 3 a glob match.
+    rank: int = Field(ge=0, le=3)
+    score: float
+
+
+class FsMountsReply(_Msg):
+    type: Literal["FS_MOUNTS_REPLY"] = "FS_MOUNTS_REPLY"
+    request_id: _REQUEST_ID
+    mounts: list[FsMount] = Field(max_length=64)
+
+
+class FsListReply(_Msg):
+    type: Literal["FS_LIST_REPLY"] = "FS_LIST_REPLY"
+    request_id: _REQUEST_ID
+    path: Annotated[str, Field(max_length=4096)]
+    entries: list[FsEntry] = Field(max_length=500)
+    total: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class FsStatReply(_Msg):
+    type: Literal["FS_STAT_REPLY"] = "FS_STAT_REPLY"
+    request_id: _REQUEST_ID
+    entry: FsEntry
+
+
+class FsFindReply(_Msg):
+    type: Literal["FS_FIND_REPLY"] = "FS_FIND_REPLY"
+    request_id: _REQUEST_ID
+    matches: list[FsMatch] = Field(max_length=100)
+    scanned: int = Field(ge=0)
+    #: Why the search stopped early ("time", "entries", "results"), if it did.
+    truncated: Annotated[str, Field(max_length=32)] | None = None
+
+
 class Keepalive(_Msg):
     """Sent by the worker when a channel has been quiet, so long jobs never time out."""
 
@@ -314,7 +413,11 @@ class Error(_Msg):
 
 
 WorkerMessage = Annotated[
-    Welcome
+    FsMountsReply
+    | FsListReply
+    | FsStatReply
+    | FsFindReply
+    | Welcome
     | JobAccepted
     | JobRejected
     | JobProgress

@@ -27,6 +27,7 @@ from sleap_rtc.jobs.states import JobState
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.signaling import ProtocolError
 from sleap_rtc.transport.base import Channel, ChannelClosed
+from sleap_rtc.worker.files import Entry, FileService, FsError
 from sleap_rtc.worker.runner import (
     JobRejectedError,
     JobRunner,
@@ -152,6 +153,7 @@ class JobService:
         self.verifier = verifier
         self.hello_timeout_s = hello_timeout_s
         self.keepalive_s = keepalive_s
+        self.files = FileService(runner.mounts)
 
     async def serve(self, channel: Channel, relayed_by: str | None = None) -> None:
         """Speak the job protocol on ``channel`` until it closes.
@@ -273,6 +275,8 @@ class _Session:
             await self.control(message, peer)
         elif isinstance(message, p.Ping):
             await self.send(p.Pong(nonce=message.nonce))
+        elif isinstance(message, p.FsMounts | p.FsList | p.FsStat | p.FsFind):
+            await self.file_request(message)
         elif isinstance(message, p.UploadBegin | p.UploadChunk | p.UploadEnd):
             await self.upload(message)
         elif isinstance(message, p.Download):
@@ -284,6 +288,17 @@ class _Session:
                 download.more.set()
         else:
             await self.send(p.Error(code="UNEXPECTED", message=f"{message.type} is not expected"))
+
+    async def file_request(self, message: p.FsMounts | p.FsList | p.FsStat | p.FsFind) -> None:
+        """Answer a file-service request (read-only, inside the mounts only)."""
+        try:
+            reply = await asyncio.to_thread(_file_reply, self.service.files, message)
+        except FsError as exc:
+            await self.send(
+                p.Error(code=exc.code, message=exc.message, request_id=message.request_id)
+            )
+            return
+        await self.send(reply)
 
     async def upload(self, message: p.UploadBegin | p.UploadChunk | p.UploadEnd) -> None:
         assert self.uploads is not None
@@ -528,6 +543,82 @@ class _Session:
                 await task
         if not self.channel.closed:
             await self.channel.close("worker ended the session")
+
+
+def _fs_entry(entry: Entry, *, with_path: bool) -> p.FsEntry:
+    return p.FsEntry(
+        name=entry.name[:1024],
+        kind=entry.kind,
+        size=entry.size,
+        modified=entry.modified,
+        path=entry.path[:4096] if with_path else None,
+    )
+
+
+def _fits(message: p._Msg) -> bool:
+    try:
+        p.encode(message)
+    except ValueError:
+        return False
+    return True
+
+
+def _file_reply(files: FileService, message: p.FsMounts | p.FsList | p.FsStat | p.FsFind) -> p._Msg:
+    """The reply to a file request; long pages are shortened to fit one message."""
+    if isinstance(message, p.FsMounts):
+        return p.FsMountsReply(
+            request_id=message.request_id,
+            mounts=[
+                p.FsMount(
+                    label=m.label,
+                    path=m.path,
+                    read_only=m.read_only,
+                    free_bytes=m.free_bytes,
+                    total_bytes=m.total_bytes,
+                )
+                for m in files.list_mounts()
+            ],
+        )
+    if isinstance(message, p.FsStat):
+        return p.FsStatReply(
+            request_id=message.request_id, entry=_fs_entry(files.stat(message.path), with_path=True)
+        )
+    if isinstance(message, p.FsList):
+        listing = files.list(
+            message.path,
+            offset=message.offset,
+            limit=message.limit,
+            pattern=message.pattern,
+            dirs_only=message.dirs_only,
+        )
+        entries = [_fs_entry(e, with_path=False) for e in listing.entries]
+        while True:
+            reply = p.FsListReply(
+                request_id=message.request_id,
+                path=listing.path,
+                entries=entries,
+                total=listing.total,
+                offset=listing.offset,
+            )
+            if _fits(reply) or not entries:
+                return reply
+            entries = entries[: len(entries) // 2]
+    result = files.find(message.query, under=message.under, limit=message.limit)
+    matches = [
+        p.FsMatch(entry=_fs_entry(m.entry, with_path=True), rank=m.rank, score=round(m.score, 4))
+        for m in result.matches
+    ]
+    while True:
+        found = p.FsFindReply(
+            request_id=message.request_id,
+            matches=matches,
+            scanned=result.scanned,
+            truncated=result.truncated,
+        )
+        if _fits(found) or not matches:
+            return found
+        matches = matches[: len(matches) // 2]
+        result.truncated = result.truncated or "results"
 
 
 class _Download:

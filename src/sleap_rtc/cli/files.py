@@ -1,0 +1,165 @@
+"""``sleap-rtc fs``: look at a worker's files (read-only, inside its mounts), for scripts."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sleap_rtc.cli.remote import _run_async, ice_servers
+from sleap_rtc.cli.rooms import room_option, server_option
+from sleap_rtc.client import ServerClient
+from sleap_rtc.client.jobs import WorkerSession
+from sleap_rtc.client.select import choose_worker
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return ""
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _fs_options(func: Any) -> Any:
+    func = click.option(
+        "--worker-id", "-w", metavar="ID", help="The worker [default: the only one online]."
+    )(func)
+    func = server_option(func)
+    func = room_option()(func)
+    func = click.option(
+        "--transport",
+        type=click.Choice(["auto", "webrtc", "relay"]),
+        default="auto",
+        show_default=True,
+    )(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+    return func
+
+
+async def _session(server: ServerClient, room: str, options: dict[str, Any]) -> WorkerSession:
+    worker = choose_worker(await server.workers(room), room, worker_id=options["worker_id"])
+    return await WorkerSession.open(
+        server, room, worker.id, transport=options["transport"], ice_servers=ice_servers()
+    )
+
+
+@click.group()
+def fs() -> None:
+    """A worker's files: its mounts, folders and a search by name.
+
+    Read-only, and only inside the worker's mounts.
+
+    \b
+    Examples:
+      sleap-rtc fs mounts --room my-room
+      sleap-rtc fs ls --room my-room /vast/project --filter '*.yaml'
+      sleap-rtc fs find --room my-room centroid.yaml
+    """
+
+
+@fs.command("mounts")
+@_fs_options
+def fs_mounts(room: str, as_json: bool, **options: Any) -> None:
+    """List the worker's mounts and their free space."""
+
+    async def go() -> int:
+        async with (
+            ServerClient.from_config(options["server"]) as server,
+            await _session(server, room, options) as session,
+        ):
+            mounts = await session.fs_mounts()
+        if as_json:
+            click.echo(json.dumps([m.model_dump() for m in mounts], indent=2))
+            return 0
+        table = Table("label", "path", "access", "free", "size")
+        for mount in mounts:
+            access = "read-only" if mount.read_only else "read-write"
+            table.add_row(
+                mount.label, mount.path, access, _size(mount.free_bytes), _size(mount.total_bytes)
+            )
+        Console().print(table)
+        return 0
+
+    _run_async(go)
+
+
+@fs.command("ls")
+@click.argument("path")
+@_fs_options
+@click.option("--filter", "pattern", metavar="GLOB", help="Only files matching, e.g. '*.slp'.")
+@click.option("--all", "show_all", is_flag=True, help="Every entry, not only the first page.")
+def fs_ls(
+    path: str, room: str, as_json: bool, pattern: str | None, show_all: bool, **options: Any
+) -> None:
+    """List a folder on the worker: folders first, then files, with sizes."""
+
+    async def go() -> int:
+        async with (
+            ServerClient.from_config(options["server"]) as server,
+            await _session(server, room, options) as session,
+        ):
+            page = await session.fs_list(path, pattern=pattern)
+            entries = list(page.entries)
+            while show_all and len(entries) < page.total and page.entries:
+                page = await session.fs_list(path, offset=len(entries), pattern=pattern)
+                entries.extend(page.entries)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "path": page.path,
+                        "total": page.total,
+                        "entries": [e.model_dump(exclude_none=True) for e in entries],
+                    },
+                    indent=2,
+                )
+            )
+            return 0
+        click.echo(page.path)
+        for entry in entries:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.modified))
+            name = entry.name + ("/" if entry.kind == "dir" else "")
+            click.echo(f"  {name:<50} {_size(entry.size):>9}  {when}")
+        if len(entries) < page.total:
+            click.echo(f"  … {page.total - len(entries)} more (--all lists everything)")
+        return 0
+
+    _run_async(go)
+
+
+@fs.command("find")
+@click.argument("pattern")
+@_fs_options
+@click.option("--under", metavar="PATH", help="Search only this folder.")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+def fs_find(
+    pattern: str, room: str, as_json: bool, under: str | None, limit: int, **options: Any
+) -> None:
+    """Find files by name (e.g. centroid.yaml) or glob (e.g. '*.slp'), best matches first."""
+
+    async def go() -> int:
+        async with (
+            ServerClient.from_config(options["server"]) as server,
+            await _session(server, room, options) as session,
+        ):
+            found = await session.fs_find(pattern, under=under, limit=limit)
+        if as_json:
+            click.echo(found.model_dump_json(indent=2, exclude={"request_id", "v", "type"}))
+            return 0
+        if not found.matches:
+            click.echo(f"nothing named like {pattern!r} in the worker's mounts")
+        for match in found.matches:
+            click.echo(f"{match.entry.path}  {_size(match.entry.size)}")
+        if found.truncated:
+            click.echo(f"(search stopped early: {found.truncated}; narrow it with --under)")
+        return 0
+
+    _run_async(go)
