@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
-from sleap_rtc.protocol.signaling import ProtocolError
+from sleap_rtc.protocol.codec import load_object, validate
 
 JOB_PROTOCOL_VERSION: Final = 1
 #: Largest message on a job channel: fits a WebRTC data channel message and a relay payload.
@@ -440,63 +440,20 @@ _CLIENT: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 _WORKER: TypeAdapter[Any] = TypeAdapter(WorkerMessage)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def _load(data: str | bytes) -> dict[str, Any]:
-    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
-    if size > MAX_JOB_MESSAGE_BYTES:
-        raise ProtocolError(
-            "MESSAGE_TOO_LARGE",
-            f"message is {size} bytes; the limit is {MAX_JOB_MESSAGE_BYTES}",
-        )
-    try:
-        value = json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("MALFORMED", f"message is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("MALFORMED", "message must be a JSON object")
-    version = value.get("v", JOB_PROTOCOL_VERSION)
-    if version != JOB_PROTOCOL_VERSION:
-        raise ProtocolError(
-            "UNSUPPORTED_VERSION",
-            f"job protocol version {version!r} is not supported; this side speaks "
-            f"{JOB_PROTOCOL_VERSION}. Upgrade sleap-rtc on the older side.",
-        )
-    return value
-
-
-def _explain(exc: ValidationError, kind: object) -> ProtocolError:
-    first = exc.errors()[0]
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return ProtocolError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
-    where = ".".join(str(p) for p in first["loc"][1:]) or "message"
-    return ProtocolError("INVALID_MESSAGE", f"{kind} message: {where}: {first['msg']}")
+    return load_object(
+        data, max_bytes=MAX_JOB_MESSAGE_BYTES, version=JOB_PROTOCOL_VERSION, name="job protocol"
+    )
 
 
 def decode_client(data: str | bytes) -> Any:
     """A message a client sent, typed; raises ProtocolError."""
-    value = _load(data)
-    try:
-        return _CLIENT.validate_python(value)
-    except ValidationError as exc:
-        raise _explain(exc, value.get("type")) from None
-    except RecursionError:
-        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
+    return validate(_CLIENT, _load(data))
 
 
 def decode_worker(data: str | bytes) -> Any:
     """A message a worker sent, typed; raises ProtocolError."""
-    value = _load(data)
-    try:
-        return _WORKER.validate_python(value)
-    except ValidationError as exc:
-        raise _explain(exc, value.get("type")) from None
-    except RecursionError:
-        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
+    return validate(_WORKER, _load(data))
 
 
 def encode(message: BaseModel) -> str:

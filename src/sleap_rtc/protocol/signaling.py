@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from sleap_rtc.protocol.codec import ProtocolError, load_object, validate
 
 PROTOCOL_VERSION: Final = 1
 #: Largest message either side accepts, in bytes of encoded JSON.
@@ -29,15 +31,6 @@ MAX_PAYLOAD_DEPTH = 32
 _ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 _NAME = Annotated[str, Field(min_length=1, max_length=64)]
 _SHORT = Annotated[str, Field(max_length=256)]
-
-
-class ProtocolError(ValueError):
-    """A message that can't be accepted; ``code`` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class _Message(BaseModel):
@@ -186,10 +179,6 @@ CLOSE_PROTOCOL = 4400
 CLOSE_GOING_AWAY = 1001
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def _depth(value: Any, limit: int) -> int:
     """Nesting depth of lists and dicts, without recursion; stops counting past ``limit``."""
     deepest = 0
@@ -206,45 +195,12 @@ def _depth(value: Any, limit: int) -> int:
 
 
 def _load(text: str | bytes) -> dict[str, Any]:
-    size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
-    if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(
-            "MESSAGE_TOO_LARGE",
-            f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
-        )
-    try:
-        data = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("MALFORMED", f"message is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError("MALFORMED", "message is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("MALFORMED", "message must be a JSON object")
-    version = data.get("v", PROTOCOL_VERSION)
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            "UNSUPPORTED_VERSION",
-            f"protocol version {version!r} is not supported; this side speaks "
-            f"{PROTOCOL_VERSION}. Upgrade sleap-rtc on the older side.",
-        )
-    return data
-
-
-def _explain(exc: ValidationError, kind: object) -> ProtocolError:
-    first = exc.errors()[0]
-    if first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
-        return ProtocolError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
-    where = ".".join(str(p) for p in first["loc"][1:]) or "message"
-    return ProtocolError("INVALID_MESSAGE", f"{kind} message: {where}: {first['msg']}")
+    return load_object(text, max_bytes=MAX_MESSAGE_BYTES, version=PROTOCOL_VERSION, name="protocol")
 
 
 def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Ping:
     """Parse a message a worker or client sent; raises :class:`ProtocolError`."""
-    data = _load(text)
-    try:
-        message = _PEER.validate_python(data)
-    except ValidationError as exc:
-        raise _explain(exc, data.get("type")) from None
+    message = validate(_PEER, _load(text))
     if isinstance(message, Relay):
         if _depth(message.payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
             raise ProtocolError(
@@ -262,11 +218,8 @@ def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Pi
 
 def decode_server(text: str | bytes) -> Registered | Welcome | Delivery | Pong | ErrorMessage:
     """Parse a message the server sent; raises :class:`ProtocolError`."""
-    data = _load(text)
-    try:
-        return _SERVER.validate_python(data)
-    except ValidationError as exc:
-        raise _explain(exc, data.get("type")) from None
+    result: Registered | Welcome | Delivery | Pong | ErrorMessage = validate(_SERVER, _load(text))
+    return result
 
 
 def encode(message: BaseModel) -> str:
