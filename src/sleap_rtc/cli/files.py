@@ -10,8 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sleap_rtc.cli.remote import _run_async, ice_servers
-from sleap_rtc.cli.rooms import room_option, server_option
+from sleap_rtc.cli.remote import _run_async, ice_servers, worker_session_options
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.jobs import WorkerSession
 from sleap_rtc.client.select import choose_worker
@@ -29,19 +28,8 @@ def _size(value: int | None) -> str:
 
 
 def _fs_options(func: Any) -> Any:
-    func = click.option(
-        "--worker-id", "-w", metavar="ID", help="The worker [default: the only one online]."
-    )(func)
-    func = server_option(func)
-    func = room_option()(func)
-    func = click.option(
-        "--transport",
-        type=click.Choice(["auto", "webrtc", "relay"]),
-        default="auto",
-        show_default=True,
-    )(func)
-    func = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
-    return func
+    func = worker_session_options("The worker [default: the only one online].")(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
 async def _session(server: ServerClient, room: str, options: dict[str, Any]) -> WorkerSession:

@@ -540,19 +540,24 @@ def track(room: str, **options: Any) -> None:
 # -- jobs ---------------------------------------------------------------------------------------
 
 
-def _jobs_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option(
-        "--worker-id", "-w", metavar="ID", help="The worker [default: every online worker]."
-    )(func)
-    func = server_option(func)
-    func = room_option()(func)
-    func = click.option(
-        "--transport",
-        type=click.Choice(["auto", "webrtc", "relay"]),
-        default="auto",
-        show_default=True,
-    )(func)
-    return func
+def worker_session_options(worker_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--worker-id, --server, --room and --transport, for commands that talk to one worker."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option("--worker-id", "-w", metavar="ID", help=worker_help)(func)
+        func = server_option(func)
+        func = room_option()(func)
+        return click.option(
+            "--transport",
+            type=click.Choice(["auto", "webrtc", "relay"]),
+            default="auto",
+            show_default=True,
+        )(func)
+
+    return decorate
+
+
+_jobs_options = worker_session_options("The worker [default: every online worker].")
 
 
 @click.group()

@@ -180,7 +180,7 @@ def worker(
 
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
     from sleap_rtc.engine.local import LocalBackend
-    from sleap_rtc.worker.presence import PresenceLink, WorkerRefused, load_worker_id
+    from sleap_rtc.worker.presence import WorkerRefused, load_worker_id
     from sleap_rtc.worker.runner import JobRunner
     from sleap_rtc.worker.store import StoreLocked
 
@@ -191,41 +191,13 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         raise click.ClickException(str(exc)) from None
     worker_id = load_worker_id(config.resolved_state_dir())
 
-    def status() -> tuple[str, int]:
-        running = runner.running_jobs
-        busy = runner.active_jobs >= config.max_concurrent_jobs
-        return ("busy" if busy else "idle", running)
-
-    from sleap_rtc.protocol.signaling import Registered
     from sleap_rtc.transport.webrtc import host_addresses_from_env, pin_host_addresses
-    from sleap_rtc.worker.endpoint import PeerEndpoint
-    from sleap_rtc.worker.service import JobService, TicketVerifier
+    from sleap_rtc.worker.agent import WorkerAgent
 
     pin_host_addresses(config.ice_host_addresses or host_addresses_from_env())
-    service = JobService(runner, worker_id=worker_id, worker_name=caps.name, verifier=None)
-
-    def registered(info: Registered) -> None:
-        if info.ticket_public_key and info.issuer:
-            service.verifier = TicketVerifier(
-                info.ticket_public_key, info.issuer, info.room, worker_id
-            )
-
-    async def send(to: str, payload: dict[str, Any]) -> bool:
-        return await link.relay(to, payload)
-
-    endpoint = PeerEndpoint(service, send, ice_servers=config.ice_servers, webrtc=config.webrtc)
-    link = PresenceLink(
-        url,
-        secret,
-        worker_id,
-        caps,
-        status=status,  # type: ignore[arg-type]
-        refresh_gpus=refresh,
-        on_relay=endpoint.on_relay,
-        on_registered=registered,
-        expected_room=room,
+    agent = WorkerAgent(
+        runner, url, secret, worker_id, caps, expected_room=room, refresh_gpus=refresh
     )
-    runner.state_listeners.append(lambda _record: link.status_changed())
     gpus = ", ".join(f"{g.name} ({g.memory_total_mb:,} MB)" for g in caps.gpus) or "CPU only"
     click.echo(
         f"worker {caps.name} ({worker_id}) starting: {gpus}; mounts: {', '.join(caps.mounts)}; "
@@ -236,10 +208,10 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
     task = asyncio.current_task()
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    announce = asyncio.create_task(_announce(link, caps.name, worker_id))
+    announce = asyncio.create_task(_announce(agent.link, caps.name, worker_id))
     try:
         await runner.start()
-        await link.run()
+        await agent.run()
     except WorkerRefused as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_REFUSED
@@ -249,7 +221,7 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
     finally:
         announce.cancel()
         loop.remove_signal_handler(signal.SIGTERM)
-        await endpoint.close()
+        await agent.close()
         await runner.close()
     return 0
 

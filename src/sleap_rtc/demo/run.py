@@ -105,30 +105,15 @@ def _add_user(workdir: Path, password: str) -> None:
 async def _worker(config: WorkerConfig, url: str, key: str) -> AsyncIterator[str]:
     """A worker in this event loop: runner, job service, peer endpoint, presence."""
     from sleap_rtc.engine.local import LocalBackend
-    from sleap_rtc.protocol.signaling import Capabilities, Registered
+    from sleap_rtc.protocol.signaling import Capabilities
+    from sleap_rtc.worker.agent import WorkerAgent
     from sleap_rtc.worker.capabilities import sleap_nn_version
-    from sleap_rtc.worker.endpoint import PeerEndpoint
-    from sleap_rtc.worker.presence import PresenceLink, load_worker_id
+    from sleap_rtc.worker.presence import load_worker_id
     from sleap_rtc.worker.runner import JobRunner
-    from sleap_rtc.worker.service import JobService, TicketVerifier
 
     runner = JobRunner(config, LocalBackend(cancel_grace_s=config.cancel_grace_s))
     await runner.start()
     worker_id = load_worker_id(config.resolved_state_dir())
-    service = JobService(runner, worker_id=worker_id, worker_name=config.name, verifier=None)
-
-    def registered(info: Registered) -> None:
-        if info.ticket_public_key and info.issuer:
-            service.verifier = TicketVerifier(
-                info.ticket_public_key, info.issuer, info.room, worker_id
-            )
-
-    link: PresenceLink
-
-    async def send(to: str, payload: dict[str, Any]) -> bool:
-        return await link.relay(to, payload)
-
-    endpoint = PeerEndpoint(service, send)
     caps = Capabilities(
         name=config.name,
         hostname=socket.gethostname(),
@@ -137,17 +122,9 @@ async def _worker(config: WorkerConfig, url: str, key: str) -> AsyncIterator[str
         mounts=[m.label for m in runner.mounts],
         max_concurrent_jobs=config.max_concurrent_jobs,
     )
-    link = PresenceLink(
-        url,
-        key,
-        worker_id,
-        caps,
-        on_relay=endpoint.on_relay,
-        on_registered=registered,
-        expected_room=ROOM,
-        max_backoff_s=2.0,
-    )
-    task = asyncio.create_task(link.run())
+    agent = WorkerAgent(runner, url, key, worker_id, caps, expected_room=ROOM, max_backoff_s=2.0)
+    link = agent.link
+    task = asyncio.create_task(agent.run())
     try:
         waiter = asyncio.create_task(link.registered.wait())
         done, _ = await asyncio.wait({task, waiter}, timeout=30, return_when="FIRST_COMPLETED")
@@ -161,7 +138,7 @@ async def _worker(config: WorkerConfig, url: str, key: str) -> AsyncIterator[str
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        await endpoint.close()
+        await agent.close()
         await runner.close()
 
 

@@ -1,0 +1,75 @@
+"""A whole worker in one event loop: job runner, job service, peer endpoint, presence.
+
+``sleap-rtc worker`` and the demo both run one of these; the caller owns the
+runner (it opens the job store) and decides how to report what happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sleap_rtc.protocol.signaling import Capabilities, Gpu, Registered, WorkerStatus
+from sleap_rtc.worker.endpoint import PeerEndpoint
+from sleap_rtc.worker.presence import PresenceLink
+from sleap_rtc.worker.runner import JobRunner
+from sleap_rtc.worker.service import JobService, TicketVerifier
+
+
+class WorkerAgent:
+    def __init__(
+        self,
+        runner: JobRunner,
+        server_url: str,
+        key: str,
+        worker_id: str,
+        capabilities: Capabilities,
+        *,
+        expected_room: str | None = None,
+        refresh_gpus: Callable[[list[Gpu]], list[Gpu]] | None = None,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        config = runner.config
+        self.runner = runner
+        self.worker_id = worker_id
+        self.service = JobService(
+            runner, worker_id=worker_id, worker_name=capabilities.name, verifier=None
+        )
+        self.endpoint = PeerEndpoint(
+            self.service, self._send, ice_servers=config.ice_servers, webrtc=config.webrtc
+        )
+        self.link = PresenceLink(
+            server_url,
+            key,
+            worker_id,
+            capabilities,
+            status=self.status,
+            refresh_gpus=refresh_gpus,
+            on_relay=self.endpoint.on_relay,
+            on_registered=self._registered,
+            expected_room=expected_room,
+            max_backoff_s=max_backoff_s,
+        )
+        runner.state_listeners.append(lambda _record: self.link.status_changed())
+
+    def status(self) -> tuple[WorkerStatus, int]:
+        """Busy when every job slot is taken; and how many jobs are running."""
+        busy = self.runner.active_jobs >= self.runner.config.max_concurrent_jobs
+        return ("busy" if busy else "idle", self.runner.running_jobs)
+
+    def _registered(self, info: Registered) -> None:
+        # Tickets are checked with the key of the server this worker registered with.
+        if info.ticket_public_key and info.issuer:
+            self.service.verifier = TicketVerifier(
+                info.ticket_public_key, info.issuer, info.room, self.worker_id
+            )
+
+    async def _send(self, to: str, payload: dict[str, Any]) -> bool:
+        return await self.link.relay(to, payload)
+
+    async def run(self) -> None:
+        """Stay registered until cancelled; raises WorkerRefused if the server refuses."""
+        await self.link.run()
+
+    async def close(self) -> None:
+        await self.endpoint.close()
