@@ -724,8 +724,10 @@ async def _client_relay(state: ServerState, client: ClientConn, message: Relay) 
     target.conn.send(Delivery(sender=sender, payload=message.payload))
 
 
-def _save_last_seen(state: ServerState) -> None:
-    seen = [(w.room_id, w.worker_id, w.last_seen) for w in state.hub.workers.values()]
+def _save_last_seen(state: ServerState, workers: list[WorkerConn] | None = None) -> None:
+    """Write last-seen times of ``workers`` (default: every connected one)."""
+    chosen = list(state.hub.workers.values()) if workers is None else workers
+    seen = [(w.room_id, w.worker_id, w.last_seen) for w in chosen]
     if not seen:
         return
     try:
@@ -750,7 +752,7 @@ async def _sweep(state: ServerState) -> None:
                     worker.capabilities.name,
                 )
                 worker.conn.close(CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat")
-                await run_in_threadpool(_save_one, state, worker)
+                await run_in_threadpool(_save_last_seen, state, [worker])
         now = loop.time()
         if now - last_save >= 30:
             last_save = now
@@ -764,8 +766,3 @@ async def _sweep(state: ServerState) -> None:
                 continue
             for room_id in removed:
                 state.hub.disconnect_room(room_id, CLOSE_FORBIDDEN, "room has expired")
-
-
-def _save_one(state: ServerState, worker: WorkerConn) -> None:
-    with state.sessions() as session:
-        service.touch_workers(session, [(worker.room_id, worker.worker_id, worker.last_seen)])
