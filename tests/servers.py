@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +300,54 @@ def procs() -> Iterator[list[Proc]]:
     finally:
         for proc in started:
             proc.stop()
+
+
+@dataclass
+class Room:
+    """A server with users alice (owner) and bob (member) of room ``lab``, and one worker."""
+
+    server: ServerProcess
+    users: Users
+    worker: Proc
+    worker_id: str
+    data: Path
+
+    def client(self, user: str = "alice") -> Any:
+        from sleap_rtc.client import ServerClient
+        from sleap_rtc.client.credentials import CredentialStore
+
+        store = CredentialStore(self.users.home(user) / "config" / "credentials.json")
+        return ServerClient(self.server.url, store=store)
+
+
+@contextlib.contextmanager
+def open_room(root: Path, mount: Path) -> Iterator[Room]:
+    """Start the server and a CPU worker that mounts ``mount`` (as ``data``); stop both after."""
+    server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home").start()
+    worker: Proc | None = None
+    try:
+        users = Users(root, server)
+        users.add("alice")
+        users.add("bob")
+        ok(users.run("alice", "rooms", "create", "lab"))
+        invite = users.json("alice", "rooms", "invite", "lab")
+        ok(users.run("bob", "rooms", "join", invite["code"]))
+        key = users.json("alice", "keys", "create", "--room", "lab")["secret"]
+        worker = start_worker(
+            root / "worker-home",
+            server.url,
+            key,
+            "lab",
+            "lab-cpu",
+            mount,
+            "--models-dir",
+            str(mount / "models"),
+            env={"SLEAP_RTC_ICE_HOSTS": "127.0.0.1"},
+        )
+        worker.wait_line(r"online in room lab", timeout=90)
+        listed = users.json("alice", "rooms", "workers", "--room", "lab")
+        yield Room(server, users, worker, listed[0]["id"], mount)
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()

@@ -12,68 +12,26 @@ import signal
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from sleap_rtc.client import ClientError, ServerClient
-from sleap_rtc.client.credentials import CredentialStore
 from sleap_rtc.client.jobs import JobRejectedError, WorkerError, WorkerSession
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.transport.envelope import Data, Open
 from sleap_rtc.transport.relay import ServerSocket, new_channel_id
 from sleap_rtc.transport.webrtc import pin_host_addresses
-from tests.servers import Proc, ServerProcess, Users, cli_env, ok, start_worker, wait_for
+from tests.servers import Proc, Room, cli_env, open_room, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Room:
-    server: ServerProcess
-    users: Users
-    worker: Proc
-    worker_id: str
-    data: Path
-
-    def client(self, user: str = "alice") -> ServerClient:
-        store = CredentialStore(self.users.home(user) / "config" / "credentials.json")
-        return ServerClient(self.server.url, store=store)
-
-
 @pytest.fixture(scope="module")
 def room(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
-    root = tmp_path_factory.mktemp("remote")
-    server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home").start()
-    worker: Proc | None = None
-    try:
-        users = Users(root, server)
-        users.add("alice")
-        users.add("bob")
-        ok(users.run("alice", "rooms", "create", "lab"))
-        invite = users.json("alice", "rooms", "invite", "lab")
-        ok(users.run("bob", "rooms", "join", invite["code"]))
-        key = users.json("alice", "keys", "create", "--room", "lab")["secret"]
-        worker = start_worker(
-            root / "worker-home",
-            server.url,
-            key,
-            "lab",
-            "lab-cpu",
-            demo_root,
-            "--models-dir",
-            str(demo_root / "models"),
-            env={"SLEAP_RTC_ICE_HOSTS": "127.0.0.1"},
-        )
-        worker.wait_line(r"online in room lab", timeout=90)
-        listed = users.json("alice", "rooms", "workers", "--room", "lab")
-        yield Room(server, users, worker, listed[0]["id"], demo_root)
-    finally:
-        if worker is not None:
-            worker.stop()
-        server.stop()
+    with open_room(tmp_path_factory.mktemp("remote"), demo_root) as opened:
+        yield opened
 
 
 @pytest.fixture(autouse=True)

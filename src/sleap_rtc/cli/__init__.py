@@ -6,7 +6,7 @@ import click
 
 from sleap_rtc import __version__
 from sleap_rtc.cli.demo import demo, make_demo_data
-from sleap_rtc.cli.files import fs
+from sleap_rtc.cli.files import browse, fs
 from sleap_rtc.cli.local import local
 from sleap_rtc.cli.remote import jobs, track, train
 from sleap_rtc.cli.rooms import keys, login, logout, rooms, whoami
@@ -29,7 +29,7 @@ cli.add_command(demo)
 cli.add_command(make_demo_data)
 cli.add_command(local)
 cli.add_command(server)
-for command in (login, logout, whoami, rooms, keys, worker, train, track, jobs, fs):
+for command in (login, logout, whoami, rooms, keys, worker, train, track, jobs, fs, browse):
     cli.add_command(command)
 
 

@@ -1,30 +1,35 @@
-"""``sleap-rtc fs``: look at a worker's files (read-only, inside its mounts), for scripts."""
+"""``sleap-rtc browse`` and ``fs``: a worker's files (read-only, inside its mounts).
+
+``browse`` is the interactive browser; ``fs`` prints listings and searches for scripts.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 
-from sleap_rtc.cli.remote import _run_async, ice_servers, worker_session_options
+from sleap_rtc.cli.remote import (
+    EXIT_INTERRUPTED,
+    EXIT_REJECTED,
+    _run_async,
+    ice_servers,
+    worker_session_options,
+)
 from sleap_rtc.client import ServerClient
+from sleap_rtc.client.browse import BrowserModel, SessionSource
 from sleap_rtc.client.jobs import WorkerSession
 from sleap_rtc.client.select import choose_worker
 
 
 def _size(value: int | None) -> str:
-    if value is None:
-        return ""
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
+    return "" if value is None else decimal(value)
 
 
 def _fs_options(func: Any) -> Any:
@@ -148,6 +153,56 @@ def fs_find(
             click.echo(f"{match.entry.path}  {_size(match.entry.size)}")
         if found.truncated:
             click.echo(f"(search stopped early: {found.truncated}; narrow it with --under)")
+        return 0
+
+    _run_async(go)
+
+
+@click.command()
+@worker_session_options("The worker [default: the only one online].")
+@click.option("--start", metavar="PATH", help="Open this folder [default: the worker's mounts].")
+@click.option("--filter", "pattern", metavar="GLOB", default="", help="Start with this filter.")
+@click.option("--folders", is_flag=True, help="Pick a folder (e.g. a model) instead of a file.")
+def browse(room: str, start: str | None, pattern: str, folders: bool, **options: Any) -> None:
+    """Browse a worker's files and print the path you pick.
+
+    \b
+    Keys:
+      Up/Down, PgUp/PgDn  move           Enter or Right  open a folder / select
+      Left                up a folder    Backspace       erase the filter, then up
+      typing              edit the filter (*.yaml, or a word the name contains)
+      Ctrl-U              clear filter   Esc or Ctrl-C   cancel (exit 130)
+
+    The browser draws on the terminal even when the output is captured:
+
+    \b
+      config=$(sleap-rtc browse --room my-room --filter '*.yaml')
+    """
+    if not sys.stdin.isatty():
+        click.echo(
+            "Error: browse needs a terminal. In scripts use `sleap-rtc fs ls` or `sleap-rtc fs "
+            "find`.",
+            err=True,
+        )
+        sys.exit(EXIT_REJECTED)
+
+    async def go() -> int:
+        async with (
+            ServerClient.from_config(options["server"]) as server,
+            await _session(server, room, options) as session,
+        ):
+            from sleap_rtc.cli.browser import browse as run_browser
+
+            model = BrowserModel(
+                SessionSource(session), want="dir" if folders else "file", filter_text=pattern
+            )
+            await model.start(start)
+            title = f"{session.worker_name}: select a {'folder' if folders else 'file'}"
+            chosen = await run_browser(model, title)
+        if chosen is None:
+            click.echo("cancelled", err=True)
+            return EXIT_INTERRUPTED
+        click.echo(chosen)
         return 0
 
     _run_async(go)

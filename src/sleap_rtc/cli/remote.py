@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sleap_rtc.cli.correct import correct_paths
 from sleap_rtc.cli.options import (
     make_train_options,
     track_options,
@@ -46,6 +47,8 @@ from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.api import WorkerView
 
 EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 1, 2, 130
+#: Rounds of interactive path correction before a rejection is final.
+MAX_CORRECTIONS = 5
 T = TypeVar("T")
 
 
@@ -326,21 +329,29 @@ def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) 
             worker = await _select(server, room, options, console)
             async with await _open(server, room, worker, options) as session:
                 spec = await make_spec(session, console)
-                try:
-                    handle = await session.submit(spec)
-                except JobRejectedError as exc:
-                    if as_json:
-                        _emit_dict(
-                            {
-                                "type": "JOB_REJECTED",
-                                "job_id": exc.job_id,
-                                "worker_id": worker.id,
-                                "errors": [e.model_dump() for e in exc.errors],
-                            }
-                        )
-                    else:
+                for attempt in range(1, MAX_CORRECTIONS + 2):
+                    try:
+                        handle = await session.submit(spec)
+                        break
+                    except JobRejectedError as exc:
+                        if as_json:
+                            _emit_dict(
+                                {
+                                    "type": "JOB_REJECTED",
+                                    "job_id": exc.job_id,
+                                    "worker_id": worker.id,
+                                    "errors": [e.model_dump() for e in exc.errors],
+                                }
+                            )
+                            return EXIT_REJECTED
                         print_rejection(console, exc.errors)
-                    return EXIT_REJECTED
+                        if not interactive or attempt > MAX_CORRECTIONS:
+                            return EXIT_REJECTED
+                        corrected = await correct_paths(session, spec, exc.errors, console)
+                        if corrected is None:
+                            return EXIT_REJECTED
+                        spec = corrected
+                        console.print("Resubmitting the job with the corrected path(s)…")
                 if as_json:
                     _emit_dict(
                         {

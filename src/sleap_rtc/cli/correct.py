@@ -1,0 +1,122 @@
+"""Interactive path correction: after a rejection for a bad path, find the right one.
+
+For each path the worker rejected, the user is asked whether to browse; files
+named like the bad one are offered first, then the browser opens at the nearest
+folder that exists inside a mount, filtered for the kind of file the field
+takes. The corrected spec is returned for resubmission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from collections.abc import Sequence
+
+import click
+from rich.console import Console
+from rich.filesize import decimal
+
+from sleap_rtc.cli.browser import browse
+from sleap_rtc.client.browse import (
+    BrowserModel,
+    PathTarget,
+    SessionSource,
+    apply_path,
+    current_value,
+    nearest_folder,
+    path_problems,
+    start_candidates,
+    target_for,
+)
+from sleap_rtc.client.jobs import WorkerError, WorkerSession
+from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
+from sleap_rtc.protocol import jobs as p
+
+#: Files offered by name before the browser opens.
+MAX_CANDIDATES = 5
+
+
+async def correct_paths(
+    session: WorkerSession,
+    spec: TrainSpec | TrackSpec,
+    errors: Sequence[p.ProblemView],
+    console: Console,
+) -> TrainSpec | TrackSpec | None:
+    """Walk the user through each rejected path; the corrected spec, or None to give up."""
+    fixable = path_problems(errors)
+    targets = [(e, target_for(e.field, spec)) for e in fixable]
+    others = [e for e in errors if e.field not in {f.field for f in fixable}]
+    if not fixable or others or any(t is None for _, t in targets):
+        if fixable:
+            console.print(
+                "Fix the problems above on the command line and submit again; the browser "
+                "can only correct paths.",
+                highlight=False,
+            )
+        return None
+    source = SessionSource(session)
+    changes: list[tuple[str, str, str]] = []
+    for error, target in targets:
+        assert target is not None
+        bad = error.path or current_value(spec, target) or ""
+        console.print()
+        console.print(
+            f"Path error detected for '{error.field}': {bad}", highlight=False, soft_wrap=True
+        )
+        agreed = await asyncio.to_thread(
+            click.confirm,
+            "Would you like to browse the worker filesystem to find the correct path?",
+            default=False,
+        )
+        if not agreed:
+            return None
+        chosen = await _offer_candidates(session, bad, target, console)
+        if chosen is None:
+            start = await nearest_folder(source, start_candidates(bad, spec))
+            model = BrowserModel(source, want=target.want, filter_text=target.filter)
+            await model.start(start)
+            chosen = await browse(model, f"Select correct path for '{error.field}':")
+        if chosen is None:
+            console.print("cancelled; the job was not submitted")
+            return None
+        spec = apply_path(spec, target, chosen)
+        changes.append((error.field, bad, current_value(spec, target) or chosen))
+    for field, old, new in changes:
+        console.print(f"  {field}: {old} → {new}", highlight=False, soft_wrap=True)
+    return spec
+
+
+async def _offer_candidates(
+    session: WorkerSession, bad: str, target: PathTarget, console: Console
+) -> str | None:
+    """Files on the worker named like the bad one; the one the user picks, if any."""
+    if target.want != "file":
+        return None
+    name = posixpath.basename(bad.rstrip("/"))
+    try:
+        found = await session.fs_find(name, limit=MAX_CANDIDATES * 4)
+    except WorkerError:
+        return None  # a name too short to search for: browse instead
+    wanted_ext = target.filter.lstrip("*") if target.filter.startswith("*.") else ""
+    matches = [
+        m
+        for m in found.matches
+        if m.rank <= 2 and m.entry.path and m.entry.path.lower().endswith(wanted_ext)
+    ][:MAX_CANDIDATES]
+    if not matches:
+        return None
+    console.print(f"Likely matches for '{name}' on the worker:", highlight=False, soft_wrap=True)
+    for number, match in enumerate(matches, 1):
+        size = f"  ({decimal(match.entry.size)})" if match.entry.size is not None else ""
+        console.print(f"  {number}. {match.entry.path}{size}", highlight=False, soft_wrap=True)
+    choices = [str(n) for n in range(1, len(matches) + 1)] + ["b"]
+    answer = await asyncio.to_thread(
+        click.prompt,
+        f"Use one [1-{len(matches)}], or b to browse",
+        type=click.Choice(choices),
+        default="b",
+        show_choices=False,
+    )
+    if answer == "b":
+        return None
+    return matches[int(answer) - 1].entry.path
