@@ -321,7 +321,9 @@ class Room:
 
 
 @contextlib.contextmanager
-def open_room(root: Path, mount: Path) -> Iterator[Room]:
+def open_room(
+    root: Path, mount: Path, *, room: str = "lab", worker_name: str = "lab-cpu"
+) -> Iterator[Room]:
     """Start the server and a CPU worker that mounts ``mount`` (as ``data``); stop both after."""
     server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home").start()
     worker: Proc | None = None
@@ -329,23 +331,23 @@ def open_room(root: Path, mount: Path) -> Iterator[Room]:
         users = Users(root, server)
         users.add("alice")
         users.add("bob")
-        ok(users.run("alice", "rooms", "create", "lab"))
-        invite = users.json("alice", "rooms", "invite", "lab")
+        ok(users.run("alice", "rooms", "create", room))
+        invite = users.json("alice", "rooms", "invite", room)
         ok(users.run("bob", "rooms", "join", invite["code"]))
-        key = users.json("alice", "keys", "create", "--room", "lab")["secret"]
+        key = users.json("alice", "keys", "create", "--room", room)["secret"]
         worker = start_worker(
             root / "worker-home",
             server.url,
             key,
-            "lab",
-            "lab-cpu",
+            room,
+            worker_name,
             mount,
             "--models-dir",
             str(mount / "models"),
             env={"SLEAP_RTC_ICE_HOSTS": "127.0.0.1"},
         )
-        worker.wait_line(r"online in room lab", timeout=90)
-        listed = users.json("alice", "rooms", "workers", "--room", "lab")
+        worker.wait_line(rf"online in room {room}", timeout=90)
+        listed = users.json("alice", "rooms", "workers", "--room", room)
         yield Room(server, users, worker, listed[0]["id"], mount)
     finally:
         if worker is not None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-
 REQUIRE_ENV = "SLEAP_RTC_REQUIRE_TMUX"
 
 

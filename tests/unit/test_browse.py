@@ -278,8 +278,14 @@ def test_only_path_problems_are_corrected_once_per_field() -> None:
         p.ProblemView(field="labels_path", path="b.slp", code="PATH_NOT_FOUND", message="m"),
         p.ProblemView(field="max_epochs", path="0", code="OUT_OF_RANGE", message="m"),
         p.ProblemView(field="config_path", path="/x", code="ACCESS_DENIED", message="m"),
+        p.ProblemView(field="config_paths[1]", path="/y", code="CONFIG_INVALID", message="m"),
+        p.ProblemView(field="frames", path="9-1", code="FRAMES_INVALID", message="m"),
     ]
-    assert [e.field for e in path_problems(errors)] == ["labels_path", "config_path"]
+    assert [e.field for e in path_problems(errors)] == [
+        "labels_path",
+        "config_path",
+        "config_paths[1]",
+    ]
 
 
 async def test_the_browser_starts_at_the_nearest_folder_inside_a_mount(

@@ -174,3 +174,83 @@ def test_mounts_report_free_space(files: FileService, tree: dict[str, Path]) -> 
     assert info.free_bytes is not None and info.total_bytes is not None
     assert 0 < info.free_bytes <= info.total_bytes
     assert os.path.isdir(info.path)
+
+
+def test_a_listing_is_read_again_when_the_folder_changes(tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.slp").touch()
+    service = FileService(Mounts([Mount.create(folder, "f")]))
+    assert [e.name for e in service.list(str(folder)).entries] == ["a.slp"]
+    (folder / "b.slp").touch()
+    assert [e.name for e in service.list(str(folder)).entries] == ["a.slp", "b.slp"]
+    (folder / "a.slp").unlink()
+    page = service.list(str(folder))
+    assert [e.name for e in page.entries] == ["b.slp"] and page.total == 1
+    # A file that changes size without the folder changing is shown as it is now.
+    (folder / "b.slp").write_bytes(b"12345")
+    assert service.list(str(folder)).entries[0].size == 5
+
+
+def _naive_best(names: list[str], query: str, keep: int) -> list[tuple[int, float, str]]:
+    """Every name ranked the slow, obvious way: the reference for the bounded ranker."""
+    import difflib
+
+    stem, ext = os.path.splitext(query)
+    ranked = []
+    for name in names:
+        low = name.lower()
+        if low == query:
+            ranked.append((0, 1.0, name))
+            continue
+        name_stem, name_ext = os.path.splitext(low)
+        score = difflib.SequenceMatcher(None, name_stem, stem, autojunk=False).ratio()
+        if ext and name_ext == ext:
+            ranked.append((1, score, name))
+        elif score >= 0.6:
+            ranked.append((2, score, name))
+    ranked.sort(key=lambda m: (m[0], -m[1], m[2]))
+    return ranked[:keep]
+
+
+@pytest.mark.parametrize("query", ["centroid.yaml", "labels_v2.slp", "session_0042.yaml"])
+def test_bounded_ranking_keeps_the_same_best_as_ranking_everything(
+    tmp_path: Path, query: str
+) -> None:
+    import random
+
+    rng = random.Random(query)
+    words = ["centroid", "centered", "labels", "session", "config", "frame", "model", "v2"]
+    names = {query}
+    while len(names) < 2000:
+        stem = "_".join(rng.sample(words, rng.randint(1, 3))) + f"{rng.randint(0, 99)}"
+        names.add(stem + rng.choice([".yaml", ".slp", ".yml", ".txt", ".json"]))
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for name in names:
+        (folder / name).touch()
+    service = FileService(Mounts([Mount.create(folder, "m")]), find_max_results=25)
+    found = service.find(query)
+    expected = _naive_best(sorted(names), query, 25)
+    got = [(m.rank, round(m.score, 9), Path(m.entry.path).name) for m in found.matches]
+    # Same ranks and scores in the same order; names may differ only among equal scores.
+    assert [(r, s) for r, s, _ in got] == [(r, round(s, 9)) for r, s, _ in expected]
+    assert got[0][2] == query and found.truncated == "results"
+
+
+def test_a_link_retargeted_outside_after_listing_is_not_shown(tmp_path: Path) -> None:
+    mount = tmp_path / "m"
+    mount.mkdir()
+    (mount / "inside.yaml").write_text("in")
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("secret, and longer")
+    link = mount / "link.yaml"
+    link.symlink_to(mount / "inside.yaml")
+    service = FileService(Mounts([Mount.create(mount, "m")]))
+    assert [e.name for e in service.list(str(mount)).entries] == ["inside.yaml", "link.yaml"]
+    # Swap the link's target without touching the folder's own mtime.
+    stamp = os.stat(mount).st_mtime_ns
+    link.unlink()
+    link.symlink_to(outside)
+    os.utime(mount, ns=(stamp, stamp))
+    assert [e.name for e in service.list(str(mount)).entries] == ["inside.yaml"]

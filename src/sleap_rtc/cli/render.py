@@ -15,6 +15,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
 from sleap_rtc.jobs.states import JobState
@@ -34,18 +35,26 @@ class JobProgressView:
     Use as a context manager; feed it every event of one job.
     """
 
+    #: Below this many columns the bar is shorter and the elapsed time is left out,
+    #: so a line (model, bar, epoch x/N, loss, val loss, ETA) fits an 80-column terminal.
+    WIDE = 100
+
     def __init__(self, console: Console, *, show_logs: bool = False) -> None:
         self.console = console
         self.show_logs = show_logs
-        self.progress = Progress(
+        wide = console.width >= self.WIDE
+        columns = [
             TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=24),
+            # Narrow: the bar takes what the text leaves, down to nothing.
+            BarColumn(bar_width=24)
+            if wide
+            else BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=0)),
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
+        ]
+        if wide:
+            columns.append(TimeElapsedColumn())
+        self.progress = Progress(*columns, console=console, transient=False, expand=not wide)
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> JobProgressView:
@@ -90,7 +99,7 @@ class JobProgressView:
                 f" ({p.model_index}/{p.n_models})" if p.n_models > 1 else ""
             )
             task = self._task(f"train-{p.model_index}", label, p.total_epochs)
-            parts = [f"epoch {p.epoch}/{p.total_epochs}"]
+            parts: list[str] = []  # the epoch is the bar's x/N
             if p.loss is not None:
                 parts.append(f"loss {p.loss:.4g}")
             if p.val_loss is not None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sleap_rtc.jobs.problems import PATH_CODES
+from sleap_rtc.jobs.problems import PATH_CODES, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 
@@ -391,12 +391,17 @@ def apply_path(
     return type(spec).model_validate({**spec.model_dump(), target.attr: value})
 
 
+#: Problems picking another path fixes: a path that is wrong, or a file that isn't
+#: what the field takes (e.g. a YAML that is not a sleap-nn config).
+CORRECTABLE = PATH_CODES | {ProblemCode.CONFIG_INVALID}
+
+
 def path_problems(errors: Sequence[p.ProblemView]) -> list[p.ProblemView]:
     """The problems a path correction can fix, one per field."""
     seen: set[str] = set()
     found = []
     for error in errors:
-        if error.code in PATH_CODES and error.field not in seen:
+        if error.code in CORRECTABLE and error.field not in seen:
             seen.add(error.field)
             found.append(error)
     return found

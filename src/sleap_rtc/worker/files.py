@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import heapq
 import os
 import shutil
 import stat
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cachetools import TTLCache
+
 from sleap_rtc.jobs.mounts import Mounts
 
 Kind = Literal["dir", "file", "other"]
+#: A folder's visible names, each with whether it is a folder and whether it is a link;
+#: folders first, by name.
+Names = list[tuple[str, bool, bool]]
 ACCESS_DENIED = "Access denied: outside the worker's mounts"
 _WILDCARDS = set("*?[]")
 
@@ -95,6 +102,8 @@ class FileService:
         find_max_entries: int = 200_000,
         find_time_limit_s: float = 5.0,
         find_max_results: int = 100,
+        listing_cache_names: int = 2_000_000,
+        listing_cache_s: float = 60.0,
     ) -> None:
         self.mounts = mounts
         self.max_page = max_page
@@ -102,6 +111,12 @@ class FileService:
         self.find_max_entries = find_max_entries
         self.find_time_limit_s = find_time_limit_s
         self.find_max_results = find_max_results
+        # Sorted names of recently listed folders, checked against the folder's mtime:
+        # paging reads a folder once. Bounded by the number of names held.
+        self._listings: TTLCache[tuple[str, str, bool], tuple[int, Names]] = TTLCache(
+            maxsize=listing_cache_names, ttl=listing_cache_s, getsizeof=lambda v: len(v[1]) + 1
+        )
+        self._lock = threading.Lock()
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -122,9 +137,13 @@ class FileService:
             return False
         return self.mounts.containing(real) is not None
 
-    def _entry(self, path: Path, name: str | None = None) -> Entry | None:
-        """An entry for ``path`` if what it points at is inside the mounts."""
-        if not self._inside(path):
+    def _entry(self, path: Path, name: str | None = None, *, checked: bool = False) -> Entry | None:
+        """An entry for ``path`` if what it points at is inside the mounts.
+
+        ``checked``: the caller already knows it is (a non-link in a real folder inside
+        a mount, or a link whose target was checked).
+        """
+        if not checked and not self._inside(path):
             return None
         try:
             info = path.stat()
@@ -173,32 +192,62 @@ class FileService:
         """One page of a folder: folders first, then files, each by name.
 
         ``pattern`` (a glob such as ``*.yaml``) filters files; folders always show,
-        so a user can still move through them.
+        so a user can still move through them. The sorted names are kept for a
+        short while (until the folder changes), so paging through a folder of
+        100,000 entries reads it once; only the page's entries are stat'ed.
         """
         real = self.resolve(raw)
-        if not real.exists():
-            raise FsError("PATH_NOT_FOUND", f"Path not found: {raw}")
-        if not real.is_dir():
+        try:
+            info = real.stat()
+        except FileNotFoundError:
+            raise FsError("PATH_NOT_FOUND", f"Path not found: {raw}") from None
+        except OSError as exc:
+            raise FsError("NOT_READABLE", f"The worker can't read {raw}: {exc.strerror}") from None
+        if not stat.S_ISDIR(info.st_mode):
             raise FsError("NOT_A_DIRECTORY", f"Not a folder: {raw}")
+        key = (str(real), (pattern or "").lower(), dirs_only)
+        with self._lock:
+            cached = self._listings.get(key)
+        if cached is not None and cached[0] == info.st_mtime_ns:
+            names = cached[1]
+        else:
+            names = self._scan(real, raw, pattern, dirs_only)
+            with self._lock:
+                self._listings[key] = (info.st_mtime_ns, names)
         limit = max(1, min(limit, self.max_page))
-        entries: list[Entry] = []
+        entries = []
+        for name, _, is_link in names[offset : offset + limit]:
+            # A link is checked again: it may point elsewhere since the folder was read.
+            entry = self._entry(real / name, name, checked=not is_link)
+            if entry is not None:  # None: it went away since the folder was read
+                entries.append(entry)
+        return Listing(path=str(real), entries=entries, total=len(names), offset=offset)
+
+    def _scan(self, real: Path, raw: str, pattern: str | None, dirs_only: bool) -> Names:
+        """The folder's visible names with is-a-folder, folders first, by name."""
+        wanted = pattern.lower() if pattern else None
+        found: Names = []
         try:
             with os.scandir(real) as scan:
                 for item in scan:
-                    entry = self._entry(real / item.name, item.name)
-                    if entry is None:
+                    try:
+                        # Only a link can lead out of a folder that is inside a mount.
+                        is_link = item.is_symlink()
+                        if is_link and not self._inside(Path(item.path)):
+                            continue
+                        is_dir = item.is_dir()
+                    except OSError:
                         continue
-                    if entry.kind != "dir":
+                    if not is_dir:
                         if dirs_only:
                             continue
-                        if pattern and not fnmatch.fnmatch(entry.name.lower(), pattern.lower()):
+                        if wanted and not fnmatch.fnmatchcase(item.name.lower(), wanted):
                             continue
-                    entries.append(entry)
+                    found.append((item.name, is_dir, is_link))
         except PermissionError:
             raise FsError("NOT_READABLE", f"The worker can't read {raw}") from None
-        entries.sort(key=lambda e: (e.kind != "dir", e.name.lower(), e.name))
-        page = entries[offset : offset + limit]
-        return Listing(path=str(real), entries=page, total=len(entries), offset=offset)
+        found.sort(key=lambda e: (not e[1], e[0].lower(), e[0]))
+        return found
 
     def find(self, query: str, *, under: str | None = None, limit: int | None = None) -> FindResult:
         """Files named like ``query`` (a name, or a glob) in the mounts, best first."""
@@ -212,16 +261,17 @@ class FileService:
             )
         if "/" in query or "\0" in query:
             raise FsError("INVALID_PATTERN", "a pattern is a file name, not a path")
-        is_glob = any(c in _WILDCARDS for c in query)
-        roots = [self.resolve(under)] if under else [m.path for m in self.mounts]
+        roots = (
+            [self.resolve(under)]
+            if under
+            else [Path(os.path.realpath(m.path)) for m in self.mounts]
+        )
         limit = max(1, min(limit or self.find_max_results, self.find_max_results))
-        wanted = query.lower()
-        stem, ext = os.path.splitext(wanted)
+        ranker = _Ranker(query.lower(), keep=limit)
         result = FindResult()
         deadline = time.monotonic() + self.find_time_limit_s
-        found: dict[str, Match] = {}
         queue: deque[tuple[Path, int]] = deque((root, 0) for root in roots)
-        while queue:
+        while queue and not result.truncated:
             folder, depth = queue.popleft()
             try:
                 scan = os.scandir(folder)
@@ -233,45 +283,113 @@ class FileService:
                     if result.scanned > self.find_max_entries:
                         result.truncated = "entries"
                         break
-                    if result.scanned % 256 == 0 and time.monotonic() > deadline:
+                    if result.scanned % 1024 == 0 and time.monotonic() > deadline:
                         result.truncated = "time"
                         break
                     try:
-                        is_dir = item.is_dir(follow_symlinks=False)
+                        if item.is_dir(follow_symlinks=False):
+                            if depth + 1 <= self.find_max_depth:
+                                queue.append((Path(item.path), depth + 1))
+                            continue
+                        if not ranker.consider(item.name, item.path):
+                            continue
+                        # A kept candidate: make sure it is a file inside the mounts.
+                        leads_out = item.is_symlink() and not self._inside(Path(item.path))
+                        if leads_out or not item.is_file():
+                            ranker.drop(item.path)
                     except OSError:
-                        continue
-                    if is_dir:
-                        if depth + 1 <= self.find_max_depth:
-                            queue.append((Path(item.path), depth + 1))
-                        continue
-                    name = item.name.lower()
-                    rank, score = self._rank(name, wanted, stem, ext, is_glob)
-                    if rank is None:
-                        continue
-                    entry = self._entry(Path(item.path), item.name)
-                    if entry is None or entry.kind != "file":
-                        continue
-                    found[entry.path] = Match(entry, rank, score)
-            if result.truncated:
-                break
-        ordered = sorted(found.values(), key=lambda m: (m.rank, -m.score, m.entry.path))
-        if len(ordered) > limit:
+                        ranker.drop(item.path)
+        matches = []
+        for rank, score, path in ranker.best():
+            entry = self._entry(Path(path), checked=True)
+            if entry is not None and entry.kind == "file":
+                matches.append(Match(entry, rank, score))
+        if ranker.overflow:
             result.truncated = result.truncated or "results"
-        result.matches = ordered[:limit]
+        result.matches = matches
         return result
 
-    @staticmethod
-    def _rank(
-        name: str, wanted: str, stem: str, ext: str, is_glob: bool
-    ) -> tuple[int | None, float]:
-        if is_glob:
-            return (3, 0.0) if fnmatch.fnmatch(name, wanted) else (None, 0.0)
-        if name == wanted:
-            return 0, 1.0
-        name_stem, name_ext = os.path.splitext(name)
-        score = difflib.SequenceMatcher(None, stem, name_stem).ratio()
-        if ext and name_ext == ext:
-            return 1, score
-        if score >= 0.6:
-            return 2, score
-        return None, 0.0
+
+class _Ranker:
+    """Ranks file names against a query and keeps only the best ``keep``.
+
+    Exact name first, then names with the same extension (by similarity), then
+    close names (similarity of at least 0.6), or for a glob every match. The
+    similarity (difflib's ratio) is only computed where its cheap upper bounds say
+    the name could still make the list, which keeps a search over a million files
+    close to the cost of walking them.
+    """
+
+    CLOSE = 0.6
+
+    def __init__(self, query: str, *, keep: int) -> None:
+        self.query = query
+        self.keep = keep
+        self.is_glob = any(c in _WILDCARDS for c in query)
+        stem, self.ext = os.path.splitext(query)
+        self.matcher = difflib.SequenceMatcher(None, autojunk=False)
+        self.matcher.set_seq2(stem)  # difflib caches what it learns about seq2
+        # The best so far, worst on top: (-rank, score, -order, path).
+        self._heap: list[tuple[int, float, int, str]] = []
+        self._order = 0
+        #: True once a match had to be left out because ``keep`` were already better.
+        self.overflow = False
+
+    def consider(self, name: str, path: str) -> bool:
+        """Rank ``name``; True if it is among the best so far (and so kept)."""
+        name = name.lower()
+        if self.is_glob:
+            return fnmatch.fnmatchcase(name, self.query) and self._offer(3, 0.0, path)
+        if name == self.query:
+            return self._offer(0, 1.0, path)
+        stem, ext = os.path.splitext(name)
+        rank = 1 if self.ext and ext == self.ext else 2
+        floor = self.CLOSE if rank == 2 else 0.0
+        if len(self._heap) >= self.keep:
+            worst_rank, worst_score = -self._heap[0][0], self._heap[0][1]
+            if worst_rank < rank:
+                floor = 2.0  # cannot make the list whatever its score
+            elif worst_rank == rank:
+                floor = max(floor, worst_score)
+        matcher = self.matcher
+        matcher.set_seq1(stem)
+        if floor > 1.0 or matcher.real_quick_ratio() < floor or matcher.quick_ratio() < floor:
+            if not self.overflow and (rank == 1 or self._close_enough()):
+                self.overflow = True
+            return False
+        score = matcher.ratio()
+        if rank == 2 and score < self.CLOSE:
+            return False
+        return self._offer(rank, score, path)
+
+    def _close_enough(self) -> bool:
+        matcher = self.matcher
+        return (
+            matcher.real_quick_ratio() >= self.CLOSE
+            and matcher.quick_ratio() >= self.CLOSE
+            and matcher.ratio() >= self.CLOSE
+        )
+
+    def _offer(self, rank: int, score: float, path: str) -> bool:
+        self._order += 1
+        item = (-rank, score, -self._order, path)
+        if len(self._heap) < self.keep:
+            heapq.heappush(self._heap, item)
+            return True
+        self.overflow = True
+        if item > self._heap[0]:
+            heapq.heapreplace(self._heap, item)
+            return True
+        return False
+
+    def drop(self, path: str) -> None:
+        """Forget a kept candidate that turned out not to be a file inside the mounts."""
+        kept = [item for item in self._heap if item[3] != path]
+        if len(kept) != len(self._heap):
+            self._heap = kept
+            heapq.heapify(self._heap)
+
+    def best(self) -> list[tuple[int, float, str]]:
+        """The kept matches, best first (rank, then similarity, then path)."""
+        kept = [(-rank, score, path) for rank, score, _, path in self._heap]
+        return sorted(kept, key=lambda m: (m[0], -m[1], m[2]))
