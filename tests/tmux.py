@@ -61,6 +61,9 @@ class Terminal:
         lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
         if cwd is not None:
             lines.append(f"cd {shlex.quote(str(cwd))}")
+        # Ctrl-C is for the command: the shell around it carries on (a handler, not an
+        # ignore, so the command still gets the default SIGINT behaviour).
+        lines.append("trap : INT")
         lines.append(shlex.join(argv))
         lines.append(f"echo $? > {shlex.quote(str(self.exit_file))}")
         # Keep the pane (and what it shows) after the command ends; close() ends it.

@@ -88,7 +88,10 @@ def test_a_wrong_config_is_fixed_in_the_browser_and_the_job_completes(
     assert "Job rejected by worker:" in screen
     assert f"  - config_path: Path not found: {wrong}" in screen
     assert f"Path error detected for 'config_path': {wrong}" in screen
-    assert "Would you like to browse the worker filesystem to find the correct path?" in screen
+    assert (
+        "Would you like to browse the worker filesystem to find the correct path?\n[y/N]:"
+        in screen
+    )
     term.type("y")
     term.send("Enter")
 
@@ -160,8 +163,8 @@ def test_a_likely_file_is_offered_by_name_and_picked_by_number(
     assert (mount / "models" / "fixed-by-name" / "best.ckpt").is_file()
 
 
-def test_saying_no_or_having_no_terminal_ends_with_exit_2(
-    room: Room, mount: Path, term: Terminal
+def test_saying_no_interrupting_or_having_no_terminal_ends_the_command(
+    room: Room, mount: Path, term: Terminal, tmp_path: Path
 ) -> None:
     wrong = str(mount / PROJECT / "nope.yaml")
     term.start(cli("train", "--room", "lab", "--config", wrong), env(room))
@@ -169,6 +172,16 @@ def test_saying_no_or_having_no_terminal_ends_with_exit_2(
     term.send("Enter")  # the default is no
     assert term.exit_code() == 2
     assert "Select correct path" not in term.screen()
+
+    # Ctrl-C at a question ends the command at once (130), whatever is on the screen.
+    with Terminal(tmp_path / "interrupt") as interrupted:
+        interrupted.start(cli("train", "--room", "lab", "--config", wrong), env(room))
+        interrupted.wait_for(r"\[y/N\]:$", 90)
+        interrupted.type("y")
+        interrupted.send("Enter")
+        interrupted.wait_for(r"or b to browse \[b\]:$")
+        interrupted.send("C-c")
+        assert interrupted.exit_code() == 130
 
     # Without a terminal nothing is asked: the problems, then exit 2.
     result = subprocess.run(
@@ -242,3 +255,31 @@ def test_browse_picks_folders_and_esc_cancels(room: Room, mount: Path, tmp_path:
         term.send("Escape")
         assert term.exit_code() == 130
         assert "cancelled" in term.screen()
+
+
+def test_ctrl_c_during_training_offers_to_stop_early_and_keeps_the_model(
+    room: Room, mount: Path, term: Terminal
+) -> None:
+    config = mount / PROJECT / "configs" / "single_instance.yaml"
+    argv = cli(
+        "train",
+        "--room",
+        "lab",
+        "--config",
+        str(config),
+        "--max-epochs",
+        "200",
+        "--run-name",
+        "stopped-early",
+        "--no-logs",
+    )
+    term.start(argv, env(room))
+    term.wait_for(r"train single_instance .* [1-9]\d*/200", 120)  # an epoch done
+    term.send("C-c")
+    screen = term.wait_for(r"or \[w\]atch on \[w\]:$")
+    assert "Interrupted. [s]top early and keep the model, [c]ancel, [d]etach" in screen
+    term.type("s")
+    term.send("Enter")
+    assert term.exit_code(timeout=120) == 0, term.screen()
+    assert re.search(r"job \w+ complete \(stopped early\)", term.screen())
+    assert (mount / "models" / "stopped-early" / "best.ckpt").is_file()

@@ -8,7 +8,7 @@ terminal keeps its scrollback; it fits a plain 80×24 terminal. Keys:
 - ← or Backspace: up one folder (Backspace first erases the filter, if there is one)
 - typing: edit the filter (``*.yaml``; a word without wildcards matches names containing it)
 - Ctrl-U: clear the filter
-- Esc or Ctrl-C: cancel
+- Esc: cancel; Ctrl-C: interrupt (KeyboardInterrupt)
 """
 
 from __future__ import annotations
@@ -272,9 +272,12 @@ class Browser:
             await model.clear_filter()
 
         @bind("escape", eager=True)
-        @bind("c-c")
         async def _cancel(event: KeyPressEvent) -> None:
             self.app.exit(result=None)
+
+        @bind("c-c")
+        async def _interrupt(event: KeyPressEvent) -> None:
+            self.app.exit(exception=KeyboardInterrupt())
 
         @bind("<any>")
         async def _type(event: KeyPressEvent) -> None:

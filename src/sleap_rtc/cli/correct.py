@@ -8,14 +8,13 @@ takes. The corrected spec is returned for resubmission.
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 from collections.abc import Sequence
 
-import click
 from rich.console import Console
 from rich.filesize import decimal
 
+from sleap_rtc.cli.ask import choose, confirm
 from sleap_rtc.cli.browser import browse
 from sleap_rtc.client.browse import (
     BrowserModel,
@@ -63,10 +62,8 @@ async def correct_paths(
         console.print(
             f"Path error detected for '{error.field}': {bad}", highlight=False, soft_wrap=True
         )
-        agreed = await asyncio.to_thread(
-            click.confirm,
-            "Would you like to browse the worker filesystem to find the correct path?",
-            default=False,
+        agreed = await confirm(
+            "Would you like to browse the worker filesystem to find the correct path?"
         )
         if not agreed:
             return None
@@ -110,13 +107,7 @@ async def _offer_candidates(
         size = f"  ({decimal(match.entry.size)})" if match.entry.size is not None else ""
         console.print(f"  {number}. {match.entry.path}{size}", highlight=False, soft_wrap=True)
     choices = [str(n) for n in range(1, len(matches) + 1)] + ["b"]
-    answer = await asyncio.to_thread(
-        click.prompt,
-        f"Use one [1-{len(matches)}], or b to browse",
-        type=click.Choice(choices),
-        default="b",
-        show_choices=False,
-    )
+    answer = await choose(f"Use one [1-{len(matches)}], or b to browse", choices, default="b")
     if answer == "b":
         return None
     return matches[int(answer) - 1].entry.path

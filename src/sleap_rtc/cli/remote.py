@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sleap_rtc.cli.ask import choose
 from sleap_rtc.cli.correct import correct_paths
 from sleap_rtc.cli.options import (
     make_train_options,
@@ -196,13 +197,15 @@ async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bo
         await handle.cancel()
         return "cancel"
     console.print()
-    answer = await asyncio.to_thread(
-        click.prompt,
-        "Interrupted. [s]top early and keep the model, [c]ancel, [d]etach (job keeps running), "
-        "or [w]atch on",
-        type=click.Choice(["s", "c", "d", "w"]),
-        default="w",
-    )
+    try:
+        answer = await choose(
+            "Interrupted. [s]top early and keep the model, [c]ancel, [d]etach (job keeps "
+            "running), or [w]atch on",
+            ["s", "c", "d", "w"],
+            default="w",
+        )
+    except KeyboardInterrupt:
+        answer = "d"  # Ctrl-C again: leave, and lose nothing
     if answer == "s":
         try:
             await handle.stop()
@@ -241,7 +244,8 @@ async def _follow(
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                         await next_event
                     events = handle.events().__aiter__()
-                    action = await _ask_on_interrupt(handle, console, interactive)
+                    with view.paused() if view is not None else contextlib.nullcontext():
+                        action = await _ask_on_interrupt(handle, console, interactive)
                     if action == "detach":
                         console.print(
                             f"detached; job {handle.job_id} keeps running. Follow it again with "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from rich.console import Console
@@ -63,6 +64,15 @@ class JobProgressView:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing (e.g. while a question waits on the terminal), then go on."""
+        self.progress.stop()
+        try:
+            yield
+        finally:
+            self.progress.start()
 
     def _task(self, key: str, description: str, total: int | None) -> TaskID:
         if key not in self._tasks:
