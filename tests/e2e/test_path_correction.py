@@ -89,8 +89,7 @@ def test_a_wrong_config_is_fixed_in_the_browser_and_the_job_completes(
     assert f"  - config_path: Path not found: {wrong}" in screen
     assert f"Path error detected for 'config_path': {wrong}" in screen
     assert (
-        "Would you like to browse the worker filesystem to find the correct path?\n[y/N]:"
-        in screen
+        "Would you like to browse the worker filesystem to find the correct path?\n[y/N]:" in screen
     )
     term.type("y")
     term.send("Enter")
