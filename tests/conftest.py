@@ -13,6 +13,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.postgres import database_url, postgres_cluster  # noqa: F401
 from tests.servers import procs, server_factory  # noqa: F401
+from tests.slurm import slurm  # noqa: F401
 
 # sleap-nn on a busy 2-core machine slows ~10x with more than one thread.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

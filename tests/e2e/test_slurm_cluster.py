@@ -1,0 +1,42 @@
+"""The dev SLURM cluster runs jobs, chains them and accounts for them."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.slurm import wait_states
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm")]
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"}
+
+
+def sbatch(*args: str, cwd: Path) -> str:
+    out = subprocess.run(
+        ["sbatch", "--parsable", *args], capture_output=True, text=True, check=True, cwd=cwd
+    ).stdout
+    return out.strip().split(";")[0]
+
+
+def test_a_failed_stage_cancels_its_dependents(tmp_path: Path) -> None:
+    first = sbatch("--wrap", "echo hello > first.txt", cwd=tmp_path)
+    failing = sbatch(
+        f"--dependency=afterok:{first}",
+        "--kill-on-invalid-dep=yes",
+        "--wrap",
+        "exit 3",
+        cwd=tmp_path,
+    )
+    never = sbatch(
+        f"--dependency=afterok:{failing}",
+        "--kill-on-invalid-dep=yes",
+        "--wrap",
+        "touch never",
+        cwd=tmp_path,
+    )
+    states = wait_states([first, failing, never], FINISHED)
+    assert states == {first: "COMPLETED", failing: "FAILED", never: "CANCELLED"}
+    assert (tmp_path / "first.txt").read_text() == "hello\n"
+    assert not (tmp_path / "never").exists()
