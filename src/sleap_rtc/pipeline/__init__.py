@@ -1,0 +1,1 @@
+"""Spec-driven pipelines on SLURM: job files, SBATCH scripts, chaining, manifests."""
