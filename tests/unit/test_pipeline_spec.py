@@ -174,3 +174,19 @@ def test_stage_resources_fill_in_from_the_job() -> None:
     merged = stage.over(job)
     assert merged.partition == "gpu" and merged.time == "02:00:00" and merged.gpus == 1
     assert merged.extra == ["--exclusive", "--requeue"]
+
+
+@pytest.mark.parametrize("name", ["topdown.json", "single_instance.json"])
+def test_the_example_job_files_load(tmp_path: Path, name: str) -> None:
+    import shutil
+
+    from sleap_rtc.demo.data import make_demo_data
+
+    examples = Path(__file__).parents[2] / "examples" / "jobs"
+    copy = tmp_path / "jobs"
+    shutil.copytree(examples, copy, ignore=shutil.ignore_patterns("data"))
+    for dataset in ("mice", "flies"):
+        make_demo_data(copy / "data" / dataset)
+    pipeline = load_job(copy / name)
+    assert pipeline.stages and all(s.dataset.labels.is_file() for s in pipeline.stages)
+    assert all(s.config is None or s.config.is_file() for s in pipeline.stages)
