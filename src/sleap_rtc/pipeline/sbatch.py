@@ -1,0 +1,223 @@
+"""SBATCH scripts for pipeline stages, written so a person can read and edit them.
+
+Each stage of each dataset gets ``slurm_jobs/{job}_{dataset}_{stage}.sbatch`` and
+a ``.meta.json`` beside it (the job file's spec, the resolved paths, the git
+commit of the job file's folder, when it was written). A script holds its
+resources as ``#SBATCH`` lines, the job file's set-up lines, and the commands
+that run the stage with ``sleap-rtc local``; it fails on the first failing
+line (``set -euo pipefail``), set-up included. Artifacts go to
+``$SLEAP_RTC_EXPERIMENT_ROOT/{job}/{dataset}/{stage}/``; the root defaults to
+the one chosen when the script was written and the environment overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sleap_rtc.pipeline.spec import Pipeline, Resources, Stage
+
+EXPERIMENT_ROOT_ENV = "SLEAP_RTC_EXPERIMENT_ROOT"
+#: Inside a stage's artifacts folder: the trained model, and tracking's output.
+MODEL_DIR = "model"
+PREDICTIONS = "predictions.slp"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's scripts, logs and artifacts go."""
+
+    scripts: Path
+    logs: Path
+    experiment_root: Path
+
+    @classmethod
+    def under(cls, folder: Path, experiment_root: Path | None = None) -> Layout:
+        folder = folder.resolve()
+        return cls(
+            scripts=folder / "slurm_jobs",
+            logs=folder / "slurm_logs",
+            experiment_root=(experiment_root or folder / "experiment_runs").resolve(),
+        )
+
+    def artifacts(self, stage: Stage, other: str | None = None) -> str:
+        """The stage's artifacts folder as the script names it (honouring the env)."""
+        name = other or stage.name
+        return f'"${EXPERIMENT_ROOT_ENV}"/{_q(stage.job)}/{_q(stage.dataset.name)}/{_q(name)}'
+
+
+def _q(value: str | Path) -> str:
+    return shlex.quote(str(value))
+
+
+def sbatch_lines(stage: Stage, layout: Layout) -> list[str]:
+    """The ``#SBATCH`` header for a stage."""
+    r: Resources = stage.resources
+    lines = [
+        f"--job-name={stage.key}",
+        f"--output={layout.logs / stage.key}-%j.out",
+        f"--chdir={layout.scripts.parent}",
+    ]
+    for option, value in (
+        ("partition", r.partition),
+        ("account", r.account),
+        ("qos", r.qos),
+        ("time", r.time),
+        ("mem", r.mem),
+        ("cpus-per-task", r.cpus),
+        ("constraint", r.constraint),
+        ("gres", r.gres),
+    ):
+        if value is not None:
+            lines.append(f"--{option}={value}")
+    if r.gpus:
+        lines.append(f"--gpus={r.gpus}")
+    lines.extend(r.extra)
+    return [f"#SBATCH {line}" for line in lines]
+
+
+def _mounts(paths: list[Path]) -> list[str]:
+    """``--mount`` options for the folders a stage reads or writes (labels m0, m1…)."""
+    folders: list[Path] = []
+    for path in paths:
+        if not any(path == f or path.is_relative_to(f) for f in folders):
+            folders = [f for f in folders if not f.is_relative_to(path)] + [path]
+    return [f"--mount {_q(f'{folder}:m{i}')}" for i, folder in enumerate(folders)]
+
+
+def stage_commands(stage: Stage, layout: Layout, sleap_rtc: list[str]) -> list[str]:
+    """The shell lines that run one stage (after ``ARTIFACTS`` is set)."""
+    cli = " ".join(_q(part) for part in sleap_rtc)
+    args = stage.extra_args
+    if stage.name != "track":
+        assert stage.config is not None
+        inputs = [stage.config.parent, stage.dataset.labels.parent]
+        if stage.dataset.val_labels is not None:
+            inputs.append(stage.dataset.val_labels.parent)
+        command = [
+            f"{cli} local train",
+            *_mounts(inputs),
+            '--mount "$ARTIFACTS:artifacts"',
+            '--models-dir "$ARTIFACTS"',
+            f"--config {_q(stage.config)}",
+            f"--labels {_q(stage.dataset.labels)}",
+        ]
+        if stage.dataset.val_labels is not None:
+            command.append(f"--val-labels {_q(stage.dataset.val_labels)}")
+        for key in ("max_epochs", "batch_size", "learning_rate"):
+            if key in args:
+                command.append(f"--{key.replace('_', '-')} {_q(str(args[key]))}")
+        command.append(f"--run-name {MODEL_DIR}")
+        return [" \\\n    ".join(command)]
+    command = [
+        f"{cli} local track",
+        *_mounts([stage.dataset.track.parent]),
+        f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
+        f"--data-path {_q(stage.dataset.track)}",
+    ]
+    for parent in stage.after:
+        command.append(f"--model-paths {layout.artifacts(stage, parent)}/{MODEL_DIR}")
+    command.append(f'--output "$ARTIFACTS"/{PREDICTIONS}')
+    for key in ("batch_size", "peak_threshold", "frames"):
+        if key in args:
+            command.append(f"--{key.replace('_', '-')} {_q(str(args[key]))}")
+    if args.get("only_suggested_frames"):
+        command.append("--only-suggested-frames")
+    command.append("--overwrite")
+    return [" \\\n    ".join(command)]
+
+
+def render(stage: Stage, layout: Layout, sleap_rtc: list[str]) -> str:
+    """The whole script for one stage."""
+    lines = ["#!/bin/bash", *sbatch_lines(stage, layout), ""]
+    lines += [
+        f"# {stage.job} / {stage.dataset.name} / {stage.name}, written by `sleap-rtc pipeline`.",
+        "# Edit freely: an existing script is submitted as it is, not written again.",
+        "set -euo pipefail",
+        "",
+        f'export {EXPERIMENT_ROOT_ENV}="${{{EXPERIMENT_ROOT_ENV}:-{layout.experiment_root}}}"',
+        f"ARTIFACTS={layout.artifacts(stage)}",
+        'mkdir -p "$ARTIFACTS"',
+        "",
+    ]
+    if stage.setup:
+        lines.append("# Environment set-up (a failing line fails the job)")
+        lines += stage.setup
+        lines.append("")
+    lines += stage_commands(stage, layout, sleap_rtc)
+    return "\n".join(lines) + "\n"
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in ``folder``'s repository, if it is in one."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Written:
+    stage: Stage
+    script: Path
+    meta: Path
+    #: False when the script was already there (and is kept as it is).
+    created: bool
+
+
+def generate(
+    pipeline: Pipeline, layout: Layout, *, sleap_rtc: list[str] | None = None
+) -> list[Written]:
+    """Write the scripts of every stage that has none yet, and each one's meta file."""
+    command = sleap_rtc or [sys.executable, "-m", "sleap_rtc"]
+    layout.scripts.mkdir(parents=True, exist_ok=True)
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    commit = git_commit(pipeline.source.parent)
+    written = []
+    for stage in pipeline.stages:
+        script = layout.scripts / f"{stage.key}.sbatch"
+        meta = layout.scripts / f"{stage.key}.meta.json"
+        created = not script.exists()
+        if created:
+            text = render(stage, layout, command)
+            partial = script.with_suffix(".sbatch.part")
+            partial.write_text(text)
+            partial.chmod(0o755)
+            partial.replace(script)
+        info = {
+            "job": pipeline.name,
+            "job_file": str(pipeline.source),
+            "dataset": stage.dataset.name,
+            "stage": stage.name,
+            "after": list(stage.after),
+            "spec": pipeline.spec,
+            "paths": {
+                "config": str(stage.config) if stage.config else None,
+                "labels": str(stage.dataset.labels),
+                "val_labels": str(stage.dataset.val_labels) if stage.dataset.val_labels else None,
+                "track": str(stage.dataset.track),
+                "script": str(script),
+                "logs": str(layout.logs),
+                "experiment_root": str(layout.experiment_root),
+            },
+            "resources": stage.resources.model_dump(exclude_none=True),
+            "manifest": stage.manifest,
+            "optimize_batch_size": stage.optimize_batch_size,
+            "git_commit": commit,
+            "written_at": time.time(),
+            "script_kept": not created,
+        }
+        meta.write_text(json.dumps(info, indent=2) + "\n")
+        written.append(Written(stage, script, meta, created))
+    return written
