@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,13 +40,83 @@ def test_generated_scripts_pass_sbatch_test_only(jobs: Path, tmp_path: Path) -> 
         assert check.returncode == 0 and "to start at" in check.stderr, check.stderr
 
 
-def test_a_generated_training_stage_runs_to_a_model(jobs: Path, tmp_path: Path) -> None:
-    (item,) = generate(load_job(jobs / "single_instance.json"), Layout.under(tmp_path))
-    job_id = subprocess.run(
-        ["sbatch", "--parsable", str(item.script)], capture_output=True, text=True, check=True
+def submit(script: Path) -> str:
+    return subprocess.run(
+        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def finished(job_id: str, logs: Path) -> str:
     state = wait_states([job_id], FINISHED, timeout=300)[job_id]
-    log = next((tmp_path / "slurm_logs").glob(f"*-{job_id}.out"))
+    log = next(logs.glob(f"*-{job_id}.out"))
     assert state == "COMPLETED", log.read_text()[-3000:]
-    model = tmp_path / "experiment_runs" / "single" / "mice" / "single_instance" / "model"
-    assert (model / "best.ckpt").is_file(), log.read_text()[-3000:]
+    return log.read_text()
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sleap_rtc", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_a_stage_trains_pins_its_model_and_a_later_run_tracks_with_it(
+    jobs: Path, tmp_path: Path
+) -> None:
+    # Train through the CLI's generated script, on SLURM.
+    generated = cli(
+        "pipeline",
+        "run",
+        "--job",
+        str(jobs / "single_instance.json"),
+        "--generate-only",
+        "--output-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert generated.returncode == 0, generated.stderr
+    script = tmp_path / "slurm_jobs" / "single_mice_single_instance.sbatch"
+    assert f"{script}  written" in generated.stdout
+    job_id = submit(script)
+    finished(job_id, tmp_path / "slurm_logs")
+    stage_dir = tmp_path / "experiment_runs" / "single" / "mice" / "single_instance"
+    assert (stage_dir / "model" / "best.ckpt").is_file()
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    assert manifest["slurm_job_id"] == job_id and manifest["models"] == ["model"]
+    assert "model/best.ckpt" in {a["path"] for a in manifest["artifacts"]}
+    verified = cli("pipeline", "manifest", "verify", str(stage_dir / "manifest.json"), cwd=tmp_path)
+    assert verified.returncode == 0 and "match" in verified.stdout
+
+    # A second job tracks with the pinned model, from another run folder.
+    track_job = {
+        "name": "tracked",
+        "datasets": ["mice"],
+        "datasets_registry": str(jobs / "datasets.json"),
+        "training_types": ["track"],
+        "dependency_manifests": {"track": str(stage_dir / "manifest.json")},
+        "extra_args": {"frames": "0-9"},
+        "slurm": {"time": "00:10:00", "cpus": 1},
+    }
+    job_file = tmp_path / "track.json"
+    job_file.write_text(json.dumps(track_job))
+    out = tmp_path / "second"
+    (item,) = generate(load_job(job_file), Layout.under(out))
+    assert str(stage_dir / "model") in item.script.read_text()
+    finished(submit(item.script), out / "slurm_logs")
+    assert (out / "experiment_runs" / "tracked" / "mice" / "track" / "predictions.slp").is_file()
+
+    # A tampered artifact is refused, naming the file.
+    config = stage_dir / "model" / "training_config.yaml"
+    config.write_text(config.read_text() + "# edited\n")
+    refused = cli(
+        "pipeline",
+        "run",
+        "--job",
+        str(job_file),
+        "--generate-only",
+        "--output-dir",
+        str(tmp_path / "third"),
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2
+    assert f"pinned file changed: {config}" in refused.stderr.replace("\n", "")
+    assert not (tmp_path / "third" / "slurm_jobs").exists()

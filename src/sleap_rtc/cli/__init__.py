@@ -8,6 +8,7 @@ from sleap_rtc import __version__
 from sleap_rtc.cli.demo import demo, make_demo_data
 from sleap_rtc.cli.files import browse, fs
 from sleap_rtc.cli.local import local
+from sleap_rtc.cli.pipeline import pipeline
 from sleap_rtc.cli.remote import jobs, track, train
 from sleap_rtc.cli.rooms import keys, login, logout, rooms, whoami
 from sleap_rtc.cli.server import server
@@ -29,7 +30,20 @@ cli.add_command(demo)
 cli.add_command(make_demo_data)
 cli.add_command(local)
 cli.add_command(server)
-for command in (login, logout, whoami, rooms, keys, worker, train, track, jobs, fs, browse):
+for command in (
+    login,
+    logout,
+    whoami,
+    rooms,
+    keys,
+    worker,
+    train,
+    track,
+    jobs,
+    fs,
+    browse,
+    pipeline,
+):
     cli.add_command(command)
 
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
+from sleap_rtc.pipeline.manifest import Manifest, verify_manifest
 from sleap_rtc.pipeline.spec import Pipeline, Resources, Stage
 
 EXPERIMENT_ROOT_ENV = "SLEAP_RTC_EXPERIMENT_ROOT"
@@ -90,8 +92,14 @@ def _mounts(paths: list[Path]) -> list[str]:
     return [f"--mount {_q(f'{folder}:m{i}')}" for i, folder in enumerate(folders)]
 
 
-def stage_commands(stage: Stage, layout: Layout, sleap_rtc: list[str]) -> list[str]:
-    """The shell lines that run one stage (after ``ARTIFACTS`` is set)."""
+def stage_commands(
+    stage: Stage, layout: Layout, sleap_rtc: list[str], pinned: Manifest | None = None
+) -> list[str]:
+    """The shell lines that run one stage (after ``ARTIFACTS`` is set).
+
+    A training stage ends by writing its manifest; track uses the models trained
+    earlier in this run, or those ``pinned`` by a manifest from outside it.
+    """
     cli = " ".join(_q(part) for part in sleap_rtc)
     args = stage.extra_args
     if stage.name != "track":
@@ -113,15 +121,24 @@ def stage_commands(stage: Stage, layout: Layout, sleap_rtc: list[str]) -> list[s
             if key in args:
                 command.append(f"--{key.replace('_', '-')} {_q(str(args[key]))}")
         command.append(f"--run-name {MODEL_DIR}")
-        return [" \\\n    ".join(command)]
+        manifest = [
+            f'{cli} pipeline manifest write "$ARTIFACTS"',
+            f"--job {_q(stage.job)} --dataset {_q(stage.dataset.name)} --stage {_q(stage.name)}",
+            f"--model {MODEL_DIR}",
+            '--slurm-job-id "${SLURM_JOB_ID:-}"',
+        ]
+        return [" \\\n    ".join(command), "", " \\\n    ".join(manifest)]
+    pinned_models = pinned.model_paths() if pinned is not None and not stage.after else []
     command = [
         f"{cli} local track",
-        *_mounts([stage.dataset.track.parent]),
+        *_mounts([stage.dataset.track.parent, *pinned_models]),
         f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
         f"--data-path {_q(stage.dataset.track)}",
     ]
     for parent in stage.after:
         command.append(f"--model-paths {layout.artifacts(stage, parent)}/{MODEL_DIR}")
+    for model in pinned_models:
+        command.append(f"--model-paths {_q(model)}")
     command.append(f'--output "$ARTIFACTS"/{PREDICTIONS}')
     for key in ("batch_size", "peak_threshold", "frames"):
         if key in args:
@@ -132,7 +149,9 @@ def stage_commands(stage: Stage, layout: Layout, sleap_rtc: list[str]) -> list[s
     return [" \\\n    ".join(command)]
 
 
-def render(stage: Stage, layout: Layout, sleap_rtc: list[str]) -> str:
+def render(
+    stage: Stage, layout: Layout, sleap_rtc: list[str], pinned: Manifest | None = None
+) -> str:
     """The whole script for one stage."""
     lines = ["#!/bin/bash", *sbatch_lines(stage, layout), ""]
     lines += [
@@ -149,7 +168,9 @@ def render(stage: Stage, layout: Layout, sleap_rtc: list[str]) -> str:
         lines.append("# Environment set-up (a failing line fails the job)")
         lines += stage.setup
         lines.append("")
-    lines += stage_commands(stage, layout, sleap_rtc)
+    if pinned is not None:
+        lines.append(f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)")
+    lines += stage_commands(stage, layout, sleap_rtc, pinned)
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +202,7 @@ def generate(
 ) -> list[Written]:
     """Write the scripts of every stage that has none yet, and each one's meta file."""
     command = sleap_rtc or [sys.executable, "-m", "sleap_rtc"]
+    pinned = check_manifests(pipeline, layout)
     layout.scripts.mkdir(parents=True, exist_ok=True)
     layout.logs.mkdir(parents=True, exist_ok=True)
     commit = git_commit(pipeline.source.parent)
@@ -190,7 +212,7 @@ def generate(
         meta = layout.scripts / f"{stage.key}.meta.json"
         created = not script.exists()
         if created:
-            text = render(stage, layout, command)
+            text = render(stage, layout, command, pinned.get(stage.key))
             partial = script.with_suffix(".sbatch.part")
             partial.write_text(text)
             partial.chmod(0o755)
@@ -212,7 +234,7 @@ def generate(
                 "experiment_root": str(layout.experiment_root),
             },
             "resources": stage.resources.model_dump(exclude_none=True),
-            "manifest": stage.manifest,
+            "manifest": str(manifest_path(stage, pipeline, layout)) if stage.manifest else None,
             "optimize_batch_size": stage.optimize_batch_size,
             "git_commit": commit,
             "written_at": time.time(),
@@ -221,3 +243,46 @@ def generate(
         meta.write_text(json.dumps(info, indent=2) + "\n")
         written.append(Written(stage, script, meta, created))
     return written
+
+
+def manifest_path(stage: Stage, pipeline: Pipeline, layout: Layout) -> Path:
+    """A stage's ``dependency_manifests`` template, filled in; relative to the job file."""
+    assert stage.manifest is not None
+    filled = stage.manifest.format(
+        dataset=stage.dataset.name, experiment_root=str(layout.experiment_root)
+    )
+    path = Path(filled).expanduser()
+    return path if path.is_absolute() else pipeline.source.parent / path
+
+
+def check_manifests(pipeline: Pipeline, layout: Layout) -> dict[str, Manifest]:
+    """Verify every stage's pinned artifacts; JobRejected naming each file that fails.
+
+    A track stage without models from this run takes its models from the manifest,
+    which must then name some.
+    """
+    problems: list[Problem] = []
+    pinned: dict[str, Manifest] = {}
+    for stage in pipeline.stages:
+        if stage.manifest is None:
+            continue
+        path = manifest_path(stage, pipeline, layout)
+        where = f"dependency_manifests ({stage.dataset.name}/{stage.name})"
+        manifest, found = verify_manifest(path, where)
+        problems.extend(found)
+        if manifest is None or found:
+            continue
+        if stage.name == "track" and not stage.after and not manifest.models:
+            problems.append(
+                Problem(
+                    field=where,
+                    value=str(path),
+                    code=ProblemCode.MISSING_FIELD,
+                    message=f"manifest {path} names no model folders for track to use",
+                )
+            )
+            continue
+        pinned[stage.key] = manifest
+    if problems:
+        raise JobRejected(problems)
+    return pinned

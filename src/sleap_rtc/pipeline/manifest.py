@@ -1,0 +1,184 @@
+"""Manifests that pin a stage's artifacts: every file with its size and SHA-256.
+
+A training stage that succeeds writes ``manifest.json`` in its artifacts folder
+(the model folder's files, the SLURM job that made them, when, and the spec).
+A stage that needs artifacts from outside its run names a manifest; before it
+is submitted, every pinned file must exist with the same size and hash, or the
+stage is refused naming the file and what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sleap_rtc.jobs.problems import Problem, ProblemCode
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+_CHUNK = 1024 * 1024
+
+
+class Artifact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Relative to the manifest's ``root``.
+    path: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = MANIFEST_VERSION
+    job: str
+    dataset: str
+    stage: str
+    #: The folder the artifact paths are relative to (the stage's artifacts folder).
+    root: str
+    #: Model folders in this manifest (relative to ``root``), for stages that track with them.
+    models: list[str] = Field(default_factory=list)
+    artifacts: list[Artifact]
+    slurm_job_id: str | None = None
+    created_at: float
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+    def model_paths(self) -> list[Path]:
+        return [Path(self.root) / m for m in self.models]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(
+    root: Path,
+    *,
+    job: str,
+    dataset: str,
+    stage: str,
+    models: list[str],
+    slurm_job_id: str | None = None,
+    spec: dict[str, Any] | None = None,
+) -> Path:
+    """Hash every file under ``root``'s model folders and write ``root/manifest.json``."""
+    root = root.resolve()
+    artifacts = []
+    for model in models:
+        folder = root / model
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no model folder {folder} to pin")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+            artifacts.append(
+                Artifact(
+                    path=str(path.relative_to(root)),
+                    size=path.stat().st_size,
+                    sha256=sha256_of(path),
+                )
+            )
+    manifest = Manifest(
+        job=job,
+        dataset=dataset,
+        stage=stage,
+        root=str(root),
+        models=models,
+        artifacts=artifacts,
+        slurm_job_id=slurm_job_id or None,
+        created_at=time.time(),
+        spec=spec or {},
+    )
+    target = root / MANIFEST_NAME
+    partial = target.with_suffix(".json.part")
+    partial.write_text(manifest.model_dump_json(indent=2) + "\n")
+    partial.replace(target)
+    return target
+
+
+def read_manifest(path: Path, field: str) -> tuple[Manifest | None, list[Problem]]:
+    def problem(code: ProblemCode, message: str) -> list[Problem]:
+        return [Problem(field=field, value=str(path), code=code, message=message)]
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, problem(ProblemCode.PATH_NOT_FOUND, f"manifest not found: {path}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, problem(ProblemCode.CONFIG_INVALID, f"manifest {path} can't be read: {exc}")
+    try:
+        return Manifest.model_validate(data), []
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return None, problem(
+            ProblemCode.CONFIG_INVALID, f"manifest {path} is not valid ({where}: {first['msg']})"
+        )
+
+
+def verify_manifest(
+    path: Path, field: str = "dependency_manifests"
+) -> tuple[Manifest | None, list[Problem]]:
+    """Read a manifest and check every pinned file; the problems name file and reason."""
+    manifest, problems = read_manifest(path, field)
+    if manifest is None:
+        return None, problems
+    root = Path(manifest.root)
+    for artifact in manifest.artifacts:
+        file = root / artifact.path
+        if not file.is_file():
+            problems.append(
+                Problem(
+                    field=field,
+                    value=str(file),
+                    code=ProblemCode.PATH_NOT_FOUND,
+                    message=f"pinned file missing: {file} (manifest {path})",
+                )
+            )
+            continue
+        size = file.stat().st_size
+        if size != artifact.size:
+            problems.append(
+                Problem(
+                    field=field,
+                    value=str(file),
+                    code=ProblemCode.CONFLICT,
+                    message=(
+                        f"pinned file changed: {file} is {size} bytes, the manifest says "
+                        f"{artifact.size} (manifest {path})"
+                    ),
+                )
+            )
+            continue
+        digest = sha256_of(file)
+        if digest != artifact.sha256:
+            problems.append(
+                Problem(
+                    field=field,
+                    value=str(file),
+                    code=ProblemCode.CONFLICT,
+                    message=(
+                        f"pinned file changed: {file} has sha256 {digest[:12]}…, the manifest "
+                        f"says {artifact.sha256[:12]}… (manifest {path})"
+                    ),
+                )
+            )
+    for model in manifest.model_paths():
+        if not model.is_dir():
+            problems.append(
+                Problem(
+                    field=field,
+                    value=str(model),
+                    code=ProblemCode.PATH_NOT_FOUND,
+                    message=f"model folder missing: {model} (manifest {path})",
+                )
+            )
+    return manifest, problems
