@@ -120,3 +120,109 @@ def test_a_stage_trains_pins_its_model_and_a_later_run_tracks_with_it(
     assert refused.returncode == 2
     assert f"pinned file changed: {config}" in refused.stderr.replace("\n", "")
     assert not (tmp_path / "third" / "slurm_jobs").exists()
+
+
+def states(jobs: Path, out: Path) -> dict[tuple[str, str], str]:
+    result = cli(
+        "pipeline",
+        "status",
+        "--job",
+        str(jobs / "topdown.json"),
+        "--output-dir",
+        str(out),
+        "--json",
+        cwd=out,
+    )
+    assert result.returncode == 0, result.stderr
+    return {(s["dataset"], s["stage"]): s["state"] for s in json.loads(result.stdout)}
+
+
+def settle(jobs: Path, out: Path, timeout: float = 600) -> dict[tuple[str, str], str]:
+    import time
+
+    from sleap_rtc.pipeline.slurm import FINAL_STATES
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = states(jobs, out)
+        if all(s in FINAL_STATES or s in ("DONE", "NOT SUBMITTED") for s in found.values()):
+            return found
+        time.sleep(2)
+    raise AssertionError(f"pipeline still running after {timeout} s: {found}")
+
+
+def test_a_chained_topdown_run_cancels_what_a_failure_blocks_and_reruns_the_rest(
+    jobs: Path, tmp_path: Path
+) -> None:
+    job = str(jobs / "topdown.json")
+    out = tmp_path
+    generated = cli(
+        "pipeline", "run", "--job", job, "--generate-only", "--output-dir", str(out), cwd=out
+    )
+    assert generated.returncode == 0, generated.stderr
+    # An edited script is submitted as edited: this one fails at once.
+    broken = out / "slurm_jobs" / "topdown_flies_centroid.sbatch"
+    original = broken.read_text()
+    broken.write_text(original.replace("set -euo pipefail", "set -euo pipefail\nexit 7", 1))
+
+    first = cli(
+        "pipeline",
+        "run",
+        "--job",
+        job,
+        "--submit",
+        "--chain",
+        "--output-dir",
+        str(out),
+        "--json",
+        cwd=out,
+    )
+    assert first.returncode == 0, first.stderr
+    runs = {(r["dataset"], r["stage"]): r for r in json.loads(first.stdout)}
+    assert all(r["action"] == "submitted" for r in runs.values())
+    track = runs[("mice", "track")]
+    assert sorted(track["after"]) == sorted(
+        [runs[("mice", "centroid")]["job_id"], runs[("mice", "centered_instance")]["job_id"]]
+    )
+    found = settle(jobs, out)
+    assert found == {
+        ("flies", "centroid"): "FAILED",
+        ("flies", "centered_instance"): "COMPLETED",
+        ("flies", "track"): "CANCELLED",  # not left pending forever
+        ("mice", "centroid"): "COMPLETED",
+        ("mice", "centered_instance"): "COMPLETED",
+        ("mice", "track"): "COMPLETED",
+    }
+    predictions = out / "experiment_runs" / "topdown" / "mice" / "track" / "predictions.slp"
+    assert predictions.is_file()
+    for stage in ("centroid", "centered_instance"):
+        manifest = out / "experiment_runs" / "topdown" / "mice" / stage / "manifest.json"
+        verified = cli("pipeline", "manifest", "verify", str(manifest), cwd=out)
+        assert verified.returncode == 0, verified.stderr
+
+    # Fixed and run again: only what has no valid output is submitted.
+    broken.write_text(original)
+    second = cli(
+        "pipeline",
+        "run",
+        "--job",
+        job,
+        "--submit",
+        "--chain",
+        "--output-dir",
+        str(out),
+        "--json",
+        cwd=out,
+    )
+    assert second.returncode == 0, second.stderr
+    actions = {(r["dataset"], r["stage"]): r["action"] for r in json.loads(second.stdout)}
+    assert actions == {
+        ("flies", "centroid"): "submitted",
+        ("flies", "centered_instance"): "done",
+        ("flies", "track"): "submitted",
+        ("mice", "centroid"): "done",
+        ("mice", "centered_instance"): "done",
+        ("mice", "track"): "done",
+    }
+    found = settle(jobs, out)
+    assert found[("flies", "centroid")] == "COMPLETED" and found[("flies", "track")] == "COMPLETED"

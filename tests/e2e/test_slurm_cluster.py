@@ -40,3 +40,26 @@ def test_a_failed_stage_cancels_its_dependents(tmp_path: Path) -> None:
     assert states == {first: "COMPLETED", failing: "FAILED", never: "CANCELLED"}
     assert (tmp_path / "first.txt").read_text() == "hello\n"
     assert not (tmp_path / "never").exists()
+
+
+def test_states_of_50_jobs_take_one_sacct_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from sleap_rtc.pipeline.slurm import job_states
+
+    ids = [sbatch("--wrap", "true", cwd=tmp_path) for _ in range(50)]
+    assert all(ids) and len(set(ids)) == 50
+    wait_states(ids, FINISHED, timeout=120)
+    # A sacct that counts its calls, in front of the real one.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    calls = tmp_path / "calls"
+    real = shutil.which("sacct")
+    (shims / "sacct").write_text(f'#!/bin/sh\necho x >> {calls}\nexec {real} "$@"\n')
+    (shims / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{__import__('os').environ['PATH']}")
+    states = job_states(ids)
+    assert set(states) == set(ids) and set(states.values()) == {"COMPLETED"}
+    assert calls.read_text().count("x") == 1

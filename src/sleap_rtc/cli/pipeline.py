@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
 
 from sleap_rtc.cli.render import print_rejection
 from sleap_rtc.jobs.problems import JobRejected
+
+if TYPE_CHECKING:
+    from sleap_rtc.pipeline.sbatch import Layout
+    from sleap_rtc.pipeline.spec import Pipeline
 
 EXIT_INVALID = 2
 
@@ -36,37 +41,24 @@ def pipeline() -> None:
     """
 
 
-@pipeline.command("run")
-@click.option(
+job_option = click.option(
     "--job",
     "job_file",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="The job file (JSON or YAML).",
 )
-@click.option(
-    "--generate-only",
-    is_flag=True,
-    required=True,
-    help="Write the SBATCH scripts (and a .meta.json beside each) without submitting.",
-)
-@click.option(
+output_option = click.option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Where slurm_jobs/ and slurm_logs/ go.",
+    help="Where slurm_jobs/ and slurm_logs/ are.",
 )
-def run(job_file: Path, generate_only: bool, output_dir: Path) -> None:
-    """Check a job file and write one SBATCH script per dataset and stage.
 
-    Scripts are named {name}_{dataset}_{stage}.sbatch in slurm_jobs/; logs go to
-    slurm_logs/ and artifacts to experiment_runs/{name}/{dataset}/{stage}/, or under
-    $SLEAP_RTC_EXPERIMENT_ROOT when it is set (the scripts honour it when they run
-    too). A script that already exists is kept as it is, edits included. Pinned
-    manifests (dependency_manifests) are verified first.
-    """
-    from sleap_rtc.pipeline.sbatch import EXPERIMENT_ROOT_ENV, Layout, generate
+
+def _load(job_file: Path, output_dir: Path) -> tuple[Pipeline, Layout]:
+    from sleap_rtc.pipeline.sbatch import EXPERIMENT_ROOT_ENV, Layout
     from sleap_rtc.pipeline.spec import load_job
 
     try:
@@ -74,21 +66,157 @@ def run(job_file: Path, generate_only: bool, output_dir: Path) -> None:
     except JobRejected as exc:
         _rejected(exc, f"Invalid job file {job_file}:")
     root = os.environ.get(EXPERIMENT_ROOT_ENV)
-    layout = Layout.under(output_dir, Path(root) if root else None)
+    return loaded, Layout.under(output_dir, Path(root) if root else None)
+
+
+@pipeline.command("run")
+@job_option
+@click.option(
+    "--generate-only",
+    is_flag=True,
+    help="Write the SBATCH scripts (and a .meta.json beside each); submit nothing.",
+)
+@click.option("--submit", is_flag=True, help="Submit every stage that needs to run.")
+@click.option(
+    "--chain",
+    is_flag=True,
+    help="With --submit: each stage waits for the ones it needs (afterok); a failure "
+    "cancels what depends on it.",
+)
+@click.option(
+    "--force", is_flag=True, help="With --submit: rerun stages whose outputs already exist."
+)
+@output_option
+@click.option("--json", "as_json", is_flag=True, help="Print what happened as JSON.")
+def run(
+    job_file: Path,
+    generate_only: bool,
+    submit: bool,
+    chain: bool,
+    force: bool,
+    output_dir: Path,
+    as_json: bool,
+) -> None:
+    """Check a job file, write one SBATCH script per dataset and stage, and submit them.
+
+    Scripts are named {name}_{dataset}_{stage}.sbatch in slurm_jobs/; logs go to
+    slurm_logs/ and artifacts to experiment_runs/{name}/{dataset}/{stage}/, or under
+    $SLEAP_RTC_EXPERIMENT_ROOT when it is set (the scripts honour it when they run
+    too). A script that already exists is kept as it is, edits included. Pinned
+    manifests (dependency_manifests) are verified first.
+
+    With --submit, stages whose outputs exist (a manifest that checks out,
+    predictions written) are skipped, and so are stages still queued or running
+    from an earlier submission: running it twice submits nothing twice.
+
+    \b
+    Examples:
+      sleap-rtc pipeline run --job jobs/topdown.json --generate-only
+      sleap-rtc pipeline run --job jobs/topdown.json --submit --chain
+    """
+    from sleap_rtc.pipeline.slurm import SlurmError
+
+    if generate_only == submit:
+        raise click.UsageError("Choose one of --generate-only and --submit.")
+    if (chain or force) and not submit:
+        raise click.UsageError("--chain and --force go with --submit.")
+    loaded, layout = _load(job_file, output_dir)
+    console = Console()
+    if generate_only:
+        from sleap_rtc.pipeline.sbatch import generate
+
+        try:
+            written = generate(loaded, layout)
+        except JobRejected as exc:
+            _rejected(exc, "Pinned artifacts don't check out:")
+        if as_json:
+            click.echo(
+                json.dumps([{"script": str(w.script), "written": w.created} for w in written])
+            )
+            return
+        for item in written:
+            state = "written" if item.created else "kept (exists; delete it to write it again)"
+            console.print(f"{item.script}  {state}", highlight=False, soft_wrap=True)
+        console.print(
+            f"{len(written)} script(s) for {len(loaded.datasets)} dataset(s); logs: "
+            f"{layout.logs}; artifacts: {layout.experiment_root}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    from sleap_rtc.pipeline.run import as_dicts
+    from sleap_rtc.pipeline.run import submit as submit_pipeline
+
     try:
-        written = generate(loaded, layout)
+        runs = submit_pipeline(loaded, layout, chain=chain, force=force)
     except JobRejected as exc:
         _rejected(exc, "Pinned artifacts don't check out:")
-    console = Console()
-    for item in written:
-        state = "written" if item.created else "kept (exists; delete it to write it again)"
-        console.print(f"{item.script}  {state}", highlight=False, soft_wrap=True)
-    console.print(
-        f"{len(written)} script(s) for {len(loaded.datasets)} dataset(s); logs: {layout.logs}; "
-        f"artifacts: {layout.experiment_root}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    except SlurmError as exc:
+        raise click.ClickException(f"{exc} (stages submitted before it are recorded)") from None
+    if as_json:
+        click.echo(json.dumps(as_dicts(runs)))
+        return
+    for stage_run in runs:
+        if stage_run.action == "submitted":
+            waits = f" after {', '.join(stage_run.after)}" if stage_run.after else ""
+            line = f"submitted job {stage_run.job_id}{waits}"
+        else:
+            line = f"skipped: {stage_run.note}"
+        console.print(f"{stage_run.dataset:<12} {stage_run.stage:<18} {line}", highlight=False)
+
+
+@pipeline.command("status")
+@job_option
+@output_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--watch", is_flag=True, help="Refresh until every job has finished.")
+@click.option("--interval", type=click.FloatRange(1), default=10.0, show_default=True)
+def status_command(
+    job_file: Path, output_dir: Path, as_json: bool, watch: bool, interval: float
+) -> None:
+    """Every stage of every dataset with its SLURM state (one sacct call per refresh)."""
+    import time
+
+    from rich.live import Live
+    from rich.table import Table
+
+    from sleap_rtc.pipeline.run import as_dicts, status
+    from sleap_rtc.pipeline.slurm import FINAL_STATES
+
+    loaded, layout = _load(job_file, output_dir)
+
+    def table() -> tuple[Table, bool]:
+        found = status(loaded, layout)
+        grid = Table("dataset", "stage", "job", "state")
+        for item in found:
+            grid.add_row(item.dataset, item.stage, item.job_id or "", item.state)
+        waiting = any(i.job_id and i.state not in FINAL_STATES for i in found)
+        return grid, waiting
+
+    if as_json:
+        click.echo(json.dumps(as_dicts(status(loaded, layout))))
+        return
+    grid, waiting = table()
+    if not watch:
+        Console().print(grid)
+        return
+    with Live(grid, refresh_per_second=1) as live:
+        while waiting:
+            time.sleep(interval)
+            grid, waiting = table()
+            live.update(grid)
+
+
+@pipeline.command("cancel")
+@job_option
+@output_option
+def cancel_command(job_file: Path, output_dir: Path) -> None:
+    """Cancel every job of this pipeline that is still pending or running."""
+    from sleap_rtc.pipeline.run import cancel
+
+    loaded, layout = _load(job_file, output_dir)
+    ids = cancel(loaded, layout)
+    click.echo(f"cancelled {len(ids)} job(s){': ' + ' '.join(ids) if ids else ''}")
 
 
 @pipeline.group()

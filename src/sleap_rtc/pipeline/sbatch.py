@@ -162,6 +162,8 @@ def render(
         f'export {EXPERIMENT_ROOT_ENV}="${{{EXPERIMENT_ROOT_ENV}:-{layout.experiment_root}}}"',
         f"ARTIFACTS={layout.artifacts(stage)}",
         'mkdir -p "$ARTIFACTS"',
+        "# The stage's own sleap-rtc state (job store, logs), so stages can run side by side.",
+        'export SLEAP_RTC_HOME="$ARTIFACTS/.sleap-rtc"',
         "",
     ]
     if stage.setup:

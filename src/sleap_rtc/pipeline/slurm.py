@@ -1,0 +1,95 @@
+"""Talking to SLURM: sbatch, one batched state query, scancel.
+
+Job ids come from ``sbatch --parsable`` only; an sbatch that fails, or prints
+no job id, is an error that says what sbatch said. States come from one
+``sacct`` call for all jobs, or from ``squeue -t all`` where accounting is off.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+#: States after which a job never runs again.
+FINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+    }
+)
+_SQUEUE_STATES = {"CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED", "TO": "TIMEOUT"}
+
+
+class SlurmError(Exception):
+    pass
+
+
+def _run(argv: list[str], *, cwd: Path | None = None, timeout: float = 60) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    except FileNotFoundError:
+        raise SlurmError(f"{argv[0]} is not installed here (is this a SLURM login node?)") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{argv[0]} did not answer within {timeout:.0f} s") from None
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip() or "nothing"
+        raise SlurmError(f"{' '.join(argv[:2])} failed (exit {result.returncode}): {said}")
+    return result.stdout
+
+
+def sbatch(script: Path, *, after: Sequence[str] = (), cwd: Path | None = None) -> str:
+    """Submit ``script``; with ``after``, it waits for them to complete (afterok), and is
+    cancelled if one of them fails instead of pending forever."""
+    argv = ["sbatch", "--parsable"]
+    if after:
+        argv += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
+    out = _run([*argv, str(script)], cwd=cwd).strip()
+    job_id = out.split(";")[0].strip()
+    if not _JOB_ID.match(job_id):
+        raise SlurmError(f"sbatch {script} printed no job id (it said {out!r})")
+    return job_id
+
+
+def scancel(job_ids: Sequence[str]) -> None:
+    if job_ids:
+        _run(["scancel", *job_ids])
+
+
+def job_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """Each job's state (PENDING, RUNNING, COMPLETED, FAILED, …) from one query."""
+    if not job_ids:
+        return {}
+    try:
+        out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)])
+    except SlurmError:
+        return _squeue_states(job_ids)
+    states: dict[str, str] = {}
+    for line in out.splitlines():
+        job_id, _, state = line.partition("|")
+        if job_id in job_ids and state:
+            states[job_id] = state.split()[0]  # "CANCELLED by 0" → CANCELLED
+    missing = [j for j in job_ids if j not in states]
+    if missing:  # sacct lags a moment behind a fresh submission
+        states.update(_squeue_states(missing))
+    return states
+
+
+def _squeue_states(job_ids: Sequence[str]) -> dict[str, str]:
+    out = _run(["squeue", "-h", "-t", "all", "-o", "%i|%T", "-j", ",".join(job_ids)])
+    states = {}
+    for line in out.splitlines():
+        job_id, _, state = line.partition("|")
+        if job_id in job_ids:
+            states[job_id] = _SQUEUE_STATES.get(state, state)
+    return states
