@@ -7,6 +7,7 @@ hostile peer would. Every test runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -274,8 +275,12 @@ async def test_hostile_input_gets_errors_and_the_server_keeps_serving(
     # A flood of bad messages ends the connection.
     flood = await fake_worker(server, key, "w2")
     assert (await recv(flood))["type"] == "registered"
-    for _ in range(25):
-        await flood.send("nope")
+    sent = 0
+    with contextlib.suppress(ConnectionClosed):  # the server may hang up mid-flood
+        for _ in range(25):
+            await flood.send("nope")
+            sent += 1
+    assert sent >= 20  # it took at least its limit of bad messages first
     codes = []
     with pytest.raises(ConnectionClosed):
         while True:

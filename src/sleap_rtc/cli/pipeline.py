@@ -162,7 +162,11 @@ def run(
             line = f"submitted job {stage_run.job_id}{waits}"
         else:
             line = f"skipped: {stage_run.note}"
-        console.print(f"{stage_run.dataset:<12} {stage_run.stage:<18} {line}", highlight=False)
+        console.print(
+            f"{stage_run.dataset:<12} {stage_run.stage:<18} {line}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @pipeline.command("status")

@@ -57,12 +57,12 @@ def stage_done(stage: Stage, layout: Layout) -> str | None:
     folder = _artifacts(stage, layout)
     if stage.name == "track":
         predictions = folder / PREDICTIONS
-        return f"{predictions} exists" if predictions.is_file() else None
+        return "its predictions are written" if predictions.is_file() else None
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
         return None
     _, problems = verify_manifest(manifest)
-    return None if problems else f"{manifest} checks out"
+    return None if problems else "its manifest checks out"
 
 
 def submit(
