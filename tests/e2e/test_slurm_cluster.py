@@ -63,3 +63,13 @@ def test_states_of_50_jobs_take_one_sacct_call(
     states = job_states(ids)
     assert set(states) == set(ids) and set(states.values()) == {"COMPLETED"}
     assert calls.read_text().count("x") == 1
+
+
+def test_monitor_jobs_follows_until_every_job_finished(tmp_path: Path) -> None:
+    from sleap_rtc.pipeline.slurm import monitor_jobs
+
+    ids = [sbatch("--wrap", "sleep 2", cwd=tmp_path), sbatch("--wrap", "exit 4", cwd=tmp_path)]
+    seen: list[dict[str, str]] = []
+    final = monitor_jobs(ids, until_done=True, interval=0.5, timeout=60, on_update=seen.append)
+    assert final == {ids[0]: "COMPLETED", ids[1]: "FAILED"}
+    assert len(seen) >= 2 and seen[-1] == final

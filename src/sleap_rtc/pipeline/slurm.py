@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
@@ -93,3 +94,26 @@ def _squeue_states(job_ids: Sequence[str]) -> dict[str, str]:
         if job_id in job_ids:
             states[job_id] = _SQUEUE_STATES.get(state, state)
     return states
+
+
+def monitor_jobs(
+    job_ids: Sequence[str],
+    *,
+    until_done: bool = False,
+    interval: float = 10.0,
+    timeout: float | None = None,
+    on_update: Callable[[dict[str, str]], None] | None = None,
+) -> dict[str, str]:
+    """The jobs' states, one sacct call per look; with ``until_done``, look every
+    ``interval`` seconds until every job has finished (or ``timeout`` passes)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        states = job_states(job_ids)
+        if on_update is not None:
+            on_update(states)
+        finished = len(states) == len(job_ids) and all(s in FINAL_STATES for s in states.values())
+        if not until_done or finished:
+            return states
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"jobs still running after {timeout} s: {states}")
+        time.sleep(interval)
