@@ -96,3 +96,19 @@ def test_an_existing_script_is_kept_as_edited(project: Path) -> None:
     assert meta["script_kept"] is True and meta["stage"] == "centroid"
     assert meta["paths"]["labels"] == str(project / "mice.slp")
     assert meta["spec"]["name"] == "topdown" and "written_at" in meta
+
+
+def test_the_pipeline_object_generates_and_knows_no_jobs_yet(project: Path) -> None:
+    from sleap_rtc.pipeline import PipelineRun
+
+    path = project / "job.json"
+    path.write_text(json.dumps(JOB))
+    run = PipelineRun(path, output_dir=project / "run", experiment_root=project / "artifacts")
+    scripts = run.generate()
+    assert [s.name for s in scripts] == [
+        "topdown_mice_centroid.sbatch",
+        "topdown_mice_centered_instance.sbatch",
+        "topdown_mice_track.sbatch",
+    ]
+    assert f"SLEAP_RTC_EXPERIMENT_ROOT:-{project / 'artifacts'}" in scripts[0].read_text()
+    assert run.job_ids() == [] and run.monitor() == {}

@@ -1,1 +1,13 @@
-"""Spec-driven pipelines on SLURM: job files, SBATCH scripts, chaining, manifests."""
+"""Spec-driven pipelines on SLURM: job files, SBATCH scripts, chaining, manifests.
+
+from sleap_rtc.pipeline import PipelineRun, monitor_jobs
+
+run = PipelineRun("examples/jobs/topdown.json", output_dir="runs")
+run.submit(chain=True)
+print(run.monitor(until_done=True, interval=5))
+"""
+
+from sleap_rtc.pipeline.run import PipelineRun
+from sleap_rtc.pipeline.slurm import monitor_jobs
+
+__all__ = ["PipelineRun", "monitor_jobs"]

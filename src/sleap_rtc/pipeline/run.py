@@ -143,3 +143,52 @@ def cancel(pipeline: Pipeline, layout: Layout) -> list[str]:
 
 def as_dicts(items: list[StageRun] | list[StageStatus]) -> list[dict[str, object]]:
     return [asdict(item) for item in items]
+
+
+class PipelineRun:
+    """One job file's run, as an object: generate, submit, status, cancel, monitor.
+
+    >>> run = PipelineRun("jobs/topdown.json", output_dir="runs")   # doctest: +SKIP
+    >>> run.submit(chain=True)                                       # doctest: +SKIP
+    >>> run.monitor(until_done=True)                                 # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        job_file: str | Path,
+        *,
+        output_dir: str | Path = ".",
+        experiment_root: str | Path | None = None,
+    ) -> None:
+        from sleap_rtc.pipeline.spec import load_job
+
+        self.pipeline = load_job(job_file)
+        root = experiment_root or os.environ.get("SLEAP_RTC_EXPERIMENT_ROOT")
+        self.layout = Layout.under(Path(output_dir), Path(root) if root else None)
+
+    def generate(self) -> list[Path]:
+        """Write the missing scripts; every stage's script path."""
+        return [w.script for w in generate(self.pipeline, self.layout)]
+
+    def submit(self, *, chain: bool = False, force: bool = False) -> list[StageRun]:
+        return submit(self.pipeline, self.layout, chain=chain, force=force)
+
+    def status(self) -> list[StageStatus]:
+        return status(self.pipeline, self.layout)
+
+    def cancel(self) -> list[str]:
+        return cancel(self.pipeline, self.layout)
+
+    def job_ids(self) -> list[str]:
+        record = _load_record(record_path(self.pipeline, self.layout))
+        return [str(v["job_id"]) for v in record.values() if v.get("job_id")]
+
+    def monitor(
+        self, *, until_done: bool = False, interval: float = 10.0, timeout: float | None = None
+    ) -> dict[str, str]:
+        """The submitted jobs' states; see :func:`~sleap_rtc.pipeline.slurm.monitor_jobs`."""
+        from sleap_rtc.pipeline.slurm import monitor_jobs
+
+        return monitor_jobs(
+            self.job_ids(), until_done=until_done, interval=interval, timeout=timeout
+        )
