@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -58,15 +57,14 @@ output_option = click.option(
 
 
 def _load(job_file: Path, output_dir: Path) -> tuple[Pipeline, Layout]:
-    from sleap_rtc.pipeline.sbatch import EXPERIMENT_ROOT_ENV, Layout
+    from sleap_rtc.pipeline.sbatch import Layout
     from sleap_rtc.pipeline.spec import load_job
 
     try:
         loaded = load_job(job_file)
     except JobRejected as exc:
         _rejected(exc, f"Invalid job file {job_file}:")
-    root = os.environ.get(EXPERIMENT_ROOT_ENV)
-    return loaded, Layout.under(output_dir, Path(root) if root else None)
+    return loaded, Layout.under(output_dir)
 
 
 @pipeline.command("run")

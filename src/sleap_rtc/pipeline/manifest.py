@@ -146,31 +146,20 @@ def verify_manifest(
             continue
         size = file.stat().st_size
         if size != artifact.size:
-            problems.append(
-                Problem(
-                    field=field,
-                    value=str(file),
-                    code=ProblemCode.CONFLICT,
-                    message=(
-                        f"pinned file changed: {file} is {size} bytes, the manifest says "
-                        f"{artifact.size} (manifest {path})"
-                    ),
-                )
+            change = f"is {size} bytes, the manifest says {artifact.size}"
+        else:
+            digest = sha256_of(file)
+            if digest == artifact.sha256:
+                continue
+            change = f"has sha256 {digest[:12]}…, the manifest says {artifact.sha256[:12]}…"
+        problems.append(
+            Problem(
+                field=field,
+                value=str(file),
+                code=ProblemCode.CONFLICT,
+                message=f"pinned file changed: {file} {change} (manifest {path})",
             )
-            continue
-        digest = sha256_of(file)
-        if digest != artifact.sha256:
-            problems.append(
-                Problem(
-                    field=field,
-                    value=str(file),
-                    code=ProblemCode.CONFLICT,
-                    message=(
-                        f"pinned file changed: {file} has sha256 {digest[:12]}…, the manifest "
-                        f"says {artifact.sha256[:12]}… (manifest {path})"
-                    ),
-                )
-            )
+        )
     for model in manifest.model_paths():
         if not model.is_dir():
             problems.append(

@@ -11,7 +11,6 @@ recorded in ``slurm_jobs/{job}.runs.json``, which ``status`` and ``cancel`` read
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,14 +46,9 @@ def _load_record(path: Path) -> dict[str, dict[str, object]]:
     return data if isinstance(data, dict) else {}
 
 
-def _artifacts(stage: Stage, layout: Layout) -> Path:
-    root = Path(os.environ.get("SLEAP_RTC_EXPERIMENT_ROOT") or layout.experiment_root)
-    return root / stage.job / stage.dataset.name / stage.name
-
-
 def stage_done(stage: Stage, layout: Layout) -> str | None:
     """Why a stage needn't run again (its outputs are there), or None."""
-    folder = _artifacts(stage, layout)
+    folder = layout.artifacts_dir(stage)
     if stage.name == "track":
         predictions = folder / PREDICTIONS
         return "its predictions are written" if predictions.is_file() else None
@@ -163,8 +157,8 @@ class PipelineRun:
         from sleap_rtc.pipeline.spec import load_job
 
         self.pipeline = load_job(job_file)
-        root = experiment_root or os.environ.get("SLEAP_RTC_EXPERIMENT_ROOT")
-        self.layout = Layout.under(Path(output_dir), Path(root) if root else None)
+        root = Path(experiment_root) if experiment_root else None
+        self.layout = Layout.under(Path(output_dir), root)
 
     def generate(self) -> list[Path]:
         """Write the missing scripts; every stage's script path."""

@@ -13,6 +13,7 @@ the one chosen when the script was written and the environment overrides it.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -40,12 +41,20 @@ class Layout:
 
     @classmethod
     def under(cls, folder: Path, experiment_root: Path | None = None) -> Layout:
+        """``folder``'s layout; the root is ``experiment_root``, else $SLEAP_RTC_EXPERIMENT_ROOT,
+        else ``folder/experiment_runs``."""
         folder = folder.resolve()
+        from_env = os.environ.get(EXPERIMENT_ROOT_ENV)
+        root = experiment_root or (Path(from_env) if from_env else folder / "experiment_runs")
         return cls(
             scripts=folder / "slurm_jobs",
             logs=folder / "slurm_logs",
-            experiment_root=(experiment_root or folder / "experiment_runs").resolve(),
+            experiment_root=root.resolve(),
         )
+
+    def artifacts_dir(self, stage: Stage) -> Path:
+        """The stage's artifacts folder, as a path here."""
+        return self.experiment_root / stage.job / stage.dataset.name / stage.name
 
     def artifacts(self, stage: Stage, other: str | None = None) -> str:
         """The stage's artifacts folder as the script names it (honouring the env)."""

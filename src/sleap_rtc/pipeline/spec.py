@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import problems_from_validation_error
@@ -60,6 +67,10 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TIME = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
+_FORMATS = {
+    "time": (_TIME, "1-00:00:00, 02:00:00, 30:00 or 30"),
+    "mem": (_MEM, "16G, 4000M or 4000 (MB)"),
+}
 
 
 def _one_line(value: str, what: str) -> str:
@@ -92,18 +103,12 @@ class Resources(BaseModel):
             raise ValueError("must be one word without spaces")
         return value
 
-    @field_validator("time")
+    @field_validator("time", "mem")
     @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        if value is not None and not _TIME.match(value):
-            raise ValueError("time must look like 1-00:00:00, 02:00:00, 30:00 or 30")
-        return value
-
-    @field_validator("mem")
-    @classmethod
-    def _mem(cls, value: str | None) -> str | None:
-        if value is not None and not _MEM.match(value):
-            raise ValueError("mem must look like 16G, 4000M or 4000 (MB)")
+    def _format(cls, value: str | None, info: ValidationInfo) -> str | None:
+        pattern, example = _FORMATS[str(info.field_name)]
+        if value is not None and not pattern.match(value):
+            raise ValueError(f"{info.field_name} must look like {example}")
         return value
 
     @field_validator("extra")
