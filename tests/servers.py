@@ -322,9 +322,17 @@ class Room:
 
 @contextlib.contextmanager
 def open_room(
-    root: Path, mount: Path, *, room: str = "lab", worker_name: str = "lab-cpu"
+    root: Path,
+    mount: Path,
+    *,
+    room: str = "lab",
+    worker_name: str = "lab-cpu",
+    worker_args: tuple[str, ...] = (),
 ) -> Iterator[Room]:
-    """Start the server and a CPU worker that mounts ``mount`` (as ``data``); stop both after."""
+    """Start the server and a CPU worker that mounts ``mount`` (as ``data``); stop both after.
+
+    ``worker_args`` are more ``sleap-rtc worker`` options (e.g. ``--backend slurm``).
+    """
     server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home").start()
     worker: Proc | None = None
     try:
@@ -344,6 +352,7 @@ def open_room(
             mount,
             "--models-dir",
             str(mount / "models"),
+            *worker_args,
             env={"SLEAP_RTC_ICE_HOSTS": "127.0.0.1"},
         )
         worker.wait_line(rf"online in room {room}", timeout=90)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -17,6 +16,7 @@ import click
 from sleap_rtc import __version__
 from sleap_rtc.cli.local import _mount_option, worker_options
 from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
+from sleap_rtc.engine.backend import Backend
 from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError, load_worker_config
 
 KEY_ENV = "SLEAP_RTC_WORKER_KEY"
@@ -58,14 +58,14 @@ def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
             for i, g in enumerate(config.gpus)
         ]
         accelerator = "cuda" if gpus else "cpu"
-    elif config.device == "cpu":
+    elif config.device == "cpu" or config.backend == "slurm":
+        # A login node's own GPUs (if any) don't run the jobs; declare the
+        # partition's GPUs with [[gpus]] so clients can pick this worker for them.
         gpus, accelerator = [], "cpu"
     else:
         found, accelerator = detect_gpus(use_torch=True)
         gpus = [Gpu.model_validate(g.model_dump()) for g in found]
-    backends = ["local"]
-    if shutil.which("sbatch"):
-        backends.append("slurm")
+    backends: list[str] = [config.backend]
     mounts = config.build_mounts()
     caps = Capabilities(
         name=config.name,
@@ -98,6 +98,12 @@ def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
 @click.option(
     "--max-concurrent-jobs", type=click.IntRange(1, 64), help="Jobs run at once [default: 1]."
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "slurm"]),
+    help="Run jobs here (local) or as SLURM batch jobs, with [slurm] settings from "
+    "worker.toml [default: local].",
+)
 @click.option("--server", metavar="URL", help="Server URL [default: SLEAP_RTC_SERVER, config].")
 @click.option(
     "--key",
@@ -123,6 +129,7 @@ def worker(
     models_dir: Path | None,
     device: str | None,
     max_concurrent_jobs: int | None,
+    backend: str | None,
     server: str | None,
     key: str | None,
     key_file: Path | None,
@@ -139,6 +146,13 @@ def worker(
       export SLEAP_RTC_WORKER_KEY=srk_...            # from `sleap-rtc keys create`
       sleap-rtc worker --room my-room --name lab-gpu-1 --mount /vast/project:project
       sleap-rtc worker --worker-config /etc/sleap-rtc/worker.toml
+      sleap-rtc worker --backend slurm --worker-config ~/worker.toml   # on a login node
+
+    With --backend slurm each job is one sbatch job. Put its resources and setup
+    lines in a [slurm] table of worker.toml (partition, account, qos, time, mem,
+    cpus, gpus, gres, constraint, extra, setup, spool_dir). The spool folder
+    (default: the worker's state folder) and the mounts must be on a filesystem
+    the compute nodes share.
     """
     logging.basicConfig(
         level=log_level.upper(),
@@ -156,6 +170,7 @@ def worker(
             models_dir=models_dir,
             device=device,
             max_concurrent_jobs=max_concurrent_jobs,
+            backend=backend,
             server=server,
             room=room,
             key_file=key_file,
@@ -178,16 +193,32 @@ def worker(
     sys.exit(code)
 
 
-async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
+def make_backend(config: WorkerConfig) -> Backend:
+    """The backend ``config`` asks for; raises SlurmError when SLURM can't be used here."""
+    if config.backend == "slurm":
+        from sleap_rtc.engine.slurm import SlurmBackend
+
+        SlurmBackend.check()
+        return SlurmBackend(
+            config.slurm,
+            spool_dir=config.resolved_state_dir() / "slurm",
+            cancel_grace_s=config.cancel_grace_s,
+        )
     from sleap_rtc.engine.local import LocalBackend
+
+    return LocalBackend(cancel_grace_s=config.cancel_grace_s)
+
+
+async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
+    from sleap_rtc.pipeline.slurm import SlurmError
     from sleap_rtc.worker.presence import WorkerRefused, load_worker_id
     from sleap_rtc.worker.runner import JobRunner
     from sleap_rtc.worker.store import StoreLocked
 
     try:
         caps, refresh = await asyncio.to_thread(_capabilities, config)
-        runner = JobRunner(config, LocalBackend(cancel_grace_s=config.cancel_grace_s))
-    except (WorkerConfigError, StoreLocked) as exc:
+        runner = JobRunner(config, make_backend(config))
+    except (WorkerConfigError, StoreLocked, SlurmError) as exc:
         raise click.ClickException(str(exc)) from None
     worker_id = load_worker_id(config.resolved_state_dir())
 
@@ -199,6 +230,9 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         runner, url, secret, worker_id, caps, expected_room=room, refresh_gpus=refresh
     )
     gpus = ", ".join(f"{g.name} ({g.memory_total_mb:,} MB)" for g in caps.gpus) or "CPU only"
+    if config.backend == "slurm":
+        partition = config.slurm.partition or "the default partition"
+        gpus = f"SLURM jobs on {partition} ({gpus})"
     click.echo(
         f"worker {caps.name} ({worker_id}) starting: {gpus}; mounts: {', '.join(caps.mounts)}; "
         f"server {url}",

@@ -58,6 +58,18 @@ class StepStarted:
 
 
 @dataclass(frozen=True)
+class Submitted:
+    """The job was handed to a scheduler, which may hold it before any step starts.
+
+    ``native_id`` finds the scheduler's job again after a worker restart;
+    ``note`` is a line for the job's log.
+    """
+
+    native_id: str
+    note: str
+
+
+@dataclass(frozen=True)
 class LogLine:
     text: str
 
@@ -78,7 +90,7 @@ class Finished:
     stopped_early: bool = False
 
 
-BackendEvent = StepStarted | LogLine | ProgressUpdate | Finished
+BackendEvent = Submitted | StepStarted | LogLine | ProgressUpdate | Finished
 
 
 class BackendJob(ABC):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
@@ -36,9 +36,17 @@ class SlurmError(Exception):
     pass
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, timeout: float = 60) -> str:
+def _run(
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+) -> str:
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env
+        )
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} is not installed here (is this a SLURM login node?)") from None
     except subprocess.TimeoutExpired:
@@ -49,13 +57,22 @@ def _run(argv: list[str], *, cwd: Path | None = None, timeout: float = 60) -> st
     return result.stdout
 
 
-def sbatch(script: Path, *, after: Sequence[str] = (), cwd: Path | None = None) -> str:
+def sbatch(
+    script: Path,
+    *,
+    after: Sequence[str] = (),
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    options: Sequence[str] = (),
+) -> str:
     """Submit ``script``; with ``after``, it waits for them to complete (afterok), and is
-    cancelled if one of them fails instead of pending forever."""
-    argv = ["sbatch", "--parsable"]
+    cancelled if one of them fails instead of pending forever. ``env`` is the
+    environment sbatch runs in, which the job inherits; ``options`` are more sbatch
+    options (they win over the script's ``#SBATCH`` lines)."""
+    argv = ["sbatch", "--parsable", *options]
     if after:
         argv += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
-    out = _run([*argv, str(script)], cwd=cwd).strip()
+    out = _run([*argv, str(script)], cwd=cwd, env=env).strip()
     job_id = out.split(";")[0].strip()
     if not _JOB_ID.match(job_id):
         raise SlurmError(f"sbatch {script} printed no job id (it said {out!r})")

@@ -96,6 +96,25 @@ class Resources(BaseModel):
     #: More ``#SBATCH`` lines, each an option such as ``--exclusive``.
     extra: list[str] = Field(default_factory=list, max_length=64)
 
+    def directives(self) -> list[str]:
+        """The ``#SBATCH`` options these resources ask for (without ``#SBATCH``)."""
+        lines = []
+        for option, value in (
+            ("partition", self.partition),
+            ("account", self.account),
+            ("qos", self.qos),
+            ("time", self.time),
+            ("mem", self.mem),
+            ("cpus-per-task", self.cpus),
+            ("constraint", self.constraint),
+            ("gres", self.gres),
+        ):
+            if value is not None:
+                lines.append(f"--{option}={value}")
+        if self.gpus:
+            lines.append(f"--gpus={self.gpus}")
+        return [*lines, *self.extra]
+
     @field_validator("partition", "account", "qos", "gres", "constraint")
     @classmethod
     def _single_word(cls, value: str | None) -> str | None:

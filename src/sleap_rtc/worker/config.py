@@ -19,6 +19,18 @@ Example ``worker.toml``::
     path = "/vast/shared-data"
     label = "data"
     read_only = true
+
+On a SLURM login node, ``backend = "slurm"`` runs each job as an sbatch job with
+the resources and setup lines of a ``[slurm]`` table (see
+:class:`~sleap_rtc.engine.slurm.SlurmSettings`)::
+
+    backend = "slurm"
+
+    [slurm]
+    partition = "gpu"
+    time = "12:00:00"
+    gpus = 1
+    setup = ["module load cuda/12.1"]
 """
 
 from __future__ import annotations
@@ -27,10 +39,12 @@ import re
 import socket
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sleap_rtc import locations
+from sleap_rtc.engine.slurm import SlurmSettings
 from sleap_rtc.jobs.mounts import Mount, Mounts
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -69,6 +83,9 @@ class WorkerConfig(BaseModel):
     device: str = "auto"
     sleap_nn_command: list[str] | None = None
     cancel_grace_s: float = Field(default=5.0, gt=0, le=300)
+    #: Where jobs run: "local" (child processes here) or "slurm" (sbatch jobs).
+    backend: Literal["local", "slurm"] = "local"
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     #: Allow stop-early (JOB_STOP). sleap-nn then polls for a command for up to 10 ms
     #: after every batch; turn off on fast GPUs running many tiny batches.
     stop_early: bool = True

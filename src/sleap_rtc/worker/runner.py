@@ -24,6 +24,7 @@ from sleap_rtc.engine.backend import (
     LogLine,
     ProgressUpdate,
     StepStarted,
+    Submitted,
 )
 from sleap_rtc.engine.commands import build_track_job, build_train_job
 from sleap_rtc.jobs.events import Progress
@@ -257,6 +258,10 @@ class JobRunner:
         elif isinstance(event, ProgressUpdate):
             self.store.set_progress(job_id, event.progress.model_dump(mode="json"))
             self._publish(ProgressEvent(job_id, event.progress))
+        elif isinstance(event, Submitted):
+            self.store.set_native_id(job_id, event.native_id)
+            self.store.append_log(job_id, event.note)
+            self._publish(LogEvent(job_id, event.note))
         elif isinstance(event, StepStarted):
             self.store.set_native_id(job_id, event.native_id)
             line = (

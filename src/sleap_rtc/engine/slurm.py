@@ -1,0 +1,429 @@
+"""The SLURM backend: run each job as an sbatch job, from a worker on a login node.
+
+A job becomes one batch script (``#SBATCH`` resources from the worker's
+``[slurm]`` settings, the setup lines, then ``python -m sleap_rtc.engine.slurm_job``)
+in the job's spool folder (see :mod:`sleap_rtc.engine.spool`). On the compute
+node the steps run as the local backend runs them; their log lines, progress and
+final result come back through the spool folder on the shared filesystem, so
+the client sees a SLURM job exactly as it sees a local one.
+
+The worker asks SLURM about all of its jobs in one ``sacct`` call per poll. That
+catches what the compute node can't report: a job that never started (cancelled
+while pending, a failing setup line), a time limit, a lost node. Cancelling is
+``scancel``; stopping early is a ``stop`` file in the spool folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from sleap_rtc.engine.backend import (
+    Backend,
+    BackendEvent,
+    BackendJob,
+    EngineJob,
+    Finished,
+    LogLine,
+    ProgressUpdate,
+    Step,
+    StepStarted,
+    Submitted,
+)
+from sleap_rtc.engine.local import MAX_LINE_CHARS
+from sleap_rtc.engine.spool import (
+    EVENTS_FILE,
+    OUTPUT_FILE,
+    SCRIPT_FILE,
+    STOP_FILE,
+    FinishedEvent,
+    LogEvent,
+    ProgressEvent,
+    StepEvent,
+    Tail,
+    decode,
+    write_job,
+)
+from sleap_rtc.jobs.states import JobState
+from sleap_rtc.pipeline.slurm import FINAL_STATES, SlurmError, job_states, sbatch, scancel
+from sleap_rtc.pipeline.spec import Resources
+
+log = logging.getLogger(__name__)
+
+#: Environment variables never passed on to a batch job (the job inherits sbatch's).
+SECRET_ENV = frozenset({"SLEAP_RTC_WORKER_KEY", "SLEAP_RTC_DATABASE_URL"})
+#: After SLURM reports a job ended, how long its last events may take to show up
+#: in the spool folder (network filesystems) before the worker stops waiting.
+FINAL_GRACE_S = 3.0
+#: How long a job the compute node reports CANCELLED, that sleap-rtc did not
+#: cancel, may take to show why in SLURM (time limit, preemption, scancel).
+EXPLAIN_TIMEOUT_S = 60.0
+NATIVE_PREFIX = "slurm:"
+_TAIL_LINES = 30
+
+
+class SlurmSettings(Resources):
+    """``[slurm]`` in worker.toml: resources for every job, and how jobs start.
+
+    Example::
+
+        [slurm]
+        partition = "gpu"
+        time = "12:00:00"
+        mem = "32G"
+        cpus = 8
+        gpus = 1
+        setup = ["module load cuda/12.1", "source /vast/envs/sleap/bin/activate"]
+        spool_dir = "/vast/home/me/.sleap-rtc-spool"   # shared with the compute nodes
+    """
+
+    #: Shell lines run before the job (module load, environment activation). A
+    #: failing line fails the job.
+    setup: list[str] = Field(default_factory=list, max_length=100)
+    #: The folder shared with compute nodes where jobs and their events live
+    #: [default: the worker's state folder].
+    spool_dir: Path | None = None
+    #: The Python that runs sleap-rtc on the compute nodes [default: the worker's].
+    python: list[str] | None = Field(default=None, min_length=1)
+    #: Seconds between state polls (one sacct call for all of the worker's jobs).
+    poll_interval_s: float = Field(default=5.0, ge=0.2, le=600)
+    #: Seconds between reads of the jobs' event files.
+    events_interval_s: float = Field(default=0.2, ge=0.05, le=10)
+    #: Keep a job's spool folder after it ends (its script, slurm.out, events).
+    keep_spool: bool = False
+
+    @field_validator("setup")
+    @classmethod
+    def _setup_lines(cls, value: list[str]) -> list[str]:
+        for line in value:
+            if "\n" in line or "\r" in line or "\0" in line:
+                raise ValueError("each setup line must be a single line")
+        return value
+
+
+def render_script(job: EngineJob, folder: Path, settings: SlurmSettings, grace_s: float) -> str:
+    """The batch script for ``job``; the spool folder and name go on sbatch's command line."""
+    python = settings.python or [sys.executable]
+    run = [*python, "-m", "sleap_rtc.engine.slurm_job", str(folder)]
+    run += ["--cancel-grace-s", f"{grace_s:g}"]
+    lines = [
+        "#!/bin/bash",
+        f"# sleap-rtc {job.kind} job {job.job_id}: {', '.join(s.name for s in job.steps)}",
+        *(f"#SBATCH {d}" for d in settings.directives()),
+        "set -euo pipefail",
+        *settings.setup,
+        "exec " + " ".join(shlex.quote(part) for part in run),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def job_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment without its secrets, for sbatch (and so the job)."""
+    env = dict(os.environ if base is None else base)
+    for name in SECRET_ENV:
+        env.pop(name, None)
+    return env
+
+
+def _native(slurm_id: str) -> str:
+    return NATIVE_PREFIX + slurm_id
+
+
+def _why_ended(state: str, slurm_id: str, settings: SlurmSettings, tail: deque[str]) -> Finished:
+    """A job SLURM ended without the compute node reporting a result."""
+    what = f"SLURM job {slurm_id}"
+    last = next((line for line in reversed(tail) if line.strip()), None)
+    said = f"; its output ends with: {last.strip()[:500]}" if last else ""
+    if state == "CANCELLED":
+        return Finished(
+            state=JobState.CANCELLED, reason=f"{what} was cancelled outside sleap-rtc{said}"
+        )
+    if state == "TIMEOUT":
+        limit = f" ({settings.time})" if settings.time else ""
+        reason = f"{what} reached its time limit{limit}; raise [slurm] time in worker.toml"
+    elif state == "OUT_OF_MEMORY":
+        limit = f" ({settings.mem})" if settings.mem else ""
+        reason = f"{what} ran out of memory{limit}; raise [slurm] mem in worker.toml"
+    elif state == "COMPLETED":
+        reason = f"{what} ended without reporting a result{said}"
+    else:
+        reason = f"{what} ended {state} before its steps reported a result{said}"
+    return Finished(state=JobState.FAILED, reason=reason)
+
+
+class SlurmJob(BackendJob):
+    def __init__(self, backend: SlurmBackend, job: EngineJob, folder: Path, slurm_id: str) -> None:
+        self.job_id = job.job_id
+        self.slurm_id = slurm_id
+        self._backend = backend
+        self._job = job
+        self._folder = folder
+        self._queue: asyncio.Queue[BackendEvent] = asyncio.Queue()
+        self._cancelled = False
+        self._step: Step | None = None
+        self._done = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"slurm-job-{self.job_id}")
+
+    async def events(self) -> AsyncIterator[BackendEvent]:
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, Finished):
+                return
+
+    async def cancel(self) -> None:
+        if self._done:
+            return
+        self._cancelled = True
+        try:
+            await asyncio.to_thread(scancel, [self.slurm_id])
+        except SlurmError as exc:  # e.g. it ended a moment ago; the poll will tell
+            log.info("scancel %s: %s", self.slurm_id, exc)
+        self._backend.poke()
+
+    async def stop_early(self) -> bool:
+        step = self._step
+        if not self._job.stop_early or self._cancelled or step is None or step.kind != "train":
+            return False
+        (self._folder / STOP_FILE).touch()
+        return True
+
+    # ------------------------------------------------------------------ following
+
+    async def _run(self) -> None:
+        self._backend.watch(self.slurm_id)
+        try:
+            finished = await self._follow()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the job must always end with Finished
+            log.exception("following SLURM job %s", self.slurm_id)
+            with contextlib.suppress(SlurmError):
+                await asyncio.to_thread(scancel, [self.slurm_id])
+            finished = Finished(
+                state=JobState.FAILED, reason=f"worker error while following the job: {exc!r}"
+            )
+        finally:
+            self._backend.unwatch(self.slurm_id)
+        self._done = True
+        self._queue.put_nowait(finished)
+        if not self._backend.settings.keep_spool:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    async def _follow(self) -> Finished:
+        events = Tail(self._folder / EVENTS_FILE)
+        output = Tail(self._folder / OUTPUT_FILE, max_line=MAX_LINE_CHARS * 4)
+        tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        shown_state: str | None = None
+        final_since: float | None = None
+        interval = self._backend.settings.events_interval_s
+        while True:
+            for raw in output.read():
+                text = raw.decode("utf-8", errors="replace").rstrip()[:MAX_LINE_CHARS]
+                if text:
+                    tail.append(text)
+                    self._queue.put_nowait(LogLine(text))
+            for raw in events.read():
+                finished = self._translate(raw)
+                if finished is not None:
+                    return await self._settle(finished, tail)
+            state = self._backend.state_of(self.slurm_id)
+            if state is not None and state != shown_state:
+                shown_state = state
+                self._queue.put_nowait(LogLine(f"[sleap-rtc] SLURM job {self.slurm_id}: {state}"))
+            if state in FINAL_STATES:
+                final_since = final_since or time.monotonic()
+                if time.monotonic() - final_since > FINAL_GRACE_S:
+                    for raw in output.read():
+                        tail.append(raw.decode("utf-8", errors="replace"))
+                    if self._cancelled:
+                        return Finished(state=JobState.CANCELLED, reason="cancelled by the user")
+                    return _why_ended(state, self.slurm_id, self._backend.settings, tail)
+            await asyncio.sleep(interval)
+
+    def _translate(self, raw: bytes) -> Finished | None:
+        event = decode(raw)
+        if event is None:
+            log.warning("SLURM job %s: ignoring an invalid event line", self.slurm_id)
+        elif isinstance(event, LogEvent):
+            self._queue.put_nowait(LogLine(event.text[:MAX_LINE_CHARS]))
+        elif isinstance(event, ProgressEvent):
+            self._queue.put_nowait(ProgressUpdate(event.progress))
+        elif isinstance(event, StepEvent):
+            if event.index <= len(self._job.steps):
+                self._step = self._job.steps[event.index - 1]
+                self._queue.put_nowait(StepStarted(self._step, _native(self.slurm_id)))
+        elif isinstance(event, FinishedEvent):
+            self._step = None
+            # Only outputs this job planned are passed on.
+            planned = {str(s.output) for s in self._job.steps if s.output is not None}
+            return Finished(
+                state=JobState(event.state),
+                exit_code=event.exit_code,
+                reason=event.reason,
+                outputs=[o for o in event.outputs if o in planned],
+                stopped_early=event.stopped_early,
+            )
+        return None
+
+    async def _settle(self, finished: Finished, tail: deque[str]) -> Finished:
+        """The compute node's result, corrected where SLURM knows better."""
+        if self._cancelled and finished.state is not JobState.COMPLETE:
+            # scancel signals every process of the job; a step may die of it first.
+            return Finished(
+                state=JobState.CANCELLED,
+                exit_code=finished.exit_code,
+                reason="cancelled by the user",
+                outputs=finished.outputs,
+            )
+        if finished.state is not JobState.CANCELLED:
+            return finished
+        # Cancelled on the node, not by sleap-rtc: a time limit, preemption or scancel.
+        deadline = time.monotonic() + EXPLAIN_TIMEOUT_S
+        self._backend.poke()
+        while time.monotonic() < deadline:
+            state = self._backend.state_of(self.slurm_id)
+            if state in FINAL_STATES and state != "COMPLETED" and state != "FAILED":
+                why = _why_ended(state, self.slurm_id, self._backend.settings, tail)
+                return Finished(
+                    state=why.state,
+                    exit_code=finished.exit_code,
+                    reason=why.reason,
+                    outputs=finished.outputs,
+                )
+            if state in FINAL_STATES:
+                break
+            await asyncio.sleep(self._backend.settings.events_interval_s)
+        return finished
+
+
+class SlurmBackend(Backend):
+    """Runs jobs as SLURM batch jobs; the worker runs on a node that can submit them."""
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        settings: SlurmSettings,
+        *,
+        spool_dir: Path,
+        cancel_grace_s: float = 5.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spool_dir = (settings.spool_dir or spool_dir).expanduser().absolute()
+        self.cancel_grace_s = cancel_grace_s
+        self.env = dict(env or {})
+        self._states: dict[str, str] = {}
+        self._watched: dict[str, int] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._poke = asyncio.Event()
+
+    @staticmethod
+    def check() -> None:
+        """Raise :class:`SlurmError` saying what is missing when SLURM can't be used here."""
+        for tool in ("sbatch", "sacct", "squeue", "scancel"):
+            if shutil.which(tool) is None:
+                raise SlurmError(
+                    f"backend slurm: {tool} is not on PATH; run the worker on a SLURM "
+                    "login node (or load the SLURM module first)"
+                )
+
+    async def submit(self, job: EngineJob) -> SlurmJob:
+        folder = self.spool_dir / job.job_id
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in (EVENTS_FILE, OUTPUT_FILE, STOP_FILE):
+            (folder / stale).unlink(missing_ok=True)
+        env = {**job.env, **self.env}
+        write_job(folder, dataclasses.replace(job, env=env))
+        script = folder / SCRIPT_FILE
+        script.write_text(render_script(job, folder, self.settings, self.cancel_grace_s))
+        options = [
+            f"--job-name=sleap-rtc-{job.job_id}",
+            # "%" starts a filename pattern for sbatch; "%%" is a literal one.
+            f"--output={str(folder / OUTPUT_FILE).replace('%', '%%')}",
+            "--open-mode=append",
+            "--no-requeue",
+            f"--chdir={job.cwd or folder}",
+        ]
+        try:
+            slurm_id = await asyncio.to_thread(
+                sbatch, script, env=job_environment(), options=options
+            )
+        except SlurmError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        handle = SlurmJob(self, job, folder, slurm_id)
+        partition = f" on partition {self.settings.partition}" if self.settings.partition else ""
+        handle._queue.put_nowait(
+            Submitted(
+                native_id=_native(slurm_id),
+                note=f"[sleap-rtc] submitted as SLURM job {slurm_id}{partition}",
+            )
+        )
+        handle.start()
+        return handle
+
+    async def reap(self, native_id: str) -> str:
+        reason = "the worker stopped while the job was running"
+        if not native_id.startswith(NATIVE_PREFIX):
+            return reason
+        slurm_id = native_id.removeprefix(NATIVE_PREFIX)
+        try:
+            state = (await asyncio.to_thread(job_states, [slurm_id])).get(slurm_id)
+            if state is not None and state not in FINAL_STATES:
+                await asyncio.to_thread(scancel, [slurm_id])
+                return f"{reason}; its SLURM job {slurm_id} ({state}) was cancelled"
+        except SlurmError as exc:
+            return f"{reason}; SLURM job {slurm_id} could not be checked: {exc}"
+        return reason
+
+    # ------------------------------------------------------- one poll for all jobs
+
+    def watch(self, slurm_id: str) -> None:
+        self._watched[slurm_id] = self._watched.get(slurm_id, 0) + 1
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll(), name="slurm-poller")
+        self.poke()
+
+    def unwatch(self, slurm_id: str) -> None:
+        count = self._watched.get(slurm_id, 0) - 1
+        if count > 0:
+            self._watched[slurm_id] = count
+        else:
+            self._watched.pop(slurm_id, None)
+            self._states.pop(slurm_id, None)
+
+    def poke(self) -> None:
+        """Poll again now (after a cancel, or when a job's result needs explaining)."""
+        self._poke.set()
+
+    def state_of(self, slurm_id: str) -> str | None:
+        return self._states.get(slurm_id)
+
+    async def _poll(self) -> None:
+        while self._watched:
+            self._poke.clear()
+            ids = list(self._watched)
+            try:
+                self._states.update(await asyncio.to_thread(job_states, ids))
+            except SlurmError as exc:
+                log.warning("SLURM state poll failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.settings.poll_interval_s)
