@@ -34,6 +34,7 @@ class Proc:
     def __init__(self, argv: list[str], env: dict[str, str], name: str) -> None:
         self.name = name
         self.argv = argv
+        self.env = env
         self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -312,6 +313,13 @@ class Room:
     worker_id: str
     data: Path
 
+    def restart_worker(self, timeout: float = 90) -> Proc:
+        """Stop the worker (SIGTERM) and start it again with the same options and home."""
+        self.worker.stop()
+        self.worker = Proc(self.worker.argv, self.worker.env, self.worker.name)
+        self.worker.wait_line(r"online in room", timeout=timeout)
+        return self.worker
+
     def client(self, user: str = "alice") -> Any:
         from sleap_rtc.client import ServerClient
         from sleap_rtc.client.credentials import CredentialStore
@@ -335,6 +343,7 @@ def open_room(
     """
     server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home").start()
     worker: Proc | None = None
+    opened: Room | None = None
     try:
         users = Users(root, server)
         users.add("alice")
@@ -357,8 +366,11 @@ def open_room(
         )
         worker.wait_line(rf"online in room {room}", timeout=90)
         listed = users.json("alice", "rooms", "workers", "--room", room)
-        yield Room(server, users, worker, listed[0]["id"], mount)
+        opened = Room(server, users, worker, listed[0]["id"], mount)
+        yield opened
     finally:
         if worker is not None:
             worker.stop()
+        if opened is not None:
+            opened.worker.stop()  # the one running now, if the test restarted it
         server.stop()

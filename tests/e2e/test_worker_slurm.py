@@ -160,3 +160,40 @@ async def test_stop_early_and_cancel_reach_the_slurm_jobs(
     stopped_id, cancelled_id = _slurm_id(stop_lines), _slurm_id(cancel_lines)
     states = wait_states([stopped_id, cancelled_id], {"COMPLETED", "CANCELLED"})
     assert states == {stopped_id: "COMPLETED", cancelled_id: "CANCELLED"}
+
+
+async def test_a_worker_restart_leaves_the_slurm_job_running_and_follows_it_again(
+    room: Room, alice: ServerClient, demo_dir: Path
+) -> None:
+    async with await WorkerSession.open(alice, "lab", room.worker_id, transport="relay") as s:
+        job = await s.submit(TrainSpec(config_paths=[_config(demo_dir)], max_epochs=200))
+        lines: list[str] = []
+        async for event in job.events():
+            if isinstance(event, p.JobProgress):
+                lines += event.lines
+                if event.progress is not None and event.progress.kind == "train":
+                    break
+    slurm_id = _slurm_id(lines)
+
+    room.restart_worker()
+    # The cluster kept the job while no worker watched it.
+    assert wait_states([slurm_id], {"RUNNING"})[slurm_id] == "RUNNING"
+
+    async with await WorkerSession.open(alice, "lab", room.worker_id, transport="relay") as s:
+        assert (await s.status(job.job_id)).state == "RUNNING"
+        attached = await s.attach(job.job_id, log_lines=5)
+        followed: list[str] = []
+        epochs: list[int] = []
+        async for event in attached.events():
+            if isinstance(event, p.JobProgress):
+                followed += event.lines
+                if not event.replay and event.progress is not None:
+                    epochs.append(event.progress.epoch)
+                    if len(epochs) == 1:
+                        await attached.stop()  # reaches training through the new worker
+        result = attached.result
+        assert isinstance(result, p.JobComplete) and result.stopped_early, (result, followed)
+        assert epochs, "live progress after the restart"
+        assert f"[sleap-rtc] the worker restarted; following SLURM job {slurm_id}" in followed
+        assert (Path(result.outputs[0]) / "best.ckpt").is_file()
+    assert wait_states([slurm_id], {"COMPLETED"})[slurm_id] == "COMPLETED"

@@ -128,7 +128,9 @@ def test_secrets_are_not_passed_to_jobs() -> None:
 
 def test_worker_config_reads_a_slurm_table(tmp_path: Path) -> None:
     toml = tmp_path / "worker.toml"
-    toml.write_text('backend = "slurm"\n[slurm]\npartition = "gpu"\ngpus = 2\nsetup = ["ml cuda"]\n')
+    toml.write_text(
+        'backend = "slurm"\n[slurm]\npartition = "gpu"\ngpus = 2\nsetup = ["ml cuda"]\n'
+    )
     config = load_worker_config(toml)
     assert config.backend == "slurm"
     assert config.slurm.directives() == ["--partition=gpu", "--gpus=2"]

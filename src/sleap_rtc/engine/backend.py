@@ -116,10 +116,20 @@ class BackendJob(ABC):
 
 class Backend(ABC):
     name: str
+    #: Jobs keep running when the worker process stops (a scheduler runs them), so
+    #: a worker that shuts down leaves them be and follows them again on restart.
+    jobs_outlive_worker: bool = False
 
     @abstractmethod
     async def submit(self, job: EngineJob) -> BackendJob:
         """Start ``job``; raise on a failure to start (nothing is left running)."""
+
+    async def reattach(self, job_id: str, native_id: str) -> BackendJob | None:
+        """Follow a job a previous worker process left running, or None if it can't be.
+
+        A job that can't be followed is then :meth:`reap`-ed.
+        """
+        return None
 
     @abstractmethod
     async def reap(self, native_id: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -46,6 +47,7 @@ from sleap_rtc.engine.local import MAX_LINE_CHARS
 from sleap_rtc.engine.spool import (
     EVENTS_FILE,
     OUTPUT_FILE,
+    READ_FILE,
     SCRIPT_FILE,
     STOP_FILE,
     FinishedEvent,
@@ -54,6 +56,7 @@ from sleap_rtc.engine.spool import (
     StepEvent,
     Tail,
     decode,
+    read_job,
     write_job,
 )
 from sleap_rtc.jobs.states import JobState
@@ -165,8 +168,17 @@ def _why_ended(state: str, slurm_id: str, settings: SlurmSettings, tail: deque[s
 
 
 class SlurmJob(BackendJob):
-    def __init__(self, backend: SlurmBackend, job: EngineJob, folder: Path, slurm_id: str) -> None:
+    def __init__(
+        self,
+        backend: SlurmBackend,
+        job: EngineJob,
+        folder: Path,
+        slurm_id: str,
+        *,
+        resume: bool = False,
+    ) -> None:
         self.job_id = job.job_id
+        self._resume = resume
         self.slurm_id = slurm_id
         self._backend = backend
         self._job = job
@@ -226,14 +238,58 @@ class SlurmJob(BackendJob):
         if not self._backend.settings.keep_spool:
             shutil.rmtree(self._folder, ignore_errors=True)
 
+    def _load_offsets(self) -> dict[str, int]:
+        try:
+            data = json.loads((self._folder / READ_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, int) and v >= 0}
+
+    def _save_offsets(self, offsets: dict[str, int]) -> None:
+        partial = self._folder / (READ_FILE + ".part")
+        with contextlib.suppress(OSError):
+            partial.write_text(json.dumps(offsets))
+            partial.replace(self._folder / READ_FILE)
+
+    def _replay(self, upto: int) -> Finished | None:
+        """After a worker restart: the step running, from the events read before it."""
+        try:
+            with (self._folder / EVENTS_FILE).open("rb") as handle:
+                data = handle.read(upto)
+        except FileNotFoundError:
+            return None
+        for raw in data.splitlines():
+            event = decode(raw)
+            if isinstance(event, StepEvent) and event.index <= len(self._job.steps):
+                self._step = self._job.steps[event.index - 1]
+            elif isinstance(event, FinishedEvent):
+                return self._translate(raw)
+        return None
+
     async def _follow(self) -> Finished:
-        events = Tail(self._folder / EVENTS_FILE)
-        output = Tail(self._folder / OUTPUT_FILE, max_line=MAX_LINE_CHARS * 4)
+        offsets = self._load_offsets() if self._resume else {}
+        events = Tail(self._folder / EVENTS_FILE, offset=offsets.get("events", 0))
+        output = Tail(
+            self._folder / OUTPUT_FILE, max_line=MAX_LINE_CHARS * 4, offset=offsets.get("output", 0)
+        )
         tail: deque[str] = deque(maxlen=_TAIL_LINES)
         shown_state: str | None = None
         final_since: float | None = None
         interval = self._backend.settings.events_interval_s
+        if self._resume:
+            replayed = self._replay(events.consumed)
+            if replayed is not None:
+                return await self._settle(replayed, tail)
+            self._queue.put_nowait(
+                LogLine(f"[sleap-rtc] the worker restarted; following SLURM job {self.slurm_id}")
+            )
+        saved = (events.consumed, output.consumed)
         while True:
+            if (events.consumed, output.consumed) != saved:
+                saved = (events.consumed, output.consumed)
+                self._save_offsets({"events": saved[0], "output": saved[1]})
             for raw in output.read():
                 text = raw.decode("utf-8", errors="replace").rstrip()[:MAX_LINE_CHARS]
                 if text:
@@ -317,6 +373,7 @@ class SlurmBackend(Backend):
     """Runs jobs as SLURM batch jobs; the worker runs on a node that can submit them."""
 
     name = "slurm"
+    jobs_outlive_worker = True
 
     def __init__(
         self,
@@ -377,6 +434,18 @@ class SlurmBackend(Backend):
                 note=f"[sleap-rtc] submitted as SLURM job {slurm_id}{partition}",
             )
         )
+        handle.start()
+        return handle
+
+    async def reattach(self, job_id: str, native_id: str) -> SlurmJob | None:
+        if not native_id.startswith(NATIVE_PREFIX):
+            return None
+        folder = self.spool_dir / job_id
+        try:
+            job = read_job(folder)
+        except (OSError, ValueError):
+            return None  # its spool folder is gone: nothing to follow
+        handle = SlurmJob(self, job, folder, native_id.removeprefix(NATIVE_PREFIX), resume=True)
         handle.start()
         return handle
 

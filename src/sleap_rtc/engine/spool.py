@@ -10,6 +10,7 @@ reach the worker over the network.
     ``slurm.out``     the batch job's own stdout and stderr (setup lines, crashes)
     ``events.jsonl``  events from the compute node, one JSON object per line, appended
     ``stop``          created by the worker to ask training to stop early
+    ``read.json``     how far the worker has read, so a restarted worker goes on from there
 
 Events are read back as untrusted input: each line is size-limited and validated
 into a typed :data:`SpoolEvent` before it becomes a backend event.
@@ -30,6 +31,7 @@ SCRIPT_FILE = "job.sbatch"
 OUTPUT_FILE = "slurm.out"
 EVENTS_FILE = "events.jsonl"
 STOP_FILE = "stop"
+READ_FILE = "read.json"
 
 #: Longest event line accepted; a longer one is skipped (log lines are cut at 16 KiB).
 MAX_EVENT_BYTES = 256 * 1024
@@ -104,12 +106,17 @@ class Tail:
     longer than ``max_line`` is skipped whole instead of growing the buffer.
     """
 
-    def __init__(self, path: Path, *, max_line: int = MAX_EVENT_BYTES) -> None:
+    def __init__(self, path: Path, *, max_line: int = MAX_EVENT_BYTES, offset: int = 0) -> None:
         self.path = path
         self.max_line = max_line
-        self._offset = 0
+        self._offset = offset
         self._partial = b""
         self._skipping = False
+
+    @property
+    def consumed(self) -> int:
+        """Bytes up to the end of the last complete line returned (or skipped)."""
+        return self._offset - len(self._partial)
 
     def read(self) -> list[bytes]:
         try:

@@ -124,6 +124,14 @@ class JobRunner:
         """
         changed = []
         for record in self.store.unfinished():
+            if record.state is JobState.RUNNING and record.native_id:
+                followed = await self.backend.reattach(record.id, record.native_id)
+                if followed is not None:
+                    self._tasks[record.id] = asyncio.create_task(
+                        self._follow(record.id, followed), name=f"runner-{record.id}"
+                    )
+                    changed.append(record)
+                    continue
             if record.state is JobState.RUNNING:
                 reason = (
                     await self.backend.reap(record.native_id)
@@ -148,8 +156,20 @@ class JobRunner:
         return changed
 
     async def close(self) -> None:
-        """Stop accepting work; jobs still running are cancelled and marked FAILED."""
+        """Stop accepting work; jobs still running are cancelled and marked FAILED.
+
+        With a backend whose jobs outlive the worker (SLURM), running jobs are left
+        to the scheduler and queued ones stay queued: the next start follows them.
+        """
         self._closing = True
+        if self.backend.jobs_outlive_worker:
+            for task in list(self._tasks.values()):
+                task.cancel()
+            for task in list(self._tasks.values()):
+                with contextlib.suppress(BaseException):
+                    await task
+            self.store.close()
+            return
         # Record the reason first: the CANCELLED the backend reports next is then
         # refused by the state machine, and the record keeps the true cause.
         for record in self.store.unfinished():
@@ -250,6 +270,17 @@ class JobRunner:
                 for step in engine_job.steps:
                     if step.kind == "train" and step.output is not None:
                         self._reserved_runs.discard(step.output.name)
+
+    async def _follow(self, job_id: str, backend_job: BackendJob) -> None:
+        """Follow a running job a previous worker process started."""
+        try:
+            async with self._slots:
+                self._running[job_id] = backend_job
+                async for event in backend_job.events():
+                    self._handle(job_id, event)
+        finally:
+            self._running.pop(job_id, None)
+            self._tasks.pop(job_id, None)
 
     def _handle(self, job_id: str, event: object) -> None:
         if isinstance(event, LogLine):
