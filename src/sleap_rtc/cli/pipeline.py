@@ -77,21 +77,46 @@ def _load(job_file: Path, output_dir: Path) -> tuple[Pipeline, Layout]:
 @click.option("--submit", is_flag=True, help="Submit every stage that needs to run.")
 @click.option(
     "--chain",
-    is_flag=True,
-    help="With --submit: each stage waits for the ones it needs (afterok); a failure "
-    "cancels what depends on it.",
+    type=click.Choice(["afterok", "poll"]),
+    is_flag=False,
+    flag_value="afterok",
+    default=None,
+    help="With --submit: each stage waits for the ones it needs. --chain (=afterok): "
+    "SLURM dependencies, a failure cancels what depends on it. --chain=poll: this "
+    "command stays and submits each stage when its parents completed.",
 )
 @click.option(
     "--force", is_flag=True, help="With --submit: rerun stages whose outputs already exist."
 )
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="With --chain=poll: seconds between looks at the jobs (one sacct call each) "
+    "[default: 10].",
+)
+@click.option(
+    "--cancel-on-exit",
+    is_flag=True,
+    help="With --chain=poll: when stopped (Ctrl-C, SIGTERM), cancel the jobs still "
+    "queued or running instead of leaving them to finish.",
+)
 @output_option
-@click.option("--json", "as_json", is_flag=True, help="Print what happened as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print what happened as JSON (with --chain=poll: each stage's outcome at the end; "
+    "the event lines go to stderr).",
+)
 def run(
     job_file: Path,
     generate_only: bool,
     submit: bool,
-    chain: bool,
+    chain: str | None,
     force: bool,
+    poll_interval: float | None,
+    cancel_on_exit: bool,
     output_dir: Path,
     as_json: bool,
 ) -> None:
@@ -107,10 +132,22 @@ def run(
     predictions written) are skipped, and so are stages still queued or running
     from an earlier submission: running it twice submits nothing twice.
 
+    With --chain=poll, no job carries a SLURM dependency (for queues that don't
+    allow them): this command submits what can start, then looks at the jobs every
+    --poll-interval seconds and submits each stage once all its parents COMPLETED.
+    A stage whose parent ends otherwise (FAILED, TIMEOUT, CANCELLED, ...) is never
+    submitted, and says which parent. It prints a line per event and a summary,
+    and exits 0 when every stage completed (or was done already), 1 otherwise.
+    `pipeline status` shows the stages it has yet to submit as WAITING. Ctrl-C or
+    SIGTERM stops it (exit 130 / 143) and leaves the submitted jobs running (on a
+    terminal, Ctrl-C asks whether to cancel them; --cancel-on-exit cancels them);
+    running the same command again resumes, skipping stages done or still queued.
+
     \b
     Examples:
       sleap-rtc pipeline run --job jobs/topdown.json --generate-only
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain
+      sleap-rtc pipeline run --job jobs/topdown.json --submit --chain=poll --poll-interval 30
     """
     from sleap_rtc.pipeline.slurm import SlurmError
 
@@ -118,6 +155,8 @@ def run(
         raise click.UsageError("Choose one of --generate-only and --submit.")
     if (chain or force) and not submit:
         raise click.UsageError("--chain and --force go with --submit.")
+    if (poll_interval is not None or cancel_on_exit) and chain != "poll":
+        raise click.UsageError("--poll-interval and --cancel-on-exit go with --chain=poll.")
     loaded, layout = _load(job_file, output_dir)
     console = Console()
     if generate_only:
@@ -142,13 +181,19 @@ def run(
             soft_wrap=True,
         )
         return
-    from sleap_rtc.pipeline.run import as_dicts
+    if chain == "poll":
+        interval = 10.0 if poll_interval is None else poll_interval
+        _drive(loaded, layout, force, interval, cancel_on_exit, as_json)
+        return
+    from sleap_rtc.pipeline.run import AlreadyDriven, as_dicts
     from sleap_rtc.pipeline.run import submit as submit_pipeline
 
     try:
-        runs = submit_pipeline(loaded, layout, chain=chain, force=force)
+        runs = submit_pipeline(loaded, layout, chain=chain == "afterok", force=force)
     except JobRejected as exc:
         _rejected(exc, "Pinned artifacts don't check out:")
+    except AlreadyDriven as exc:
+        raise click.ClickException(str(exc)) from None
     except SlurmError as exc:
         raise click.ClickException(f"{exc} (stages submitted before it are recorded)") from None
     if as_json:
@@ -165,6 +210,96 @@ def run(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _drive(
+    loaded: Pipeline,
+    layout: Layout,
+    force: bool,
+    interval: float,
+    cancel_on_exit: bool,
+    as_json: bool,
+) -> NoReturn:
+    """``run --submit --chain=poll``: drive until done or stopped; exits with the outcome."""
+    import signal
+    import threading
+    import time
+    from types import FrameType
+
+    from sleap_rtc.pipeline.driver import Driver, Event, summary
+    from sleap_rtc.pipeline.run import AlreadyDriven, as_dicts
+    from sleap_rtc.pipeline.slurm import SlurmError
+
+    out = Console(stderr=as_json)  # with --json, stdout holds the JSON alone
+
+    def say(text: str) -> None:
+        out.print(text, highlight=False, soft_wrap=True)
+
+    def show(event: Event) -> None:
+        at = time.strftime("%H:%M:%S", time.localtime(event.at))
+        if event.kind == "retry":
+            say(f"{at}  {event.text}")
+        else:
+            say(f"{at}  {event.dataset:<12} {event.stage:<18} {event.text}")
+
+    driver = Driver(loaded, layout, force=force, interval=interval, on_event=show)
+    stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signals and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        signals.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    hard = False
+    try:
+        driver.run(stop=stop)
+    except KeyboardInterrupt:
+        hard = True
+    except AlreadyDriven as exc:
+        raise click.ClickException(str(exc)) from None
+    except JobRejected as exc:
+        _rejected(exc, "Pinned artifacts don't check out:")
+    except SlurmError as exc:
+        raise click.ClickException(
+            f"{exc} (stages submitted before it are recorded; run it again to go on)"
+        ) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if signals:
+        left = driver.in_flight_ids()
+        cancel = cancel_on_exit
+        ask = not hard and signals[0] == signal.SIGINT and sys.stdin.isatty()
+        if left and not cancel and ask:
+            try:
+                cancel = click.confirm(
+                    f"Stopped. Cancel the {len(left)} job(s) still queued or running?",
+                    default=False,
+                    err=True,
+                )
+            except click.Abort:
+                cancel = False
+        if left and cancel:
+            driver.cancel_in_flight()
+            say(f"stopped; cancelled {len(left)} job(s): {' '.join(left)}")
+        elif left:
+            say(
+                f"stopped; {len(left)} job(s) left queued or running: {' '.join(left)}. Run "
+                "the same command again to go on driving (stages done or still queued are "
+                "skipped), or `sleap-rtc pipeline cancel` to cancel them."
+            )
+        else:
+            say("stopped; no job left queued or running. Run the same command again to go on.")
+    results = driver.results()
+    say(summary(results))
+    if as_json:
+        click.echo(json.dumps(as_dicts(results)))
+    if signals:
+        sys.exit(128 + signals[0])
+    sys.exit(0 if driver.succeeded() else 1)
 
 
 @pipeline.command("status")
@@ -191,8 +326,11 @@ def status_command(
         found = status(loaded, layout)
         grid = Table("dataset", "stage", "job", "state")
         for item in found:
-            grid.add_row(item.dataset, item.stage, item.job_id or "", item.state)
-        waiting = any(i.job_id and i.state not in FINAL_STATES for i in found)
+            state = f"{item.state}: {item.reason}" if item.reason else item.state
+            grid.add_row(item.dataset, item.stage, item.job_id or "", state)
+        waiting = any(
+            (i.job_id and i.state not in FINAL_STATES) or i.state == "WAITING" for i in found
+        )
         return grid, waiting
 
     if as_json:

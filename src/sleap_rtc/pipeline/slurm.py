@@ -44,8 +44,15 @@ def _run(
     env: Mapping[str, str] | None = None,
 ) -> str:
     try:
+        # Its own session: a Ctrl-C meant for sleap-rtc doesn't kill an sbatch mid-submit.
         result = subprocess.run(
-            argv, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=timeout,
+            env=env,
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} is not installed here (is this a SLURM login node?)") from None

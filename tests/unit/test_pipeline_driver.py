@@ -1,0 +1,421 @@
+"""The --chain=poll driver's bookkeeping, against a fake cluster (no SLURM here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sleap_rtc.pipeline.driver import (
+    STOPPED_REASON,
+    Driver,
+    Event,
+    Node,
+    Schedule,
+    summary,
+)
+from sleap_rtc.pipeline.run import (
+    NOT_SUBMITTED,
+    WAITING,
+    AlreadyDriven,
+    record_path,
+    status,
+    submit,
+)
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.spec import load_job
+
+# -- the schedule alone ------------------------------------------------------------------
+
+
+def topdown(dataset: str = "mice") -> list[Node]:
+    return [
+        Node(f"{dataset}_centroid", dataset, "centroid"),
+        Node(f"{dataset}_centered_instance", dataset, "centered_instance"),
+        Node(
+            f"{dataset}_track",
+            dataset,
+            "track",
+            (f"{dataset}_centroid", f"{dataset}_centered_instance"),
+        ),
+    ]
+
+
+def keys(nodes: list[Node]) -> list[str]:
+    return [n.key for n in nodes]
+
+
+def test_a_stage_is_ready_once_all_its_parents_completed() -> None:
+    schedule = Schedule(topdown())
+    assert keys(schedule.ready()) == ["mice_centroid", "mice_centered_instance"]
+    for number, node in enumerate(schedule.ready()):
+        node.job_id, node.state = str(number), "PENDING"
+    assert schedule.ready() == []
+    assert schedule.observe({"0": "COMPLETED", "1": "RUNNING"}) == [schedule.nodes["mice_centroid"]]
+    assert schedule.ready() == [] and schedule.block() == []
+    schedule.observe({"1": "COMPLETED"})
+    assert keys(schedule.ready()) == ["mice_track"]
+
+
+def test_done_stages_count_as_completed_parents() -> None:
+    schedule = Schedule(topdown())
+    schedule.nodes["mice_centroid"].state = "DONE"
+    schedule.nodes["mice_centered_instance"].state = "DONE"
+    assert keys(schedule.ready()) == ["mice_track"]
+
+
+def test_a_job_missing_from_the_states_is_still_in_flight() -> None:
+    schedule = Schedule(topdown())
+    node = schedule.nodes["mice_centroid"]
+    node.job_id, node.state = "7", "PENDING"
+    assert schedule.observe({}) == [] and schedule.in_flight() == [node]
+
+
+@pytest.mark.parametrize("final", ["FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL"])
+def test_a_parent_that_does_not_complete_blocks_its_dependents(final: str) -> None:
+    schedule = Schedule([*topdown("mice"), *topdown("flies")])
+    for number, node in enumerate(schedule.ready()):
+        node.job_id, node.state = str(number), "RUNNING"
+    schedule.observe({"0": final, "1": "COMPLETED", "2": "COMPLETED", "3": "COMPLETED"})
+    (blocked,) = schedule.block()
+    assert blocked.key == "mice_track" and blocked.state == NOT_SUBMITTED
+    assert blocked.reason == f"parent centroid {final} (job 0)"
+    assert blocked.blocked_by == {"stage": "centroid", "job_id": "0", "state": final}
+    assert keys(schedule.ready()) == ["flies_track"]  # the other dataset goes on
+    assert schedule.block() == []  # once
+
+
+def test_blocking_is_transitive_and_names_the_stage_that_failed() -> None:
+    schedule = Schedule(
+        [Node("a", "d", "a"), Node("b", "d", "b", ("a",)), Node("c", "d", "c", ("b",))]
+    )
+    schedule.nodes["a"].job_id, schedule.nodes["a"].state = "5", "TIMEOUT"
+    blocked = schedule.block()
+    assert keys(blocked) == ["b", "c"]
+    assert schedule.nodes["c"].reason == "parent b not submitted: parent a TIMEOUT (job 5)"
+    assert schedule.nodes["c"].blocked_by == {"stage": "a", "job_id": "5", "state": "TIMEOUT"}
+    assert schedule.stuck() == [] and not schedule.succeeded()
+
+
+def test_stages_waiting_on_each_other_are_stuck_not_waited_for_forever() -> None:
+    schedule = Schedule([Node("a", "d", "a", ("b",)), Node("b", "d", "b", ("a",))])
+    assert schedule.ready() == [] and keys(schedule.stuck()) == ["a", "b"]
+
+
+def test_parents_outside_the_pipeline_hold_nothing_up() -> None:
+    schedule = Schedule([Node("a", "d", "a", ("elsewhere", "a"))])
+    assert schedule.nodes["a"].parents == () and keys(schedule.ready()) == ["a"]
+
+
+# -- the driver, against a fake cluster -----------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "lab"
+    (root / "configs").mkdir(parents=True)
+    for stage in ("centroid", "centered_instance"):
+        (root / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
+    registry = {}
+    for dataset in ("mice", "flies"):
+        (root / f"{dataset}.slp").write_bytes(b"x")
+        registry[dataset] = {"labels": f"{dataset}.slp"}
+    (root / "datasets.json").write_text(json.dumps(registry))
+    job = {
+        "name": "td",
+        "datasets": ["mice", "flies"],
+        "training_types": ["centroid", "centered_instance", "track"],
+        "configs": {
+            "centroid": "configs/centroid.yaml",
+            "centered_instance": "configs/centered_instance.yaml",
+        },
+        "optimize_batch_size": False,
+    }
+    (root / "job.json").write_text(json.dumps(job))
+    return root
+
+
+class FakeSlurm:
+    """Jobs run for ``polls`` looks, then end as ``outcomes`` says (COMPLETED otherwise)."""
+
+    def __init__(self, outcomes: dict[str, str] | None = None, polls: int = 2) -> None:
+        self.outcomes = outcomes or {}
+        self.polls = polls
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.queries: list[list[str]] = []
+        self.submitted: list[str] = []
+        self.on_submit: Any = None
+
+    def sbatch(self, script: Path, *, after: Sequence[str] = (), cwd: Path | None = None) -> str:
+        assert not after, "the driver submits without SLURM dependencies"
+        job_id = str(100 + len(self.jobs))
+        self.jobs[job_id] = {"key": script.stem, "looks": 0}
+        self.submitted.append(script.stem)
+        if self.on_submit is not None:
+            self.on_submit(script.stem)
+        return job_id
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, str]:
+        self.queries.append(list(job_ids))
+        found = {}
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            job["looks"] += 1
+            done = job["looks"] >= self.polls
+            found[job_id] = self.outcomes.get(job["key"], "COMPLETED") if done else "RUNNING"
+        return found
+
+
+def driver_for(project: Path, fake: FakeSlurm, events: list[Event], **kw: Any) -> Driver:
+    return Driver(
+        load_job(project / "job.json"),
+        Layout.under(project / "run"),
+        interval=0,
+        on_event=events.append,
+        query=fake.states,
+        submit_script=fake.sbatch,
+        **kw,
+    )
+
+
+def record(project: Path) -> dict[str, dict[str, Any]]:
+    pipeline = load_job(project / "job.json")
+    return json.loads(record_path(pipeline, Layout.under(project / "run")).read_text())
+
+
+def test_the_driver_submits_each_stage_after_its_parents_one_query_per_poll(
+    project: Path,
+) -> None:
+    fake = FakeSlurm()
+    events: list[Event] = []
+    waiting_seen: dict[str, Any] = {}
+
+    def look(key: str) -> None:  # what `pipeline status` would see meanwhile
+        if key == "td_mice_centroid":
+            waiting_seen.update(record(project)["td_mice_track"])
+
+    fake.on_submit = look
+    driver = driver_for(project, fake, events)
+    results = driver.run()
+
+    assert {(r.dataset, r.stage): r.state for r in results} == {
+        (d, s): "COMPLETED"
+        for d in ("mice", "flies")
+        for s in ("centroid", "centered_instance", "track")
+    }
+    assert driver.succeeded()
+    assert waiting_seen["state"] == WAITING and waiting_seen["job_id"] is None
+    assert waiting_seen["waits_for"] == ["centroid", "centered_instance"]
+    assert waiting_seen["driver"] == {"host": socket.gethostname(), "pid": os.getpid()}
+    # Tracks last, each after both of its parents were seen COMPLETED.
+    assert fake.submitted[-2:] == ["td_mice_track", "td_flies_track"]
+    order = [(e.kind, e.dataset, e.stage) for e in events]
+    for dataset in ("mice", "flies"):
+        submitted = order.index(("submitted", dataset, "track"))
+        for parent in ("centroid", "centered_instance"):
+            assert order.index(("completed", dataset, parent)) < submitted
+    # One query per poll, for exactly the jobs in flight; none asked about twice after it ended.
+    polls = fake.queries[1:]  # the first looks for jobs of earlier runs
+    assert len(polls) == driver.polls
+    assert all(len(set(q)) == len(q) for q in polls)
+    assert polls[0] == ["100", "101", "102", "103"]
+    assert record(project)["td_mice_track"]["after"] == []
+    assert summary(results) == "6 stage(s): 6 completed"
+
+
+def test_a_failure_blocks_only_its_dataset_and_a_rerun_submits_only_the_rest(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeSlurm({"td_flies_centroid": "FAILED"})
+    events: list[Event] = []
+    driver = driver_for(project, fake, events)
+    results = {(r.dataset, r.stage): r for r in driver.run()}
+
+    assert not driver.succeeded()
+    track = results[("flies", "track")]
+    assert track.state == NOT_SUBMITTED and track.job_id is None
+    assert track.reason == "parent centroid FAILED (job 102)"
+    assert results[("mice", "track")].state == "COMPLETED"
+    assert "td_flies_track" not in fake.submitted
+    (failed,) = [e for e in events if e.kind == "failed"]
+    assert failed.text.startswith("job 102 FAILED; log: ") and failed.text.endswith(
+        "td_flies_centroid-102.out"
+    )
+    (skipped,) = [e for e in events if e.kind == "skipped"]
+    assert skipped.stage == "track" and "parent centroid FAILED (job 102)" in skipped.text
+    entry = record(project)["td_flies_track"]
+    assert entry["state"] == NOT_SUBMITTED and entry["job_id"] is None
+    assert entry["blocked_by"] == {"stage": "centroid", "job_id": "102", "state": "FAILED"}
+    assert summary(list(results.values())) == "6 stage(s): 4 completed, 1 FAILED, 1 not submitted"
+
+    # `pipeline status` shows it, with the reason.
+    monkeypatch.setattr("sleap_rtc.pipeline.run.job_states", fake.states)
+    pipeline = load_job(project / "job.json")
+    shown = {(s.dataset, s.stage): s for s in status(pipeline, Layout.under(project / "run"))}
+    assert shown[("flies", "track")].state == NOT_SUBMITTED
+    assert shown[("flies", "track")].reason == "parent centroid FAILED (job 102)"
+
+    # Stages with outputs count as done: the rerun submits the failed stage and its dependent.
+    run = project / "run" / "experiment_runs" / "td"
+    monkeypatch.setattr(
+        "sleap_rtc.pipeline.driver.stage_done",
+        lambda stage, layout: "done" if (run / stage.dataset.name / stage.name).exists() else None,
+    )
+    for dataset, stage in [(d, s) for d, s in results if results[(d, s)].state == "COMPLETED"]:
+        (run / dataset / stage).mkdir(parents=True)
+    again = FakeSlurm()
+    rerun = driver_for(project, again, [])
+    assert {r.state for r in rerun.run()} == {"COMPLETED", "DONE"}
+    assert again.submitted == ["td_flies_centroid", "td_flies_track"]
+
+
+def test_a_stopped_driver_leaves_jobs_running_and_a_rerun_follows_them(project: Path) -> None:
+    fake = FakeSlurm(polls=1000)
+    stop = threading.Event()
+    events: list[Event] = []
+    driver = driver_for(project, fake, events)
+    fake.on_submit = lambda key: stop.set() if key == "td_mice_centered_instance" else None
+    results = {(r.dataset, r.stage): r for r in driver.run(stop=stop)}
+
+    assert driver.stopped and not driver.succeeded()
+    assert driver.in_flight_ids() == ["100", "101"]  # it stopped before submitting more
+    assert fake.submitted == ["td_mice_centroid", "td_mice_centered_instance"]
+    assert results[("flies", "track")].reason == STOPPED_REASON
+    assert record(project)["td_flies_centroid"]["state"] == NOT_SUBMITTED
+    assert [e.kind for e in events].count("stopped") == 4
+
+    # Again: the running jobs are followed, not submitted twice.
+    fake.polls = 2
+    again = driver_for(project, fake, events)
+    assert {r.state for r in again.run()} == {"COMPLETED"}
+    assert fake.submitted.count("td_mice_centroid") == 1 and len(fake.submitted) == 6
+    assert [e.kind for e in events if e.dataset == "mice" and e.stage == "centroid"] == [
+        "submitted",
+        "queued",
+        "completed",
+    ]
+
+
+def test_a_second_driver_on_this_host_is_refused_and_a_dead_ones_waits_end(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = load_job(project / "job.json")
+    layout = Layout.under(project / "run")
+    path = record_path(pipeline, layout)
+    path.parent.mkdir(parents=True)
+    alive = {"host": socket.gethostname(), "pid": os.getppid()}
+    entry = {"job_id": None, "state": WAITING, "waits_for": ["centroid"], "driver": alive}
+    path.write_text(json.dumps({"td_mice_track": entry}))
+    monkeypatch.setattr("sleap_rtc.pipeline.run.job_states", lambda ids: {})
+    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout)}
+    assert shown[("mice", "track")].state == WAITING
+    assert (
+        shown[("mice", "track")].reason
+        == f"submitted when centroid complete (driver pid {alive['pid']})"
+    )
+    with pytest.raises(AlreadyDriven, match=f"process {alive['pid']} is already driving"):
+        driver_for(project, FakeSlurm(), []).run()
+    with pytest.raises(AlreadyDriven):  # nor does a plain submit go alongside it
+        submit(pipeline, layout, chain=True)
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    entry["driver"] = {"host": socket.gethostname(), "pid": int(gone.stdout)}
+    path.write_text(json.dumps({"td_mice_track": entry}))
+    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout)}
+    assert shown[("mice", "track")].state == NOT_SUBMITTED
+    assert "driver is gone" in shown[("mice", "track")].reason
+    assert driver_for(project, FakeSlurm(), []).run()  # no longer refused
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_chain_alone_means_afterok_and_poll_options_need_poll(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sleap_rtc.cli import cli
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        "sleap_rtc.pipeline.run.submit",
+        lambda p, layout, chain, force: seen.update(chain=chain) or [],
+    )
+    base = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(project)]
+    runner = CliRunner()
+    assert runner.invoke(cli, [*base, "--submit", "--chain"]).exit_code == 0
+    assert seen == {"chain": True}
+    assert runner.invoke(cli, [*base, "--chain", "--submit"]).exit_code == 0
+    assert seen == {"chain": True}
+    assert runner.invoke(cli, [*base, "--submit", "--chain=afterok"]).exit_code == 0
+    assert runner.invoke(cli, [*base, "--submit"]).exit_code == 0 and seen == {"chain": False}
+    wrong = runner.invoke(cli, [*base, "--submit", "--chain=sometimes"])
+    assert wrong.exit_code == 2 and "afterok" in wrong.output
+    for extra in (["--poll-interval", "1"], ["--cancel-on-exit"]):
+        refused = runner.invoke(cli, [*base, "--submit", "--chain", *extra])
+        assert refused.exit_code == 2 and "go with --chain=poll" in refused.output
+
+
+def test_chain_poll_prints_events_a_summary_json_and_exits_1_on_a_failure(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sleap_rtc.cli import cli
+
+    fake = FakeSlurm({"td_mice_centered_instance": "OUT_OF_MEMORY"})
+    monkeypatch.setattr("sleap_rtc.pipeline.driver.job_states", fake.states)
+    monkeypatch.setattr("sleap_rtc.pipeline.driver.sbatch", fake.sbatch)
+    args = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(project)]
+    args += ["--submit", "--chain=poll", "--poll-interval", "0.1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert any(
+        line.endswith(
+            "mice         track              not submitted: parent "
+            "centered_instance OUT_OF_MEMORY (job 101)"
+        )
+        for line in lines
+    ), result.output
+    assert lines[-1] == "6 stage(s): 4 completed, 1 OUT_OF_MEMORY, 1 not submitted"
+
+    fake.outcomes.clear()  # fixed; nothing was written, so every stage runs again
+    again = CliRunner().invoke(cli, [*args, "--json"])
+    assert again.exit_code == 0, again.output
+    assert {r["state"] for r in json.loads(again.stdout)} == {"COMPLETED"}
+    assert again.stderr.splitlines()[-1] == "6 stage(s): 6 completed"
+
+
+def test_the_pipeline_object_drives_and_can_cancel_what_it_leaves(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sleap_rtc.pipeline import PipelineRun
+
+    fake = FakeSlurm(polls=1000)
+    cancelled: list[str] = []
+    monkeypatch.setattr("sleap_rtc.pipeline.driver.job_states", fake.states)
+    monkeypatch.setattr("sleap_rtc.pipeline.driver.sbatch", fake.sbatch)
+    monkeypatch.setattr("sleap_rtc.pipeline.driver.scancel", cancelled.extend)
+    run = PipelineRun(project / "job.json", output_dir=project / "run")
+    stop = threading.Event()
+    fake.on_submit = lambda key: stop.set()
+    results = run.drive(interval=0, stop=stop, cancel_on_exit=True)
+    assert cancelled == ["100"] and fake.submitted == ["td_mice_centroid"]
+    states = {(r.dataset, r.stage): r.state for r in results}
+    assert states[("mice", "centroid")] == "CANCELLED"
+    assert list(states.values()).count(NOT_SUBMITTED) == 5
+    assert run.job_ids() == ["100"]
+
+    fake.polls = 1
+    assert {r.state for r in run.drive(interval=0)} == {"COMPLETED"}
