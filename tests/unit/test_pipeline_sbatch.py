@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,88 @@ def test_the_pipeline_object_generates_and_knows_no_jobs_yet(project: Path) -> N
     ]
     assert f"SLEAP_RTC_EXPERIMENT_ROOT:-{project / 'artifacts'}" in scripts[0].read_text()
     assert run.job_ids() == [] and run.monitor() == {}
+
+
+def test_training_stages_probe_for_their_batch_size_first(project: Path) -> None:
+    job = {**JOB, "extra_args": {"max_epochs": 3, "batch_size": 8}}
+    scripts = written(project, job)
+    centroid = scripts["centroid"]
+    config = shlex.quote(str(project / "configs" / "centroid.yaml"))
+    labels = shlex.quote(str(project / "mice.slp"))
+    probe = (
+        "BATCH_SIZE=$(sleap-rtc pipeline tune-batch-size \\\n"
+        f"    --config {config} \\\n"
+        f"    --labels {labels} \\\n"
+        "    --start 8)\n"
+    )
+    assert probe in centroid
+    # A plain assignment on its own line: under set -e a failing probe fails the job.
+    assert "\nBATCH_SIZE=$(" in centroid
+    assert centroid.index("set -euo pipefail") < centroid.index("module load cuda/12")
+    assert centroid.index("module load cuda/12") < centroid.index("BATCH_SIZE=$(")
+    assert centroid.index("BATCH_SIZE=$(") < centroid.index("local train")
+    train = centroid[centroid.index("local train") :]
+    assert '--batch-size "$BATCH_SIZE"' in train and "--batch-size 8" not in train
+    assert "--max-epochs 3" in train
+    # Track keeps its own batch size and runs no probe.
+    assert "tune-batch-size" not in scripts["track"] and "--batch-size 8" in scripts["track"]
+
+
+def test_the_probe_names_validation_labels_and_starts_from_the_config(project: Path) -> None:
+    (project / "val.slp").write_bytes(b"x")
+    (project / "datasets.json").write_text(
+        json.dumps({"mice": {"labels": "mice.slp", "val_labels": "val.slp"}})
+    )
+    centroid = written(project)["centroid"]
+    probe = centroid[centroid.index("BATCH_SIZE=$(") : centroid.index("local train")]
+    assert f"--val-labels {shlex.quote(str(project / 'val.slp'))})" in probe
+    assert "--start" not in probe
+
+
+def test_without_optimize_batch_size_the_script_is_as_before(project: Path) -> None:
+    job = {**JOB, "extra_args": {"max_epochs": 3, "batch_size": 8}, "optimize_batch_size": False}
+    for script in written(project, job).values():
+        assert "tune-batch-size" not in script and "BATCH_SIZE" not in script
+        assert "--batch-size 8" in script
+    shutil.rmtree(project / "run")  # scripts that exist are kept: write them again
+    plain = {**JOB, "optimize_batch_size": False}
+    assert "--batch-size" not in written(project, plain)["centroid"]
+
+
+def _fake_cli(folder: Path, probe: str) -> Path:
+    """A stand-in for the sleap-rtc command: the probe does ``probe``; the rest log their args."""
+    cli = folder / "fake-sleap-rtc"
+    cli.write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> {shlex.quote(str(folder / "calls.log"))}\n'
+        'if [ "$1 $2" = "pipeline tune-batch-size" ]; then\n'
+        f"{probe}\n"
+        "fi\n"
+    )
+    cli.chmod(0o755)
+    return cli
+
+
+@pytest.mark.parametrize(
+    ("probe", "code"),
+    [('echo "probing" >&2; echo 16', 0), ('echo "even 1 runs out of memory" >&2; exit 1', 1)],
+)
+def test_the_probe_s_answer_reaches_training_and_its_failure_fails_the_job(
+    project: Path, tmp_path: Path, probe: str, code: int
+) -> None:
+    cli = _fake_cli(tmp_path, probe)
+    path = project / "job.json"
+    path.write_text(json.dumps({**JOB, "setup": []}))
+    out = generate(load_job(path), Layout.under(project / "run"), sleap_rtc=[str(cli)])
+    script = next(w.script for w in out if w.stage.name == "centroid")
+    env = {"PATH": "/usr/bin:/bin", "SLEAP_RTC_EXPERIMENT_ROOT": str(tmp_path / "runs")}
+    ran = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert ran.returncode == code, ran.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[0].startswith("pipeline tune-batch-size --config ")
+    if code == 0:
+        assert "--batch-size 16 " in calls[1] and calls[1].startswith("local train")
+        assert calls[2].startswith("pipeline manifest write")
+    else:
+        assert len(calls) == 1  # nothing trained
+        assert "even 1 runs out of memory" in ran.stderr

@@ -33,7 +33,7 @@ def hydra_quote(value: str) -> str:
     return f"'{text}'"
 
 
-def _override(key: str, value: str | int | float | bool | None) -> str:
+def override(key: str, value: str | int | float | bool | None) -> str:
     if value is None:
         rendered = "null"
     elif isinstance(value, bool):
@@ -45,7 +45,7 @@ def _override(key: str, value: str | int | float | bool | None) -> str:
     return f"++{key}={rendered}"
 
 
-def _list_override(key: str, paths: Iterable[Path]) -> str:
+def list_override(key: str, paths: Iterable[Path]) -> str:
     return f"++{key}=[{','.join(hydra_quote(str(p)) for p in paths)}]"
 
 
@@ -119,29 +119,29 @@ def build_train_job(
             "train",
             "--config",
             str(config.config_path),
-            _override("trainer_config.ckpt_dir", str(models_dir)),
-            _override("trainer_config.run_name", run_name),
+            override("trainer_config.ckpt_dir", str(models_dir)),
+            override("trainer_config.run_name", run_name),
             "trainer_config.save_ckpt=true",
             "trainer_config.enable_progress_bar=false",
             "trainer_config.use_wandb=false",
         ]
         labels = [plan.labels_path] if plan.labels_path else config.train_labels
         if labels:
-            argv.append(_list_override("data_config.train_labels_path", labels))
+            argv.append(list_override("data_config.train_labels_path", labels))
         val = [plan.val_labels_path] if plan.val_labels_path else config.val_labels
         if val:
-            argv.append(_list_override("data_config.val_labels_path", val))
+            argv.append(list_override("data_config.val_labels_path", val))
         if spec.max_epochs is not None:
-            argv.append(_override("trainer_config.max_epochs", spec.max_epochs))
+            argv.append(override("trainer_config.max_epochs", spec.max_epochs))
         if spec.batch_size is not None:
-            argv.append(_override("trainer_config.train_data_loader.batch_size", spec.batch_size))
-            argv.append(_override("trainer_config.val_data_loader.batch_size", spec.batch_size))
+            argv.append(override("trainer_config.train_data_loader.batch_size", spec.batch_size))
+            argv.append(override("trainer_config.val_data_loader.batch_size", spec.batch_size))
         if spec.learning_rate is not None:
-            argv.append(_override("trainer_config.optimizer.lr", spec.learning_rate))
+            argv.append(override("trainer_config.optimizer.lr", spec.learning_rate))
         if plan.resume_ckpt_path is not None:
-            argv.append(_override("trainer_config.resume_ckpt_path", str(plan.resume_ckpt_path)))
+            argv.append(override("trainer_config.resume_ckpt_path", str(plan.resume_ckpt_path)))
         if device != "auto":
-            argv.append(_override("trainer_config.trainer_accelerator", device))
+            argv.append(override("trainer_config.trainer_accelerator", device))
         steps.append(
             Step(
                 name=config.stem,

@@ -5,7 +5,10 @@ a ``.meta.json`` beside it (the job file's spec, the resolved paths, the git
 commit of the job file's folder, when it was written). A script holds its
 resources as ``#SBATCH`` lines, the job file's set-up lines, and the commands
 that run the stage with ``sleap-rtc local``; it fails on the first failing
-line (``set -euo pipefail``), set-up included. Artifacts go to
+line (``set -euo pipefail``), set-up included. With ``optimize_batch_size``, a
+training stage first probes for the largest batch size that fits in the GPU's
+memory (``sleap-rtc pipeline tune-batch-size``; without a GPU it keeps the
+starting size) and trains with it. Artifacts go to
 ``$SLEAP_RTC_EXPERIMENT_ROOT/{job}/{dataset}/{stage}/``; the root defaults to
 the one chosen when the script was written and the environment overrides it.
 """
@@ -23,12 +26,14 @@ from pathlib import Path
 
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.pipeline.manifest import Manifest, verify_manifest
-from sleap_rtc.pipeline.spec import Pipeline, Resources, Stage
+from sleap_rtc.pipeline.spec import Pipeline, Stage
 
 EXPERIMENT_ROOT_ENV = "SLEAP_RTC_EXPERIMENT_ROOT"
 #: Inside a stage's artifacts folder: the trained model, and tracking's output.
 MODEL_DIR = "model"
 PREDICTIONS = "predictions.slp"
+#: The shell variable a probed batch size is kept in.
+BATCH_SIZE_VAR = "BATCH_SIZE"
 
 
 @dataclass(frozen=True)
@@ -68,27 +73,12 @@ def _q(value: str | Path) -> str:
 
 def sbatch_lines(stage: Stage, layout: Layout) -> list[str]:
     """The ``#SBATCH`` header for a stage."""
-    r: Resources = stage.resources
     lines = [
         f"--job-name={stage.key}",
         f"--output={layout.logs / stage.key}-%j.out",
         f"--chdir={layout.scripts.parent}",
+        *stage.resources.directives(),
     ]
-    for option, value in (
-        ("partition", r.partition),
-        ("account", r.account),
-        ("qos", r.qos),
-        ("time", r.time),
-        ("mem", r.mem),
-        ("cpus-per-task", r.cpus),
-        ("constraint", r.constraint),
-        ("gres", r.gres),
-    ):
-        if value is not None:
-            lines.append(f"--{option}={value}")
-    if r.gpus:
-        lines.append(f"--gpus={r.gpus}")
-    lines.extend(r.extra)
     return [f"#SBATCH {line}" for line in lines]
 
 
@@ -99,6 +89,30 @@ def _mounts(paths: list[Path]) -> list[str]:
         if not any(path == f or path.is_relative_to(f) for f in folders):
             folders = [f for f in folders if not f.is_relative_to(path)] + [path]
     return [f"--mount {_q(f'{folder}:m{i}')}" for i, folder in enumerate(folders)]
+
+
+def tune_lines(stage: Stage, cli: str) -> list[str]:
+    """Lines that set ``$BATCH_SIZE`` for a training stage from a short probe.
+
+    The assignment stands on its own line, so under ``set -e`` a failing probe fails
+    the job (``export X=$(...)`` or ``local X=$(...)`` would hide its exit status).
+    """
+    assert stage.config is not None
+    probe = [
+        f"{cli} pipeline tune-batch-size",
+        f"--config {_q(stage.config)}",
+        f"--labels {_q(stage.dataset.labels)}",
+    ]
+    if stage.dataset.val_labels is not None:
+        probe.append(f"--val-labels {_q(stage.dataset.val_labels)}")
+    if "batch_size" in stage.extra_args:
+        probe.append(f"--start {_q(str(stage.extra_args['batch_size']))}")
+    return [
+        "# The largest batch size that fits in the GPU's memory, from a few short trial runs",
+        "# (without a GPU, the starting size); a failing probe fails the job.",
+        f"{BATCH_SIZE_VAR}=$(" + " \\\n    ".join(probe) + ")",
+        "",
+    ]
 
 
 def stage_commands(
@@ -127,7 +141,9 @@ def stage_commands(
         if stage.dataset.val_labels is not None:
             command.append(f"--val-labels {_q(stage.dataset.val_labels)}")
         for key in ("max_epochs", "batch_size", "learning_rate"):
-            if key in args:
+            if key == "batch_size" and stage.optimize_batch_size:
+                command.append(f'--batch-size "${BATCH_SIZE_VAR}"')
+            elif key in args:
                 command.append(f"--{key.replace('_', '-')} {_q(str(args[key]))}")
         command.append(f"--run-name {MODEL_DIR}")
         manifest = [
@@ -136,7 +152,8 @@ def stage_commands(
             f"--model {MODEL_DIR}",
             '--slurm-job-id "${SLURM_JOB_ID:-}"',
         ]
-        return [" \\\n    ".join(command), "", " \\\n    ".join(manifest)]
+        train = [" \\\n    ".join(command), "", " \\\n    ".join(manifest)]
+        return [*tune_lines(stage, cli), *train] if stage.optimize_batch_size else train
     pinned_models = pinned.model_paths() if pinned is not None and not stage.after else []
     command = [
         f"{cli} local track",
