@@ -105,7 +105,7 @@ def local() -> None:
     Examples:
       sleap-rtc local train --mount /vast/project --config /vast/project/centroid.yaml
       sleap-rtc local track --mount /vast --data-path /vast/data/labels.slp \\
-          --model-paths /vast/models/centroid
+          --model-paths /vast/models/centroid --model-paths /vast/models/centered_instance
       sleap-rtc local jobs list
     """
 
@@ -277,7 +277,7 @@ def track(dry_run: bool, as_json: bool, logs: bool, **options: Any) -> None:
     \b
     Example:
       sleap-rtc local track --mount /vast --data-path /vast/data/labels.slp \\
-          --model-paths /vast/models/centroid --frames "0-100,500-600"
+          --model-paths /vast/models/single_instance --frames "0-100,500-600"
     """
     config = _config(options)
     _run(config, _spec(track_spec_from, options), dry_run=dry_run, as_json=as_json, logs=logs)

@@ -371,12 +371,43 @@ def manifest() -> None:
 @click.option("--stage", required=True)
 @click.option("--model", "models", multiple=True, required=True, help="Model folder under ROOT.")
 @click.option("--slurm-job-id", default="", help="The SLURM job that made the artifacts.")
+@click.option(
+    "--portable",
+    is_flag=True,
+    help="Write the root as {experiment_root}/... (when ROOT is under the experiment root), "
+    "so the manifest still checks out after the experiment root moves.",
+)
+@click.option(
+    "--experiment-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --portable: the experiment root [default: $SLEAP_RTC_EXPERIMENT_ROOT, else "
+    "./experiment_runs].",
+)
 def manifest_write(
-    root: Path, job: str, dataset: str, stage: str, models: tuple[str, ...], slurm_job_id: str
+    root: Path,
+    job: str,
+    dataset: str,
+    stage: str,
+    models: tuple[str, ...],
+    slurm_job_id: str,
+    portable: bool,
+    experiment_root: Path | None,
 ) -> None:
     """Hash the model folders under ROOT into ROOT/manifest.json."""
-    from sleap_rtc.pipeline.manifest import write_manifest
+    from sleap_rtc.pipeline.manifest import default_experiment_root, portable_root, write_manifest
 
+    if experiment_root is not None and not portable:
+        raise click.UsageError("--experiment-root goes with --portable.")
+    base = None
+    if portable:
+        base = experiment_root or default_experiment_root()
+        if portable_root(root, base) is None:
+            click.echo(
+                f"{root.resolve()} is not under the experiment root {base.resolve()}: "
+                "the manifest keeps its absolute root",
+                err=True,
+            )
     try:
         path = write_manifest(
             root,
@@ -385,6 +416,8 @@ def manifest_write(
             stage=stage,
             models=list(models),
             slurm_job_id=slurm_job_id or None,
+            portable=portable,
+            experiment_root=base,
         )
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
@@ -393,11 +426,18 @@ def manifest_write(
 
 @manifest.command("verify")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-def manifest_verify(path: Path) -> None:
+@click.option(
+    "--experiment-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="What a root starting with {experiment_root} expands to [default: "
+    "$SLEAP_RTC_EXPERIMENT_ROOT, else ./experiment_runs].",
+)
+def manifest_verify(path: Path, experiment_root: Path | None) -> None:
     """Check that every file a manifest pins exists with its size and SHA-256 (exit 2 if not)."""
     from sleap_rtc.pipeline.manifest import verify_manifest
 
-    found, problems = verify_manifest(path, "manifest")
+    found, problems = verify_manifest(path, "manifest", experiment_root)
     if problems:
         print_rejection(
             Console(stderr=True), problems, header=f"Manifest {path} does not check out:"

@@ -5,12 +5,19 @@ A training stage that succeeds writes ``manifest.json`` in its artifacts folder
 A stage that needs artifacts from outside its run names a manifest; before it
 is submitted, every pinned file must exist with the same size and hash, or the
 stage is refused naming the file and what differs.
+
+A manifest's ``root`` is absolute, or starts with ``{experiment_root}`` so that it
+moves with the experiment root: such a root is expanded when the manifest is read,
+to the experiment root given, else the one in effect ($SLEAP_RTC_EXPERIMENT_ROOT,
+else ``experiment_runs/`` in the current folder, as for a pipeline run from it). Any other
+``{...}`` placeholder in ``root`` makes the manifest invalid.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,10 @@ from sleap_rtc.jobs.problems import Problem, ProblemCode
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+#: What a portable manifest's ``root`` starts with.
+EXPERIMENT_ROOT = "{experiment_root}"
 _CHUNK = 1024 * 1024
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
 class Artifact(BaseModel):
@@ -40,7 +50,8 @@ class Manifest(BaseModel):
     job: str
     dataset: str
     stage: str
-    #: The folder the artifact paths are relative to (the stage's artifacts folder).
+    #: The folder the artifact paths are relative to (the stage's artifacts folder):
+    #: absolute, or ``{experiment_root}/...`` (expanded when the manifest is read).
     root: str
     #: Model folders in this manifest (relative to ``root``), for stages that track with them.
     models: list[str] = Field(default_factory=list)
@@ -61,6 +72,43 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def default_experiment_root(output_dir: Path = Path(".")) -> Path:
+    """The experiment root in effect for a pipeline run from ``output_dir``."""
+    from sleap_rtc.pipeline.sbatch import Layout  # sbatch imports this module
+
+    return Layout.under(output_dir).experiment_root
+
+
+def portable_root(root: Path, experiment_root: Path) -> str | None:
+    """``root`` as ``{experiment_root}/...``, or None when it is not under the experiment root."""
+    root = root.resolve()
+    base = experiment_root.resolve()
+    if not root.is_relative_to(base):
+        return None
+    rest = root.relative_to(base).as_posix()
+    return EXPERIMENT_ROOT if rest == "." else f"{EXPERIMENT_ROOT}/{rest}"
+
+
+def expand_root(root: str, experiment_root: Path | None = None) -> Path:
+    """A manifest's ``root`` as a path here; ValueError naming any placeholder it can't expand.
+
+    A leading ``{experiment_root}`` becomes ``experiment_root`` (default: the one in effect).
+    """
+    rest: str | None = None
+    if root == EXPERIMENT_ROOT or root.startswith(EXPERIMENT_ROOT + "/"):
+        rest = root[len(EXPERIMENT_ROOT) :].lstrip("/")
+    unknown = _PLACEHOLDER.findall(root if rest is None else rest)
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join(unknown)} in {root!r}; "
+            f"only a leading {EXPERIMENT_ROOT} is expanded"
+        )
+    if rest is None:
+        return Path(root)
+    base = (experiment_root or default_experiment_root()).resolve()
+    return base / rest if rest else base
+
+
 def write_manifest(
     root: Path,
     *,
@@ -70,9 +118,21 @@ def write_manifest(
     models: list[str],
     slurm_job_id: str | None = None,
     spec: dict[str, Any] | None = None,
+    portable: bool = False,
+    experiment_root: Path | None = None,
 ) -> Path:
-    """Hash every file under ``root``'s model folders and write ``root/manifest.json``."""
+    """Hash every file under ``root``'s model folders and write ``root/manifest.json``.
+
+    The manifest's root is ``root``'s absolute path; with ``portable``, it is
+    ``{experiment_root}/...`` when ``root`` lies under the experiment root
+    (``experiment_root``, default: the one in effect), so the manifest still checks
+    out after the experiment root has moved.
+    """
     root = root.resolve()
+    written_root = str(root)
+    if portable:
+        base = experiment_root or default_experiment_root()
+        written_root = portable_root(root, base) or written_root
     artifacts = []
     for model in models:
         folder = root / model
@@ -90,7 +150,7 @@ def write_manifest(
         job=job,
         dataset=dataset,
         stage=stage,
-        root=str(root),
+        root=written_root,
         models=models,
         artifacts=artifacts,
         slurm_job_id=slurm_job_id or None,
@@ -104,7 +164,11 @@ def write_manifest(
     return target
 
 
-def read_manifest(path: Path, field: str) -> tuple[Manifest | None, list[Problem]]:
+def read_manifest(
+    path: Path, field: str, experiment_root: Path | None = None
+) -> tuple[Manifest | None, list[Problem]]:
+    """Read a manifest, its ``root`` expanded (see :func:`expand_root`)."""
+
     def problem(code: ProblemCode, message: str) -> list[Problem]:
         return [Problem(field=field, value=str(path), code=code, message=message)]
 
@@ -115,20 +179,31 @@ def read_manifest(path: Path, field: str) -> tuple[Manifest | None, list[Problem
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, problem(ProblemCode.CONFIG_INVALID, f"manifest {path} can't be read: {exc}")
     try:
-        return Manifest.model_validate(data), []
+        manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return None, problem(
             ProblemCode.CONFIG_INVALID, f"manifest {path} is not valid ({where}: {first['msg']})"
         )
+    try:
+        root = expand_root(manifest.root, experiment_root)
+    except ValueError as exc:
+        return None, problem(
+            ProblemCode.INVALID_VALUE, f"manifest {path} is not valid (root: {exc})"
+        )
+    return manifest.model_copy(update={"root": str(root)}), []
 
 
 def verify_manifest(
-    path: Path, field: str = "dependency_manifests"
+    path: Path, field: str = "dependency_manifests", experiment_root: Path | None = None
 ) -> tuple[Manifest | None, list[Problem]]:
-    """Read a manifest and check every pinned file; the problems name file and reason."""
-    manifest, problems = read_manifest(path, field)
+    """Read a manifest and check every pinned file; the problems name file and reason.
+
+    A root starting with ``{experiment_root}`` is expanded to ``experiment_root``
+    (default: the one in effect); the manifest returned has the expanded root.
+    """
+    manifest, problems = read_manifest(path, field, experiment_root)
     if manifest is None:
         return None, problems
     root = Path(manifest.root)

@@ -132,7 +132,7 @@ def stage_done(stage: Stage, layout: Layout) -> str | None:
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
         return None
-    _, problems = verify_manifest(manifest)
+    _, problems = verify_manifest(manifest, experiment_root=layout.experiment_root)
     return None if problems else "its manifest checks out"
 
 

@@ -154,7 +154,10 @@ def stage_commands(
         ]
         train = [" \\\n    ".join(command), "", " \\\n    ".join(manifest)]
         return [*tune_lines(stage, cli), *train] if stage.optimize_batch_size else train
-    pinned_models = pinned.model_paths() if pinned is not None and not stage.after else []
+    # Pinned models join those trained in this run, unless this run trains their stage.
+    pinned_models = (
+        pinned.model_paths() if pinned is not None and pinned.stage not in stage.after else []
+    )
     command = [
         f"{cli} local track",
         *_mounts([stage.dataset.track.parent, *pinned_models]),
@@ -287,7 +290,8 @@ def check_manifests(pipeline: Pipeline, layout: Layout) -> dict[str, Manifest]:
     """Verify every stage's pinned artifacts; JobRejected naming each file that fails.
 
     A track stage without models from this run takes its models from the manifest,
-    which must then name some.
+    which must then name some. A manifest whose root starts with ``{experiment_root}``
+    is read with this layout's experiment root.
     """
     problems: list[Problem] = []
     pinned: dict[str, Manifest] = {}
@@ -296,7 +300,7 @@ def check_manifests(pipeline: Pipeline, layout: Layout) -> dict[str, Manifest]:
             continue
         path = manifest_path(stage, pipeline, layout)
         where = f"dependency_manifests ({stage.dataset.name}/{stage.name})"
-        manifest, found = verify_manifest(path, where)
+        manifest, found = verify_manifest(path, where, layout.experiment_root)
         problems.extend(found)
         if manifest is None or found:
             continue
