@@ -137,10 +137,12 @@ start_mariadb() {
         mariadb-install-db --user=root --datadir="$DIR/mysql" --auth-root-authentication-method=normal \
             > "$DIR/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed: $DIR/log/mariadb-install.log"
     fi
-    mariadbd --user=root --datadir="$DIR/mysql" --socket=/run/mysqld/mysqld.sock \
+    # Its own session, like the daemons that fork: MariaDB must not die with the
+    # process group of whatever shell started the cluster.
+    setsid mariadbd --user=root --datadir="$DIR/mysql" --socket=/run/mysqld/mysqld.sock \
         --bind-address=127.0.0.1 --port=3306 --pid-file="$DIR/run/mariadbd.pid" \
         --log-error="$DIR/log/mariadb.log" --innodb-buffer-pool-size=1G \
-        --innodb-lock-wait-timeout=900 &
+        --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
     wait_for 30 MariaDB mariadb --socket=/run/mysqld/mysqld.sock -u root -e 'select 1'
 }
 

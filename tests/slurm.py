@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,22 @@ def wait_states(job_ids: list[str], done: set[str], timeout: float = 60) -> dict
             return states
         time.sleep(0.5)
     raise AssertionError(f"jobs {job_ids} not finished after {timeout} s: {states}")
+
+
+def cancel_jobs_under(folder: Path) -> list[str]:
+    """Cancel every queued or running job whose working folder is under ``folder``.
+
+    For fixtures whose jobs were submitted by another process (a worker), so that a
+    failing test leaves nothing on the cluster.
+    """
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%Z"], capture_output=True, text=True, timeout=30
+    ).stdout
+    ids = []
+    for line in out.splitlines():
+        job_id, _, workdir = line.partition("|")
+        if workdir and Path(workdir).is_relative_to(folder):
+            ids.append(job_id)
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+    return ids

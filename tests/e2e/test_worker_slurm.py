@@ -17,7 +17,7 @@ from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.transport.webrtc import pin_host_addresses
 from tests.servers import Room, open_room
-from tests.slurm import wait_states
+from tests.slurm import cancel_jobs_under, wait_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm")]
 
@@ -37,8 +37,12 @@ def room(slurm: None, demo_root: Path, tmp_path_factory: pytest.TempPathFactory)
         'setup = ["echo setting up on $(hostname)"]\n'
     )
     worker_args = ("--worker-config", str(toml), "--max-concurrent-jobs", "2")
-    with open_room(root, demo_root, worker_name="lab-slurm", worker_args=worker_args) as opened:
-        yield opened
+    try:
+        with open_room(root, demo_root, worker_name="lab-slurm", worker_args=worker_args) as opened:
+            yield opened
+    finally:
+        # A stopped worker leaves its SLURM jobs running (by design): end them here.
+        cancel_jobs_under(root)
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +185,7 @@ async def test_a_worker_restart_leaves_the_slurm_job_running_and_follows_it_agai
 
     async with await WorkerSession.open(alice, "lab", room.worker_id, transport="relay") as s:
         assert (await s.status(job.job_id)).state == "RUNNING"
-        attached = await s.attach(job.job_id, log_lines=5)
+        attached = await s.attach(job.job_id, log_lines=10_000)  # the whole log
         followed: list[str] = []
         epochs: list[int] = []
         async for event in attached.events():
@@ -195,5 +199,8 @@ async def test_a_worker_restart_leaves_the_slurm_job_running_and_follows_it_agai
         assert isinstance(result, p.JobComplete) and result.stopped_early, (result, followed)
         assert epochs, "live progress after the restart"
         assert f"[sleap-rtc] the worker restarted; following SLURM job {slurm_id}" in followed
+        # The new worker went on from where the old one stopped reading: nothing twice.
+        assert sum(line.startswith("[sleap-rtc] submitted as SLURM") for line in followed) == 1
+        assert followed.count("[sleap-rtc] step 1/1: train single_instance") == 1
         assert (Path(result.outputs[0]) / "best.ckpt").is_file()
     assert wait_states([slurm_id], {"COMPLETED"})[slurm_id] == "COMPLETED"
