@@ -62,6 +62,7 @@ from sleap_rtc.protocol.jobs import (
     UploadEnd,
     Welcome,
     WorkerMessage,
+    chunk_lines,
     clip_lines,
     decode_client,
     decode_worker,
@@ -760,6 +761,17 @@ def test_worker_limits_are_inclusive() -> None:
 
 
 # ---------------------------------------------------------------- clip_lines
+
+
+def test_chunk_lines_keeps_every_line_in_order_in_messages_that_fit() -> None:
+    lines = [f"line {i} " + 'é😀"' * (i % 300) for i in range(2500)] + ["z" * 5000]
+    chunks = chunk_lines(lines)
+    assert [line for chunk in chunks for line in chunk] == [line[:2000] for line in lines]
+    for chunk in chunks:
+        assert 0 < len(chunk) <= MAX_LOG_LINES
+        message = JobProgress(job_id="abc123", lines=chunk, replay=True)
+        assert len(encode(message)) <= MAX_JOB_MESSAGE_BYTES
+    assert chunk_lines([]) == []
 
 
 def test_clip_lines_keeps_short_logs_whole() -> None:

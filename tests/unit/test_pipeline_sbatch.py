@@ -198,3 +198,32 @@ def test_the_probe_s_answer_reaches_training_and_its_failure_fails_the_job(
     else:
         assert len(calls) == 1  # nothing trained
         assert "even 1 runs out of memory" in ran.stderr
+
+
+def test_track_uses_models_trained_here_and_a_pinned_model_of_another_stage(
+    project: Path,
+) -> None:
+    from sleap_rtc.pipeline.manifest import write_manifest
+
+    trained = project / "elsewhere" / "centroid"
+    (trained / "model").mkdir(parents=True)
+    (trained / "model" / "best.ckpt").write_bytes(b"weights")
+    manifest = write_manifest(
+        trained, job="old", dataset="mice", stage="centroid", models=["model"]
+    )
+    job = {
+        **JOB,
+        "training_types": ["centered_instance", "track"],
+        "configs": {"centered_instance": "configs/centered_instance.yaml"},
+        "dependency_manifests": {"track": str(manifest)},
+        "stages": {},
+    }
+    track = written(project, job)["track"]
+    models = [
+        line.strip().removesuffix("\\").strip().removeprefix("--model-paths ")
+        for line in track.splitlines()
+        if "--model-paths" in line
+    ]
+    assert len(models) == 2, track
+    assert models[0].endswith("/centered_instance/model")
+    assert models[1] == shlex.quote(str(trained.resolve() / "model"))

@@ -479,3 +479,23 @@ def clip_lines(lines: list[str], budget: int = MAX_JOB_MESSAGE_BYTES // 2) -> li
         used += cost
     kept.reverse()
     return kept
+
+
+def chunk_lines(lines: list[str], budget: int = MAX_JOB_MESSAGE_BYTES // 2) -> list[list[str]]:
+    """All of ``lines``, in order, split into chunks that each fit one message (at most
+    ``MAX_LOG_LINES`` lines and ``budget`` bytes once JSON-encoded; each line cut to
+    2,000 characters)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    used = 0
+    for line in lines:
+        line = line[:2000]
+        cost = len(json.dumps(line, ensure_ascii=False).encode("utf-8")) + 1
+        if current and (used + cost > budget or len(current) >= MAX_LOG_LINES):
+            chunks.append(current)
+            current, used = [], 0
+        current.append(line)
+        used += cost
+    if current:
+        chunks.append(current)
+    return chunks

@@ -479,15 +479,17 @@ class _Session:
                         else []
                     )
                     if replay_lines or record.finished:
-                        await self.send(
-                            p.JobProgress(
-                                job_id=job_id,
-                                state=record.state.value,
-                                progress=_progress(record.progress),
-                                lines=p.clip_lines(lines),
-                                replay=True,
+                        # The whole tail asked for, in as many messages as it takes.
+                        for chunk in p.chunk_lines(lines) or [[]]:
+                            await self.send(
+                                p.JobProgress(
+                                    job_id=job_id,
+                                    state=record.state.value,
+                                    progress=_progress(record.progress),
+                                    lines=chunk,
+                                    replay=True,
+                                )
                             )
-                        )
                     if record.finished:
                         tail = self.runner.store.read_log(job_id, tail=30)
                         await self.send(terminal_message(record, tail))
@@ -517,9 +519,10 @@ class _Session:
 
     async def _flush(self, job_id: str, pending: list[str]) -> None:
         if pending:
-            lines = p.clip_lines(pending)
+            chunks = p.chunk_lines(pending)
             pending.clear()
-            await self.send(p.JobProgress(job_id=job_id, lines=lines))
+            for lines in chunks:
+                await self.send(p.JobProgress(job_id=job_id, lines=lines))
 
     async def _keepalive(self) -> None:
         interval = self.service.keepalive_s
