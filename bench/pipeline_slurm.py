@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sleap_rtc.engine.slurm_tools import FINAL_STATES, job_states, sbatch
 from sleap_rtc.pipeline.run import submit
 from sleap_rtc.pipeline.sbatch import Layout, generate
-from sleap_rtc.pipeline.slurm import FINAL_STATES, job_states, sbatch
 from sleap_rtc.pipeline.spec import load_job
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from sleap_rtc.engine.backend import EngineJob, Finished, LogLine, Step
 from sleap_rtc.engine.slurm import SlurmBackend, SlurmSettings
+from sleap_rtc.engine.slurm_tools import job_states, sbatch
 from sleap_rtc.jobs.states import JobState
-from sleap_rtc.pipeline.slurm import job_states, sbatch
 
 
 def _job(job_id: str, code: str, cwd: Path) -> EngineJob:

@@ -160,7 +160,7 @@ def test_the_slurm_backend_refuses_a_machine_without_slurm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sleap_rtc.cli.worker import make_backend
-    from sleap_rtc.pipeline.slurm import SlurmError
+    from sleap_rtc.engine.slurm_tools import SlurmError
     from sleap_rtc.worker.config import WorkerConfig
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here

@@ -149,7 +149,7 @@ def run(
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain=poll --poll-interval 30
     """
-    from sleap_rtc.pipeline.slurm import SlurmError
+    from sleap_rtc.engine.slurm_tools import SlurmError
 
     if generate_only == submit:
         raise click.UsageError("Choose one of --generate-only and --submit.")
@@ -226,9 +226,9 @@ def _drive(
     import time
     from types import FrameType
 
+    from sleap_rtc.engine.slurm_tools import SlurmError
     from sleap_rtc.pipeline.driver import Driver, Event, summary
     from sleap_rtc.pipeline.run import AlreadyDriven, as_dicts
-    from sleap_rtc.pipeline.slurm import SlurmError
 
     out = Console(stderr=as_json)  # with --json, stdout holds the JSON alone
 
@@ -317,8 +317,8 @@ def status_command(
     from rich.live import Live
     from rich.table import Table
 
+    from sleap_rtc.engine.slurm_tools import FINAL_STATES
     from sleap_rtc.pipeline.run import as_dicts, status
-    from sleap_rtc.pipeline.slurm import FINAL_STATES
 
     loaded, layout = _load(job_file, output_dir)
 

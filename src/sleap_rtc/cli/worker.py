@@ -210,7 +210,7 @@ def make_backend(config: WorkerConfig) -> Backend:
 
 
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
-    from sleap_rtc.pipeline.slurm import SlurmError
+    from sleap_rtc.engine.slurm_tools import SlurmError
     from sleap_rtc.worker.presence import WorkerRefused, load_worker_id
     from sleap_rtc.worker.runner import JobRunner
     from sleap_rtc.worker.store import StoreLocked

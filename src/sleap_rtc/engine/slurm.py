@@ -44,6 +44,15 @@ from sleap_rtc.engine.backend import (
     Submitted,
 )
 from sleap_rtc.engine.local import MAX_LINE_CHARS
+from sleap_rtc.engine.slurm_tools import (
+    FINAL_STATES,
+    Resources,
+    SlurmError,
+    job_states,
+    sbatch,
+    scancel,
+    single_line,
+)
 from sleap_rtc.engine.spool import (
     EVENTS_FILE,
     OUTPUT_FILE,
@@ -60,8 +69,6 @@ from sleap_rtc.engine.spool import (
     write_job,
 )
 from sleap_rtc.jobs.states import JobState
-from sleap_rtc.pipeline.slurm import FINAL_STATES, SlurmError, job_states, sbatch, scancel
-from sleap_rtc.pipeline.spec import Resources
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +118,7 @@ class SlurmSettings(Resources):
     @classmethod
     def _setup_lines(cls, value: list[str]) -> list[str]:
         for line in value:
-            if "\n" in line or "\r" in line or "\0" in line:
-                raise ValueError("each setup line must be a single line")
+            single_line(line, "each setup line")
         return value
 
 

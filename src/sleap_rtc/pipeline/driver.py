@@ -6,7 +6,7 @@ jobs; some sites don't allow dependencies between partitions or QOSes, or limit
 how many pending jobs one may have. The driver stays running instead: it submits
 every stage that needs nothing (or whose parents are done already) as a plain job,
 then looks at the jobs in flight every ``interval`` seconds, with one
-:func:`~sleap_rtc.pipeline.slurm.job_states` call for all of them, and submits a
+:func:`~sleap_rtc.engine.slurm_tools.job_states` call for all of them, and submits a
 stage as soon as all its parents are COMPLETED. Stages skipped because their
 outputs exist count as completed parents, and jobs still queued or running from
 an earlier submission are followed rather than submitted again, so running the
@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sleap_rtc.engine.slurm_tools import FINAL_STATES, SlurmError, job_states, sbatch, scancel
 from sleap_rtc.pipeline.run import (
     NOT_SUBMITTED,
     WAITING,
@@ -47,7 +48,6 @@ from sleap_rtc.pipeline.run import (
     update_record,
 )
 from sleap_rtc.pipeline.sbatch import Layout, generate
-from sleap_rtc.pipeline.slurm import FINAL_STATES, SlurmError, job_states, sbatch, scancel
 from sleap_rtc.pipeline.spec import Pipeline
 
 DONE = "DONE"
@@ -188,8 +188,8 @@ class StageResult:
 class Driver:
     """Submits a pipeline's stages as their parents complete; see the module's description.
 
-    ``query`` and ``submit_script`` stand for :func:`~sleap_rtc.pipeline.slurm.job_states`
-    and :func:`~sleap_rtc.pipeline.slurm.sbatch`.
+    ``query`` and ``submit_script`` stand for :func:`~sleap_rtc.engine.slurm_tools.job_states`
+    and :func:`~sleap_rtc.engine.slurm_tools.sbatch`.
     """
 
     def __init__(

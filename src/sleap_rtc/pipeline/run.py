@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from sleap_rtc.engine.slurm_tools import FINAL_STATES, job_states, sbatch, scancel
 from sleap_rtc.pipeline.manifest import MANIFEST_NAME, verify_manifest
 from sleap_rtc.pipeline.sbatch import PREDICTIONS, Layout, generate
-from sleap_rtc.pipeline.slurm import FINAL_STATES, job_states, sbatch, scancel
 from sleap_rtc.pipeline.spec import Pipeline, Stage
 
 if TYPE_CHECKING:
@@ -325,8 +325,8 @@ class PipelineRun:
     def monitor(
         self, *, until_done: bool = False, interval: float = 10.0, timeout: float | None = None
     ) -> dict[str, str]:
-        """The submitted jobs' states; see :func:`~sleap_rtc.pipeline.slurm.monitor_jobs`."""
-        from sleap_rtc.pipeline.slurm import monitor_jobs
+        """The submitted jobs' states; see :func:`~sleap_rtc.engine.slurm_tools.monitor_jobs`."""
+        from sleap_rtc.engine.slurm_tools import monitor_jobs
 
         return monitor_jobs(
             self.job_ids(), until_done=until_done, interval=interval, timeout=timeout
