@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ pytest.importorskip("sleap_nn", reason="end-to-end tests need the worker extra")
 from sleap_rtc.engine.local import LocalBackend
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
 from sleap_rtc.worker.runner import JobRunner
+from tests.servers import Room
 
 #: A folder name sleap-nn's Hydra overrides would break on without quoting.
 AWKWARD_DIR = "lab data, v=1 (it's ${HOME})"
@@ -52,3 +54,20 @@ async def runner(demo_root: Path, tmp_path: Path) -> AsyncIterator[JobRunner]:
         yield job_runner
     finally:
         await job_runner.close()
+
+
+@pytest.fixture
+def loopback_candidates() -> Iterator[None]:
+    """Offer only 127.0.0.1 as a WebRTC host candidate (tests talk over loopback)."""
+    from sleap_rtc.transport.webrtc import pin_host_addresses
+
+    pin_host_addresses(["127.0.0.1"])
+    yield
+    pin_host_addresses(None)
+
+
+@pytest.fixture
+async def alice(room: Room) -> AsyncIterator[Any]:
+    """alice's client session with the module's ``room`` server."""
+    async with room.client("alice") as client:
+        yield client

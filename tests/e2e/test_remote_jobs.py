@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,29 +22,15 @@ from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.transport.envelope import Data, Open
 from sleap_rtc.transport.relay import ServerSocket, new_channel_id
-from sleap_rtc.transport.webrtc import pin_host_addresses
 from tests.servers import Proc, Room, cli_env, open_room, start_worker, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("loopback_candidates")]
 
 
 @pytest.fixture(scope="module")
 def room(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
     with open_room(tmp_path_factory.mktemp("remote"), demo_root) as opened:
         yield opened
-
-
-@pytest.fixture(autouse=True)
-def _loopback_candidates() -> Iterator[None]:
-    pin_host_addresses(["127.0.0.1"])
-    yield
-    pin_host_addresses(None)
-
-
-@pytest.fixture
-async def alice(room: Room) -> AsyncIterator[ServerClient]:
-    async with room.client("alice") as client:
-        yield client
 
 
 def config(demo_dir: Path, name: str = "single_instance") -> str:

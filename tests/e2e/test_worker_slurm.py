@@ -6,7 +6,7 @@ lines, the final result, stop-early and cancel."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,10 @@ from sleap_rtc.client import ServerClient
 from sleap_rtc.client.jobs import WorkerSession
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
-from sleap_rtc.transport.webrtc import pin_host_addresses
 from tests.servers import Room, open_room
 from tests.slurm import cancel_jobs_under, wait_states
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm", "loopback_candidates")]
 
 _SUBMITTED = re.compile(r"\[sleap-rtc\] submitted as SLURM job (\d+) on partition debug")
 
@@ -43,19 +42,6 @@ def room(slurm: None, demo_root: Path, tmp_path_factory: pytest.TempPathFactory)
     finally:
         # A stopped worker leaves its SLURM jobs running (by design): end them here.
         cancel_jobs_under(root)
-
-
-@pytest.fixture(autouse=True)
-def _loopback_candidates() -> Iterator[None]:
-    pin_host_addresses(["127.0.0.1"])
-    yield
-    pin_host_addresses(None)
-
-
-@pytest.fixture
-async def alice(room: Room) -> AsyncIterator[ServerClient]:
-    async with room.client("alice") as client:
-        yield client
 
 
 def _config(demo_dir: Path) -> str:

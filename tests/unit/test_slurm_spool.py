@@ -159,12 +159,11 @@ def test_bad_slurm_settings_name_the_field(tmp_path: Path, table: str, field: st
 def test_the_slurm_backend_refuses_a_machine_without_slurm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sleap_rtc.cli.worker import make_backend
     from sleap_rtc.engine.slurm_tools import SlurmError
     from sleap_rtc.worker.config import WorkerConfig
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     config = WorkerConfig(backend="slurm", state_dir=tmp_path / "state")
     with pytest.raises(SlurmError, match="sbatch is not on PATH; run the worker on a SLURM"):
-        make_backend(config)
-    assert make_backend(WorkerConfig(state_dir=tmp_path / "state")).name == "local"
+        config.build_backend()
+    assert WorkerConfig(state_dir=tmp_path / "state").build_backend().name == "local"

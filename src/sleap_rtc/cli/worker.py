@@ -16,7 +16,6 @@ import click
 from sleap_rtc import __version__
 from sleap_rtc.cli.local import _mount_option, worker_options
 from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
-from sleap_rtc.engine.backend import Backend
 from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError, load_worker_config
 
 KEY_ENV = "SLEAP_RTC_WORKER_KEY"
@@ -193,22 +192,6 @@ def worker(
     sys.exit(code)
 
 
-def make_backend(config: WorkerConfig) -> Backend:
-    """The backend ``config`` asks for; raises SlurmError when SLURM can't be used here."""
-    if config.backend == "slurm":
-        from sleap_rtc.engine.slurm import SlurmBackend
-
-        SlurmBackend.check()
-        return SlurmBackend(
-            config.slurm,
-            spool_dir=config.resolved_state_dir() / "slurm",
-            cancel_grace_s=config.cancel_grace_s,
-        )
-    from sleap_rtc.engine.local import LocalBackend
-
-    return LocalBackend(cancel_grace_s=config.cancel_grace_s)
-
-
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
     from sleap_rtc.engine.slurm_tools import SlurmError
     from sleap_rtc.worker.presence import WorkerRefused, load_worker_id
@@ -217,7 +200,7 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
 
     try:
         caps, refresh = await asyncio.to_thread(_capabilities, config)
-        runner = JobRunner(config, make_backend(config))
+        runner = JobRunner(config, config.build_backend())
     except (WorkerConfigError, StoreLocked, SlurmError) as exc:
         raise click.ClickException(str(exc)) from None
     worker_id = load_worker_id(config.resolved_state_dir())

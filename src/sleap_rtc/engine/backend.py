@@ -9,6 +9,7 @@ changes.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -112,6 +113,25 @@ class BackendJob(ABC):
 
         Returns False when the running step can't be stopped early (e.g. tracking).
         """
+
+
+class QueuedJob(BackendJob):
+    r"""A job whose running code :meth:`emit`\ s events onto a queue that
+    :meth:`events` drains; the code must end with one :class:`Finished`."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self._queue: asyncio.Queue[BackendEvent] = asyncio.Queue()
+
+    def emit(self, event: BackendEvent) -> None:
+        self._queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[BackendEvent]:
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, Finished):
+                return
 
 
 class Backend(ABC):

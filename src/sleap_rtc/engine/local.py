@@ -16,18 +16,16 @@ import os
 import re
 import signal
 from collections import deque
-from collections.abc import AsyncIterator
 
 import psutil
 
 from sleap_rtc.engine.backend import (
     Backend,
-    BackendEvent,
-    BackendJob,
     EngineJob,
     Finished,
     LogLine,
     ProgressUpdate,
+    QueuedJob,
     Step,
     StepStarted,
 )
@@ -77,13 +75,12 @@ def _failure_reason(step: Step, code: int, tail: deque[str]) -> str:
     return f"{what} exited with code {code}"
 
 
-class LocalJob(BackendJob):
+class LocalJob(QueuedJob):
     def __init__(self, job: EngineJob, *, cancel_grace_s: float, env: dict[str, str]) -> None:
-        self.job_id = job.job_id
+        super().__init__(job.job_id)
         self._job = job
         self._grace = cancel_grace_s
         self._env = env
-        self._queue: asyncio.Queue[BackendEvent] = asyncio.Queue()
         self._proc: asyncio.subprocess.Process | None = None
         self._cancelled = False
         self._stop_requested = False
@@ -93,13 +90,6 @@ class LocalJob(BackendJob):
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"job-{self.job_id}")
-
-    async def events(self) -> AsyncIterator[BackendEvent]:
-        while True:
-            event = await self._queue.get()
-            yield event
-            if isinstance(event, Finished):
-                return
 
     async def cancel(self) -> None:
         self._cancelled = True
@@ -145,7 +135,7 @@ class LocalJob(BackendJob):
             finished = Finished(
                 state=JobState.FAILED, reason=f"worker error while running the job: {exc!r}"
             )
-        self._queue.put_nowait(finished)
+        self.emit(finished)
 
     async def _kill_now(self) -> None:
         if self._proc is not None:
@@ -250,7 +240,7 @@ class LocalJob(BackendJob):
                 limit=MAX_ZMQ_BYTES,
             )
             proc = self._proc
-            self._queue.put_nowait(StepStarted(step=step, native_id=native_id_of(proc.pid)))
+            self.emit(StepStarted(step=step, native_id=native_id_of(proc.pid)))
             assert proc.stdout is not None
             helpers.append(asyncio.create_task(self._read_output(proc.stdout, step, tail, error)))
             if sub is not None and tracker is not None:
@@ -299,12 +289,12 @@ class LocalJob(BackendJob):
                 if step.kind == "track":
                     parsed = parse_track_line(text)
                     if parsed is not None and not isinstance(parsed, str):
-                        self._queue.put_nowait(ProgressUpdate(parsed))
+                        self.emit(ProgressUpdate(parsed))
                         continue
                     if isinstance(parsed, str) and not error:
                         error.append(f"sleap-nn track failed: {parsed}")
                 tail.append(text)
-                self._queue.put_nowait(LogLine(text))
+                self.emit(LogLine(text))
 
     async def _read_zmq(self, sub: object, tracker: TrainProgressTracker) -> None:
         while True:
@@ -316,7 +306,7 @@ class LocalJob(BackendJob):
             if isinstance(message, dict):
                 progress = tracker.feed(message)
                 if progress is not None:
-                    self._queue.put_nowait(ProgressUpdate(progress))
+                    self.emit(ProgressUpdate(progress))
 
     async def _send_stop(self, pub: object, proc: asyncio.subprocess.Process) -> None:
         # PUB/SUB drops messages sent before the subscriber connects, and sleap-nn

@@ -26,19 +26,18 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from sleap_rtc.engine.backend import (
     Backend,
-    BackendEvent,
-    BackendJob,
     EngineJob,
     Finished,
     LogLine,
     ProgressUpdate,
+    QueuedJob,
     Step,
     StepStarted,
     Submitted,
@@ -173,7 +172,7 @@ def _why_ended(state: str, slurm_id: str, settings: SlurmSettings, tail: deque[s
     return Finished(state=JobState.FAILED, reason=reason)
 
 
-class SlurmJob(BackendJob):
+class SlurmJob(QueuedJob):
     def __init__(
         self,
         backend: SlurmBackend,
@@ -183,13 +182,12 @@ class SlurmJob(BackendJob):
         *,
         resume: bool = False,
     ) -> None:
-        self.job_id = job.job_id
+        super().__init__(job.job_id)
         self._resume = resume
         self.slurm_id = slurm_id
         self._backend = backend
         self._job = job
         self._folder = folder
-        self._queue: asyncio.Queue[BackendEvent] = asyncio.Queue()
         self._cancelled = False
         self._step: Step | None = None
         self._done = False
@@ -197,13 +195,6 @@ class SlurmJob(BackendJob):
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"slurm-job-{self.job_id}")
-
-    async def events(self) -> AsyncIterator[BackendEvent]:
-        while True:
-            event = await self._queue.get()
-            yield event
-            if isinstance(event, Finished):
-                return
 
     async def cancel(self) -> None:
         if self._done:
@@ -240,7 +231,7 @@ class SlurmJob(BackendJob):
         finally:
             self._backend.unwatch(self.slurm_id)
         self._done = True
-        self._queue.put_nowait(finished)
+        self.emit(finished)
         if not self._backend.settings.keep_spool:
             shutil.rmtree(self._folder, ignore_errors=True)
 
@@ -288,7 +279,7 @@ class SlurmJob(BackendJob):
             replayed = self._replay(events.consumed)
             if replayed is not None:
                 return await self._settle(replayed, tail)
-            self._queue.put_nowait(
+            self.emit(
                 LogLine(f"[sleap-rtc] the worker restarted; following SLURM job {self.slurm_id}")
             )
         saved = (events.consumed, output.consumed)
@@ -300,7 +291,7 @@ class SlurmJob(BackendJob):
                 text = raw.decode("utf-8", errors="replace").rstrip()[:MAX_LINE_CHARS]
                 if text:
                     tail.append(text)
-                    self._queue.put_nowait(LogLine(text))
+                    self.emit(LogLine(text))
             for raw in events.read():
                 finished = self._translate(raw)
                 if finished is not None:
@@ -308,7 +299,7 @@ class SlurmJob(BackendJob):
             state = self._backend.state_of(self.slurm_id)
             if state is not None and state != shown_state:
                 shown_state = state
-                self._queue.put_nowait(LogLine(f"[sleap-rtc] SLURM job {self.slurm_id}: {state}"))
+                self.emit(LogLine(f"[sleap-rtc] SLURM job {self.slurm_id}: {state}"))
             if state in FINAL_STATES:
                 final_since = final_since or time.monotonic()
                 if time.monotonic() - final_since > FINAL_GRACE_S:
@@ -324,13 +315,13 @@ class SlurmJob(BackendJob):
         if event is None:
             log.warning("SLURM job %s: ignoring an invalid event line", self.slurm_id)
         elif isinstance(event, LogEvent):
-            self._queue.put_nowait(LogLine(event.text[:MAX_LINE_CHARS]))
+            self.emit(LogLine(event.text[:MAX_LINE_CHARS]))
         elif isinstance(event, ProgressEvent):
-            self._queue.put_nowait(ProgressUpdate(event.progress))
+            self.emit(ProgressUpdate(event.progress))
         elif isinstance(event, StepEvent):
             if event.index <= len(self._job.steps):
                 self._step = self._job.steps[event.index - 1]
-                self._queue.put_nowait(StepStarted(self._step, _native(self.slurm_id)))
+                self.emit(StepStarted(self._step, _native(self.slurm_id)))
         elif isinstance(event, FinishedEvent):
             self._step = None
             # Only outputs this job planned are passed on.
@@ -434,7 +425,7 @@ class SlurmBackend(Backend):
             raise
         handle = SlurmJob(self, job, folder, slurm_id)
         partition = f" on partition {self.settings.partition}" if self.settings.partition else ""
-        handle._queue.put_nowait(
+        handle.emit(
             Submitted(
                 native_id=_native(slurm_id),
                 note=f"[sleap-rtc] submitted as SLURM job {slurm_id}{partition}",

@@ -44,7 +44,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sleap_rtc import locations
-from sleap_rtc.engine.slurm import SlurmSettings
+from sleap_rtc.engine.backend import Backend
+from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.engine.slurm import SlurmBackend, SlurmSettings
 from sleap_rtc.jobs.mounts import Mount, Mounts
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -120,6 +122,17 @@ class WorkerConfig(BaseModel):
 
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or locations.data_dir() / "worker").expanduser().absolute()
+
+    def build_backend(self) -> Backend:
+        """The backend this worker runs jobs on; SlurmError when SLURM can't be used here."""
+        if self.backend == "slurm":
+            SlurmBackend.check()
+            return SlurmBackend(
+                self.slurm,
+                spool_dir=self.resolved_state_dir() / "slurm",
+                cancel_grace_s=self.cancel_grace_s,
+            )
+        return LocalBackend(cancel_grace_s=self.cancel_grace_s)
 
     def build_mounts(self) -> Mounts:
         """The configured mounts plus the models folder (created if missing)."""
