@@ -33,9 +33,9 @@ def test_demo_trains_tracks_and_scores(tmp_path: Path) -> None:
     assert float(match.group(3)) < 5.0
     # Everything landed under SLEAP_RTC_HOME, in a fresh demo folder.
     [workdir] = (tmp_path / "home" / "cache" / "demo").iterdir()
-    assert (workdir / "predictions.slp").is_file()
+    assert (workdir / "data" / "predictions.slp").is_file()
     assert (workdir / "models" / "demo" / "best.ckpt").is_file()
-    assert f"predictions: {workdir / 'predictions.slp'}" in result.stdout
+    assert f"predictions: {workdir / 'data' / 'predictions.slp'}" in result.stdout
 
 
 def test_make_demo_data_cli(tmp_path: Path) -> None:

@@ -128,6 +128,8 @@ async def test_authorization_matrix(server_factory: ServerFactory, tmp_path: Pat
     )
     delivered = await recv(worker)
     assert delivered["type"] == "relay"
+    # The account's id comes too: workers hold tickets against it.
+    assert delivered["sender"].pop("user_id").isdigit()
     assert delivered["sender"] == {
         "kind": "client",
         "id": carol_session,

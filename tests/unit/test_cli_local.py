@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import yaml
 from click.testing import CliRunner
 
 from sleap_rtc.cli import cli
@@ -74,9 +75,14 @@ def test_dry_run_prints_commands(tmp_path: Path) -> None:
     result = dry_run("exp1")
     assert result.exit_code == 0, result.output
     assert "job is valid" in result.output
-    argv = shlex.split(result.output.splitlines()[-1])
-    assert argv[1:4] == ["train", "--config", str(proj / "configs" / "c.yaml")]
-    assert f"++data_config.train_labels_path=['{proj / 'labels.slp'}']" in argv
+    lines = result.output.splitlines()
+    command = next(line for line in lines if " train --config " in line)
+    argv = shlex.split(command)
+    assert argv[1:3] == ["train", "--config"] and argv[3].endswith("1-c.yaml")
+    # The effective config follows: the user's labels, resolved, and the run name.
+    effective = yaml.safe_load("\n".join(lines[lines.index(command) + 2 :]))
+    assert effective["data_config"]["train_labels_path"] == [str(proj / "labels.slp")]
+    assert effective["trainer_config"]["run_name"] == "exp1"
 
 
 def test_bad_mount_flag_names_the_flag(tmp_path: Path) -> None:

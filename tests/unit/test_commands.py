@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sleap_rtc.engine.commands import build_track_job, build_train_job, hydra_quote, unique_folder
 from sleap_rtc.jobs.frames import parse_frames
@@ -56,23 +58,70 @@ def _train_plan(tmp_path: Path, **kw: object) -> TrainPlan:
     )
 
 
-def test_train_job_argv(tmp_path: Path) -> None:
+def test_train_job_runs_an_effective_config(tmp_path: Path) -> None:
     plan = _train_plan(tmp_path, max_epochs=5, batch_size=8, learning_rate=0.0001, run_name="exp1")
+    work = tmp_path / "work"
     job = build_train_job(
-        plan, job_id="abcdef123456", models_dir=tmp_path, sleap_nn=["sleap-nn"], device="cpu"
+        plan,
+        job_id="abcdef123456",
+        models_dir=tmp_path,
+        work_dir=work,
+        sleap_nn=["sleap-nn"],
+        device="cpu",
     )
     assert [s.name for s in job.steps] == ["centroid", "centered_instance"]
     first = job.steps[0].argv
-    assert first[:4] == ["sleap-nn", "train", "--config", "/c/centroid.yaml"]
-    assert "++data_config.train_labels_path=['/d/a b,c.slp']" in first
-    assert "++trainer_config.max_epochs=5" in first
-    assert "++trainer_config.train_data_loader.batch_size=8" in first
-    assert "++trainer_config.optimizer.lr=0.0001" in first
-    assert "++trainer_config.trainer_accelerator='cpu'" in first
-    assert "++trainer_config.run_name='exp1-centroid'" in first
+    written = work / "configs" / "1-centroid.yaml"
+    assert first == ["sleap-nn", "train", "--config", str(written)]
+    config = yaml.safe_load(written.read_text())
+    assert config == job.steps[0].config
+    assert config["data_config"]["train_labels_path"] == ["/d/a b,c.slp"]
+    assert config["data_config"]["cache_img_path"] == str(work / "cache" / "1")
+    trainer = config["trainer_config"]
+    assert trainer["max_epochs"] == 5
+    assert trainer["train_data_loader"]["batch_size"] == 8
+    assert trainer["optimizer"]["lr"] == 0.0001
+    assert trainer["trainer_accelerator"] == "cpu"
+    assert trainer["run_name"] == "exp1-centroid"
+    assert trainer["ckpt_dir"] == str(tmp_path)
+    assert trainer["use_wandb"] is False and trainer["zmq"]["controller_port"] is None
     assert job.steps[0].output == tmp_path / "exp1-centroid"
     assert job.steps[0].total_epochs == 5 and job.steps[1].index == 2
-    assert all(isinstance(a, str) for a in first)
+
+
+def test_effective_config_overrides_what_the_worker_owns(tmp_path: Path) -> None:
+    """A config can't aim sleap-nn's writes (ckpt_dir, caches, ports) anywhere; paths
+    with ``${`` stay literal once OmegaConf reads them."""
+    from omegaconf import OmegaConf
+
+    plan = _train_plan(tmp_path)
+    hostile = {
+        "data_config": {"cache_img_path": "/etc", "train_labels_path": ["/x.slp"]},
+        "model_config": {},
+        "trainer_config": {
+            "ckpt_dir": "/root",
+            "run_name": "../../x",
+            "zmq": {"publish_port": 22, "controller_port": 23},
+            "use_wandb": True,
+        },
+        "filename": "/etc/passwd",
+    }
+    config = dataclasses.replace(
+        plan.configs[0], data=hostile, train_labels=[Path("/d/${oc.env:HOME}.slp")]
+    )
+    plan = dataclasses.replace(plan, configs=[config])
+    job = build_train_job(
+        plan, job_id="abcdef123456", models_dir=tmp_path, work_dir=tmp_path / "w", sleap_nn=["x"]
+    )
+    loaded = OmegaConf.load(job.steps[0].argv[-1])
+    assert list(loaded.data_config.train_labels_path) == ["/d/${oc.env:HOME}.slp"]
+    assert loaded.data_config.cache_img_path == str(tmp_path / "w" / "cache" / "1")
+    assert loaded.trainer_config.ckpt_dir == str(tmp_path)
+    assert loaded.trainer_config.run_name == "centroid-abcdef12"
+    assert loaded.trainer_config.zmq.publish_port is None
+    assert loaded.trainer_config.use_wandb is False
+    assert loaded.filename == ""
+    assert hostile["trainer_config"]["ckpt_dir"] == "/root"  # the plan is not changed
 
 
 def test_run_names_are_unique(tmp_path: Path) -> None:

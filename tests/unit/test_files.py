@@ -254,3 +254,67 @@ def test_a_link_retargeted_outside_after_listing_is_not_shown(tmp_path: Path) ->
     link.symlink_to(outside)
     os.utime(mount, ns=(stamp, stamp))
     assert [e.name for e in service.list(str(mount)).entries] == ["inside.yaml"]
+
+
+def test_a_file_swapped_for_a_link_after_listing_is_not_stat_ed_through_it(
+    tmp_path: Path,
+) -> None:
+    """The names of a folder are cached; a plain file among them that is then replaced
+    by a link to a file outside must not be stat'ed through the link (its size, time)."""
+    mount = tmp_path / "m"
+    mount.mkdir()
+    (mount / "plain.yaml").write_text("in")
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("secret, and much longer than the file it replaces")
+    service = FileService(Mounts([Mount.create(mount, "m")]))
+    assert [(e.name, e.size) for e in service.list(str(mount)).entries] == [("plain.yaml", 2)]
+    stamp = os.stat(mount).st_mtime_ns
+    (mount / "plain.yaml").unlink()
+    (mount / "plain.yaml").symlink_to(outside)
+    os.utime(mount, ns=(stamp, stamp))  # the cached names are used again
+    assert service.list(str(mount)).entries == []
+    with pytest.raises(FsError) as caught:
+        service.stat(str(mount / "plain.yaml"))
+    assert caught.value.code == "ACCESS_DENIED"
+
+
+def test_loops_and_odd_names_give_clean_answers(tmp_path: Path) -> None:
+    from sleap_rtc.protocol import jobs as p
+    from sleap_rtc.worker.service import _file_reply
+
+    mount = tmp_path / "m"
+    mount.mkdir()
+    (mount / "self").symlink_to(mount / "self")
+    odd = os.fsencode(mount) + b"/bad\xffname.slp"
+    with open(odd, "wb") as handle:
+        handle.write(b"x")
+    service = FileService(Mounts([Mount.create(mount, "m")]))
+    with pytest.raises(FsError) as loop:
+        service.stat(str(mount / "self"))
+    assert loop.value.code == "PATH_NOT_FOUND"
+    with pytest.raises(FsError) as listed:
+        service.list(str(mount / "self"))
+    assert listed.value.code in ("NOT_READABLE", "PATH_NOT_FOUND")
+    # A name that isn't UTF-8 is shown escaped instead of breaking the reply.
+    reply = _file_reply(service, p.FsList(request_id="r", path=str(mount)))
+    assert isinstance(reply, p.FsListReply)
+    assert [e.name for e in reply.entries] == ["bad\\xffname.slp"]
+    p.encode(reply)
+    found = _file_reply(service, p.FsFind(request_id="r", query="*.slp"))
+    assert isinstance(found, p.FsFindReply) and len(found.matches) == 1
+    p.encode(found)
+
+
+def test_a_long_path_is_cut_in_error_messages(files: FileService, tree: dict[str, Path]) -> None:
+    long = str(tree["mount"]) + "/" + "/".join(["d" * 200] * 18)
+    for call in (lambda: files.stat(long), lambda: files.list(long)):
+        with pytest.raises(FsError) as caught:
+            call()
+        assert caught.value.code == "PATH_NOT_FOUND"
+        assert len(caught.value.message) < 300 and caught.value.message.endswith("…[cut]")
+    with pytest.raises(FsError) as denied:
+        files.stat("/etc/" + "/".join(["x" * 100] * 39))
+    assert denied.value.code == "ACCESS_DENIED" and len(denied.value.message) < 300
+    with pytest.raises(FsError) as relative:
+        files.stat("r" * 4000)
+    assert relative.value.code == "INVALID_PATH" and len(relative.value.message) < 400

@@ -64,3 +64,10 @@ def test_round_trip(pairs: list[tuple[int, int]]) -> None:
         ranges.append(FrameRange(start, start + length))
         cursor = start + length + 1
     assert parse_frames(format_frames(ranges)) == ranges
+
+
+@pytest.mark.parametrize("text", ["0-99999999999999999999999999", "9" * 5000, "2147483648"])
+def test_frame_numbers_past_any_video_are_refused_not_crashing(text: str) -> None:
+    with pytest.raises(FramesError, match="names a frame past"):
+        parse_frames(text)
+    assert parse_frames("0-2147483647")[0].stop == 2**31 - 1

@@ -31,6 +31,7 @@ from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import get_cwidth
 from rich.filesize import decimal
 
+from sleap_rtc.cli.render import plain
 from sleap_rtc.client.browse import BrowserModel, Row
 
 #: Lines around the list: title, path, blank, status, keys, filter.
@@ -115,7 +116,7 @@ class Browser:
 
         return HSplit(
             [
-                line(lambda: [("class:title", self.title)]),
+                line(lambda: [("class:title", plain(self.title))]),
                 line(self._path_line),
                 line(lambda: []),
                 Window(
@@ -130,7 +131,9 @@ class Browser:
 
     def _path_line(self) -> StyleAndTextTuples:
         width, _ = self._size()
-        where = self.model.path if self.model.path is not None else "(the worker's mounts)"
+        # Names from the worker are shown with their control characters escaped, so a
+        # newline or an escape sequence in one can't draw rows of its own.
+        where = plain(self.model.path) if self.model.path is not None else "(the worker's mounts)"
         return [("", "Path: "), ("class:path", _fit(where, width - 7))]
 
     def _list(self) -> StyleAndTextTuples:
@@ -138,7 +141,7 @@ class Browser:
         rows, cursor = self.model.window(self._list_height())
         if not rows:
             if self.model.filter:
-                empty = f"  (nothing here matches {self.model.filter})"
+                empty = f"  (nothing here matches {plain(self.model.filter)})"
             else:
                 empty = "  (empty folder)"
             return [("class:status", empty)]
@@ -150,16 +153,16 @@ class Browser:
 
     def _row(self, row: Row, width: int, *, selected: bool) -> StyleAndTextTuples:
         if row.kind in ("mount", "dir"):
-            icon, style, name = self.folder_icon, "class:dir", row.name + "/"
+            icon, style, name = self.folder_icon, "class:dir", plain(row.name) + "/"
         elif row.kind == "here":
-            icon, style, name = " ", "class:here", row.name
+            icon, style, name = " ", "class:here", plain(row.name)
         else:
-            icon, style, name = self.file_icon, "", row.name
+            icon, style, name = self.file_icon, "", plain(row.name)
         extra = ""
         if row.kind in ("file", "other") and row.size is not None:
             extra = f"  ({decimal(row.size)})"
         elif row.note:
-            extra = f"  ({row.note})"
+            extra = f"  ({plain(row.note)})"
         marker = "> " if selected else "  "
         room = width - get_cwidth(marker + icon + " ") - get_cwidth(extra)
         name = _fit(name, max(8, room))
@@ -174,7 +177,7 @@ class Browser:
     def _status(self) -> StyleAndTextTuples:
         if self.model.message:
             width, _ = self._size()
-            return [("class:error", _fit(self.model.message, width - 1))]
+            return [("class:error", _fit(plain(self.model.message), width - 1))]
         model = self.model
         if model.path is None:
             return [("class:status", f"{model.total} mount{'' if model.total == 1 else 's'}")]
@@ -191,7 +194,7 @@ class Browser:
         if model.want == "dir":
             return [("class:status", "Folders only")]
         hint = "  (type to replace)" if model.filter_preset else "_"
-        return [("", "Filter: "), ("class:filter", model.filter), ("class:status", hint)]
+        return [("", "Filter: "), ("class:filter", plain(model.filter)), ("class:status", hint)]
 
     def _keys_line(self) -> StyleAndTextTuples:
         enter = "Open" if self.model.want == "dir" else "Select"

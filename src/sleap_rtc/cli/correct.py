@@ -16,6 +16,7 @@ from rich.filesize import decimal
 
 from sleap_rtc.cli.ask import choose, confirm
 from sleap_rtc.cli.browser import browse
+from sleap_rtc.cli.render import safe
 from sleap_rtc.client.browse import (
     BrowserModel,
     PathTarget,
@@ -60,7 +61,9 @@ async def correct_paths(
         bad = error.path or current_value(spec, target) or ""
         console.print()
         console.print(
-            f"Path error detected for '{error.field}': {bad}", highlight=False, soft_wrap=True
+            f"Path error detected for '{safe(error.field)}': {safe(bad)}",
+            highlight=False,
+            soft_wrap=True,
         )
         agreed = await confirm(
             "Would you like to browse the worker filesystem to find the correct path?"
@@ -79,7 +82,9 @@ async def correct_paths(
         spec = apply_path(spec, target, chosen)
         changes.append((error.field, bad, current_value(spec, target) or chosen))
     for field, old, new in changes:
-        console.print(f"  {field}: {old} → {new}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  {safe(field)}: {safe(old)} → {safe(new)}", highlight=False, soft_wrap=True
+        )
     return spec
 
 
@@ -102,10 +107,14 @@ async def _offer_candidates(
     ][:MAX_CANDIDATES]
     if not matches:
         return None
-    console.print(f"Likely matches for '{name}' on the worker:", highlight=False, soft_wrap=True)
+    console.print(
+        f"Likely matches for '{safe(name)}' on the worker:", highlight=False, soft_wrap=True
+    )
     for number, match in enumerate(matches, 1):
         size = f"  ({decimal(match.entry.size)})" if match.entry.size is not None else ""
-        console.print(f"  {number}. {match.entry.path}{size}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  {number}. {safe(match.entry.path)}{size}", highlight=False, soft_wrap=True
+        )
     choices = [str(n) for n in range(1, len(matches) + 1)] + ["b"]
     answer = await choose(f"Use one [1-{len(matches)}], or b to browse", choices, default="b")
     if answer == "b":

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from sleap_rtc import locations
 
@@ -92,13 +91,13 @@ def demo(workdir: Path | None, device: str, logs: bool, transport: str) -> None:
       sleap-rtc demo --workdir /tmp/sleap-rtc-demo
     """
     _need_worker_extra(server=True)
-    from sleap_rtc.cli.render import JobProgressView
+    from sleap_rtc.cli.render import JobProgressView, make_console, plain, safe
     from sleap_rtc.demo.run import DemoFailed, run_demo
 
-    console = Console(stderr=False)
+    console = make_console()
     if workdir is None:
         workdir = locations.cache_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")
-    console.print(f"demo folder: {workdir}", soft_wrap=True, highlight=False)
+    console.print(f"demo folder: {safe(workdir)}", soft_wrap=True, highlight=False)
     views: dict[str, JobProgressView] = {}
 
     from sleap_rtc.protocol import jobs as p
@@ -124,16 +123,18 @@ def demo(workdir: Path | None, device: str, logs: bool, transport: str) -> None:
     except DemoFailed as exc:
         for view in views.values():
             view.__exit__(None, None, None)
-        console.print(f"[red]demo failed:[/red] {exc}")
+        console.print(f"[red]demo failed:[/red] {safe(exc)}")
         for line in exc.log_tail:
-            console.print(f"  {line}", highlight=False)
+            console.print(f"  {plain(line)}", highlight=False, markup=False)
         sys.exit(1)
     finally:
         for view in views.values():
             view.__exit__(None, None, None)
-    console.print(f"jobs ran on worker {result.worker_id} over {result.transport}", highlight=False)
-    console.print(f"model:       {result.model_dir}", soft_wrap=True, highlight=False)
-    console.print(f"predictions: {result.predictions}", soft_wrap=True, highlight=False)
+    console.print(
+        f"jobs ran on worker {safe(result.worker_id)} over {result.transport}", highlight=False
+    )
+    console.print(f"model:       {safe(result.model_dir)}", soft_wrap=True, highlight=False)
+    console.print(f"predictions: {safe(result.predictions)}", soft_wrap=True, highlight=False)
     console.print(
         f"mean error on {result.n_frames_scored} held-out frames: {result.mean_error_px:.2f} px"
     )

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
 
@@ -22,6 +21,7 @@ from sleap_rtc.cli.remote import (
     ice_servers,
     worker_session_options,
 )
+from sleap_rtc.cli.render import make_console, plain, safe
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.browse import BrowserModel, SessionSource
 from sleap_rtc.client.jobs import WorkerSession
@@ -76,9 +76,13 @@ def fs_mounts(room: str, as_json: bool, **options: Any) -> None:
         for mount in mounts:
             access = "read-only" if mount.read_only else "read-write"
             table.add_row(
-                mount.label, mount.path, access, _size(mount.free_bytes), _size(mount.total_bytes)
+                safe(mount.label),
+                safe(mount.path),
+                access,
+                _size(mount.free_bytes),
+                _size(mount.total_bytes),
             )
-        Console().print(table)
+        make_console().print(table)
         return 0
 
     _run_async(go)
@@ -116,10 +120,10 @@ def fs_ls(
                 )
             )
             return 0
-        click.echo(page.path)
+        click.echo(plain(page.path))
         for entry in entries:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.modified))
-            name = entry.name + ("/" if entry.kind == "dir" else "")
+            name = plain(entry.name) + ("/" if entry.kind == "dir" else "")
             click.echo(f"  {name:<50} {_size(entry.size):>9}  {when}")
         if len(entries) < page.total:
             click.echo(f"  … {page.total - len(entries)} more (--all lists everything)")
@@ -150,9 +154,9 @@ def fs_find(
         if not found.matches:
             click.echo(f"nothing named like {pattern!r} in the worker's mounts")
         for match in found.matches:
-            click.echo(f"{match.entry.path}  {_size(match.entry.size)}")
+            click.echo(f"{plain(match.entry.path)}  {_size(match.entry.size)}")
         if found.truncated:
-            click.echo(f"(search stopped early: {found.truncated}; narrow it with --under)")
+            click.echo(f"(search stopped early: {plain(found.truncated)}; narrow it with --under)")
         return 0
 
     _run_async(go)
@@ -202,7 +206,7 @@ def browse(room: str, start: str | None, pattern: str, folders: bool, **options:
         if chosen is None:
             click.echo("cancelled", err=True)
             return EXIT_INTERRUPTED
-        click.echo(chosen)
+        click.echo(plain(chosen))  # one line, whatever the worker's names hold
         return 0
 
     _run_async(go)

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from sleap_rtc.cli.options import track_options, track_spec_from, train_options, train_spec_from
-from sleap_rtc.cli.render import JobProgressView, print_rejection
+from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection, safe
 from sleap_rtc.jobs.mounts import Mount
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
@@ -113,7 +114,7 @@ def local() -> None:
 def _run(
     config: WorkerConfig, spec: TrainSpec | TrackSpec, *, dry_run: bool, as_json: bool, logs: bool
 ) -> None:
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)
     if dry_run:
         _dry_run(config, spec, console)
         return
@@ -122,7 +123,9 @@ def _run(
 
     async def go() -> int:
         try:
-            runner = JobRunner(config, LocalBackend(cancel_grace_s=config.cancel_grace_s))
+            runner = JobRunner(
+                config, LocalBackend(cancel_grace_s=config.cancel_grace_s), shared=False
+            )
         except StoreLocked as exc:
             raise click.ClickException(str(exc)) from None
         try:
@@ -197,7 +200,11 @@ def _dry_run(config: WorkerConfig, spec: TrainSpec | TrackSpec, console: Console
         )
     console.print("job is valid; it would run:")
     for step in job.steps:
-        console.print(shlex.join(step.argv), highlight=False, soft_wrap=True)
+        console.print(plain(shlex.join(step.argv)), highlight=False, markup=False, soft_wrap=True)
+        if step.config is not None:
+            console.print(f"# {plain(step.argv[-1])}:", highlight=False, markup=False)
+            text = yaml.safe_dump(step.config, sort_keys=False)
+            console.print(text.rstrip(), highlight=False, markup=False, soft_wrap=True)
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -242,13 +249,15 @@ def _print_outcome(console: Console, record: JobRecord, tail: list[str]) -> None
         note = " (stopped early)" if record.stopped_early else ""
         console.print(f"[green]job {record.id} complete{note}[/green]")
         for output in record.outputs:
-            console.print(f"  output: {output}", highlight=False)
+            console.print(f"  output: {safe(output)}", highlight=False)
     else:
-        console.print(f"[red]job {record.id} {record.state.value.lower()}[/red]: {record.reason}")
+        console.print(
+            f"[red]job {record.id} {record.state.value.lower()}[/red]: {safe(record.reason)}"
+        )
         if record.state is JobState.FAILED and tail:
             console.print("last log lines:")
             for line in tail:
-                console.print(f"  {line}", highlight=False, markup=False)
+                console.print(f"  {plain(line)}", highlight=False, markup=False)
 
 
 @local.command()
@@ -294,7 +303,7 @@ def _spec(
         return build(options)
     except ValidationError as exc:
         print_rejection(
-            Console(stderr=True), problems_from_validation_error(exc), header="Invalid job:"
+            make_console(stderr=True), problems_from_validation_error(exc), header="Invalid job:"
         )
         sys.exit(EXIT_REJECTED)
 
@@ -354,9 +363,9 @@ def list_jobs(worker_config: Path | None, limit: int, as_json: bool) -> None:
             r.kind,
             r.state.value,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
-            detail,
+            safe(detail),
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 def _record_json(r: JobRecord) -> dict[str, Any]:
@@ -392,17 +401,17 @@ def status(worker_config: Path | None, job_id: str, as_json: bool) -> None:
         ]
         click.echo(json.dumps(payload, indent=2))
         return
-    console = Console()
+    console = make_console()
     console.print(f"job {record.id} ({record.kind}): [bold]{record.state.value}[/bold]")
     for h in history:
         when = time.strftime("%H:%M:%S", time.localtime(h.at))
-        console.print(f"  {when}  {h.state.value}" + (f"  {h.reason}" if h.reason else ""))
+        console.print(f"  {when}  {h.state.value}" + (f"  {safe(h.reason)}" if h.reason else ""))
     if record.progress:
-        console.print(f"  last progress: {record.progress}", highlight=False)
+        console.print(f"  last progress: {safe(record.progress)}", highlight=False)
     for problem in record.problems:
-        console.print(f"  - {problem['field']}: {problem['message']}", highlight=False)
+        console.print(f"  - {safe(problem['field'])}: {safe(problem['message'])}", highlight=False)
     for output in record.outputs:
-        console.print(f"  output: {output}", highlight=False)
+        console.print(f"  output: {safe(output)}", highlight=False)
 
 
 @jobs.command()
@@ -414,4 +423,4 @@ def logs(worker_config: Path | None, job_id: str, tail: int | None) -> None:
     store = _store(worker_config)
     record = _find(store, job_id)
     for line in store.read_log(record.id, tail=tail):
-        click.echo(line)
+        click.echo(plain(line))

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
 
-from sleap_rtc.cli.render import print_rejection
+from sleap_rtc.cli.render import make_console, plain, print_rejection, safe
 from sleap_rtc.jobs.problems import JobRejected
 
 if TYPE_CHECKING:
@@ -21,7 +20,7 @@ EXIT_INVALID = 2
 
 
 def _rejected(exc: JobRejected, header: str) -> NoReturn:
-    print_rejection(Console(stderr=True), exc.problems, header=header)
+    print_rejection(make_console(stderr=True), exc.problems, header=header)
     sys.exit(EXIT_INVALID)
 
 
@@ -158,7 +157,7 @@ def run(
     if (poll_interval is not None or cancel_on_exit) and chain != "poll":
         raise click.UsageError("--poll-interval and --cancel-on-exit go with --chain=poll.")
     loaded, layout = _load(job_file, output_dir)
-    console = Console()
+    console = make_console()
     if generate_only:
         from sleap_rtc.pipeline.sbatch import generate
 
@@ -173,10 +172,10 @@ def run(
             return
         for item in written:
             state = "written" if item.created else "kept (exists; delete it to write it again)"
-            console.print(f"{item.script}  {state}", highlight=False, soft_wrap=True)
+            console.print(f"{safe(item.script)}  {state}", highlight=False, soft_wrap=True)
         console.print(
             f"{len(written)} script(s) for {len(loaded.datasets)} dataset(s); logs: "
-            f"{layout.logs}; artifacts: {layout.experiment_root}",
+            f"{safe(layout.logs)}; artifacts: {safe(layout.experiment_root)}",
             highlight=False,
             soft_wrap=True,
         )
@@ -206,8 +205,9 @@ def run(
         else:
             line = f"skipped: {stage_run.note}"
         console.print(
-            f"{stage_run.dataset:<12} {stage_run.stage:<18} {line}",
+            f"{plain(stage_run.dataset):<12} {plain(stage_run.stage):<18} {plain(line)}",
             highlight=False,
+            markup=False,  # names from the job file, notes and ids from SLURM
             soft_wrap=True,
         )
 
@@ -230,10 +230,11 @@ def _drive(
     from sleap_rtc.pipeline.driver import Driver, Event, summary
     from sleap_rtc.pipeline.run import AlreadyDriven, as_dicts
 
-    out = Console(stderr=as_json)  # with --json, stdout holds the JSON alone
+    out = make_console(stderr=as_json)  # with --json, stdout holds the JSON alone
 
     def say(text: str) -> None:
-        out.print(text, highlight=False, soft_wrap=True)
+        # One line each; it names datasets and stages, and quotes SLURM's words.
+        out.print(plain(text), highlight=False, markup=False, soft_wrap=True)
 
     def show(event: Event) -> None:
         at = time.strftime("%H:%M:%S", time.localtime(event.at))
@@ -327,7 +328,7 @@ def status_command(
         grid = Table("dataset", "stage", "job", "state")
         for item in found:
             state = f"{item.state}: {item.reason}" if item.reason else item.state
-            grid.add_row(item.dataset, item.stage, item.job_id or "", state)
+            grid.add_row(safe(item.dataset), safe(item.stage), safe(item.job_id or ""), safe(state))
         waiting = any(
             (i.job_id and i.state not in FINAL_STATES) or i.state == "WAITING" for i in found
         )
@@ -337,10 +338,11 @@ def status_command(
         click.echo(json.dumps(as_dicts(status(loaded, layout))))
         return
     grid, waiting = table()
+    console = make_console()
     if not watch:
-        Console().print(grid)
+        console.print(grid)
         return
-    with Live(grid, refresh_per_second=1) as live:
+    with Live(grid, console=console, refresh_per_second=1) as live:
         while waiting:
             time.sleep(interval)
             grid, waiting = table()
@@ -440,7 +442,7 @@ def manifest_verify(path: Path, experiment_root: Path | None) -> None:
     found, problems = verify_manifest(path, "manifest", experiment_root)
     if problems:
         print_rejection(
-            Console(stderr=True), problems, header=f"Manifest {path} does not check out:"
+            make_console(stderr=True), problems, header=f"Manifest {path} does not check out:"
         )
         sys.exit(EXIT_INVALID)
     assert found is not None
@@ -581,7 +583,7 @@ def tune_batch_size_command(
             max_batch_size=max_batch_size,
             max_trials=max_trials,
             force=force,
-            report=lambda line: click.echo(line, err=True),
+            report=lambda line: click.echo(plain(line), err=True),  # quotes sleap-nn's output
         )
     except ValueError as exc:
         fail(str(exc))

@@ -31,7 +31,7 @@ from sleap_rtc.cli.options import (
     track_spec_from,
     train_spec_from,
 )
-from sleap_rtc.cli.render import JobProgressView, print_rejection
+from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection, safe
 from sleap_rtc.cli.rooms import room_option, server_option
 from sleap_rtc.client import ClientError, ServerClient
 from sleap_rtc.client.config import ConfigError
@@ -127,9 +127,9 @@ def _pick(candidates: list[WorkerView], console: Console) -> WorkerView:
         memory = f"{worker.best_gpu_memory_mb:,} MB free" if worker.gpus else "CPU only"
         table.add_row(
             str(number),
-            worker.name,
-            worker.id,
-            worker.status,
+            safe(worker.name),
+            safe(worker.id),
+            safe(worker.status),
             memory,
             f"{worker.running_jobs}/{worker.max_concurrent_jobs}",
         )
@@ -210,7 +210,7 @@ async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bo
         try:
             await handle.stop()
         except WorkerError as exc:
-            console.print(f"[yellow]{exc.message}[/yellow]")
+            console.print(f"[yellow]{safe(exc.message)}[/yellow]")
             return "watch"
         return "stop"
     if answer == "c":
@@ -248,9 +248,9 @@ async def _follow(
                         action = await _ask_on_interrupt(handle, console, interactive)
                     if action == "detach":
                         console.print(
-                            f"detached; job {handle.job_id} keeps running. Follow it again with "
-                            f"`sleap-rtc jobs attach {handle.job_id} --room "
-                            f"{handle.session.room}`"
+                            f"detached; job {safe(handle.job_id)} keeps running. Follow it again "
+                            f"with `sleap-rtc jobs attach {safe(handle.job_id)} --room "
+                            f"{safe(handle.session.room)}`"
                         )
                         return EXIT_INTERRUPTED
                     cancelled = cancelled or action == "cancel"
@@ -285,18 +285,18 @@ async def _follow(
 def _print_result(console: Console, result: p.JobComplete | p.JobFailed) -> None:
     if isinstance(result, p.JobComplete):
         note = " (stopped early)" if result.stopped_early else ""
-        console.print(f"[green]job {result.job_id} complete{note}[/green]")
+        console.print(f"[green]job {safe(result.job_id)} complete{note}[/green]")
         for output in result.outputs:
-            console.print(f"  output: {output}", highlight=False)
+            console.print(f"  output: {safe(output)}", highlight=False)
         return
     console.print(
-        f"[red]job {result.job_id} {result.state.lower()}[/red]: {result.reason}",
+        f"[red]job {safe(result.job_id)} {safe(result.state.lower())}[/red]: {safe(result.reason)}",
         highlight=False,
     )
     if result.state == "FAILED" and result.log_tail:
         console.print("last log lines:")
         for line in result.log_tail[-15:]:
-            console.print(f"  {line}", highlight=False, markup=False)
+            console.print(f"  {plain(line)}", highlight=False, markup=False)
 
 
 def _run_async(action: Callable[[], Coroutine[Any, Any, int]]) -> None:
@@ -308,7 +308,9 @@ def _run_async(action: Callable[[], Coroutine[Any, Any, int]]) -> None:
     except JobRejectedError:
         code = EXIT_REJECTED
     except (ClientError, ConfigError) as exc:
-        Console(stderr=True).print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        make_console(stderr=True).print(
+            f"[red]Error:[/red] {safe(exc)}", highlight=False, soft_wrap=True
+        )
         code = EXIT_REJECTED if isinstance(exc, ClientError) and _is_selection(exc) else 1
     sys.exit(code)
 
@@ -324,7 +326,7 @@ SpecFactory = Callable[[WorkerSession, Console], Coroutine[Any, Any, TrainSpec |
 
 def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) -> None:
     as_json = options["as_json"]
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)
     interactive = _interactive(options["non_interactive"])
     download: Path | None = options.get("download")
 
@@ -368,8 +370,8 @@ def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) 
                     )
                 else:
                     console.print(
-                        f"job {handle.job_id} accepted by {worker.name} ({worker.id}) "
-                        f"over {session.transport}",
+                        f"job {safe(handle.job_id)} accepted by {safe(worker.name)} "
+                        f"({safe(worker.id)}) over {session.transport}",
                         highlight=False,
                     )
                 try:
@@ -388,8 +390,8 @@ def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) 
                     return code
                 except SessionClosed as exc:
                     console.print(
-                        f"[red]{exc}[/red]\nThe job may still be running: "
-                        f"`sleap-rtc jobs attach {handle.job_id} --room {room}`",
+                        f"[red]{safe(exc)}[/red]\nThe job may still be running: "
+                        f"`sleap-rtc jobs attach {safe(handle.job_id)} --room {safe(room)}`",
                         highlight=False,
                     )
                     return EXIT_FAILED
@@ -402,14 +404,14 @@ async def _download_outputs(
 ) -> None:
     for remote in outputs:
         with Progress(
-            TextColumn("download {task.description}"),
+            TextColumn("download {task.description}", markup=False),  # a worker's file name
             BarColumn(bar_width=24),
             DownloadColumn(),
             TransferSpeedColumn(),
             console=console,
             disable=as_json,
         ) as bar:
-            task = bar.add_task(PurePosixPath(remote).name, total=None)
+            task = bar.add_task(plain(PurePosixPath(remote).name), total=None)
 
             def show(done: int, total: int, task: TaskID = task) -> None:
                 bar.update(task, completed=done, total=total)
@@ -418,7 +420,7 @@ async def _download_outputs(
         if as_json:
             _emit_dict({"type": "DOWNLOADED", "remote": remote, "local": str(local)})
         else:
-            console.print(f"  downloaded: {local}", highlight=False)
+            console.print(f"  downloaded: {safe(local)}", highlight=False)
 
 
 PKG_DEPRECATION = """\
@@ -440,7 +442,9 @@ def _package_spec(pkg: Path, options: dict[str, Any]) -> SpecFactory:
 
     async def make(session: WorkerSession, console: Console) -> TrainSpec:
         size = pkg.stat().st_size
-        console.print(f"uploading {pkg.name} ({size:,} bytes) to {session.worker_name}…")
+        console.print(
+            f"uploading {safe(pkg.name)} ({size:,} bytes) to {safe(session.worker_name)}…"
+        )
         done = await session.upload(pkg, unpack=True)
         configs = sorted(f for f in done.files if f.endswith((".yaml", ".yml")))
         labels = sorted(f for f in done.files if f.endswith(".slp"))
@@ -475,7 +479,7 @@ def _spec_or_exit(build: Callable[[dict[str, Any]], T], options: dict[str, Any])
         return build(options)
     except ValidationError as exc:
         print_rejection(
-            Console(stderr=True), problems_from_validation_error(exc), header="Invalid job:"
+            make_console(stderr=True), problems_from_validation_error(exc), header="Invalid job:"
         )
         sys.exit(EXIT_REJECTED)
 
@@ -517,10 +521,11 @@ def train(room: str, pkg_path: Path | None, **options: Any) -> None:
     Exit codes: 0 complete, 1 failed, 2 rejected or invalid, 130 interrupted.
     """
     if pkg_path is not None:
-        Console(stderr=True).print(
-            PKG_DEPRECATION.format(room=room, pkg=pkg_path),
+        make_console(stderr=True).print(
+            PKG_DEPRECATION.format(room=plain(room), pkg=plain(pkg_path)),
             style="yellow",
             highlight=False,
+            markup=False,  # fixed text and the user's own room and path
             soft_wrap=True,
         )
         _submit_command(_package_spec(pkg_path, options), room, options)
@@ -649,9 +654,14 @@ def jobs_list(room: str, limit: int, as_json: bool, **options: Any) -> None:
         table = Table("job", "worker", "kind", "state", "owner", "what")
         for worker, job in rows:
             table.add_row(
-                job.job_id, worker.name, job.kind, job.state, job.owner or "-", job.summary
+                safe(job.job_id),
+                safe(worker.name),
+                safe(job.kind),
+                safe(job.state),
+                safe(job.owner or "-"),
+                safe(job.summary),
             )
-        Console().print(table)
+        make_console().print(table)
         return 0
 
     _run_async(go)
@@ -671,12 +681,15 @@ def jobs_status(job_id: str, room: str, as_json: bool, **options: Any) -> None:
         if as_json:
             click.echo(job.model_dump_json(indent=2))
         else:
-            console = Console()
-            console.print(f"job {job.job_id} ({job.kind}, {job.owner or '-'}): {job.state}")
+            console = make_console()
+            console.print(
+                f"job {safe(job.job_id)} ({safe(job.kind)}, {safe(job.owner or '-')}): "
+                f"{safe(job.state)}"
+            )
             if job.reason:
-                console.print(f"  reason: {job.reason}", highlight=False)
+                console.print(f"  reason: {safe(job.reason)}", highlight=False)
             for output in job.outputs:
-                console.print(f"  output: {output}", highlight=False)
+                console.print(f"  output: {safe(output)}", highlight=False)
         return 0
 
     _run_async(go)
@@ -698,7 +711,7 @@ def jobs_logs(job_id: str, room: str, tail: int, follow: bool, **options: Any) -
                 async for event in handle.events():
                     if isinstance(event, p.JobProgress):
                         for line in event.lines:
-                            click.echo(line)
+                            click.echo(plain(line))
                         if event.replay and not follow:
                             return 0
                     elif isinstance(event, p.JobFailed) and not event.log_tail:
@@ -715,7 +728,7 @@ def jobs_logs(job_id: str, room: str, tail: int, follow: bool, **options: Any) -
 @click.option("--non-interactive", is_flag=True, help="Never prompt.")
 def jobs_attach(job_id: str, room: str, as_json: bool, logs: bool, **options: Any) -> None:
     """Replay a job's progress and recent log, then follow it live."""
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
@@ -744,7 +757,7 @@ def jobs_cancel(job_id: str, room: str, **options: Any) -> None:
             session, _ = await _with_job(server, room, job_id, options)
             async with session:
                 job = await session.cancel(job_id)
-        click.echo(f"job {job.job_id}: {job.state}")
+        click.echo(f"job {plain(job.job_id)}: {plain(job.state)}")
         return 0
 
     _run_async(go)
@@ -761,7 +774,7 @@ def jobs_stop(job_id: str, room: str, **options: Any) -> None:
             session, _ = await _with_job(server, room, job_id, options)
             async with session:
                 job = await session.stop(job_id)
-        click.echo(f"job {job.job_id}: stop requested ({job.state})")
+        click.echo(f"job {plain(job.job_id)}: stop requested ({plain(job.state)})")
         return 0
 
     _run_async(go)

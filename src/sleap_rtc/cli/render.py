@@ -1,8 +1,15 @@
-"""Live rendering of job events in a terminal (rich progress bars)."""
+"""Live rendering of job events in a terminal (rich progress bars), and others' text.
+
+Names, reasons, log lines, paths and errors that come from other people (the
+server, a worker, a job) go through :func:`plain` or :func:`safe` before they are
+printed: Rich markup in them is shown, not interpreted, and control characters
+are shown as escapes instead of reaching the terminal.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -17,10 +24,50 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Column
+from rich.text import Text
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.runner import JobEvent, LogEvent, ProgressEvent, StateEvent
+
+#: Characters that move the cursor, end a line, start an escape sequence or reorder text:
+#: C0 controls but tab, DEL, C1 controls, the Unicode line and paragraph separators, and
+#: the bidirectional embeddings, overrides and isolates.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def plain(text: object) -> str:
+    """``text`` with every control character but tab shown as an escape (``\\x1b``, ``\\n``).
+
+    For text that comes from others (names, reasons, log lines, paths, relayed errors)
+    printed without Rich markup: ``click.echo``, ``markup=False``, :class:`~rich.text.Text`.
+    One line stays one line, and nothing reaches the terminal as a control sequence.
+    """
+    return _CONTROL.sub(_visible, str(text))
+
+
+def safe(text: object) -> str:
+    """:func:`plain`, with Rich markup escaped: for others' text inside a markup string.
+
+    ``f"[red]{safe(reason)}[/red]"`` shows ``[slurm]`` as it is, and a ``[link=...]`` or
+    ``[/red]`` in ``reason`` is printed, not interpreted. Print it on a console from
+    :func:`make_console` (no emoji codes), so ``:cd:`` in a path stays ``:cd:`` too.
+    """
+    return escape(plain(text))
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """The CLI's console: markup for its own colours, no ``:emoji:`` codes in anyone's text."""
+    return Console(stderr=stderr, emoji=False)
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -45,7 +92,8 @@ class JobProgressView:
         self.show_logs = show_logs
         wide = console.width >= self.WIDE
         columns = [
-            TextColumn("[bold]{task.description}"),
+            # Descriptions hold model names from the worker: text, never markup.
+            TextColumn("{task.description}", style="bold", markup=False),
             # Narrow: the bar takes what the text leaves, down to nothing.
             BarColumn(bar_width=24)
             if wide
@@ -76,7 +124,7 @@ class JobProgressView:
 
     def _task(self, key: str, description: str, total: int | None) -> TaskID:
         if key not in self._tasks:
-            self._tasks[key] = self.progress.add_task(description, total=total, detail="")
+            self._tasks[key] = self.progress.add_task(plain(description), total=total, detail="")
         return self._tasks[key]
 
     def update(self, event: JobEvent) -> None:
@@ -92,7 +140,7 @@ class JobProgressView:
 
     def log_line(self, line: str) -> None:
         if self.show_logs:
-            self.progress.console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+            self.progress.console.print(Text(plain(line), style="dim"), highlight=False)
 
     def complete(self, stopped_early: bool) -> None:
         """Fill the bars of a job that completed (unless it stopped early)."""
@@ -140,8 +188,10 @@ def print_rejection(
     console: Console, problems: Sequence[_Problem], *, header: str = "Job rejected by worker:"
 ) -> None:
     """The user documents' format: a header, then ``- field: message`` per problem."""
-    console.print(f"[red]{header}[/red]")
+    console.print(Text(plain(header), style="red"))
     for problem in problems:
         console.print(
-            f"  - {problem.field}: {problem.message}", highlight=False, markup=False, soft_wrap=True
+            Text(f"  - {plain(problem.field)}: {plain(problem.message)}"),
+            highlight=False,
+            soft_wrap=True,
         )

@@ -11,10 +11,10 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from sleap_rtc.cli.durations import Duration
+from sleap_rtc.cli.render import make_console, plain, safe
 from sleap_rtc.client import ClientError, ServerClient
 from sleap_rtc.client.config import ConfigError, resolve_room
 from sleap_rtc.protocol import api
@@ -38,7 +38,7 @@ def run_client(server: str | None, action: Callable[[ServerClient], Coroutine[An
     try:
         return asyncio.run(go())
     except (ClientError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(plain(exc)) from None  # relayed from the server
 
 
 def room_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -128,7 +128,7 @@ def login(server: str | None, username: str | None, password_stdin: bool) -> Non
 
     url, user = run_client(server, go)
     admin = " (admin)" if user.is_admin else ""
-    click.echo(f"logged in to {url} as {user.username}{admin}")
+    click.echo(f"logged in to {url} as {plain(user.username)}{admin}")
 
 
 @click.command()
@@ -156,7 +156,7 @@ def whoami(server: str | None, as_json: bool) -> None:
     if as_json:
         _print_json({"server": url, **user.model_dump()})
     else:
-        click.echo(f"{user.username}{' (admin)' if user.is_admin else ''} on {url}")
+        click.echo(f"{plain(user.username)}{' (admin)' if user.is_admin else ''} on {url}")
 
 
 # -- rooms ------------------------------------------------------------------------------------
@@ -189,8 +189,8 @@ def rooms_create(name: str, expires: timedelta | None, server: str | None) -> No
     """Create a room; you become its owner."""
     room = run_client(server, lambda c: c.create_room(name, expires))
     until = f", expires {_when(room.expires_at)}" if room.expires_at else ""
-    click.echo(f"room {room.name} created{until}")
-    click.echo(f"next: sleap-rtc keys create --room {room.name}   # a key for a worker")
+    click.echo(f"room {plain(room.name)} created{until}")
+    click.echo(f"next: sleap-rtc keys create --room {plain(room.name)}   # a key for a worker")
 
 
 @rooms.command("list")
@@ -208,14 +208,14 @@ def rooms_list(server: str | None, as_json: bool) -> None:
     table = Table("room", "role", "members", "workers online", "expires", "created")
     for room in found:
         table.add_row(
-            room.name,
-            room.role,
+            safe(room.name),
+            safe(room.role),
             str(room.members),
             str(room.workers_online),
             _when(room.expires_at) if room.expires_at else "never",
             _when(room.created_at),
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 @rooms.command("info")
@@ -232,10 +232,10 @@ def rooms_info(name: str | None, room: str | None, server: str | None, as_json: 
     if as_json:
         _print_json(info.model_dump(mode="json"))
         return
-    console = Console()
-    console.print(f"[bold]{info.name}[/bold] (id {info.id}), you are {info.role}")
+    console = make_console()
+    console.print(f"[bold]{safe(info.name)}[/bold] (id {safe(info.id)}), you are {safe(info.role)}")
     console.print(
-        f"owner: {info.owner or '-'}; created {_when(info.created_at)}; "
+        f"owner: {safe(info.owner or '-')}; created {_when(info.created_at)}; "
         f"expires {_when(info.expires_at) if info.expires_at else 'never'}"
     )
     console.print(
@@ -244,7 +244,7 @@ def rooms_info(name: str | None, room: str | None, server: str | None, as_json: 
     )
     table = Table("member", "role", "joined")
     for member in info.member_list:
-        table.add_row(member.username, member.role, _when(member.joined_at))
+        table.add_row(safe(member.username), safe(member.role), _when(member.joined_at))
     console.print(table)
 
 
@@ -284,9 +284,9 @@ def rooms_invite(
     if as_json:
         _print_json(invite.model_dump(mode="json"))
         return
-    click.echo(f"invite code for {invite.room}: {invite.code}")
+    click.echo(f"invite code for {plain(invite.room)}: {plain(invite.code)}")
     click.echo(f"works {invite.max_uses} time(s), until {invite.expires_at:%Y-%m-%d %H:%M} UTC")
-    click.echo(f"they run: sleap-rtc rooms join {invite.code}")
+    click.echo(f"they run: sleap-rtc rooms join {plain(invite.code)}")
 
 
 @rooms.command("join")
@@ -296,7 +296,8 @@ def rooms_join(code: str, server: str | None) -> None:
     """Join a room with an invite code."""
     room = run_client(server, lambda c: c.join(code))
     click.echo(
-        f"joined room {room.name} ({room.members} members, {room.workers_online} workers online)"
+        f"joined room {plain(room.name)} ({room.members} members, "
+        f"{room.workers_online} workers online)"
     )
 
 
@@ -343,15 +344,23 @@ def rooms_workers(room: str, min_gpu_memory: int | None, server: str | None, as_
     for worker in found:
         model, memory = _gpu_text(worker)
         table.add_row(
-            worker.name,
-            worker.id,
-            f"[{style[worker.status]}]{worker.status}[/]",
-            model,
-            memory,
+            safe(worker.name),
+            safe(worker.id),
+            f"[{style[worker.status]}]{safe(worker.status)}[/]",
+            safe(model),
+            safe(memory),
             f"{worker.running_jobs}/{worker.max_concurrent_jobs}",
             "now" if worker.status != "offline" else _when(worker.last_seen),
         )
-    Console().print(table)
+    console = make_console()
+    console.print(table)
+    for worker in found:
+        if worker.sandbox == "off":
+            console.print(
+                f"[yellow]{safe(worker.name)} runs jobs without a sandbox[/] "
+                '(sandbox = "off"): a job there can read what its worker user can.',
+                highlight=False,
+            )
 
 
 # -- keys -------------------------------------------------------------------------------------
@@ -380,11 +389,11 @@ def keys_create(room: str, name: str | None, server: str | None, as_json: bool) 
     if as_json:
         _print_json(key.model_dump(mode="json"))
         return
-    click.echo(f"worker key {key.name} ({key.id}) for room {key.room}:")
-    click.echo(f"  {key.secret}")
+    click.echo(f"worker key {plain(key.name)} ({plain(key.id)}) for room {plain(key.room)}:")
+    click.echo(f"  {plain(key.secret)}")
     click.echo("It is shown only now. Start a worker with it:")
     click.echo(
-        f"  SLEAP_RTC_WORKER_KEY={key.secret} sleap-rtc worker --room {key.room} "
+        f"  SLEAP_RTC_WORKER_KEY={plain(key.secret)} sleap-rtc worker --room {plain(key.room)} "
         "--mount /path/to/data"
     )
 
@@ -402,14 +411,14 @@ def keys_list(room: str, server: str | None, as_json: bool) -> None:
     table = Table("name", "id", "created by", "created", "last used", "state")
     for key in found:
         table.add_row(
-            key.name,
-            key.id,
-            key.created_by or "-",
+            safe(key.name),
+            safe(key.id),
+            safe(key.created_by or "-"),
             _when(key.created_at),
             _when(key.last_used_at) if key.last_used_at else "never",
             "revoked" if key.revoked_at else "active",
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 @keys.command("revoke")
@@ -419,4 +428,4 @@ def keys_list(room: str, server: str | None, as_json: bool) -> None:
 def keys_revoke(key: str, room: str, server: str | None) -> None:
     """Revoke a key (by name or id); workers using it are disconnected at once."""
     revoked = run_client(server, lambda c: c.revoke_key(room, key))
-    click.echo(f"worker key {revoked.name} ({revoked.id}) revoked")
+    click.echo(f"worker key {plain(revoked.name)} ({plain(revoked.id)}) revoked")

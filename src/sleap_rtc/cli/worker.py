@@ -15,6 +15,7 @@ import click
 
 from sleap_rtc import __version__
 from sleap_rtc.cli.local import _mount_option, worker_options
+from sleap_rtc.cli.render import plain
 from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
 from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError, load_worker_config
 
@@ -76,6 +77,7 @@ def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
         backends=backends,
         mounts=[m.label for m in mounts],
         max_concurrent_jobs=config.max_concurrent_jobs,
+        sandbox=config.sandbox,
     )
 
     def refresh(current: list[Gpu]) -> list[Gpu]:
@@ -103,6 +105,12 @@ def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
     help="Run jobs here (local) or as SLURM batch jobs, with [slurm] settings from "
     "worker.toml [default: local].",
 )
+@click.option(
+    "--sandbox",
+    type=click.Choice(["landlock", "off"]),
+    help="Confine jobs to the mounts and their own folder (landlock), or not (off: only "
+    "where Landlock is missing) [default: landlock].",
+)
 @click.option("--server", metavar="URL", help="Server URL [default: SLEAP_RTC_SERVER, config].")
 @click.option(
     "--key",
@@ -129,6 +137,7 @@ def worker(
     device: str | None,
     max_concurrent_jobs: int | None,
     backend: str | None,
+    sandbox: str | None,
     server: str | None,
     key: str | None,
     key_file: Path | None,
@@ -170,6 +179,7 @@ def worker(
             device=device,
             max_concurrent_jobs=max_concurrent_jobs,
             backend=backend,
+            sandbox=sandbox,
             server=server,
             room=room,
             key_file=key_file,
@@ -184,6 +194,9 @@ def worker(
         raise click.UsageError(
             "no server: pass --server URL, set SLEAP_RTC_SERVER, or put server = ... in worker.toml"
         )
+    from sleap_rtc.engine.sandbox import protect_worker
+
+    protect_worker()
     secret = _read_key(key, config.key_file)
     try:
         code = asyncio.run(_serve(config, url, secret, config_room))
@@ -221,6 +234,7 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         f"server {url}",
         err=True,
     )
+    click.echo(runner.sandbox_note, err=True)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     if task is not None:
@@ -230,7 +244,7 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         await runner.start()
         await agent.run()
     except WorkerRefused as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {plain(exc)}", err=True)  # the server's reason
         return EXIT_REFUSED
     except asyncio.CancelledError:
         click.echo("worker stopping", err=True)
@@ -250,6 +264,6 @@ async def _announce(link: Any, name: str, worker_id: str) -> None:
         await link.registered.wait()
         if link.registrations != seen:
             seen = link.registrations
-            click.echo(f"worker {name} ({worker_id}) online in room {link.room}")
+            click.echo(f"worker {plain(name)} ({worker_id}) online in room {plain(link.room)}")
             sys.stdout.flush()
         await asyncio.sleep(0.2)

@@ -349,8 +349,17 @@ class WorkerSession:
         return reply.job
 
     async def jobs(self, limit: int = 50) -> list[p.JobSummary]:
-        reply: p.JobListReply = await self._call(p.JobList(limit=limit))
-        return list(reply.jobs)
+        """The newest ``limit`` jobs, asked for page by page (a page fits one message)."""
+        found: list[p.JobSummary] = []
+        offset: int | None = 0
+        while offset is not None and len(found) < limit:
+            want = min(200, limit - len(found))
+            reply: p.JobListReply = await self._call(p.JobList(limit=want, offset=offset))
+            found += reply.jobs
+            if not reply.jobs or reply.next_offset is None or reply.next_offset <= offset:
+                break
+            offset = reply.next_offset
+        return found[:limit]
 
     async def cancel(self, job_id: str) -> p.JobSummary:
         reply: p.JobStatusReply = await self._call(p.JobCancel(job_id=job_id))

@@ -1,7 +1,8 @@
 """The demo, end to end, through the path a networked job takes.
 
 In one process it starts a server (SQLite in the demo folder) on a loopback
-port, a worker whose only mount is the demo folder, and a client. The client
+port, a worker whose only mount is the demo data folder (its state, the server's
+database and the credentials stay outside it), and a client. The client
 logs in, creates a room and a worker key through the server's API, the worker
 registers with that key, and the client opens a peer channel to it (WebRTC on
 loopback, else the relay), submits a :class:`~sleap_rtc.jobs.specs.TrainSpec`
@@ -160,7 +161,8 @@ async def run_demo(
     data = make_demo_data(workdir / "data")
     config = WorkerConfig(
         name="demo-worker",
-        mounts=[MountConfig(path=str(workdir), label="demo")],
+        # Only the data is shared; the server, credentials and worker state stay private.
+        mounts=[MountConfig(path=str(workdir / "data"), label="demo")],
         models_dir=workdir / "models",
         state_dir=workdir / "worker-state",
         device=device,
@@ -170,7 +172,7 @@ async def run_demo(
     await asyncio.to_thread(_add_user, workdir, password)
     # Everything is on this machine: offer loopback as the WebRTC host candidate.
     pin_host_addresses(["127.0.0.1"])
-    predictions = workdir / "predictions.slp"
+    predictions = workdir / "data" / "predictions.slp"
     try:
         async with _server(workdir) as url:
             store = CredentialStore(workdir / "credentials.json")

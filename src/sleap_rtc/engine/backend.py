@@ -14,8 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from sleap_rtc.engine.sandbox import SandboxPolicy
 from sleap_rtc.jobs.events import Progress
 from sleap_rtc.jobs.states import JobState
 
@@ -33,6 +34,8 @@ class Step:
     total_epochs: int | None = None
     #: The model folder (train) or predictions file (track) this step makes.
     output: Path | None = None
+    #: The effective sleap-nn config a training step runs (also written as a file).
+    config: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,15 @@ class EngineJob:
     job_id: str
     kind: Literal["train", "track"]
     steps: list[Step]
+    #: Variables set for the job's processes on top of the allowed part of the worker's
+    #: environment (see :func:`~sleap_rtc.engine.sandbox.job_environment`).
     env: dict[str, str] = field(default_factory=dict)
+    #: The job's own work folder: its working directory, HOME and TMPDIR.
     cwd: Path | None = None
+    #: More variable names (or patterns) the job inherits from the worker's environment.
+    env_allow: tuple[str, ...] = ()
+    #: Where the job's processes are confined; None runs them unconfined (sandbox = "off").
+    sandbox: SandboxPolicy | None = None
     #: Let training be stopped early. sleap-nn's controller then waits up to 10 ms
     #: for a command after every batch, which costs time on fast GPUs.
     stop_early: bool = True

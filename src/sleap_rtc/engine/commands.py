@@ -1,23 +1,32 @@
-"""Plans → ``sleap-nn`` argument lists.
+"""Plans → ``sleap-nn`` argument lists and the effective configs they run.
 
-Commands are always argv lists, never shell strings. Overrides use Hydra's
-``++key=value`` form (add or replace), so they work whether or not the user's
-config already names the key. Values that reach sleap-nn
-as Hydra overrides are quoted with :func:`hydra_quote`, so a path with spaces,
-commas, ``=``, quotes or ``${`` arrives byte for byte.
+Commands are always argv lists, never shell strings. Training runs an *effective
+config* the worker writes into the job's folder: the user's config with every key
+that names a path replaced by its checked, resolved value or set by the worker
+(:mod:`sleap_rtc.jobs.config_keys`), so sleap-nn never reads the user's file, which
+could change after it was checked. The few values chosen at run time (ZMQ ports)
+are Hydra ``++key=value`` overrides; values that reach sleap-nn as overrides are
+quoted with :func:`hydra_quote`, so a path with spaces, commas, ``=``, quotes or
+``${`` arrives byte for byte.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from sleap_rtc.engine.backend import EngineJob, Step
+from sleap_rtc.jobs.config_keys import set_key
 from sleap_rtc.jobs.frames import sleap_nn_frames_arg
-from sleap_rtc.jobs.validation import TrackPlan, TrainPlan
+from sleap_rtc.jobs.validation import ConfigPlan, TrackPlan, TrainPlan
 
 
 def hydra_quote(value: str) -> str:
@@ -84,10 +93,73 @@ def unique_folder(parent: Path, name: str, taken: set[str] | None = None) -> str
     """
     taken = taken or set()
     candidate, n = name, 1
-    while (parent / candidate).exists() or candidate in taken:
+    while os.path.lexists(parent / candidate) or candidate in taken:
         n += 1
         candidate = f"{name}-{n}"
     return candidate
+
+
+def _literal(value: Any) -> Any:
+    """A value OmegaConf will read back unchanged (``${`` is escaped)."""
+    if isinstance(value, str):
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
+
+
+def effective_config(
+    plan: TrainPlan,
+    config: ConfigPlan,
+    *,
+    run_name: str,
+    models_dir: Path,
+    cache_dir: Path | None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """The config sleap-nn runs: the user's, with every path key checked or set here.
+
+    Label and checkpoint paths are the resolved ones validation checked; output
+    folders, caches, ports and logging are the worker's. Nothing in it is
+    interpolated by OmegaConf.
+    """
+    spec = plan.spec
+    data = copy.deepcopy(config.data)
+    for key, value in config.paths.items():
+        set_key(data, key, value)
+    labels = [plan.labels_path] if plan.labels_path else config.train_labels
+    set_key(data, "data_config.train_labels_path", [str(p) for p in labels] or None)
+    val = [plan.val_labels_path] if plan.val_labels_path else config.val_labels
+    set_key(data, "data_config.val_labels_path", [str(p) for p in val] or None)
+    set_key(data, "data_config.cache_img_path", str(cache_dir) if cache_dir else None)
+    set_key(data, "trainer_config.ckpt_dir", str(models_dir))
+    set_key(data, "trainer_config.run_name", run_name)
+    set_key(data, "trainer_config.save_ckpt", True)
+    set_key(data, "trainer_config.enable_progress_bar", False)
+    set_key(data, "trainer_config.use_wandb", False)
+    set_key(data, "trainer_config.zmq.publish_port", None)
+    set_key(data, "trainer_config.zmq.controller_port", None)
+    data["filename"] = ""
+    if spec.max_epochs is not None:
+        set_key(data, "trainer_config.max_epochs", spec.max_epochs)
+    if spec.batch_size is not None:
+        set_key(data, "trainer_config.train_data_loader.batch_size", spec.batch_size)
+        set_key(data, "trainer_config.val_data_loader.batch_size", spec.batch_size)
+    if spec.learning_rate is not None:
+        set_key(data, "trainer_config.optimizer.lr", spec.learning_rate)
+    if plan.resume_ckpt_path is not None:
+        set_key(data, "trainer_config.resume_ckpt_path", str(plan.resume_ckpt_path))
+    if device != "auto":
+        set_key(data, "trainer_config.trainer_accelerator", device)
+    return {key: _literal_tree(value) for key, value in data.items()}
+
+
+def _literal_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _literal_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal_tree(v) for v in value]
+    return _literal(value)
 
 
 def build_train_job(
@@ -95,6 +167,7 @@ def build_train_job(
     *,
     job_id: str,
     models_dir: Path,
+    work_dir: Path | None = None,
     sleap_nn: list[str] | None = None,
     device: str = "auto",
     reserved: set[str] | None = None,
@@ -102,55 +175,44 @@ def build_train_job(
 ) -> EngineJob:
     """One ``sleap-nn train`` step per config, in order, each in its own run folder.
 
-    ``reserved`` holds run names other live jobs are about to create; the chosen
-    names are added to it.
+    Each step's effective config (:func:`effective_config`) is written to
+    ``work_dir/configs/`` and is all sleap-nn reads besides the files it names; without
+    ``work_dir`` (a dry run) nothing is written and the steps name where it would go.
+    ``reserved`` holds run names other live jobs are about to create; the chosen names
+    are added to it.
     """
     command = sleap_nn or default_sleap_nn_command()
     spec = plan.spec
     reserved = reserved if reserved is not None else set()
+    configs_dir = (work_dir or Path("<work>")) / "configs"
     steps: list[Step] = []
     for index, (config, wanted) in enumerate(
         zip(plan.configs, _run_names(plan, job_id), strict=True)
     ):
         run_name = unique_folder(models_dir, wanted, reserved)
         reserved.add(run_name)
-        argv = [
-            *command,
-            "train",
-            "--config",
-            str(config.config_path),
-            override("trainer_config.ckpt_dir", str(models_dir)),
-            override("trainer_config.run_name", run_name),
-            "trainer_config.save_ckpt=true",
-            "trainer_config.enable_progress_bar=false",
-            "trainer_config.use_wandb=false",
-        ]
-        labels = [plan.labels_path] if plan.labels_path else config.train_labels
-        if labels:
-            argv.append(list_override("data_config.train_labels_path", labels))
-        val = [plan.val_labels_path] if plan.val_labels_path else config.val_labels
-        if val:
-            argv.append(list_override("data_config.val_labels_path", val))
-        if spec.max_epochs is not None:
-            argv.append(override("trainer_config.max_epochs", spec.max_epochs))
-        if spec.batch_size is not None:
-            argv.append(override("trainer_config.train_data_loader.batch_size", spec.batch_size))
-            argv.append(override("trainer_config.val_data_loader.batch_size", spec.batch_size))
-        if spec.learning_rate is not None:
-            argv.append(override("trainer_config.optimizer.lr", spec.learning_rate))
-        if plan.resume_ckpt_path is not None:
-            argv.append(override("trainer_config.resume_ckpt_path", str(plan.resume_ckpt_path)))
-        if device != "auto":
-            argv.append(override("trainer_config.trainer_accelerator", device))
+        effective = effective_config(
+            plan,
+            config,
+            run_name=run_name,
+            models_dir=models_dir,
+            cache_dir=work_dir / "cache" / str(index + 1) if work_dir else None,
+            device=device,
+        )
+        path = configs_dir / f"{index + 1}-{config.stem}.yaml"
+        if work_dir is not None:
+            configs_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(effective, sort_keys=False), encoding="utf-8")
         steps.append(
             Step(
                 name=config.stem,
                 kind="train",
-                argv=argv,
+                argv=[*command, "train", "--config", str(path)],
                 index=index + 1,
                 total=len(plan.configs),
                 total_epochs=spec.max_epochs or config.max_epochs,
                 output=models_dir / run_name,
+                config=effective,
             )
         )
     return EngineJob(job_id=job_id, kind="train", steps=steps, stop_early=stop_early)

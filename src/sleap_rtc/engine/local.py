@@ -19,6 +19,7 @@ from collections import deque
 
 import psutil
 
+from sleap_rtc.engine import sandbox
 from sleap_rtc.engine.backend import (
     Backend,
     EngineJob,
@@ -73,6 +74,25 @@ def _failure_reason(step: Step, code: int, tail: deque[str]) -> str:
         if match:
             return f"{what} exited with code {code}: {match.group(1).strip()[:500]}"
     return f"{what} exited with code {code}"
+
+
+def job_environment(job: EngineJob, backend_env: dict[str, str]) -> dict[str, str]:
+    """What a step's processes see: the allowed part of ours, then the job's own."""
+    cwd = job.cwd
+    if cwd is not None:
+        (cwd / "tmp").mkdir(parents=True, exist_ok=True)
+    return sandbox.job_environment(
+        os.environ,
+        allow=job.env_allow,
+        work_dir=cwd,
+        extra={
+            **backend_env,
+            **job.env,
+            "PYTHONUNBUFFERED": "1",
+            "TERM": "dumb",
+            "NO_COLOR": "1",
+        },
+    )
 
 
 class LocalJob(QueuedJob):
@@ -219,14 +239,9 @@ class LocalJob(QueuedJob):
                 controller_port = pub.bind_to_random_port("tcp://127.0.0.1")
             argv += zmq_overrides(publish_port, controller_port)
             tracker = TrainProgressTracker(step)
-        env = {
-            **os.environ,
-            **self._env,
-            **self._job.env,
-            "PYTHONUNBUFFERED": "1",
-            "TERM": "dumb",
-            "NO_COLOR": "1",
-        }
+        env = job_environment(self._job, self._env)
+        if self._job.sandbox is not None:
+            argv = sandbox.wrap(argv, self._job.sandbox)
         helpers: list[asyncio.Task[None]] = []
         try:
             self._proc = await asyncio.create_subprocess_exec(

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from sleap_rtc.engine import sandbox
 from sleap_rtc.engine.backend import (
     Backend,
     EngineJob,
@@ -72,7 +73,6 @@ from sleap_rtc.jobs.states import JobState
 log = logging.getLogger(__name__)
 
 #: Environment variables never passed on to a batch job (the job inherits sbatch's).
-SECRET_ENV = frozenset({"SLEAP_RTC_WORKER_KEY", "SLEAP_RTC_DATABASE_URL"})
 #: After SLURM reports a job ended, how long its last events may take to show up
 #: in the spool folder (network filesystems) before the worker stops waiting.
 FINAL_GRACE_S = 3.0
@@ -126,6 +126,10 @@ def render_script(job: EngineJob, folder: Path, settings: SlurmSettings, grace_s
     python = settings.python or [sys.executable]
     run = [*python, "-m", "sleap_rtc.engine.slurm_job", str(folder)]
     run += ["--cancel-grace-s", f"{grace_s:g}"]
+    if job.sandbox is not None:
+        # The node-side runner is confined too; it writes only its spool folder.
+        policy = job.sandbox.adding(write=[str(folder)])
+        run = [*sandbox.launcher(policy, python), *run]
     lines = [
         "#!/bin/bash",
         f"# sleap-rtc {job.kind} job {job.job_id}: {', '.join(s.name for s in job.steps)}",
@@ -139,11 +143,14 @@ def render_script(job: EngineJob, folder: Path, settings: SlurmSettings, grace_s
 
 
 def job_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment without its secrets, for sbatch (and so the job)."""
+    """The worker's environment for sbatch, without anything named like a secret.
+
+    The batch script's setup lines may need the login environment (modules,
+    conda), so only secrets are taken out here; the sleap-nn steps on the node get
+    the allow-listed environment of :func:`sleap_rtc.engine.sandbox.job_environment`.
+    """
     env = dict(os.environ if base is None else base)
-    for name in SECRET_ENV:
-        env.pop(name, None)
-    return env
+    return {name: value for name, value in env.items() if not sandbox.is_secret_name(name)}
 
 
 def _native(slurm_id: str) -> str:

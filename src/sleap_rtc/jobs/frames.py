@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 
 _PART = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+#: Largest frame number accepted (a video with more frames than this does not exist;
+#: sleap-nn and the libraries under it keep frame numbers in 32-bit integers).
+MAX_FRAME = 2**31 - 1
 
 #: Upper bound on the number of comma-separated parts, so a hostile string can't
 #: make the worker build a huge list.
@@ -51,8 +54,14 @@ def parse_frames(text: str) -> list[FrameRange]:
         match = _PART.match(raw)
         if not match:
             raise FramesError(
-                f"frames part {raw.strip()!r} is not a frame number or a range like '0-100' "
+                f"frames part {raw.strip()[:40]!r} is not a frame number or a range like '0-100' "
                 "(frame numbers are non-negative integers)"
+            )
+        numbers = [g for g in match.groups() if g is not None]
+        if any(len(g) > len(str(MAX_FRAME)) or int(g) > MAX_FRAME for g in numbers):
+            raise FramesError(
+                f"frames part {raw.strip()[:40]!r} names a frame past {MAX_FRAME:,}; "
+                "frame numbers count from 0 up to the video's length"
             )
         start = int(match.group(1))
         stop = int(match.group(2)) if match.group(2) is not None else start

@@ -33,6 +33,9 @@ class Mount:
     path: Path
     label: str
     read_only: bool = False
+    #: Files here may be loaded as checkpoints (which can hold code). False for the
+    #: upload folder of a worker without a sandbox.
+    trusted: bool = True
 
     @classmethod
     def create(

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sleap_rtc.jobs import config_keys
 from sleap_rtc.jobs.frames import FrameRange, FramesError, parse_frames
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
@@ -31,6 +33,27 @@ CONFIG_SECTIONS = ("data_config", "model_config", "trainer_config")
 DATA_SUFFIXES = (".slp", ".mp4", ".avi", ".mov", ".mkv", ".h5", ".hdf5")
 MODEL_CONFIG_NAMES = ("training_config.yaml", "training_config.json")
 MODEL_WEIGHT_GLOBS = ("*.ckpt", "best_model.h5")
+#: Files sleap-nn loads as weights (``torch.load`` or Keras HDF5).
+CHECKPOINT_SUFFIXES = (".ckpt", ".h5")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a few hundred bytes of nested ``*refs`` can expand to
+    gigabytes once walked or written out (the "billion laughs"), and configs never
+    need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a config", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML the way the worker parses everything a peer wrote: safe, no aliases."""
+    return yaml.load(text, Loader=_NoAliasLoader)
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,11 @@ class ConfigPlan:
     val_labels: list[Path] = field(default_factory=list)
     #: Epochs the config asks for (sleap-nn's default when it names none).
     max_epochs: int = 100
+    #: The config as parsed; the worker writes its effective version for sleap-nn.
+    data: dict[str, Any] = field(default_factory=dict)
+    #: Other path keys of the config, resolved and checked (dotted key -> value with
+    #: every path replaced by its resolved form).
+    paths: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -229,11 +257,14 @@ def _load_config(name: str, raw: str, real: Path, problems: list[Problem]) -> di
         invalid(f"{raw} is {size} bytes; a sleap-nn config is expected to be under 1 MiB")
         return None
     try:
-        data = yaml.safe_load(real.read_text(encoding="utf-8"))
+        data = load_yaml(real.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        invalid(f"{raw} is not valid YAML{where}; fix the file or choose another config")
+        what = getattr(exc, "problem", None) or "not valid YAML"
+        if "aliases" not in str(what):
+            what = "not valid YAML"
+        invalid(f"{raw} is {what}{where}; fix the file or choose another config")
         return None
     except UnicodeDecodeError:
         invalid(f"{raw} is not a text file; choose a sleap-nn config YAML")
@@ -307,6 +338,137 @@ def _config_labels(
     return found
 
 
+def _checkpoint(
+    mounts: Mounts,
+    name: str,
+    raw: str,
+    problems: list[Problem],
+    *,
+    base: Path | None = None,
+    suffixes: tuple[str, ...] = CHECKPOINT_SUFFIXES,
+) -> Path | None:
+    """A weights file sleap-nn will load: inside the mounts, of a known kind, trusted."""
+    real = _existing(mounts, name, raw, problems, want="file", base=base)
+    if real is None:
+        return None
+    if real.suffix.lower() not in suffixes:
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.WRONG_FILE_TYPE,
+                message=f"{raw} is not a checkpoint ({', '.join(suffixes)})",
+            )
+        )
+        return None
+    return real if _trusted(mounts, name, raw, real, problems) else None
+
+
+def _trusted(mounts: Mounts, name: str, raw: str, real: Path, problems: list[Problem]) -> bool:
+    mount = mounts.containing(real)
+    if mount is not None and not mount.trusted:
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.ACCESS_DENIED,
+                message=(
+                    f"{raw} is in the '{mount.label}' folder, and checkpoints (which can hold "
+                    "code) load from there only on a sandboxed worker; put the model in "
+                    "another mount or ask the administrator to enable the sandbox"
+                ),
+            )
+        )
+        return False
+    return True
+
+
+def _config_paths(
+    index: int,
+    config_raw: str,
+    config_real: Path,
+    data: dict[str, Any],
+    mounts: Mounts,
+    problems: list[Problem],
+) -> dict[str, Any]:
+    """Check every key of a config that can make sleap-nn touch a path.
+
+    Labels are checked by :func:`_config_labels` (they may be overridden); keys the
+    worker sets are ignored here; the rest are resolved against the config's folder
+    and checked inside the mounts. Returns the resolved values by dotted key.
+    """
+    base = config_real.parent
+    resolved: dict[str, Any] = {}
+
+    def problem(key: str, value: Any, code: ProblemCode, message: str) -> None:
+        problems.append(
+            Problem(
+                field=f"config[{index}].{key}",
+                value=None if value is None else str(value)[:500],
+                code=code,
+                message=f"{message} (in {config_raw})",
+            )
+        )
+
+    for key, value in config_keys.leaves(data):
+        if config_keys.has_interpolation(value):
+            problem(
+                key,
+                value,
+                ProblemCode.CONFIG_INVALID,
+                f"{key} uses an interpolation (${{...}}), which a worker does not resolve; "
+                "write the value out",
+            )
+            continue
+        rule = config_keys.rule_for(key)
+        if rule in ("labels", "worker") or value is None:
+            continue
+        if rule is None:
+            if config_keys.looks_like_path_key(key) and not isinstance(value, bool | int | float):
+                problem(
+                    key,
+                    value,
+                    ProblemCode.UNKNOWN_FIELD,
+                    f"{key} is not a sleap-nn setting sleap-rtc knows, and its name says it "
+                    "takes a path; remove it (a worker runs only paths it checked)",
+                )
+            continue
+        entries = value if isinstance(value, list) else [value]
+        if not all(isinstance(e, str) for e in entries) or (
+            rule == "checkpoint" and isinstance(value, list)
+        ):
+            problem(key, value, ProblemCode.CONFIG_INVALID, f"{key} must be a path")
+            continue
+        field_name = f"config[{index}].{key}"
+        found: list[Path] = []
+        for entry in entries:
+            before = len(problems)
+            if rule == "checkpoint":
+                real = _checkpoint(mounts, field_name, entry, problems, base=base)
+            else:
+                real = _existing(mounts, field_name, entry, problems, want="file", base=base)
+                if real is not None and real.suffix.lower() not in DATA_SUFFIXES:
+                    problems.append(
+                        Problem(
+                            field=field_name,
+                            value=entry,
+                            code=ProblemCode.WRONG_FILE_TYPE,
+                            message=f"{entry} is not a labels (.slp) or video file",
+                        )
+                    )
+                    real = None
+            for i in range(before, len(problems)):
+                last = problems[i]
+                problems[i] = last.model_copy(
+                    update={"message": f"{last.message} (named in {config_raw} as {key})"}
+                )
+            if real is not None:
+                found.append(real)
+        if len(found) == len(entries):
+            resolved[key] = [str(p) for p in found] if isinstance(value, list) else str(found[0])
+    return resolved
+
+
 def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
     """Check a train spec on the worker; raise :class:`JobRejected` with every problem."""
     problems = check_fields(spec)
@@ -318,16 +480,9 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
             mounts, "val_labels_path", spec.val_labels_path, problems, want="file"
         )
     if spec.resume_ckpt_path is not None:
-        resume = _existing(mounts, "resume_ckpt_path", spec.resume_ckpt_path, problems, want="file")
-        if resume is not None and resume.suffix != ".ckpt":
-            problems.append(
-                Problem(
-                    field="resume_ckpt_path",
-                    value=spec.resume_ckpt_path,
-                    code=ProblemCode.WRONG_FILE_TYPE,
-                    message=f"{spec.resume_ckpt_path} is not a .ckpt checkpoint",
-                )
-            )
+        resume = _checkpoint(
+            mounts, "resume_ckpt_path", spec.resume_ckpt_path, problems, suffixes=(".ckpt",)
+        )
     configs: list[ConfigPlan] = []
     for index, raw in enumerate(spec.config_paths):
         name = _config_field(spec, index)
@@ -361,6 +516,7 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
             "--val-labels",
             problems,
         )
+        paths = _config_paths(index, raw, real, data, mounts, problems)
         epochs = data["trainer_config"].get("max_epochs", 100)
         configs.append(
             ConfigPlan(
@@ -369,6 +525,8 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
                 train_labels=train,
                 val_labels=val,
                 max_epochs=epochs if isinstance(epochs, int) else 100,
+                data=data,
+                paths=paths,
             )
         )
     if problems:
@@ -424,6 +582,8 @@ def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
                     ),
                 )
             )
+            continue
+        if not _trusted(mounts, name, raw, real, problems):
             continue
         models.append(real)
     output = _plan_output(spec, mounts, data, problems)
@@ -492,6 +652,34 @@ def _plan_output(
                     f"{real} already exists; choose another output name or allow "
                     "overwriting (--overwrite)"
                 ),
+            )
+        )
+        return None
+    if real.exists() or os.path.lexists(real):
+        try:
+            info = os.lstat(real)
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            problems.append(
+                Problem(
+                    field="output_path",
+                    value=raw,
+                    code=ProblemCode.INVALID_PATH,
+                    message=(
+                        f"output_path {raw} exists and is not a plain file of its own (a "
+                        "link, a pipe or a file with other names); choose a new file name"
+                    ),
+                )
+            )
+            return None
+    if data is not None and real == data:
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.CONFLICT,
+                message="output_path is the input data_path; predictions go to a new file",
             )
         )
         return None

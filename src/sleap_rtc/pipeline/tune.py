@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from sleap_rtc.engine.commands import default_sleap_nn_command, list_override, override
+from sleap_rtc.engine.sandbox import is_secret_name
 
 DEFAULT_START = 4
 DEFAULT_MAX_BATCH_SIZE = 1024
@@ -291,7 +292,8 @@ def _run_child(argv: list[str], timeout: float) -> tuple[int | None, list[str], 
     """Run ``argv``; (exit code or None on timeout, the last lines, the last OOM line)."""
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     oom = ""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if not is_secret_name(k)}
+    env["PYTHONUNBUFFERED"] = "1"
     with subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

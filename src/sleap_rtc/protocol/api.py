@@ -140,6 +140,8 @@ class WorkerView(_Body):
     sleap_nn_version: str | None
     backends: list[str]
     mounts: list[str]
+    #: "landlock" when jobs run sandboxed, "off" when they run with the worker's access.
+    sandbox: str = "off"
     last_seen: datetime
     connected_since: datetime | None
 

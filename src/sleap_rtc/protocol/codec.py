@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -15,6 +16,18 @@ class ProtocolError(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+#: A UTF-16 surrogate, escaped (``\ud800``) or raw: JSON allows one alone, UTF-8 doesn't.
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _refuse_constant(name: str) -> Any:
@@ -40,6 +53,10 @@ def load_object(data: str | bytes, *, max_bytes: int, version: int, name: str) -
         raise ProtocolError("MALFORMED", "message is nested too deeply") from None
     if not isinstance(value, dict):
         raise ProtocolError("MALFORMED", "message must be a JSON object")
+    text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    if _SURROGATE.search(text) and _has_lone_surrogate(value):
+        # Text that can't be UTF-8 would fail later, wherever it is written or sent.
+        raise ProtocolError("MALFORMED", "message holds a lone UTF-16 surrogate (not UTF-8 text)")
     sent = value.get("v", version)
     if sent != version:
         raise ProtocolError(

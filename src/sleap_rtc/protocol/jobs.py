@@ -38,8 +38,12 @@ _FILE_NAME = Annotated[
     str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]*$")
 ]
 
-_JOB_ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-_REQUEST_ID = Annotated[str, Field(min_length=1, max_length=64)]
+#: Every id a peer sends (jobs, requests, uploads, transfers): letters, digits, ``_`` and
+#: ``-`` only, so an id can never name a path, even by accident. The worker makes its
+#: own file names; ids only key its tables.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_JOB_ID = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+_REQUEST_ID = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 _TEXT = Annotated[str, Field(max_length=4096)]
 _LINE = Annotated[str, Field(max_length=2048)]
 
@@ -81,8 +85,11 @@ class JobStatus(_Msg):
 
 
 class JobList(_Msg):
+    """One page of the worker's jobs, newest first."""
+
     type: Literal["JOB_LIST"] = "JOB_LIST"
     limit: int = Field(default=50, ge=1, le=200)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
 
 
 class JobAttach(_Msg):
@@ -280,8 +287,13 @@ class JobStatusReply(_Msg):
 
 
 class JobListReply(_Msg):
+    """A page of jobs. A page may hold fewer than asked (it must fit one message);
+    ``next_offset`` is where the next page starts, None after the last job."""
+
     type: Literal["JOB_LIST_REPLY"] = "JOB_LIST_REPLY"
     jobs: list[JobSummary] = Field(max_length=200)
+    offset: int = Field(default=0, ge=0)
+    next_offset: int | None = Field(default=None, ge=0)
 
 
 class Pong(_Msg):

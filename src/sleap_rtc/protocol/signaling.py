@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from sleap_rtc.protocol.codec import ProtocolError, load_object, validate
 
@@ -28,9 +28,44 @@ MAX_PAYLOAD_BYTES = 60 * 1024
 #: Deepest nesting of objects and lists accepted in a relay payload.
 MAX_PAYLOAD_DEPTH = 32
 
+
+def _printable(value: str) -> str:
+    """Refuse text that would break a terminal table or a log line (newlines, escapes)."""
+    if not value.isprintable():
+        raise ValueError("must be printable text, without control characters or line breaks")
+    return value
+
+
+def loggable(value: object) -> str:
+    """``value`` as text safe for one log line: control characters and line breaks escaped.
+
+    Names, codes and reasons come from peers; written raw, a newline in one
+    would start a forged log line.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    known = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if ch in known:
+        return known[ch]
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 _ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 _NAME = Annotated[str, Field(min_length=1, max_length=64)]
 _SHORT = Annotated[str, Field(max_length=256)]
+#: Text a worker reports about itself: shown in tables and logs, so printable only.
+_LABEL = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+_TEXT = Annotated[str, Field(max_length=256), AfterValidator(_printable)]
 
 
 class _Message(BaseModel):
@@ -43,7 +78,7 @@ class Gpu(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     index: int = Field(ge=0, le=1024)
-    name: _SHORT
+    name: _TEXT
     memory_total_mb: int = Field(ge=0)
     memory_free_mb: int | None = Field(default=None, ge=0)
 
@@ -56,17 +91,21 @@ class Capabilities(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: _NAME
-    hostname: _SHORT = ""
+    name: _LABEL
+    hostname: _TEXT = ""
     accelerator: Literal["cuda", "mps", "cpu"] = "cpu"
     gpus: list[Gpu] = Field(default_factory=list, max_length=64)
-    sleap_nn_version: Annotated[str, Field(max_length=64)] | None = None
-    sleap_rtc_version: Annotated[str, Field(max_length=64)] = ""
-    backends: list[Annotated[str, Field(max_length=32)]] = Field(
+    sleap_nn_version: Annotated[str, Field(max_length=64), AfterValidator(_printable)] | None = None
+    sleap_rtc_version: Annotated[str, Field(max_length=64), AfterValidator(_printable)] = ""
+    backends: list[Annotated[str, Field(max_length=32), AfterValidator(_printable)]] = Field(
         default_factory=list, max_length=16
     )
-    mounts: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    mounts: list[Annotated[str, Field(max_length=64), AfterValidator(_printable)]] = Field(
+        default_factory=list, max_length=64
+    )
     max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
+    #: How the worker confines jobs: "landlock" or "off" (jobs run unconfined).
+    sandbox: Annotated[str, Field(max_length=32)] = "off"
 
 
 class Register(_Message):
@@ -121,6 +160,8 @@ class Registered(_Message):
     worker_id: _ID
     room: _NAME
     heartbeat_interval: float
+    #: The room's id: tickets name it, so a ticket for a deleted room of the same name fails.
+    room_id: _ID | None = None
     #: The server's public key (PEM) and issuer name: the worker checks peer tickets with it.
     ticket_public_key: Annotated[str, Field(max_length=4096)] | None = None
     issuer: Annotated[str, Field(max_length=256)] | None = None
@@ -135,7 +176,12 @@ class Welcome(_Message):
 
 
 class Sender(BaseModel):
-    """Who sent a relayed message, as the server authenticated it."""
+    """Who sent a relayed message, as the server authenticated it.
+
+    For a client, ``id`` is its session, ``user_id`` and ``name`` the account the
+    session logged in as: a worker compares them with the subject of the ticket
+    the channel presents, so a ticket is no use to anyone it wasn't issued to.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -143,6 +189,7 @@ class Sender(BaseModel):
     id: _ID
     room: _NAME
     name: _NAME
+    user_id: _ID | None = None
 
 
 class Delivery(_Message):
@@ -160,6 +207,8 @@ class ErrorMessage(_Message):
     type: Literal["error"] = "error"
     code: Annotated[str, Field(max_length=64)]
     message: Annotated[str, Field(max_length=2048)]
+    #: The peer a refused relay was for, so only the channels to that peer react.
+    peer: _ID | None = None
 
 
 ServerMessage = Annotated[

@@ -21,12 +21,15 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from limits import RateLimitItem
 from limits import parse as parse_limit
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sleap_rtc import __version__
@@ -52,7 +55,7 @@ from sleap_rtc.protocol.signaling import (
     Welcome,
     decode_peer,
 )
-from sleap_rtc.server import db, service
+from sleap_rtc.server import db, logs, service
 from sleap_rtc.server.auth import AccessClaims, AuthError, PasswordProvider, TokenSigner
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import MEMBERSHIP_TTL_S, ClientConn, Connection, Hub, WorkerConn
@@ -60,11 +63,14 @@ from sleap_rtc.server.models import Room, WorkerKey
 from sleap_rtc.server.settings import ServerSettings
 
 log = logging.getLogger("sleap_rtc.server")
+logs.install(log)
 
 T = TypeVar("T")
 
 #: A connection that sends this many bad messages is closed.
 MAX_PROTOCOL_ERRORS = 20
+#: How often a sender over its relay budget is looked at again.
+THROTTLE_STEP_S = 0.05
 
 
 @dataclass
@@ -75,6 +81,12 @@ class ServerState:
     signer: TokenSigner
     hub: Hub
     limiter: MovingWindowRateLimiter
+    #: What each sender relays, in KiB (a counter per sender, not a list of hits).
+    relay_limiter: SlidingWindowCounterRateLimiter
+    relay_budget: RateLimitItem
+    #: Logins being checked right now, per rate-limit key: each may still fail, so
+    #: it counts against the limit until it has.
+    logins_in_flight: dict[tuple[str, ...], int]
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(session, *args)`` in a worker thread with its own session."""
@@ -103,12 +115,27 @@ def _bearer(header: str | None) -> str | None:
     return value.strip()
 
 
-def _claims(request: Request, state: StateDep) -> AccessClaims:
+SESSION_ENDED = "this login session has ended (logged out); run `sleap-rtc login` again"
+
+
+async def _verify_access(state: ServerState, token: str) -> AccessClaims:
+    """The claims of a valid access token whose login session is still going.
+
+    Raises :class:`AuthError`. The session is looked up every time, so logging
+    out ends the access token at once instead of when it expires.
+    """
+    claims = state.signer.verify_access(token)
+    if not await state.db(service.session_active, claims.session_id):
+        raise AuthError("SESSION_ENDED", SESSION_ENDED)
+    return claims
+
+
+async def _claims(request: Request, state: StateDep) -> AccessClaims:
     token = _bearer(request.headers.get("authorization"))
     if token is None:
         raise ApiError(401, "UNAUTHORIZED", "not logged in; run `sleap-rtc login`")
     try:
-        return state.signer.verify_access(token)
+        return await _verify_access(state, token)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
 
@@ -174,6 +201,7 @@ def worker_entry(row: service.WorkerRow, room_name: str, live: WorkerConn | None
         "sleap_nn_version": caps.get("sleap_nn_version"),
         "backends": list(caps.get("backends", [])),
         "mounts": list(caps.get("mounts", [])),
+        "sandbox": str(caps.get("sandbox", "off")),
         "last_seen": _iso(live.last_seen if live else last_seen),
         "connected_since": _iso(live.connected_at) if live else None,
     }
@@ -193,6 +221,9 @@ def build_state(settings: ServerSettings) -> ServerState:
         signer=signer,
         hub=Hub(),
         limiter=MovingWindowRateLimiter(MemoryStorage()),
+        relay_limiter=SlidingWindowCounterRateLimiter(MemoryStorage()),
+        relay_budget=parse_limit(f"{settings.relay_kib_per_second}/second"),
+        logins_in_flight={},
     )
 
 
@@ -238,7 +269,91 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
 
     _routes(app)
     _sockets(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
+
+
+def _too_large(limit: int) -> JSONResponse:
+    body = api.ErrorResponse(
+        error=api.ErrorBody(
+            code="TOO_LARGE", message=f"request body is over the limit of {limit} bytes"
+        )
+    )
+    return JSONResponse(body.model_dump(), status_code=413)
+
+
+class BodyLimit:
+    """Refuse HTTP request bodies over ``limit`` bytes (413) before anything parses them.
+
+    A declared Content-Length over the limit is refused at once; a body without
+    one (chunked) is read up to the limit and refused as soon as it goes over.
+    What was read is handed on to the app, so it reads the body as usual. The
+    rest of an over-long body is read and dropped (up to a bound), so the client
+    gets the answer instead of a reset connection.
+    """
+
+    #: An over-long body is drained up to this many times the limit, then cut off.
+    DRAIN_FACTOR = 16
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = -1
+            if size < 0:
+                body = api.ErrorResponse(
+                    error=api.ErrorBody(code="INVALID", message="Content-Length is not a number")
+                )
+                await JSONResponse(body.model_dump(), status_code=400)(scope, receive, send)
+                return
+            if size > self.limit:
+                if size <= self.limit * self.DRAIN_FACTOR:
+                    await self._drain(receive, 0)
+                await _too_large(self.limit)(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away: the app sees that instead of a body
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.limit:
+                if message.get("more_body", False):
+                    await self._drain(receive, received)
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replay: list[Message] = [message]
+
+        async def replayed() -> Message:
+            if replay:
+                return replay.pop()
+            return await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _drain(self, receive: Receive, received: int) -> None:
+        while received <= self.limit * self.DRAIN_FACTOR:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 class _RateLimited(ApiError):
@@ -273,12 +388,23 @@ def _routes(app: FastAPI) -> None:
     async def login(body: api.LoginRequest, request: Request, state: StateDep) -> api.TokenPair:
         address = request.client.host if request.client else "unknown"
         per_user = parse_limit(f"{state.settings.login_failures_per_minute}/minute")
-        per_address = parse_limit(f"{state.settings.login_failures_per_minute * 4}/minute")
-        keys = (("login", address, body.username, per_user), ("login", address, "*", per_address))
-        for *parts, limit in keys:
-            if not state.limiter.test(limit, *parts):
-                reset = state.limiter.get_window_stats(limit, *parts).reset_time
-                raise _RateLimited(max(1, int(reset - datetime.now(UTC).timestamp()) + 1))
+        per_address = parse_limit(f"{state.settings.address_login_failures}/minute")
+        keys: list[tuple[RateLimitItem, tuple[str, ...]]] = [
+            (per_user, ("login", address, body.username)),
+            (per_address, ("login", address, "*")),
+        ]
+        # Before the (slow) password check, and with nothing awaited between the
+        # check and the reservation, so parallel guesses can't all slip through:
+        # an attempt being checked counts as a failure until it has succeeded.
+        in_flight = state.logins_in_flight
+        for limit, parts in keys:
+            pending = in_flight.get(parts, 0)
+            if not state.limiter.test(limit, *parts, cost=pending + 1):
+                stats = state.limiter.get_window_stats(limit, *parts)
+                wait = int(stats.reset_time - datetime.now(UTC).timestamp()) + 1
+                raise _RateLimited(max(1, wait) if stats.remaining <= 0 else 1)
+        for _, parts in keys:
+            in_flight[parts] = in_flight.get(parts, 0) + 1
 
         def attempt(session: Session) -> service.Tokens | None:
             user = PasswordProvider().authenticate(session, body.username, body.password)
@@ -288,10 +414,20 @@ def _routes(app: FastAPI) -> None:
                 session, state.signer, user, state.settings.access_ttl, state.settings.refresh_ttl
             )
 
-        tokens = await state.db(attempt)
+        failed = False
+        try:
+            tokens = await state.db(attempt)
+            failed = tokens is None
+        finally:
+            for limit, parts in keys:
+                left = in_flight.get(parts, 1) - 1
+                if left > 0:
+                    in_flight[parts] = left
+                else:
+                    in_flight.pop(parts, None)
+                if failed:
+                    state.limiter.hit(limit, *parts)
         if tokens is None:
-            for *parts, limit in keys:
-                state.limiter.hit(limit, *parts)
             log.info("failed login for %r from %s", body.username, address)
             raise ApiError(401, "BAD_CREDENTIALS", "wrong username or password")
         log.info("login: %s from %s", tokens.user.username, address)
@@ -310,7 +446,9 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/auth/logout", status_code=204)
     async def logout(body: api.RefreshRequest, state: StateDep) -> Response:
-        await state.db(service.revoke_refresh, body.refresh_token)
+        ended = await state.db(service.revoke_refresh, body.refresh_token)
+        if ended is not None:
+            state.hub.disconnect_login_session(ended, CLOSE_UNAUTHORIZED, "logged out")
         return Response(status_code=204)
 
     @app.get("/v1/me", response_model=api.UserView)
@@ -518,9 +656,25 @@ def _sockets(app: FastAPI) -> None:
         if not isinstance(register, Register):
             await _refuse(ws, "NOT_REGISTERED", "send register first", CLOSE_PROTOCOL)
             return
-        await state.db(
-            service.record_worker, room.id, register.worker_id, key.id, register.capabilities
-        )
+        try:
+            await state.db(
+                service.record_worker,
+                room.id,
+                room.name,
+                register.worker_id,
+                key.id,
+                register.capabilities,
+            )
+        except ApiError as exc:
+            log.info(
+                "worker %s refused in room %s (key %s): %s",
+                register.worker_id,
+                room.name,
+                key.id,
+                exc.code,
+            )
+            await _refuse(ws, exc.code, exc.message, CLOSE_FORBIDDEN)
+            return
         conn = Connection(ws, state.settings.send_queue_limit)
         worker = WorkerConn(
             conn=conn,
@@ -533,12 +687,16 @@ def _sockets(app: FastAPI) -> None:
             running_jobs=register.running_jobs,
         )
         worker.set_gpus(list(register.capabilities.gpus))
+        if not state.hub.add_worker(worker, CLOSE_REPLACED):
+            taken = service.worker_id_taken(worker.worker_id, room.name)
+            await _refuse(ws, taken.code, taken.message, CLOSE_FORBIDDEN)
+            return
         conn.start()
-        state.hub.add_worker(worker, CLOSE_REPLACED)
         conn.send(
             Registered(
                 worker_id=worker.worker_id,
                 room=room.name,
+                room_id=room.id,
                 heartbeat_interval=state.settings.heartbeat_interval_s,
                 ticket_public_key=state.signer.public_pem(),
                 issuer=state.signer.issuer,
@@ -570,7 +728,7 @@ def _sockets(app: FastAPI) -> None:
             await _refuse(ws, "UNAUTHORIZED", "not logged in", CLOSE_UNAUTHORIZED)
             return
         try:
-            claims = state.signer.verify_access(token)
+            claims = await _verify_access(state, token)
         except AuthError as exc:
             await _refuse(ws, exc.code, exc.message, CLOSE_UNAUTHORIZED)
             return
@@ -581,6 +739,7 @@ def _sockets(app: FastAPI) -> None:
             user_id=claims.user_id,
             username=claims.username,
             expires_at=claims.expires_at,
+            login_session=claims.session_id,
         )
         conn.start()
         state.hub.add_client(client)
@@ -592,7 +751,21 @@ def _sockets(app: FastAPI) -> None:
             await conn.finish()
 
 
-async def _messages(ws: WebSocket, conn: Connection) -> AsyncIterator[Any]:
+async def _throttle(state: ServerState, sender: str, size: int) -> None:
+    """Wait until ``sender`` may send ``size`` more bytes.
+
+    Reading from a sender over its budget pauses, so it is slowed down (its own
+    socket backs up) and nobody else is: not the peers it sends to, not the
+    server's other connections.
+    """
+    cost = 1 + size // 1024
+    while not state.relay_limiter.hit(state.relay_budget, "relay", sender, cost=cost):
+        await asyncio.sleep(THROTTLE_STEP_S)
+
+
+async def _messages(
+    state: ServerState, ws: WebSocket, conn: Connection, sender: str
+) -> AsyncIterator[Any]:
     """Decoded messages until the peer leaves; bad ones are answered and skipped."""
     errors = 0
     while True:
@@ -602,6 +775,7 @@ async def _messages(ws: WebSocket, conn: Connection) -> AsyncIterator[Any]:
             return
         if raw is None:
             return
+        await _throttle(state, sender, len(raw))
         try:
             yield decode_peer(raw)
         except ProtocolError as exc:
@@ -614,7 +788,7 @@ async def _messages(ws: WebSocket, conn: Connection) -> AsyncIterator[Any]:
 
 async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
     conn = worker.conn
-    async for message in _messages(conn.ws, conn):
+    async for message in _messages(state, conn.ws, conn, worker.sender_key):
         worker.heard()
         if isinstance(message, Heartbeat):
             worker.status = message.status
@@ -636,6 +810,7 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
                     ErrorMessage(
                         code="PEER_NOT_FOUND",
                         message=f"no client session {message.to!r} in room {worker.room_name!r}",
+                        peer=message.to,
                     )
                 )
                 continue
@@ -645,7 +820,9 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
                 room=worker.room_name,
                 name=worker.capabilities.name,
             )
-            target.conn.send(Delivery(sender=sender, payload=message.payload))
+            delivery = Delivery(sender=sender, payload=message.payload)
+            if not target.conn.offer(delivery, worker.sender_key):
+                conn.send(_busy(f"client session {message.to!r}", message.to))
         elif isinstance(message, Ping):
             conn.send(Pong(nonce=message.nonce))
         else:
@@ -657,9 +834,18 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
             )
 
 
+def _busy(what: str, peer: str) -> ErrorMessage:
+    return ErrorMessage(
+        code="PEER_BUSY",
+        message=f"{what} is not keeping up with what you send; message dropped. "
+        "Send less at once, or try again later.",
+        peer=peer,
+    )
+
+
 async def _client_loop(state: ServerState, client: ClientConn) -> None:
     conn = client.conn
-    async for message in _messages(conn.ws, conn):
+    async for message in _messages(state, conn.ws, conn, client.sender_key):
         if datetime.now(UTC) >= client.expires_at:
             conn.send(
                 ErrorMessage(
@@ -673,7 +859,7 @@ async def _client_loop(state: ServerState, client: ClientConn) -> None:
             await _client_relay(state, client, message)
         elif isinstance(message, Reauth):
             try:
-                claims = state.signer.verify_access(message.token)
+                claims = await _verify_access(state, message.token)
             except AuthError as exc:
                 conn.send(ErrorMessage(code=exc.code, message=exc.message))
                 continue
@@ -681,6 +867,7 @@ async def _client_loop(state: ServerState, client: ClientConn) -> None:
                 conn.send(ErrorMessage(code="FORBIDDEN", message="token is for another user"))
                 continue
             client.expires_at = claims.expires_at
+            client.login_session = claims.session_id
         elif isinstance(message, Ping):
             conn.send(Pong(nonce=message.nonce))
         else:
@@ -717,11 +904,21 @@ async def _client_relay(state: ServerState, client: ClientConn, message: Relay) 
             ErrorMessage(
                 code="PEER_NOT_FOUND",
                 message=f"worker {message.to!r} is not online in room {message.room!r}",
+                peer=message.to,
             )
         )
         return
-    sender = Sender(kind="client", id=client.session_id, room=message.room, name=client.username)
-    target.conn.send(Delivery(sender=sender, payload=message.payload))
+    # Every delivery (a WebRTC offer too) names the session and the account it came
+    # from; the worker holds the channel's ticket against them.
+    sender = Sender(
+        kind="client",
+        id=client.session_id,
+        room=message.room,
+        name=client.username,
+        user_id=str(client.user_id),
+    )
+    if not target.conn.offer(Delivery(sender=sender, payload=message.payload), client.sender_key):
+        conn.send(_busy(f"worker {message.to!r}", message.to))
 
 
 def _save_last_seen(state: ServerState, workers: list[WorkerConn] | None = None) -> None:

@@ -118,6 +118,8 @@ class AccessClaims:
     username: str
     is_admin: bool
     expires_at: datetime
+    #: The login session the token belongs to; logging out ends it, and with it the token.
+    session_id: str
 
 
 class TokenSigner:
@@ -184,16 +186,26 @@ class TokenSigner:
             raise AuthError("INVALID_TOKEN", "access token is not valid for this server") from None
         return claims
 
-    def issue_access(self, user: User, ttl: timedelta) -> tuple[str, datetime]:
+    def issue_access(self, user: User, session_id: str, ttl: timedelta) -> tuple[str, datetime]:
         return self.sign(
-            {"sub": str(user.id), "name": user.username, "adm": user.is_admin, "aud": "access"},
+            {
+                "sub": str(user.id),
+                "name": user.username,
+                "adm": user.is_admin,
+                "aud": "access",
+                "sid": session_id,
+            },
             ttl,
         )
 
     def issue_ticket(
         self, claims: AccessClaims, room: str, room_id: str, worker_id: str, ttl: timedelta
     ) -> tuple[str, datetime]:
-        """A peer ticket: this user may open a channel to this worker in this room."""
+        """A peer ticket: this user may open one channel to this worker in this room.
+
+        The worker checks the room by id as well as by name, compares the subject
+        with the session that opens the channel, and refuses a ``jti`` it has seen.
+        """
         return self.sign(
             {
                 "sub": str(claims.user_id),
@@ -214,6 +226,9 @@ class TokenSigner:
                 username=str(claims["name"]),
                 is_admin=bool(claims.get("adm", False)),
                 expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                session_id=str(claims["sid"]),
             )
         except (KeyError, ValueError):
-            raise AuthError("INVALID_TOKEN", "access token is missing claims") from None
+            raise AuthError(
+                "INVALID_TOKEN", "access token is missing claims; log in again or refresh it"
+            ) from None

@@ -7,6 +7,9 @@ and upgraded by Alembic migrations when the server starts.
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+log = logging.getLogger("sleap_rtc.server")
 
 
 class DatabaseError(RuntimeError):
@@ -65,12 +70,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private(path: Path, mode: int) -> None:
+    """Take group and other permissions off ``path`` if it has any (and is ours to change)."""
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & 0o077:
+        try:
+            path.chmod((current & 0o700) | mode)
+        except PermissionError:
+            log.warning("%s is readable by others (mode %o) and can't be changed", path, current)
+            return
+        log.info("made %s private (mode %o, was %o)", path, mode, current)
+
+
+def prepare_sqlite_file(database: Path) -> None:
+    """The data folder 0700 and the database file 0600, created so or tightened.
+
+    The database holds password hashes, refresh-token digests and the token
+    signing key; SQLite gives its -wal and -shm files the database file's mode.
+    """
+    folder = database.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private(folder, 0o700)
+    if not database.exists():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if path.exists():
+            _private(path, 0o600)
+
+
 def create_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         parsed = make_url(url)
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            prepare_sqlite_file(Path(parsed.database))
         engine = sa.create_engine(url, connect_args={"check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -3,7 +3,11 @@
 Presence lives in memory (one server process); the database keeps what must
 survive a restart (workers known to a room, their last-seen time). Every
 connection gets a bounded outbound queue drained by one writer task, so a slow
-peer can't stall the server: when its queue is full it is disconnected.
+peer can't stall the server. What other peers relay to a connection may fill
+only part of that queue, and one sender only a part of that: a message that
+doesn't fit is refused to its sender, so a member flooding a worker gets
+errors, while the worker (and everyone else's channels to it) stays up. Only
+a peer that doesn't read the server's own messages is disconnected.
 """
 
 from __future__ import annotations
@@ -40,8 +44,13 @@ class Connection:
 
     def __init__(self, ws: WebSocket, queue_limit: int) -> None:
         self.ws = ws
-        self._queue: asyncio.Queue[str | _Close] = asyncio.Queue(queue_limit + 1)
+        self._queue: asyncio.Queue[tuple[str, str | None] | _Close] = asyncio.Queue(queue_limit + 1)
         self._limit = queue_limit
+        #: Relayed messages may hold this much of the queue (the rest is for the
+        #: server's own replies), and one sender this much.
+        self.relay_limit = max(1, queue_limit * 3 // 4)
+        self.sender_limit = max(1, queue_limit // 4)
+        self._held: dict[str, int] = {}
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
 
@@ -55,7 +64,10 @@ class Connection:
                 if isinstance(item, _Close):
                     await self.ws.close(item.code, item.reason)
                     return
-                await self.ws.send_text(item)
+                text, sender = item
+                if sender is not None:
+                    self._release(sender)
+                await self.ws.send_text(text)
         except Exception:  # the socket is gone; the reader notices and cleans up
             return
 
@@ -70,8 +82,30 @@ class Connection:
         if self._queue.qsize() >= self._limit:
             self.close(CLOSE_TOO_SLOW, "peer is not reading its messages")
             return False
-        self._queue.put_nowait(encode(message))
+        self._queue.put_nowait((encode(message), None))
         return True
+
+    def offer(self, message: BaseModel, sender: str) -> bool:
+        """Queue a message relayed from ``sender``, if it fits; never disconnects this peer.
+
+        False means the message was not queued: this peer's queue holds as many
+        relayed messages as it may, or as many from ``sender`` as one sender may.
+        """
+        if self._closing:
+            return False
+        held = self._held.get(sender, 0)
+        if held >= self.sender_limit or self._queue.qsize() >= self.relay_limit:
+            return False
+        self._held[sender] = held + 1
+        self._queue.put_nowait((encode(message), sender))
+        return True
+
+    def _release(self, sender: str) -> None:
+        left = self._held.get(sender, 0) - 1
+        if left > 0:
+            self._held[sender] = left
+        else:
+            self._held.pop(sender, None)
 
     def close(self, code: int, reason: str) -> None:
         """Close after nothing else: pending messages are dropped."""
@@ -80,6 +114,7 @@ class Connection:
         self._closing = True
         while not self._queue.empty():
             self._queue.get_nowait()
+        self._held.clear()
         self._queue.put_nowait(_Close(code, reason[:120]))
 
     async def finish(self) -> None:
@@ -115,6 +150,11 @@ class WorkerConn:
         self.capabilities_dict = self.capabilities.model_dump(mode="json")
         self.gpus_dicts = [g.model_dump(mode="json") for g in self.gpus]
 
+    @property
+    def sender_key(self) -> str:
+        """Who this worker is as a sender of relayed messages."""
+        return f"worker:{self.room_id}:{self.worker_id}"
+
     def set_gpus(self, gpus: list[Gpu]) -> None:
         self.gpus = gpus
         self.gpus_dicts = [g.model_dump(mode="json") for g in gpus]
@@ -131,8 +171,15 @@ class ClientConn:
     user_id: int
     username: str
     expires_at: datetime
+    #: The login session of the access token this connection authenticated with.
+    login_session: str = ""
     #: Rooms this user was found a member of: name -> (room id, checked until).
     rooms_checked: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    @property
+    def sender_key(self) -> str:
+        """Who this client is as a sender of relayed messages: the user, over all sessions."""
+        return f"user:{self.user_id}"
 
 
 class Hub:
@@ -141,10 +188,17 @@ class Hub:
         self.clients: dict[str, ClientConn] = {}
 
     # workers
-    def add_worker(self, worker: WorkerConn, replaced_code: int) -> None:
+    def add_worker(self, worker: WorkerConn, replaced_code: int) -> bool:
+        """Make ``worker`` the live connection for its id; False if another key holds the id.
+
+        The same key connecting again replaces its old connection (a worker that
+        reconnects before the server noticed it had gone).
+        """
         key = (worker.room_id, worker.worker_id)
         old = self.workers.get(key)
         if old is not None and old is not worker:
+            if old.key_id != worker.key_id:
+                return False
             log.info(
                 "worker %s (%s) reconnected; closing its old connection",
                 worker.worker_id,
@@ -152,6 +206,7 @@ class Hub:
             )
             old.conn.close(replaced_code, "replaced by a new connection of the same worker")
         self.workers[key] = worker
+        return True
 
     def remove_worker(self, worker: WorkerConn) -> bool:
         key = (worker.room_id, worker.worker_id)
@@ -193,6 +248,12 @@ class Hub:
     def remove_client(self, client: ClientConn) -> None:
         if self.clients.get(client.session_id) is client:
             del self.clients[client.session_id]
+
+    def disconnect_login_session(self, login_session: str, code: int, reason: str) -> int:
+        hit = [c for c in self.clients.values() if c.login_session == login_session]
+        for client in hit:
+            client.conn.close(code, reason)
+        return len(hit)
 
     def close_all(self, code: int, reason: str) -> None:
         for worker in list(self.workers.values()):

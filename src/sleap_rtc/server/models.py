@@ -53,6 +53,9 @@ class RefreshToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: The login session: every token of one login (and its rotations) shares it.
+    #: Access tokens carry it, so ending the session ends them at once.
+    session_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -116,6 +119,7 @@ class Worker(Base):
         sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
     )
     worker_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    #: The key that first registered this id: only it may register the id again.
     key_id: Mapped[str | None] = mapped_column(sa.ForeignKey("worker_keys.id", ondelete="SET NULL"))
     name: Mapped[str] = mapped_column(sa.String(64))
     hostname: Mapped[str] = mapped_column(sa.String(256), default="")

@@ -37,10 +37,20 @@ _NAME = re.compile(NAME_PATTERN)
 
 
 def check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name):
+    """Names of users and rooms: a strict set of characters, as they go into URLs and commands."""
+    if not _NAME.fullmatch(name):
         raise invalid(
             f"{kind} name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
+        )
+
+
+def check_label(kind: str, name: str) -> None:
+    """Free-form names (worker keys): any printable text, as they are shown in tables and logs."""
+    if not name.strip() or len(name) > 64 or not name.isprintable():
+        raise invalid(
+            f"{kind} name {name!r} is not allowed: use 1-64 printable characters, "
+            "without control characters or line breaks"
         )
 
 
@@ -99,15 +109,43 @@ def issue_tokens(
     user: User,
     access_ttl: timedelta,
     refresh_ttl: timedelta,
+    session_id: str | None = None,
 ) -> Tokens:
-    access, access_exp = signer.issue_access(user, access_ttl)
+    """A token pair for ``user``: a new login session, or ``session_id`` continued."""
+    login = session_id or auth.new_id("s")
+    access, access_exp = signer.issue_access(user, login, access_ttl)
     refresh = auth.new_secret(auth.REFRESH_PREFIX)
     refresh_exp = utcnow() + refresh_ttl
     session.add(
-        RefreshToken(user_id=user.id, token_hash=auth.digest(refresh), expires_at=refresh_exp)
+        RefreshToken(
+            user_id=user.id,
+            token_hash=auth.digest(refresh),
+            session_id=login,
+            expires_at=refresh_exp,
+        )
     )
     session.commit()
     return Tokens(access, access_exp, refresh, refresh_exp, user)
+
+
+def session_active(session: Session, session_id: str) -> bool:
+    """Whether a login session still holds a live refresh token (not logged out or revoked).
+
+    Asked on every request, so an access token stops working the moment its
+    session ends rather than when it expires.
+    """
+    return (
+        session.scalar(
+            select(RefreshToken.id)
+            .where(
+                RefreshToken.session_id == session_id,
+                RefreshToken.revoked_at.is_(None),
+                RefreshToken.expires_at > utcnow(),
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def refresh_tokens(
@@ -144,20 +182,28 @@ def refresh_tokens(
     if user is None:
         raise ApiError(401, "INVALID_REFRESH", "account no longer exists")
     row.revoked_at = now
-    return issue_tokens(session, signer, user, access_ttl, refresh_ttl)
+    return issue_tokens(session, signer, user, access_ttl, refresh_ttl, row.session_id)
 
 
-def revoke_refresh(session: Session, refresh_token: str) -> bool:
-    result = session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.token_hash == auth.digest(refresh_token),
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(revoked_at=utcnow())
+def revoke_refresh(session: Session, refresh_token: str) -> str | None:
+    """End the login session of ``refresh_token``; returns the session's id, if it had one."""
+    row = session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == auth.digest(refresh_token))
     )
+    if row is None:
+        return None
+    now = utcnow()
+    if row.session_id is None:
+        if row.revoked_at is None:
+            row.revoked_at = now
+    else:
+        session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.session_id == row.session_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
     session.commit()
-    return bool(getattr(result, "rowcount", 0))
+    return row.session_id
 
 
 # -- rooms ------------------------------------------------------------------------------
@@ -362,6 +408,8 @@ def accept_invite(session: Session, user_id: int, code: str) -> tuple[Room, Memb
 def create_key(
     session: Session, room: Room, user_id: int, name: str | None
 ) -> tuple[str, WorkerKey]:
+    if name is not None:
+        check_label("key", name)
     secret = auth.new_secret(auth.WORKER_KEY_PREFIX)
     count = session.scalar(
         select(func.count()).select_from(WorkerKey).where(WorkerKey.room_id == room.id)
@@ -443,17 +491,34 @@ def key_is_active(session: Session, key_id: str) -> bool:
 # -- workers ----------------------------------------------------------------------------
 
 
+def worker_id_taken(worker_id: str, room_name: str) -> ApiError:
+    return ApiError(
+        409,
+        "WORKER_ID_TAKEN",
+        f"worker id {worker_id!r} already belongs to another worker key in room {room_name!r}; "
+        "start this worker with the key it first registered with, or give it a new id by "
+        "removing the worker_id file from its state folder",
+    )
+
+
 def record_worker(
     session: Session,
     room_id: str,
+    room_name: str,
     worker_id: str,
     key_id: str,
     capabilities: Capabilities,
 ) -> None:
+    """Record a worker's registration; raises ``WORKER_ID_TAKEN`` for another key's id.
+
+    A worker id belongs to the key that first registered it, so a member with a
+    key of their own can't take over (and listen in on) someone else's worker.
+    The claim and the update are one conditional statement, so two keys
+    registering the same new id at once can't both win.
+    """
     now = utcnow()
-    row = session.get(Worker, (room_id, worker_id))
     caps = capabilities.model_dump(mode="json")
-    if row is None:
+    if session.get(Worker, (room_id, worker_id)) is None:
         session.add(
             Worker(
                 room_id=room_id,
@@ -466,12 +531,29 @@ def record_worker(
                 last_seen=now,
             )
         )
-    else:
-        row.key_id = key_id
-        row.name = capabilities.name
-        row.hostname = capabilities.hostname
-        row.capabilities = caps
-        row.last_seen = now
+        try:
+            session.commit()
+            return
+        except IntegrityError:
+            session.rollback()  # registered by someone else meanwhile: check whose below
+    claimed = session.execute(
+        update(Worker)
+        .where(
+            Worker.room_id == room_id,
+            Worker.worker_id == worker_id,
+            (Worker.key_id == key_id) | Worker.key_id.is_(None),
+        )
+        .values(
+            key_id=key_id,
+            name=capabilities.name,
+            hostname=capabilities.hostname,
+            capabilities=caps,
+            last_seen=now,
+        )
+    )
+    if not getattr(claimed, "rowcount", 0):
+        session.rollback()
+        raise worker_id_taken(worker_id, room_name)
     session.commit()
 
 

@@ -23,10 +23,24 @@ class ServerSettings(BaseModel):
     heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     #: Failed logins allowed per minute, per client address and username.
     login_failures_per_minute: int = Field(default=5, ge=1)
+    #: Failed logins allowed per minute from one address over all usernames: a loose
+    #: backstop against guessing many accounts, so that one person's typos (or one
+    #: attacker) behind a shared address don't lock out everyone else there.
+    #: Default: 20 times ``login_failures_per_minute``.
+    login_failures_per_address_per_minute: int | None = Field(default=None, ge=1)
     #: How long a new connection has to authenticate and (workers) register.
     register_timeout_s: float = Field(default=10.0, gt=0)
     #: Messages queued for one slow connection before it is dropped.
     send_queue_limit: int = Field(default=256, ge=1)
+    #: What one sender (a user, over all their sessions, or a worker) may send in relayed
+    #: messages, in KiB per second; beyond it the server reads from them more slowly.
+    relay_kib_per_second: int = Field(default=16 * 1024, ge=64)
+    #: Largest HTTP request body accepted (the API's bodies are small JSON objects).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @property
+    def address_login_failures(self) -> int:
+        return self.login_failures_per_address_per_minute or 20 * self.login_failures_per_minute
 
     @property
     def access_ttl(self) -> timedelta:

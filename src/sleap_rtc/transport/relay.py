@@ -53,6 +53,9 @@ class ServerSocket:
         self._reader: asyncio.Task[None] | None = None
         self._handlers: dict[str, DeliveryHandler] = {}
         self._error_handlers: dict[str, Callable[[str, str], None]] = {}
+        #: The peer each channel talks to, where known: errors about a relay to one
+        #: peer (``ErrorMessage.peer``) only reach the channels to that peer.
+        self._peers: dict[str, str] = {}
         self.closed = asyncio.Event()
 
     async def connect(self) -> ServerSocket:
@@ -101,8 +104,10 @@ class ServerSocket:
                     if handler is not None:
                         handler(message.sender, message.payload)
                 elif isinstance(message, ErrorMessage):
-                    for on_error in list(self._error_handlers.values()):
-                        on_error(message.code, message.message)
+                    for ch, on_error in list(self._error_handlers.items()):
+                        peer = self._peers.get(ch)
+                        if message.peer is None or peer is None or peer == message.peer:
+                            on_error(message.code, message.message)
         except ConnectionClosed:
             pass
         finally:
@@ -111,14 +116,21 @@ class ServerSocket:
                 on_error("DISCONNECTED", "lost the connection to the server")
 
     def subscribe(
-        self, ch: str, handler: DeliveryHandler, on_error: Callable[[str, str], None]
+        self,
+        ch: str,
+        handler: DeliveryHandler,
+        on_error: Callable[[str, str], None],
+        peer: str | None = None,
     ) -> None:
         self._handlers[ch] = handler
         self._error_handlers[ch] = on_error
+        if peer is not None:
+            self._peers[ch] = peer
 
     def unsubscribe(self, ch: str) -> None:
         self._handlers.pop(ch, None)
         self._error_handlers.pop(ch, None)
+        self._peers.pop(ch, None)
 
     async def relay(self, room: str, to: str, payload: dict[str, Any]) -> None:
         ws = self._ws
@@ -148,7 +160,7 @@ class ClientRelayChannel(Channel):
         self.room = room
         self.worker_id = worker_id
         self.ch = new_channel_id()
-        socket.subscribe(self.ch, self._on_delivery, self._on_error)
+        socket.subscribe(self.ch, self._on_delivery, self._on_error, peer=worker_id)
 
     async def open(self) -> ClientRelayChannel:
         await self.socket.relay(
@@ -167,7 +179,8 @@ class ClientRelayChannel(Channel):
             self.socket.unsubscribe(self.ch)
 
     def _on_error(self, code: str, message: str) -> None:
-        if code in ("PEER_NOT_FOUND", "NOT_FOUND", "DISCONNECTED", "TOKEN_EXPIRED"):
+        # PEER_BUSY: the server dropped a message of this channel, so it can't go on.
+        if code in ("PEER_NOT_FOUND", "NOT_FOUND", "DISCONNECTED", "TOKEN_EXPIRED", "PEER_BUSY"):
             self._mark_closed(message)
             self.socket.unsubscribe(self.ch)
 

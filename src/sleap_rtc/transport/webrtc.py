@@ -23,6 +23,8 @@ log = logging.getLogger("sleap_rtc.transport")
 
 #: Bytes queued in a data channel before send() waits for them to drain.
 BUFFER_LIMIT = 1024 * 1024
+#: How long closing waits for what was sent last (a refusal, say) to go out.
+FLUSH_TIMEOUT_S = 2.0
 CHANNEL_LABEL = "sleap-rtc-jobs"
 
 
@@ -111,6 +113,14 @@ class WebRTCChannel(Channel):
         self._dc.send(text)
 
     async def _shutdown(self, reason: str) -> None:
+        # Closing the peer connection drops what aiortc still buffers, so the last
+        # messages (an ERROR before a refusal's close) would never arrive.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FLUSH_TIMEOUT_S
+        while (
+            self._dc.readyState == "open" and self._dc.bufferedAmount > 0 and loop.time() < deadline
+        ):
+            await asyncio.sleep(0.01)
         with contextlib.suppress(Exception):
             self._dc.close()
         with contextlib.suppress(Exception):

@@ -13,7 +13,8 @@ from sleap_rtc.protocol.signaling import Capabilities, Gpu, Registered, WorkerSt
 from sleap_rtc.worker.endpoint import PeerEndpoint
 from sleap_rtc.worker.presence import PresenceLink
 from sleap_rtc.worker.runner import JobRunner
-from sleap_rtc.worker.service import JobService, TicketVerifier
+from sleap_rtc.worker.service import JobService
+from sleap_rtc.worker.tickets import SeenTickets, TicketVerifier
 
 
 class WorkerAgent:
@@ -35,6 +36,7 @@ class WorkerAgent:
         self.service = JobService(
             runner, worker_id=worker_id, worker_name=capabilities.name, verifier=None
         )
+        self.seen_tickets = SeenTickets()
         self.endpoint = PeerEndpoint(
             self.service, self._send, ice_servers=config.ice_servers, webrtc=config.webrtc
         )
@@ -59,9 +61,14 @@ class WorkerAgent:
 
     def _registered(self, info: Registered) -> None:
         # Tickets are checked with the key of the server this worker registered with.
-        if info.ticket_public_key and info.issuer:
+        if info.ticket_public_key and info.issuer and info.room_id:
             self.service.verifier = TicketVerifier(
-                info.ticket_public_key, info.issuer, info.room, self.worker_id
+                info.ticket_public_key,
+                info.issuer,
+                info.room,
+                info.room_id,
+                self.worker_id,
+                seen=self.seen_tickets,
             )
 
     async def _send(self, to: str, payload: dict[str, Any]) -> bool:

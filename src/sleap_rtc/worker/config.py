@@ -10,6 +10,8 @@ Example ``worker.toml``::
     device = "auto"             # auto | cpu | cuda | cuda:1 | mps
     stop_early = true           # allow stop-early (costs up to 10 ms per batch)
     models_dir = "/vast/models" # where trained models go (always a writable mount)
+    sandbox = "landlock"        # jobs see only the mounts ("off" only where it can't work)
+    job_env = ["MY_LAB_*"]      # more variables jobs inherit (secrets never do)
 
     [[mounts]]
     path = "/vast/project"
@@ -35,6 +37,7 @@ the resources and setup lines of a ``[slurm]`` table (see
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import tomllib
@@ -44,6 +47,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sleap_rtc import locations
+from sleap_rtc.engine import sandbox
 from sleap_rtc.engine.backend import Backend
 from sleap_rtc.engine.local import LocalBackend
 from sleap_rtc.engine.slurm import SlurmBackend, SlurmSettings
@@ -106,6 +110,17 @@ class WorkerConfig(BaseModel):
     gpus: list[DeclaredGpu] | None = None
     ice_servers: list[dict[str, str | list[str]]] = Field(default_factory=list)
     ice_host_addresses: list[str] | None = None
+    #: How jobs are confined: "landlock" (they see only the mounts, their work folder and
+    #: the Python environment) or "off" (they run with the worker user's full access; only
+    #: for machines without Landlock, and said so at start and in ``rooms workers``).
+    sandbox: Literal["landlock", "off"] = "landlock"
+    #: More folders jobs may read (e.g. a CUDA toolkit outside /usr); never state or keys.
+    sandbox_read: list[Path] = Field(default_factory=list)
+    #: More environment variables jobs inherit, as names or shell patterns ("MY_LAB_*").
+    #: Names that look like secrets (SLEAP_RTC_*, *TOKEN*, *_KEY, ...) never pass.
+    job_env: list[str] = Field(default_factory=list)
+    #: Uploads older than this are removed when no live job uses them.
+    upload_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
 
     @field_validator("device")
     @classmethod
@@ -122,6 +137,47 @@ class WorkerConfig(BaseModel):
 
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or locations.data_dir() / "worker").expanduser().absolute()
+
+    def secret_paths(self) -> list[Path]:
+        """What jobs must never reach: the state folder, the key file, the config folder."""
+        found = [self.resolved_state_dir(), locations.config_dir()]
+        if self.key_file is not None:
+            found.append(self.key_file.expanduser().absolute())
+        return found
+
+    def check_sandbox(self, mounts: Mounts, *, shared: bool = True) -> str:
+        """Check that jobs can be confined as configured; returns a line for the log.
+
+        Raises :class:`WorkerConfigError` when the sandbox is wanted but this machine
+        can't give it, or (for a worker ``shared`` with others) when a mount or an
+        extra read folder would hand jobs the worker's own state or key.
+        """
+        if self.sandbox == "off":
+            return (
+                'WARNING: sandbox = "off": jobs run with this worker user\'s full access '
+                "(its files, its key file, its home); turn it on where Landlock is available"
+            )
+        reason = sandbox.unavailable_reason()
+        if reason:
+            raise WorkerConfigError(
+                f"sandbox: jobs can't be sandboxed on this machine: {reason}. Run the worker "
+                'on a kernel with Landlock, or set sandbox = "off" in worker.toml to run '
+                "jobs unconfined (every room member can then read what this user can)"
+            )
+        if not shared:
+            return f"jobs run sandboxed ({sandbox.describe()})"
+        uploads = self.resolved_upload_dir().resolve()
+        exposed = [(f"mount '{m.label}'", m.path) for m in mounts if m.path != uploads]
+        exposed += [(f"sandbox_read {p}", Path(os.path.realpath(p))) for p in self.sandbox_read]
+        for secret in self.secret_paths():
+            real = Path(os.path.realpath(secret))
+            for what, folder in exposed:
+                if real == folder or real.is_relative_to(folder):
+                    raise WorkerConfigError(
+                        f"{what} ({folder}) holds the worker's {real}; jobs would reach it. "
+                        "Move the state folder, key file or config out of the mounts"
+                    )
+        return f"jobs run sandboxed ({sandbox.describe()})"
 
     def build_backend(self) -> Backend:
         """The backend this worker runs jobs on; SlurmError when SLURM can't be used here."""

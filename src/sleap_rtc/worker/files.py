@@ -3,9 +3,13 @@
 This is what a user browses when a job names a path that isn't there. Every path
 a peer names is resolved (``..`` collapsed, symlinks followed) before it is
 compared with the mounts, and nothing outside them is shown: an entry whose
-target lies outside is left out of listings and searches. Searches are bounded
-in depth, entries scanned and time, and a pattern that would match everything is
-refused instead of scanning the whole disk. Blocking calls; run them in a thread.
+target lies outside is left out of listings and searches. What is then listed or
+stat'ed is reached through descriptors opened beneath the mount root without
+following links (:mod:`sleap_rtc.worker.fsafe`), so a file or folder swapped for
+a link after the check can't make the worker show what lies outside. Searches
+are bounded in depth, entries scanned and time, and a pattern that would match
+everything is refused instead of scanning the whole disk. Blocking calls; run
+them in a thread.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Literal
 from cachetools import TTLCache
 
 from sleap_rtc.jobs.mounts import Mounts
+from sleap_rtc.worker import fsafe
+from sleap_rtc.worker.fsafe import clip, clip_problem, echo
 
 Kind = Literal["dir", "file", "other"]
 #: A folder's visible names, each with whether it is a folder and whether it is a link;
@@ -126,37 +132,25 @@ class FileService:
         if problem is not None or real is None:
             assert problem is not None
             if problem.code == "ACCESS_DENIED":
-                raise FsError("ACCESS_DENIED", f"{ACCESS_DENIED}: {raw}")
-            raise FsError(str(problem.code), problem.message)
+                raise FsError("ACCESS_DENIED", f"{ACCESS_DENIED}: {clip(raw)}")
+            raise FsError(str(problem.code), clip_problem(problem.message, raw))
         return real
 
-    def _inside(self, path: Path) -> bool:
-        try:
-            real = Path(os.path.realpath(path))
-        except (OSError, ValueError):
-            return False
-        return self.mounts.containing(real) is not None
+    def _locate(self, raw: str) -> fsafe.Located:
+        located = fsafe.locate(self.mounts, self.resolve(raw))
+        assert located is not None  # resolve() checked it is inside a mount
+        return located
 
-    def _entry(self, path: Path, name: str | None = None, *, checked: bool = False) -> Entry | None:
-        """An entry for ``path`` if what it points at is inside the mounts.
+    def _entry_at(self, path: Path, name: str | None = None) -> Entry | None:
+        """An entry for what ``path`` leads to, if that is inside the mounts.
 
-        ``checked``: the caller already knows it is (a non-link in a real folder inside
-        a mount, or a link whose target was checked).
+        The path is resolved and what it names is stat'ed beneath its mount root,
+        so neither a link out nor a link swapped in after a check is followed.
         """
-        if not checked and not self._inside(path):
+        found = fsafe.stat_inside(self.mounts, path)
+        if found is None:
             return None
-        try:
-            info = path.stat()
-        except OSError:
-            return None
-        kind = _kind(info.st_mode)
-        return Entry(
-            name=name or path.name,
-            path=str(path),
-            kind=kind,
-            size=info.st_size if kind == "file" else None,
-            modified=info.st_mtime,
-        )
+        return _make_entry(path, name or path.name, found[1])
 
     # -- operations -----------------------------------------------------------------------
 
@@ -174,11 +168,19 @@ class FileService:
         return result
 
     def stat(self, raw: str) -> Entry:
-        real = self.resolve(raw)
-        entry = self._entry(real)
-        if entry is None:
-            raise FsError("PATH_NOT_FOUND", f"Path not found: {raw}")
-        return entry
+        """What ``raw`` names, stat'ed beneath its mount root (links it holds followed
+        only while they stay inside the mounts)."""
+
+        def attempt() -> tuple[Path, os.stat_result]:
+            located = self._locate(raw)
+            with fsafe.root_fd(located.mount) as root:
+                return located.real, fsafe.lstat_beneath(root, located.rel)
+
+        try:
+            real, info = fsafe.retry_on_link(attempt)
+        except OSError:
+            raise FsError("PATH_NOT_FOUND", f"Path not found: {clip(raw)}") from None
+        return _make_entry(real, real.name, info)
 
     def list(
         self,
@@ -194,48 +196,85 @@ class FileService:
         ``pattern`` (a glob such as ``*.yaml``) filters files; folders always show,
         so a user can still move through them. The sorted names are kept for a
         short while (until the folder changes), so paging through a folder of
-        100,000 entries reads it once; only the page's entries are stat'ed.
+        100,000 entries reads it once; only the page's entries are stat'ed, through
+        the folder's descriptor (a link among them is resolved and checked again).
         """
-        real = self.resolve(raw)
+
+        def attempt() -> tuple[fsafe.Located, int]:
+            located = self._locate(raw)
+            return located, fsafe.open_dir_inside(located)
+
         try:
-            info = real.stat()
+            located, fd = fsafe.retry_on_link(attempt)
         except FileNotFoundError:
-            raise FsError("PATH_NOT_FOUND", f"Path not found: {raw}") from None
+            raise FsError("PATH_NOT_FOUND", f"Path not found: {clip(raw)}") from None
+        except NotADirectoryError:
+            raise FsError(*self._not_a_folder(raw)) from None
         except OSError as exc:
-            raise FsError("NOT_READABLE", f"The worker can't read {raw}: {exc.strerror}") from None
-        if not stat.S_ISDIR(info.st_mode):
-            raise FsError("NOT_A_DIRECTORY", f"Not a folder: {raw}")
-        key = (str(real), (pattern or "").lower(), dirs_only)
-        with self._lock:
-            cached = self._listings.get(key)
-        if cached is not None and cached[0] == info.st_mtime_ns:
-            names = cached[1]
-        else:
-            names = self._scan(real, raw, pattern, dirs_only)
+            raise FsError(
+                "NOT_READABLE", f"The worker can't read {clip(raw)}: {exc.strerror}"
+            ) from None
+        real = located.real
+        try:
+            info = os.fstat(fd)
+            key = (str(real), (pattern or "").lower(), dirs_only)
             with self._lock:
-                self._listings[key] = (info.st_mtime_ns, names)
-        limit = max(1, min(limit, self.max_page))
-        entries = []
-        for name, _, is_link in names[offset : offset + limit]:
-            # A link is checked again: it may point elsewhere since the folder was read.
-            entry = self._entry(real / name, name, checked=not is_link)
-            if entry is not None:  # None: it went away since the folder was read
-                entries.append(entry)
+                cached = self._listings.get(key)
+            if cached is not None and cached[0] == info.st_mtime_ns:
+                names = cached[1]
+            else:
+                names = self._scan(fd, real, raw, pattern, dirs_only)
+                with self._lock:
+                    self._listings[key] = (info.st_mtime_ns, names)
+            limit = max(1, min(limit, self.max_page))
+            entries = []
+            for name, _, _ in names[offset : offset + limit]:
+                entry = self._child_entry(fd, real, name)
+                if entry is not None:  # None: it went away since the folder was read
+                    entries.append(entry)
+        finally:
+            os.close(fd)
         return Listing(path=str(real), entries=entries, total=len(names), offset=offset)
 
-    def _scan(self, real: Path, raw: str, pattern: str | None, dirs_only: bool) -> Names:
+    def _not_a_folder(self, raw: str) -> tuple[str, str]:
+        """Why ``raw`` can't be listed: it is a file, or a path through one."""
+        found = fsafe.stat_inside(self.mounts, raw)
+        if found is not None and not stat.S_ISDIR(found[1].st_mode):
+            return "NOT_A_DIRECTORY", f"Not a folder: {clip(raw)}"
+        return "PATH_NOT_FOUND", f"Path not found: {clip(raw)}"
+
+    def _child_entry(self, fd: int, real: Path, name: str) -> Entry | None:
+        """The entry for ``name`` in the folder open as ``fd`` (whose path is ``real``).
+
+        A plain entry is stat'ed through the folder's descriptor without following
+        links; a link (even one that was a plain file when the folder was read) is
+        resolved and its target stat'ed beneath its own mount root.
+        """
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return self._entry_at(real / name, name)
+        return _make_entry(real / name, name, info)
+
+    def _scan(self, fd: int, real: Path, raw: str, pattern: str | None, dirs_only: bool) -> Names:
         """The folder's visible names with is-a-folder, folders first, by name."""
         wanted = pattern.lower() if pattern else None
         found: Names = []
         try:
-            with os.scandir(real) as scan:
+            with os.scandir(fd) as scan:
                 for item in scan:
                     try:
                         # Only a link can lead out of a folder that is inside a mount.
                         is_link = item.is_symlink()
-                        if is_link and not self._inside(Path(item.path)):
-                            continue
-                        is_dir = item.is_dir()
+                        if is_link:
+                            target = fsafe.stat_inside(self.mounts, real / item.name)
+                            if target is None:
+                                continue
+                            is_dir = stat.S_ISDIR(target[1].st_mode)
+                        else:
+                            is_dir = item.is_dir(follow_symlinks=False)
                     except OSError:
                         continue
                     if not is_dir:
@@ -245,38 +284,74 @@ class FileService:
                             continue
                     found.append((item.name, is_dir, is_link))
         except PermissionError:
-            raise FsError("NOT_READABLE", f"The worker can't read {raw}") from None
+            raise FsError("NOT_READABLE", f"The worker can't read {clip(raw)}") from None
         found.sort(key=lambda e: (not e[1], e[0].lower(), e[0]))
         return found
 
     def find(self, query: str, *, under: str | None = None, limit: int | None = None) -> FindResult:
-        """Files named like ``query`` (a name, or a glob) in the mounts, best first."""
+        """Files named like ``query`` (a name, or a glob) in the mounts, best first.
+
+        Folders are walked by descriptors opened beneath each mount root, never by
+        path: a folder swapped for a link while the search runs is not entered.
+        """
         query = query.strip()
         literal = "".join(c for c in query if c not in _WILDCARDS and c != ".")
         if len(literal) < 2:
             raise FsError(
                 "PATTERN_TOO_BROAD",
-                f"pattern {query!r} would match nearly everything; give part of the name, "
+                f"pattern {echo(query)} would match nearly everything; give part of the name, "
                 "e.g. '*.yaml', 'labels*' or 'centroid.yaml'",
             )
         if "/" in query or "\0" in query:
             raise FsError("INVALID_PATTERN", "a pattern is a file name, not a path")
         roots = (
-            [self.resolve(under)]
-            if under
-            else [Path(os.path.realpath(m.path)) for m in self.mounts]
+            [self._locate(under)] if under else [fsafe.Located(m, m.path, "") for m in self.mounts]
         )
         limit = max(1, min(limit or self.find_max_results, self.find_max_results))
         ranker = _Ranker(query.lower(), keep=limit)
         result = FindResult()
         deadline = time.monotonic() + self.find_time_limit_s
-        queue: deque[tuple[Path, int]] = deque((root, 0) for root in roots)
-        while queue and not result.truncated:
-            folder, depth = queue.popleft()
+        for root in roots:
+            if result.truncated:
+                break
             try:
-                scan = os.scandir(folder)
+                with fsafe.root_fd(root.mount) as root_fd:
+                    self._search(root, root_fd, ranker, result, deadline)
             except OSError:
                 continue
+        matches = []
+        for rank, score, path in ranker.best():
+            entry = self._entry_at(Path(path))
+            if entry is not None and entry.kind == "file":
+                matches.append(Match(entry, rank, score))
+        if ranker.overflow:
+            result.truncated = result.truncated or "results"
+        result.matches = matches
+        return result
+
+    def _search(
+        self,
+        root: fsafe.Located,
+        root_fd: int,
+        ranker: _Ranker,
+        result: FindResult,
+        deadline: float,
+    ) -> None:
+        """Breadth-first from ``root``, each folder opened beneath ``root_fd``."""
+        base = root.mount.path
+        queue: deque[tuple[str, int]] = deque([(root.rel, 0)])
+        while queue and not result.truncated:
+            rel, depth = queue.popleft()
+            try:
+                fd = fsafe.open_beneath(root_fd, rel, fsafe.DIR_FLAGS)
+            except OSError:
+                continue
+            try:
+                scan = os.scandir(fd)
+            except OSError:
+                os.close(fd)
+                continue
+            folder = base / rel if rel else base
             with scan:
                 for item in scan:
                     result.scanned += 1
@@ -286,28 +361,38 @@ class FileService:
                     if result.scanned % 1024 == 0 and time.monotonic() > deadline:
                         result.truncated = "time"
                         break
+                    path = str(folder / item.name)
                     try:
                         if item.is_dir(follow_symlinks=False):
                             if depth + 1 <= self.find_max_depth:
-                                queue.append((Path(item.path), depth + 1))
+                                queue.append(
+                                    (f"{rel}/{item.name}" if rel else item.name, depth + 1)
+                                )
                             continue
-                        if not ranker.consider(item.name, item.path):
+                        if not ranker.consider(item.name, path):
                             continue
                         # A kept candidate: make sure it is a file inside the mounts.
-                        leads_out = item.is_symlink() and not self._inside(Path(item.path))
-                        if leads_out or not item.is_file():
-                            ranker.drop(item.path)
+                        if item.is_symlink():
+                            target = fsafe.stat_inside(self.mounts, path)
+                            keep = target is not None and stat.S_ISREG(target[1].st_mode)
+                        else:
+                            keep = item.is_file(follow_symlinks=False)
+                        if not keep:
+                            ranker.drop(path)
                     except OSError:
-                        ranker.drop(item.path)
-        matches = []
-        for rank, score, path in ranker.best():
-            entry = self._entry(Path(path), checked=True)
-            if entry is not None and entry.kind == "file":
-                matches.append(Match(entry, rank, score))
-        if ranker.overflow:
-            result.truncated = result.truncated or "results"
-        result.matches = matches
-        return result
+                        ranker.drop(path)
+            os.close(fd)
+
+
+def _make_entry(path: Path, name: str, info: os.stat_result) -> Entry:
+    kind = _kind(info.st_mode)
+    return Entry(
+        name=name,
+        path=str(path),
+        kind=kind,
+        size=info.st_size if kind == "file" else None,
+        modified=info.st_mtime,
+    )
 
 
 class _Ranker:

@@ -41,7 +41,14 @@ log = logging.getLogger("sleap_rtc.worker")
 
 #: Server answers that retrying can't change.
 FATAL_CODES = frozenset(
-    {"INVALID_KEY", "KEY_REVOKED", "ROOM_EXPIRED", "UNAUTHORIZED", "UNSUPPORTED_VERSION"}
+    {
+        "INVALID_KEY",
+        "KEY_REVOKED",
+        "ROOM_EXPIRED",
+        "UNAUTHORIZED",
+        "UNSUPPORTED_VERSION",
+        "WORKER_ID_TAKEN",
+    }
 )
 
 

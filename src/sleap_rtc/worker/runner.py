@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sleap_rtc.engine.backend import (
@@ -27,14 +30,16 @@ from sleap_rtc.engine.backend import (
     Submitted,
 )
 from sleap_rtc.engine.commands import build_track_job, build_train_job
+from sleap_rtc.engine.sandbox import SandboxPolicy
 from sleap_rtc.jobs.events import Progress
-from sleap_rtc.jobs.mounts import Mounts
+from sleap_rtc.jobs.mounts import Mount, Mounts
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec, parse_spec
 from sleap_rtc.jobs.states import TERMINAL_STATES, JobState, TransitionError
 from sleap_rtc.jobs.validation import TrackPlan, TrainPlan, plan_track, plan_train
 from sleap_rtc.worker.config import WorkerConfig
 from sleap_rtc.worker.store import JobRecord, JobStore
+from sleap_rtc.worker.transfers import Uploads, user_folder_name
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,15 @@ class JobRejectedError(JobRejected):
         self.job_id = job_id
 
 
+def _spec_paths(spec: dict[str, Any]) -> list[str]:
+    """The path values of a stored spec (strings and lists of strings)."""
+    found: list[str] = []
+    for value in spec.values():
+        items = value if isinstance(value, list) else [value]
+        found += [v for v in items if isinstance(v, str) and v.startswith("/")]
+    return found
+
+
 class _Watcher:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -86,12 +100,23 @@ class JobRunner:
     """Owns the queue of jobs on one worker. Use within a running event loop."""
 
     def __init__(
-        self, config: WorkerConfig, backend: Backend, store: JobStore | None = None
+        self,
+        config: WorkerConfig,
+        backend: Backend,
+        store: JobStore | None = None,
+        *,
+        shared: bool = True,
     ) -> None:
+        """``shared=False`` for one person's own jobs (``sleap-rtc local``): the worker's
+        state may then sit inside a mount, since no one else submits jobs."""
         self.config = config
         self.backend = backend
         self.mounts: Mounts = config.build_mounts()
+        #: One line on how jobs are confined, for the worker's start-up log.
+        self.sandbox_note = config.check_sandbox(self.mounts, shared=shared)
         self.models_dir = config.resolved_models_dir()
+        self.uploads_dir = config.resolved_upload_dir().resolve()
+        self.work_root = config.resolved_state_dir() / "work"
         self.store = store or JobStore(config.resolved_state_dir(), exclusive=True)
         self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -100,6 +125,7 @@ class JobRunner:
         self._watchers: dict[str, list[_Watcher]] = {}
         self._reserved_runs: set[str] = set()
         self._closing = False
+        self._sweeper: asyncio.Task[None] | None = None
         #: Called after every job state change (e.g. to tell the server we are busy).
         self.state_listeners: list[Callable[[JobRecord], None]] = []
 
@@ -123,6 +149,7 @@ class JobRunner:
         and queued.
         """
         changed = []
+        self._sweeper = asyncio.create_task(self._sweep_uploads(), name="upload-sweeper")
         for record in self.store.unfinished():
             if record.state is JobState.RUNNING and record.native_id:
                 followed = await self.backend.reattach(record.id, record.native_id)
@@ -141,7 +168,7 @@ class JobRunner:
                 changed.append(self.store.transition(record.id, JobState.FAILED, reason=reason))
                 continue
             try:
-                plan = self._plan(parse_spec(record.spec))
+                plan = self._plan(parse_spec(record.spec), record.owner)
             except JobRejected as exc:
                 changed.append(
                     self.store.transition(
@@ -162,6 +189,10 @@ class JobRunner:
         to the scheduler and queued ones stay queued: the next start follows them.
         """
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sweeper
         if self.backend.jobs_outlive_worker:
             for task in list(self._tasks.values()):
                 task.cancel()
@@ -190,19 +221,59 @@ class JobRunner:
 
     # ------------------------------------------------------------------ submit
 
-    def _plan(self, spec: TrainSpec | TrackSpec) -> TrainPlan | TrackPlan:
-        if isinstance(spec, TrainSpec):
-            return plan_train(spec, self.mounts)
-        return plan_track(spec, self.mounts)
+    def mounts_for(self, owner: str | None) -> Mounts:
+        """The mounts one user's job may name: the upload folder is narrowed to theirs.
 
-    def submit(self, spec: TrainSpec | TrackSpec, *, owner: str | None = None) -> JobRecord:
-        """Validate and queue ``spec``. Raises :class:`JobRejectedError` (recorded)."""
+        Without a sandbox, checkpoints that are loaded (they may hold code) may not come
+        from the upload folder at all.
+        """
+        narrowed: list[Mount] = []
+        for mount in self.mounts:
+            if mount.path == self.uploads_dir:
+                own = mount.path / user_folder_name(owner or "local")
+                mount = Mount(
+                    path=own,
+                    label=mount.label,
+                    read_only=mount.read_only,
+                    trusted=self.config.sandbox != "off",
+                )
+            narrowed.append(mount)
+        return Mounts(narrowed)
+
+    def _plan(self, spec: TrainSpec | TrackSpec, owner: str | None) -> TrainPlan | TrackPlan:
+        mounts = self.mounts_for(owner)
+        if isinstance(spec, TrainSpec):
+            return plan_train(spec, mounts)
+        return plan_track(spec, mounts)
+
+    def validate(self, spec: TrainSpec | TrackSpec, owner: str | None) -> TrainPlan | TrackPlan:
+        """Check ``spec`` for ``owner`` without queueing it; raises :class:`JobRejected`.
+
+        Reads only the filesystem, so it may run in a thread while the loop goes on.
+        """
+        return self._plan(spec, owner)
+
+    def submit(
+        self,
+        spec: TrainSpec | TrackSpec,
+        *,
+        owner: str | None = None,
+        plan: TrainPlan | TrackPlan | None = None,
+        rejected: JobRejected | None = None,
+    ) -> JobRecord:
+        """Validate and queue ``spec``. Raises :class:`JobRejectedError` (recorded).
+
+        ``plan`` or ``rejected`` is the outcome of a :meth:`validate` already done.
+        """
         if self._closing:
             raise RuntimeError("the worker is shutting down")
         job_id = uuid.uuid4().hex[:12]
         payload = spec.model_dump(mode="json")
         try:
-            plan = self._plan(spec)
+            if rejected is not None:
+                raise rejected
+            if plan is None:
+                plan = self._plan(spec, owner)
         except JobRejected as exc:
             self.store.create(
                 job_id,
@@ -225,7 +296,37 @@ class JobRunner:
             self._execute(job_id, plan), name=f"runner-{job_id}"
         )
 
+    def _work_dir(self, job_id: str) -> Path:
+        """The job's own folder (HOME, TMPDIR, effective configs), made by the worker."""
+        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = self.work_root / job_id
+        if folder.parent != self.work_root or not job_id.isalnum():
+            raise RuntimeError(f"job id {job_id!r} can't name a work folder")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder
+
+    def _policy(self, owner: str | None, work_dir: Path) -> SandboxPolicy | None:
+        if self.config.sandbox == "off":
+            return None
+        read: list[str] = []
+        write = [str(work_dir)]
+        for mount in self.mounts_for(owner):
+            (read if mount.read_only else write).append(str(mount.path))
+        read += [os.path.realpath(p) for p in self.config.sandbox_read]
+        return SandboxPolicy(read=tuple(read), write=tuple(write))
+
     def _engine_job(self, job_id: str, plan: TrainPlan | TrackPlan) -> EngineJob:
+        record = self.store.get(job_id)
+        owner = record.owner if record is not None else None
+        work_dir = self._work_dir(job_id)
+        return dataclasses.replace(
+            self._engine_steps(job_id, plan, work_dir),
+            cwd=work_dir,
+            sandbox=self._policy(owner, work_dir),
+            env_allow=tuple(self.config.job_env),
+        )
+
+    def _engine_steps(self, job_id: str, plan: TrainPlan | TrackPlan, work_dir: Path) -> EngineJob:
         command = self.config.sleap_nn_command
         if isinstance(plan, TrainPlan):
             self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -233,6 +334,7 @@ class JobRunner:
                 plan,
                 job_id=job_id,
                 models_dir=self.models_dir,
+                work_dir=work_dir,
                 sleap_nn=command,
                 device=self.config.device,
                 reserved=self._reserved_runs,
@@ -247,6 +349,19 @@ class JobRunner:
                 if job_id in self._cancel_requested:
                     self._record_transition(
                         job_id, JobState.CANCELLED, reason="cancelled by the user before it started"
+                    )
+                    return
+                # Checked again now: files may have changed while the job waited.
+                record = self._require(job_id)
+                try:
+                    plan = await asyncio.to_thread(
+                        self._plan, parse_spec(record.spec), record.owner
+                    )
+                except JobRejected as exc:
+                    self._record_transition(
+                        job_id,
+                        JobState.FAILED,
+                        reason="no longer valid when it was about to start: " + str(exc)[:4000],
                     )
                     return
                 engine_job = self._engine_job(job_id, plan)
@@ -318,12 +433,44 @@ class JobRunner:
             # Already final (e.g. marked FAILED at shutdown); the first word stands.
             log.debug("job %s: ignoring late %s", job_id, state)
             return
+        if state in (JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED):
+            self._release_uploads(record)
         self._publish(StateEvent(job_id, record))
         for listener in self.state_listeners:
             try:
                 listener(record)
             except Exception:
                 log.exception("state listener failed")
+
+    def _live_paths(self) -> list[str]:
+        """Every path named by a job that has not finished: its uploads must stay."""
+        return [path for r in self.store.unfinished() for path in _spec_paths(r.spec)]
+
+    def _release_uploads(self, record: JobRecord) -> None:
+        """A job that ran is done with the files its owner uploaded for it."""
+        try:
+            removed = Uploads.release(
+                self.uploads_dir, _spec_paths(record.spec), keep=self._live_paths()
+            )
+        except OSError as exc:
+            log.warning("job %s: could not remove its uploads: %s", record.id, exc)
+            return
+        for path in removed:
+            log.info("job %s ended; removed its upload %s", record.id, path)
+
+    async def _sweep_uploads(self) -> None:
+        """Remove uploads no job used within ``upload_ttl_s``, every so often."""
+        ttl = self.config.upload_ttl_s
+        while True:
+            try:
+                removed = await asyncio.to_thread(
+                    Uploads.sweep, self.uploads_dir, ttl, keep=self._live_paths()
+                )
+                for path in removed:
+                    log.info("removed an upload older than %.0f s: %s", ttl, path)
+            except Exception:
+                log.exception("sweeping old uploads failed")
+            await asyncio.sleep(min(ttl / 4, 3600.0))
 
     def _publish(self, event: JobEvent) -> None:
         for watcher in self._watchers.get(event.job_id, []):

@@ -9,25 +9,20 @@ acted on. Jobs outlive channels: closing a channel stops the events, not the job
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import jwt
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
 from sleap_rtc.jobs.problems import JobRejected as SpecRejected
 from sleap_rtc.jobs.specs import parse_spec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.protocol import jobs as p
-from sleap_rtc.protocol.signaling import ProtocolError
+from sleap_rtc.protocol.signaling import ProtocolError, Sender, loggable
 from sleap_rtc.transport.base import Channel, ChannelClosed
 from sleap_rtc.worker.files import Entry, FileService, FsError
+from sleap_rtc.worker.fsafe import clip, display
 from sleap_rtc.worker.runner import (
     JobRejectedError,
     JobRunner,
@@ -36,57 +31,17 @@ from sleap_rtc.worker.runner import (
     StateEvent,
 )
 from sleap_rtc.worker.store import JobRecord
-from sleap_rtc.worker.transfers import TransferError, Uploads, list_download, sha256_file
+from sleap_rtc.worker.tickets import Peer, TicketError, TicketVerifier
+from sleap_rtc.worker.transfers import Downloads, TransferError, Uploads
 
 log = logging.getLogger("sleap_rtc.worker")
 
-#: Bad messages tolerated on one channel before it is closed.
-MAX_PROTOCOL_ERRORS = 20
 #: Log lines gathered into one JOB_PROGRESS while a job is chatty.
 LOG_BATCH_S = 0.25
-
-
-class TicketError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A client whose ticket checked out."""
-
-    user: str
-    user_id: str
-    room: str
-
-
-class TicketVerifier:
-    """Checks peer tickets with the server's public key (sent at registration)."""
-
-    def __init__(self, public_key_pem: str, issuer: str, room: str, worker_id: str) -> None:
-        self._key = public_key_pem
-        self.issuer = issuer
-        self.room = room
-        self.worker_id = worker_id
-
-    def verify(self, ticket: str) -> Peer:
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                ticket,
-                self._key,
-                algorithms=["EdDSA"],
-                audience="peer",
-                issuer=self.issuer,
-                options={"require": ["exp", "sub", "aud", "iss"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise TicketError("ticket has expired; ask the server for a new one") from None
-        except jwt.InvalidTokenError as exc:
-            raise TicketError(f"ticket is not valid: {exc}") from None
-        if claims.get("wkr") != self.worker_id:
-            raise TicketError("ticket is for another worker")
-        if claims.get("room") != self.room:
-            raise TicketError("ticket is for another room")
-        return Peer(user=str(claims.get("name", "")), user_id=str(claims["sub"]), room=self.room)
+#: Users whose file views (with their listing caches) are kept at once.
+MAX_FILE_VIEWS = 32
+#: Longest a job's checks may take before the submit is answered with TIMEOUT.
+VALIDATION_TIMEOUT_S = 30.0
 
 
 def summarize(record: JobRecord) -> p.JobSummary:
@@ -101,14 +56,25 @@ def summarize(record: JobRecord) -> p.JobSummary:
         state=record.state.value,
         created_at=record.created_at,
         updated_at=record.updated_at,
-        reason=(record.reason or "")[:4000] or None,
+        reason=(record.reason or "")[:2000] or None,
         exit_code=record.exit_code,
-        outputs=record.outputs[:64],
+        outputs=_clip_paths(record.outputs),
         progress=_progress(record.progress),
         stopped_early=record.stopped_early,
         owner=record.owner,
-        summary=what[:4000],
+        summary=what[:2000],
     )
+
+
+def _clip_paths(paths: list[str], budget: int = 16 * 1024) -> list[str]:
+    """As many of ``paths`` as fit ``budget`` characters, so one summary always fits."""
+    kept: list[str] = []
+    for path in paths[:64]:
+        budget -= len(path) + 8
+        if budget < 0:
+            break
+        kept.append(path)
+    return kept
 
 
 def _progress(data: dict[str, Any] | None) -> TrainProgress | TrackProgress | None:
@@ -136,6 +102,47 @@ def terminal_message(record: JobRecord, log_tail: list[str]) -> p.JobComplete | 
     )
 
 
+def rejection(request_id: str, job_id: str | None, problems: list[Any]) -> p.JobRejected:
+    """A JOB_REJECTED that fits one message: the first problems, then "and K more"."""
+    views = [_problem(pr) for pr in problems]
+    keep = min(len(views), 100)
+    while True:
+        shown = views[:keep]
+        left = len(views) - keep
+        if left:
+            shown = [
+                *shown[: max(keep - 1, 0)],
+                p.ProblemView(
+                    field="(more)",
+                    code="MORE_PROBLEMS",
+                    message=f"and {len(views) - max(keep - 1, 0)} more problem(s); fix these "
+                    "first or check the job locally (sleap-rtc local ... --dry-run)",
+                ),
+            ]
+        reply = p.JobRejected(request_id=request_id, job_id=job_id, errors=shown)
+        if _fits(reply) or keep <= 1:
+            return reply
+        keep //= 2
+
+
+def job_list_reply(runner: JobRunner, message: p.JobList) -> p.JobListReply:
+    """One page of the job list that fits one message; ``next_offset`` asks for the rest."""
+    records = runner.store.jobs(limit=message.limit + 1, offset=message.offset)
+    more = len(records) > message.limit
+    summaries = [summarize(r) for r in records[: message.limit]]
+    while True:
+        shown = len(summaries)
+        reply = p.JobListReply(
+            jobs=summaries,
+            offset=message.offset,
+            next_offset=message.offset + shown if (more or shown < len(records)) else None,
+        )
+        if _fits(reply) or len(summaries) <= 1:
+            return reply
+        summaries = summaries[: len(summaries) // 2]
+        more = True
+
+
 class JobService:
     def __init__(
         self,
@@ -153,17 +160,32 @@ class JobService:
         self.verifier = verifier
         self.hello_timeout_s = hello_timeout_s
         self.keepalive_s = keepalive_s
-        self.files = FileService(runner.mounts)
+        self._files: dict[str, FileService] = {}
+        #: Job checks running at once (they read files in threads).
+        self.validations = asyncio.Semaphore(2)
 
-    async def serve(self, channel: Channel, relayed_by: str | None = None) -> None:
+    def files_for(self, user: str) -> FileService:
+        """The file service one user sees: the mounts, with only their own uploads.
+
+        Kept per user (a few dozen at most) so paging through a folder reads it once.
+        """
+        files = self._files.pop(user, None)
+        if files is None:
+            files = FileService(self.runner.mounts_for(user))
+        self._files[user] = files
+        while len(self._files) > MAX_FILE_VIEWS:
+            del self._files[next(iter(self._files))]
+        return files
+
+    async def serve(self, channel: Channel, sender: Sender) -> None:
         """Speak the job protocol on ``channel`` until it closes.
 
-        ``relayed_by`` is the user the server vouched for on a relayed channel;
-        the ticket must name the same user.
+        ``sender`` is the client session the server vouched for when the channel
+        was opened (relayed or WebRTC); the ticket must have been issued to it.
         """
         session = _Session(self, channel)
         try:
-            peer = await session.authenticate(relayed_by)
+            peer = await session.authenticate(sender)
             if peer is None:
                 return
             log.info("channel (%s) opened by %s", channel.kind, peer.user)
@@ -185,7 +207,8 @@ class _Session:
         self.send_lock = asyncio.Lock()
         self.keepalive: asyncio.Task[None] | None = None
         self.uploads: Uploads | None = None
-        self.downloads: dict[str, _Download] = {}
+        #: Replaced by the peer's own view of the mounts once its ticket checks out.
+        self.downloads = Downloads(service.runner.mounts_for(None), self.send)
 
     async def send(self, message: p._Msg) -> None:
         async with self.send_lock:
@@ -197,7 +220,7 @@ class _Session:
             await self.send(p.Error(code=code, message=message))
         await self.channel.close(message)
 
-    async def authenticate(self, relayed_by: str | None) -> Peer | None:
+    async def authenticate(self, sender: Sender) -> Peer | None:
         try:
             raw = await asyncio.wait_for(self.channel.recv(), self.service.hello_timeout_s)
         except TimeoutError:
@@ -216,15 +239,18 @@ class _Session:
             await self.refuse("UNAVAILABLE", "worker is not registered with a server yet")
             return None
         try:
-            peer = verifier.verify(hello.ticket)
+            peer = verifier.verify(hello.ticket, sender)
         except TicketError as exc:
-            log.info("channel refused: %s", exc)
+            log.info(
+                "channel (%s) from %s refused: %s",
+                self.channel.kind,
+                loggable(sender.name),
+                loggable(exc),
+            )
             await self.refuse("UNAUTHORIZED", str(exc))
             return None
-        if relayed_by is not None and relayed_by != peer.user:
-            await self.refuse("UNAUTHORIZED", "ticket belongs to another user")
-            return None
         self.peer = peer
+        self.downloads = Downloads(self.runner.mounts_for(peer.user), self.send)
         config = self.runner.config
         self.uploads = Uploads(
             config.resolved_upload_dir(), peer.user, config.max_upload_mb * 1024 * 1024
@@ -239,20 +265,39 @@ class _Session:
         return peer
 
     async def run(self, peer: Peer) -> None:
+        """Answer every message until the channel closes.
+
+        An invalid message costs the sender one ERROR, like any request; a flood of
+        them is bounded by the channel's inbox, not by closing on the first mistakes.
+        """
         self.keepalive = asyncio.create_task(self._keepalive())
-        errors = 0
         while True:
             raw = await self.channel.recv()
             try:
                 message = p.decode_client(raw)
             except ProtocolError as exc:
-                errors += 1
-                await self.send(p.Error(code=exc.code, message=exc.message))
-                if errors >= MAX_PROTOCOL_ERRORS:
-                    await self.refuse("TOO_MANY_ERRORS", "too many invalid messages")
-                    return
+                await self.send(p.Error(code=exc.code, message=clip(exc.message, 500)))
                 continue
-            await self.handle(message, peer)
+            try:
+                await self.handle(message, peer)
+            except (ChannelClosed, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # A bug or an input nobody foresaw must cost one request, not the
+                # channel: answer it, keep serving.
+                log.exception("could not handle %s from %s", message.type, loggable(peer.user))
+                await self.send(
+                    p.Error(
+                        code="INTERNAL",
+                        message=clip(
+                            f"the worker could not handle this {message.type}: "
+                            f"{type(exc).__name__}; it has been logged",
+                            500,
+                        ),
+                        request_id=getattr(message, "request_id", None),
+                        job_id=getattr(message, "job_id", None),
+                    )
+                )
 
     async def handle(self, message: Any, peer: Peer) -> None:
         if isinstance(message, p.JobSubmit):
@@ -269,8 +314,7 @@ class _Session:
                 p.JobStatusReply(job=summarize(record)) if record else self.no_job(message.job_id)
             )
         elif isinstance(message, p.JobList):
-            records = self.runner.store.jobs(limit=message.limit)
-            await self.send(p.JobListReply(jobs=[summarize(r) for r in records]))
+            await self.send(job_list_reply(self.runner, message))
         elif isinstance(message, p.JobCancel | p.JobStop):
             await self.control(message, peer)
         elif isinstance(message, p.Ping):
@@ -280,19 +324,17 @@ class _Session:
         elif isinstance(message, p.UploadBegin | p.UploadChunk | p.UploadEnd):
             await self.upload(message)
         elif isinstance(message, p.Download):
-            self.start_download(message)
+            await self.start_download(message)
         elif isinstance(message, p.DownloadAck):
-            download = self.downloads.get(message.transfer_id)
-            if download is not None:
-                download.acked = max(download.acked, message.received)
-                download.more.set()
+            self.downloads.ack(message)
         else:
             await self.send(p.Error(code="UNEXPECTED", message=f"{message.type} is not expected"))
 
     async def file_request(self, message: p.FsMounts | p.FsList | p.FsStat | p.FsFind) -> None:
         """Answer a file-service request (read-only, inside the mounts only)."""
         try:
-            reply = await asyncio.to_thread(_file_reply, self.service.files, message)
+            files = self.service.files_for(self.peer.user if self.peer else "")
+            reply = await asyncio.to_thread(_file_reply, files, message)
         except FsError as exc:
             await self.send(
                 p.Error(code=exc.code, message=exc.message, request_id=message.request_id)
@@ -301,6 +343,8 @@ class _Session:
         await self.send(reply)
 
     async def upload(self, message: p.UploadBegin | p.UploadChunk | p.UploadEnd) -> None:
+        """One upload message; any failure ends that upload (its files removed) with an
+        ERROR naming it, never the channel."""
         assert self.uploads is not None
         try:
             if isinstance(message, p.UploadBegin):
@@ -315,77 +359,20 @@ class _Session:
                 user = self.peer.user if self.peer else "?"
                 log.info("upload %s from %s: %s", message.upload_id, user, done.path)
                 await self.send(done)
-        except TransferError as exc:
+        except (TransferError, OSError) as exc:
             self.uploads.abort(message.upload_id)
+            code, text = (
+                (exc.code, exc.message)
+                if isinstance(exc, TransferError)
+                else ("UPLOAD_FAILED", f"the worker can't store the upload: {exc.strerror}")
+            )
             await self.send(
-                p.Error(code=exc.code, message=exc.message, transfer_id=message.upload_id)
+                p.Error(code=code, message=clip(text, 4000), transfer_id=message.upload_id)
             )
 
-    def start_download(self, message: p.Download) -> None:
-        transfer_id = uuid.uuid4().hex[:16]
-        download = _Download(transfer_id)
-        self.downloads[transfer_id] = download
-        download.task = asyncio.create_task(self._download(message, download))
-
-    async def _download(self, message: p.Download, download: _Download) -> None:
-        try:
-            real, files = await asyncio.to_thread(list_download, self.runner.mounts, message.path)
-            listed = [
-                p.RemoteFile(path=rel, size=path.stat().st_size, sha256=digest)
-                for (path, rel), digest in zip(
-                    files,
-                    await asyncio.gather(*(asyncio.to_thread(sha256_file, f) for f, _ in files)),
-                    strict=True,
-                )
-            ]
-            await self.send(
-                p.DownloadBegin(
-                    request_id=message.request_id,
-                    transfer_id=download.id,
-                    name=_download_name(real),
-                    files=listed,
-                )
-            )
-            sent = 0
-            for index, (path, _) in enumerate(files):
-                with path.open("rb") as handle:
-                    offset = 0
-                    while block := handle.read(p.CHUNK_BYTES):
-                        while sent - download.acked >= p.TRANSFER_WINDOW:
-                            download.more.clear()
-                            await asyncio.wait_for(download.more.wait(), 120)
-                        await self.send(
-                            p.DownloadChunk(
-                                transfer_id=download.id,
-                                file_index=index,
-                                offset=offset,
-                                data=base64.b64encode(block).decode("ascii"),
-                            )
-                        )
-                        offset += len(block)
-                        sent += len(block)
-            await self.send(p.DownloadEnd(transfer_id=download.id))
-        except TransferError as exc:
-            await self.send(
-                p.Error(
-                    code=exc.code,
-                    message=exc.message,
-                    request_id=message.request_id,
-                    transfer_id=download.id,
-                )
-            )
-        except TimeoutError:
-            await self.send(
-                p.Error(
-                    code="TIMEOUT",
-                    message="the client stopped acknowledging the download",
-                    transfer_id=download.id,
-                )
-            )
-        except (ChannelClosed, OSError) as exc:
-            log.info("download %s ended: %s", download.id, exc)
-        finally:
-            self.downloads.pop(download.id, None)
+    async def start_download(self, message: p.Download) -> None:
+        """Start a download (at most a few per channel; see :class:`Downloads`)."""
+        await self.downloads.start(message)
 
     @staticmethod
     def no_job(job_id: str) -> p.Error:
@@ -397,31 +384,43 @@ class _Session:
         try:
             spec = parse_spec(message.spec)
         except SpecRejected as exc:
+            await self.send(rejection(message.request_id, None, exc.problems))
+            return
+        # Validation reads files (configs, labels): off the event loop, one or two at a
+        # time, and never longer than VALIDATION_TIMEOUT_S.
+        plan = rejected = None
+        try:
+            async with self.service.validations:
+                plan = await asyncio.wait_for(
+                    asyncio.to_thread(self.runner.validate, spec, peer.user),
+                    VALIDATION_TIMEOUT_S,
+                )
+        except SpecRejected as exc:
+            rejected = exc
+        except TimeoutError:
             await self.send(
-                p.JobRejected(
+                p.Error(
+                    code="TIMEOUT",
+                    message=(
+                        f"checking the job took over {VALIDATION_TIMEOUT_S:.0f} s (a slow or "
+                        "huge file?); the job was not queued"
+                    ),
                     request_id=message.request_id,
-                    errors=[_problem(pr) for pr in exc.problems][:100],
                 )
             )
             return
         try:
-            record = self.runner.submit(spec, owner=peer.user)
+            record = self.runner.submit(spec, owner=peer.user, plan=plan, rejected=rejected)
         except JobRejectedError as exc:
-            log.info("job %s from %s rejected: %s", exc.job_id, peer.user, exc)
-            await self.send(
-                p.JobRejected(
-                    request_id=message.request_id,
-                    job_id=exc.job_id,
-                    errors=[_problem(pr) for pr in exc.problems][:100],
-                )
-            )
+            log.info("job %s from %s rejected: %s", exc.job_id, loggable(peer.user), loggable(exc))
+            await self.send(rejection(message.request_id, exc.job_id, exc.problems))
             return
         except RuntimeError as exc:
             await self.send(
                 p.Error(code="UNAVAILABLE", message=str(exc), request_id=message.request_id)
             )
             return
-        log.info("job %s (%s) accepted from %s", record.id, record.kind, peer.user)
+        log.info("job %s (%s) accepted from %s", record.id, record.kind, loggable(peer.user))
         await self.send(
             p.JobAccepted(request_id=message.request_id, job_id=record.id, state=record.state.value)
         )
@@ -534,9 +533,9 @@ class _Session:
     async def finish(self) -> None:
         if self.uploads is not None:
             self.uploads.abort()
+        await self.downloads.close()
         tasks = [
             *self.followers.values(),
-            *(d.task for d in self.downloads.values() if d.task is not None),
             *([self.keepalive] if self.keepalive else []),
         ]
         for task in tasks:
@@ -549,12 +548,14 @@ class _Session:
 
 
 def _fs_entry(entry: Entry, *, with_path: bool) -> p.FsEntry:
+    """An entry as the protocol carries it: names from disk that aren't UTF-8 shown
+    with ``\\xNN`` escapes (a message can't hold them raw), lengths bounded."""
     return p.FsEntry(
-        name=entry.name[:1024],
+        name=display(entry.name)[:1024],
         kind=entry.kind,
         size=entry.size,
         modified=entry.modified,
-        path=entry.path[:4096] if with_path else None,
+        path=display(entry.path)[:4096] if with_path else None,
     )
 
 
@@ -598,7 +599,7 @@ def _file_reply(files: FileService, message: p.FsMounts | p.FsList | p.FsStat | 
         while True:
             reply = p.FsListReply(
                 request_id=message.request_id,
-                path=listing.path,
+                path=display(listing.path)[:4096],
                 entries=entries,
                 total=listing.total,
                 offset=listing.offset,
@@ -622,19 +623,6 @@ def _file_reply(files: FileService, message: p.FsMounts | p.FsList | p.FsStat | 
             return found
         matches = matches[: len(matches) // 2]
         result.truncated = result.truncated or "results"
-
-
-class _Download:
-    def __init__(self, transfer_id: str) -> None:
-        self.id = transfer_id
-        self.acked = 0
-        self.more = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-
-def _download_name(real: Path) -> str:
-    cleaned = "".join(c if c.isalnum() or c in " ._+()-" else "_" for c in real.name)[:255]
-    return cleaned.lstrip(" ._+()-") or "download"
 
 
 def _problem(problem: Any) -> p.ProblemView:

@@ -242,9 +242,11 @@ class JobStore:
         ).fetchall()
         return _record(rows[0]) if len(rows) == 1 else None
 
-    def jobs(self, *, states: set[JobState] | None = None, limit: int = 100) -> list[JobRecord]:
+    def jobs(
+        self, *, states: set[JobState] | None = None, limit: int = 100, offset: int = 0
+    ) -> list[JobRecord]:
         rows = self._db.execute(
-            "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
+            "SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (limit, offset)
         ).fetchall()
         records = [_record(r) for r in rows]
         return [r for r in records if states is None or r.state in states]
