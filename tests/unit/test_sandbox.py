@@ -133,3 +133,20 @@ def test_no_landlock_means_no_start_unless_the_sandbox_is_off(
         config.check_sandbox(config.build_mounts())
     off = _config(tmp_path, tmp_path / "data", sandbox="off")
     assert off.check_sandbox(off.build_mounts()).startswith('WARNING: sandbox = "off"')
+
+
+@needs_landlock
+def test_the_launcher_starts_light_and_quiet() -> None:
+    """It runs before every job step: no pydantic, torch or yaml, and nothing on stderr
+    (a job's log would show it)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *wrap(["/bin/true"], SandboxPolicy())[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert not {"pydantic", "yaml", "torch"} & imported
+    noise = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
+    assert noise == []
