@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import stat
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -176,7 +177,8 @@ async def test_file_service_and_downloads_refuse_hostile_paths(
 def _zip(entries: list[tuple[str, bytes, int | None]]) -> bytes:
     """A zip whose members are written raw (names as given, optional mode bits)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as archive:
+        warnings.simplefilter("ignore")  # duplicate names are the point
         for name, data, mode in entries:
             info = zipfile.ZipInfo(name)
             if mode is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.jobs.problems import JobRejected, ProblemCode
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
@@ -93,3 +94,46 @@ async def test_close_marks_running_job_failed_with_reason(tmp_path: Path) -> Non
     assert final.reason == "the worker shut down before the job finished"
     store.close()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+async def test_a_job_that_ran_removes_the_uploads_it_used_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    config = WorkerConfig(
+        models_dir=tmp_path / "models",
+        state_dir=tmp_path / "state",
+        sleap_nn_command=[sys.executable, "-c", "raise SystemExit(1)"],
+    )
+    runner = JobRunner(config, LocalBackend(cancel_grace_s=2.0))
+    mine = config.resolved_upload_dir() / "alice"
+    used = mine / "0123456789abcdef-pkg-unpacked"
+    used.mkdir(parents=True)
+    (used / "c.yaml").write_text(CONFIG)
+    (used / "l.slp").write_bytes(b"x")
+    (mine / "0123456789abcdef-pkg.zip").write_bytes(b"zip")
+    other = mine / "fedcba9876543210-other.slp"
+    other.write_bytes(b"x")
+    await runner.start()
+    try:
+        record = runner.submit(TrainSpec(config_paths=[str(used / "c.yaml")]), owner="alice")
+        final = await asyncio.wait_for(runner.wait(record.id), 60)
+    finally:
+        await runner.close()
+    assert final.state is JobState.FAILED
+    assert sorted(p.name for p in mine.iterdir()) == [other.name]
+
+
+async def test_another_users_upload_is_not_theirs_to_name(tmp_path: Path) -> None:
+    config = WorkerConfig(models_dir=tmp_path / "models", state_dir=tmp_path / "state")
+    runner = JobRunner(config, LocalBackend())
+    theirs = config.resolved_upload_dir() / "bob" / "0123456789abcdef-c.yaml"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text(CONFIG)
+    try:
+        runner.validate(TrainSpec(config_paths=[str(theirs)]), "alice")
+    except JobRejected as exc:
+        assert [p.code for p in exc.problems] == [ProblemCode.ACCESS_DENIED]
+    else:
+        raise AssertionError("alice could name bob's upload")
+    finally:
+        runner.store.close()

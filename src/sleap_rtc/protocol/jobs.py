@@ -475,6 +475,15 @@ def encode(message: BaseModel) -> str:
     return text
 
 
+def fits(message: BaseModel) -> bool:
+    """True if ``message`` encodes within :data:`MAX_JOB_MESSAGE_BYTES`."""
+    try:
+        encode(message)
+    except ValueError:
+        return False
+    return True
+
+
 def clip_lines(lines: list[str], budget: int = MAX_JOB_MESSAGE_BYTES // 2) -> list[str]:
     """The last lines whose JSON encoding fits in ``budget`` bytes, each cut to 2,000
     characters."""

@@ -120,7 +120,7 @@ def rejection(request_id: str, job_id: str | None, problems: list[Any]) -> p.Job
                 ),
             ]
         reply = p.JobRejected(request_id=request_id, job_id=job_id, errors=shown)
-        if _fits(reply) or keep <= 1:
+        if p.fits(reply) or keep <= 1:
             return reply
         keep //= 2
 
@@ -137,7 +137,7 @@ def job_list_reply(runner: JobRunner, message: p.JobList) -> p.JobListReply:
             offset=message.offset,
             next_offset=message.offset + shown if (more or shown < len(records)) else None,
         )
-        if _fits(reply) or len(summaries) <= 1:
+        if p.fits(reply) or len(summaries) <= 1:
             return reply
         summaries = summaries[: len(summaries) // 2]
         more = True
@@ -559,14 +559,6 @@ def _fs_entry(entry: Entry, *, with_path: bool) -> p.FsEntry:
     )
 
 
-def _fits(message: p._Msg) -> bool:
-    try:
-        p.encode(message)
-    except ValueError:
-        return False
-    return True
-
-
 def _file_reply(files: FileService, message: p.FsMounts | p.FsList | p.FsStat | p.FsFind) -> p._Msg:
     """The reply to a file request; long pages are shortened to fit one message."""
     if isinstance(message, p.FsMounts):
@@ -604,7 +596,7 @@ def _file_reply(files: FileService, message: p.FsMounts | p.FsList | p.FsStat | 
                 total=listing.total,
                 offset=listing.offset,
             )
-            if _fits(reply) or not entries:
+            if p.fits(reply) or not entries:
                 return reply
             entries = entries[: len(entries) // 2]
     result = files.find(message.query, under=message.under, limit=message.limit)
@@ -619,7 +611,7 @@ def _file_reply(files: FileService, message: p.FsMounts | p.FsList | p.FsStat | 
             scanned=result.scanned,
             truncated=result.truncated,
         )
-        if _fits(found) or not matches:
+        if p.fits(found) or not matches:
             return found
         matches = matches[: len(matches) // 2]
         result.truncated = result.truncated or "results"

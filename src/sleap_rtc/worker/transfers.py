@@ -101,14 +101,6 @@ def decode_chunk(data: str) -> bytes:
     return raw
 
 
-def _fits(message: p._Msg) -> bool:
-    try:
-        p.encode(message)
-    except ValueError:
-        return False
-    return True
-
-
 # -- uploads ----------------------------------------------------------------------------------
 
 
@@ -423,14 +415,14 @@ def _sweep_folder(
 def _done_that_fits(upload_id: str, path: Path, files: list[str]) -> p.UploadDone:
     """UPLOAD_DONE, its file list shortened (configs and labels kept first) to fit a message."""
     done = p.UploadDone(upload_id=upload_id, path=str(path), files=files)
-    if _fits(done):
+    if p.fits(done):
         return done
     wanted = [f for f in files if f.endswith((".yaml", ".yml", ".json", ".slp"))]
     ordered = wanted + [f for f in files if f not in set(wanted)]
     while ordered:
         ordered = ordered[: len(ordered) // 2]
         done = p.UploadDone(upload_id=upload_id, path=str(path), files=ordered)
-        if _fits(done):
+        if p.fits(done):
             return done
     return done
 
@@ -954,7 +946,7 @@ class Downloads:
                     for f, digest in zip(files, digests, strict=True)
                 ],
             )
-            if not _fits(begin):
+            if not p.fits(begin):
                 raise TransferError(
                     "TOO_MANY",
                     f"{clip(message.path)} holds {len(files)} files, more than one download "
