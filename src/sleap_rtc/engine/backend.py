@@ -149,6 +149,9 @@ class Backend(ABC):
     #: Jobs keep running when the worker process stops (a scheduler runs them), so
     #: a worker that shuts down leaves them be and follows them again on restart.
     jobs_outlive_worker: bool = False
+    #: Where jobs' work folders go when it matters where (a folder compute nodes share);
+    #: None leaves it to the worker (its state folder).
+    work_root: Path | None = None
 
     @abstractmethod
     async def submit(self, job: EngineJob) -> BackendJob:

@@ -199,7 +199,9 @@ def build_train_job(
             cache_dir=work_dir / "cache" / str(index + 1) if work_dir else None,
             device=device,
         )
-        path = configs_dir / f"{index + 1}-{config.stem}.yaml"
+        # The worker's own file name: a number, and a readable part of the config's name.
+        label = re.sub(r"[^A-Za-z0-9._-]", "_", config.stem)[:64].lstrip(".") or "config"
+        path = configs_dir / f"{index + 1}-{label}.yaml"
         if work_dir is not None:
             configs_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(yaml.safe_dump(effective, sort_keys=False), encoding="utf-8")

@@ -389,6 +389,9 @@ class SlurmBackend(Backend):
     ) -> None:
         self.settings = settings
         self.spool_dir = (settings.spool_dir or spool_dir).expanduser().absolute()
+        #: Jobs' own work folders (effective configs, HOME, TMPDIR): the compute nodes
+        #: must see them, so they live on the shared filesystem beside the spool.
+        self.work_root: Path | None = self.spool_dir / "work"
         self.cancel_grace_s = cancel_grace_s
         self.env = dict(env or {})
         self._states: dict[str, str] = {}

@@ -116,7 +116,7 @@ class JobRunner:
         self.sandbox_note = config.check_sandbox(self.mounts, shared=shared)
         self.models_dir = config.resolved_models_dir()
         self.uploads_dir = config.resolved_upload_dir().resolve()
-        self.work_root = config.resolved_state_dir() / "work"
+        self.work_root = backend.work_root or config.resolved_state_dir() / "work"
         self.store = store or JobStore(config.resolved_state_dir(), exclusive=True)
         self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -364,8 +364,8 @@ class JobRunner:
                         reason="no longer valid when it was about to start: " + str(exc)[:4000],
                     )
                     return
-                engine_job = self._engine_job(job_id, plan)
                 try:
+                    engine_job = self._engine_job(job_id, plan)
                     backend_job = await self.backend.submit(engine_job)
                 except Exception as exc:
                     self._record_transition(
