@@ -33,8 +33,10 @@ class ServerSettings(BaseModel):
     #: Messages queued for one slow connection before it is dropped.
     send_queue_limit: int = Field(default=256, ge=1)
     #: What one sender (a user, over all their sessions, or a worker) may send in relayed
-    #: messages, in KiB per second; beyond it the server reads from them more slowly.
-    relay_kib_per_second: int = Field(default=16 * 1024, ge=64)
+    #: messages, in KiB per second; beyond it the server reads from them more slowly. Set
+    #: well above what one channel moves, so only a flood meets it (a full receiver
+    #: queue is what stops a flood first: the sender gets PEER_BUSY).
+    relay_kib_per_second: int = Field(default=128 * 1024, ge=64)
     #: Largest HTTP request body accepted (the API's bodies are small JSON objects).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
