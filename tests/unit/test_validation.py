@@ -254,3 +254,95 @@ def test_unreadable_file(tree: dict[str, Path], mounts: Mounts) -> None:
     target.chmod(0)
     [problem] = _problems(plan_train, _train(tree, labels_path=str(target)), mounts)
     assert problem.code is ProblemCode.NOT_READABLE
+
+
+def _config_with(tree: dict[str, Path], name: str, text: str) -> TrainSpec:
+    path = tree["mount"] / "configs" / name
+    path.write_text(text)
+    return _train(tree, config_paths=[str(path)])
+
+
+def test_every_path_key_of_a_config_is_checked(tree: dict[str, Path], mounts: Mounts) -> None:
+    outside = tree["outside"]
+    text = CONFIG.replace("model_config: {}", "model_config:\n  pretrained_head_weights: x.ckpt")
+    text += f"  resume_ckpt_path: {outside / 'x.ckpt'}\n"
+    text = text.replace(
+        "  val_labels_path: null", f"  val_labels_path: null\n  test_file_path: [{outside}/t.slp]"
+    )
+    spec = _config_with(tree, "keys.yaml", text)
+    problems = {(p.field, p.code) for p in _problems(plan_train, spec, mounts)}
+    assert problems == {
+        ("config[0].data_config.test_file_path", ProblemCode.ACCESS_DENIED),
+        ("config[0].model_config.pretrained_head_weights", ProblemCode.PATH_NOT_FOUND),
+        ("config[0].trainer_config.resume_ckpt_path", ProblemCode.ACCESS_DENIED),
+    }
+
+
+def test_good_path_keys_are_resolved_for_the_effective_config(
+    tree: dict[str, Path], mounts: Mounts
+) -> None:
+    (tree["mount"] / "w.ckpt").write_bytes(b"x")
+    text = CONFIG.replace(
+        "model_config: {}", "model_config:\n  pretrained_backbone_weights: ../w.ckpt"
+    ).replace("  val_labels_path: null", "  val_labels_path: null\n  test_file_path: ../data.slp")
+    plan = plan_train(_config_with(tree, "ok.yaml", text), mounts)
+    assert plan.configs[0].paths == {
+        "data_config.test_file_path": str((tree["mount"] / "data.slp").resolve()),
+        "model_config.pretrained_backbone_weights": str((tree["mount"] / "w.ckpt").resolve()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("addition", "code", "word"),
+    [
+        ("  my_output_dir: /tmp/x\n", ProblemCode.UNKNOWN_FIELD, "takes a path"),
+        ("  note: ${oc.env:HOME}\n", ProblemCode.CONFIG_INVALID, "interpolation"),
+    ],
+)
+def test_unknown_path_keys_and_interpolations_are_refused(
+    tree: dict[str, Path], mounts: Mounts, addition: str, code: ProblemCode, word: str
+) -> None:
+    spec = _config_with(tree, "extra.yaml", CONFIG + addition)
+    [problem] = _problems(plan_train, spec, mounts)
+    assert problem.code is code and word in problem.message
+    assert problem.field.startswith("config[0].trainer_config.")
+
+
+def test_yaml_aliases_are_refused(tree: dict[str, Path], mounts: Mounts) -> None:
+    text = "x: &a [1, 2]\ny: *a\n" + CONFIG
+    [problem] = _problems(plan_train, _config_with(tree, "alias.yaml", text), mounts)
+    assert problem.code is ProblemCode.CONFIG_INVALID and "aliases" in problem.message
+
+
+def test_checkpoints_from_an_untrusted_mount_are_refused(tree: dict[str, Path]) -> None:
+    untrusted = Mounts([Mount(path=tree["mount"].resolve(), label="uploads", trusted=False)])
+    spec = TrackSpec(
+        data_path=str(tree["mount"] / "data.slp"), model_paths=[str(tree["mount"] / "model")]
+    )
+    [problem] = _problems(plan_track, spec, untrusted)
+    assert (problem.field, problem.code) == ("model_paths", ProblemCode.ACCESS_DENIED)
+    assert "sandboxed worker" in problem.message
+
+
+@pytest.mark.parametrize("kind", ["hardlink", "fifo", "symlink-in", "input"])
+def test_an_overwritten_output_must_be_a_plain_file_of_its_own(
+    tree: dict[str, Path], mounts: Mounts, kind: str
+) -> None:
+    out = tree["mount"] / "out" / "p.slp"
+    if kind == "hardlink":
+        os.link(tree["mount"] / "labels.slp", out)
+    elif kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "symlink-in":
+        out.symlink_to(tree["mount"] / "labels.slp")
+    else:
+        out = tree["mount"] / "data.slp"
+    spec = TrackSpec(
+        data_path=str(tree["mount"] / "data.slp"),
+        model_paths=[str(tree["mount"] / "model")],
+        output_path=str(out),
+        overwrite=True,
+    )
+    [problem] = _problems(plan_track, spec, mounts)
+    expected = ProblemCode.CONFLICT if kind == "input" else ProblemCode.INVALID_PATH
+    assert (problem.field, problem.code) == ("output_path", expected)

@@ -655,12 +655,14 @@ def _plan_output(
             )
         )
         return None
-    if real.exists() or os.path.lexists(real):
+    named = os.path.join(data.parent, raw) if relative and data else raw
+    if real.exists() or os.path.lexists(real) or os.path.lexists(named):
         try:
             info = os.lstat(real)
         except OSError:
             info = None
-        if info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        linked = os.path.islink(named)
+        if linked or info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             problems.append(
                 Problem(
                     field="output_path",
