@@ -822,7 +822,7 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
             )
             delivery = Delivery(sender=sender, payload=message.payload)
             if not target.conn.offer(delivery, worker.sender_key):
-                conn.send(_busy(f"client session {message.to!r}", message.to))
+                conn.tell_busy(message.to, _busy(f"client session {message.to!r}", message.to))
         elif isinstance(message, Ping):
             conn.send(Pong(nonce=message.nonce))
         else:
@@ -918,7 +918,7 @@ async def _client_relay(state: ServerState, client: ClientConn, message: Relay) 
         user_id=str(client.user_id),
     )
     if not target.conn.offer(Delivery(sender=sender, payload=message.payload), client.sender_key):
-        conn.send(_busy(f"worker {message.to!r}", message.to))
+        conn.tell_busy(message.to, _busy(f"worker {message.to!r}", message.to))
 
 
 def _save_last_seen(state: ServerState, workers: list[WorkerConn] | None = None) -> None:

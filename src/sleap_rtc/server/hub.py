@@ -53,9 +53,23 @@ class Connection:
         self._held: dict[str, int] = {}
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
+        #: When this connection was last told a peer is busy, per peer.
+        self._busy_told: dict[str, float] = {}
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write())
+
+    def tell_busy(self, peer: str, message: BaseModel, every_s: float = 1.0) -> None:
+        """Tell this (sending) connection ``peer`` dropped its message, at most once a
+        second per peer: a flooding sender that doesn't read would otherwise fill its
+        own queue with these notices."""
+        now = time.monotonic()
+        if now - self._busy_told.get(peer, -every_s) < every_s:
+            return
+        if len(self._busy_told) > 1024:
+            self._busy_told.clear()
+        self._busy_told[peer] = now
+        self.send(message)
 
     async def _write(self) -> None:
         try:
