@@ -298,7 +298,7 @@ async def test_session_handler_survives_20000_hostile_messages(tmp_path: Path) -
     from sleap_rtc.worker.runner import JobRunner
     from sleap_rtc.worker.service import JobService, _Session
     from sleap_rtc.worker.tickets import Peer
-    from sleap_rtc.worker.transfers import Uploads
+    from sleap_rtc.worker.uploads import Uploads
 
     data = tmp_path / "data"
     data.mkdir()

@@ -17,7 +17,10 @@ from sleap_rtc.client.errors import ClientError
 from sleap_rtc.client.jobs import _local_target
 from sleap_rtc.jobs.mounts import Mount, Mounts
 from sleap_rtc.protocol import jobs as p
-from sleap_rtc.worker.transfers import TransferError, Uploads, list_download, safe_extract
+from sleap_rtc.worker.downloads import list_download
+from sleap_rtc.worker.transfers import TransferError
+from sleap_rtc.worker.uploads import Uploads
+from sleap_rtc.worker.zips import safe_extract
 
 
 def _zip(path: Path, entries: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
@@ -371,7 +374,7 @@ def _mount_tree(tmp_path: Path) -> tuple[Path, Path, Mounts]:
 
 @pytest.mark.parametrize("swap", ["link-out", "other-file", "folder-link"])
 def test_a_file_changed_after_listing_is_not_sent(tmp_path: Path, swap: str) -> None:
-    from sleap_rtc.worker.transfers import hash_listed, open_listed
+    from sleap_rtc.worker.downloads import hash_listed, open_listed
 
     inside, secret, mounts = _mount_tree(tmp_path)
     _, files = list_download(mounts, str(inside / "model"))
@@ -460,7 +463,7 @@ def _big_mount(tmp_path: Path, size: int) -> tuple[Path, Mounts]:
 
 
 async def test_downloads_round_trip_with_honest_acks(tmp_path: Path) -> None:
-    from sleap_rtc.worker.transfers import Downloads
+    from sleap_rtc.worker.downloads import Downloads
 
     path, mounts = _big_mount(tmp_path, 3 * p.TRANSFER_WINDOW + 123)
     sink = _Sink()
@@ -487,7 +490,7 @@ async def test_downloads_round_trip_with_honest_acks(tmp_path: Path) -> None:
 
 
 async def test_an_ack_for_more_than_was_sent_ends_the_download(tmp_path: Path) -> None:
-    from sleap_rtc.worker.transfers import Downloads
+    from sleap_rtc.worker.downloads import Downloads
 
     path, mounts = _big_mount(tmp_path, 4 * p.TRANSFER_WINDOW)
     sink = _Sink()
@@ -507,7 +510,8 @@ async def test_an_ack_for_more_than_was_sent_ends_the_download(tmp_path: Path) -
 
 
 async def test_at_most_a_few_downloads_at_once(tmp_path: Path) -> None:
-    from sleap_rtc.worker.transfers import MAX_DOWNLOADS, Downloads
+    from sleap_rtc.worker.downloads import Downloads
+    from sleap_rtc.worker.transfers import MAX_DOWNLOADS
 
     path, mounts = _big_mount(tmp_path, 2 * p.TRANSFER_WINDOW)
     sink = _Sink()
@@ -522,7 +526,7 @@ async def test_at_most_a_few_downloads_at_once(tmp_path: Path) -> None:
 
 
 async def test_a_failed_download_answers_with_its_request_id(tmp_path: Path) -> None:
-    from sleap_rtc.worker.transfers import Downloads
+    from sleap_rtc.worker.downloads import Downloads
 
     _, mounts = _big_mount(tmp_path, 10)
     sink = _Sink()

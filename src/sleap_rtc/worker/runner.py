@@ -39,7 +39,7 @@ from sleap_rtc.jobs.states import TERMINAL_STATES, JobState, TransitionError
 from sleap_rtc.jobs.validation import TrackPlan, TrainPlan, plan_track, plan_train
 from sleap_rtc.worker.config import WorkerConfig
 from sleap_rtc.worker.store import JobRecord, JobStore
-from sleap_rtc.worker.transfers import Uploads, user_folder_name
+from sleap_rtc.worker.uploads import Uploads, user_folder_name
 
 log = logging.getLogger(__name__)
 

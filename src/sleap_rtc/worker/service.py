@@ -21,6 +21,7 @@ from sleap_rtc.jobs.states import JobState
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.signaling import ProtocolError, Sender, loggable
 from sleap_rtc.transport.base import Channel, ChannelClosed
+from sleap_rtc.worker.downloads import Downloads
 from sleap_rtc.worker.files import Entry, FileService, FsError
 from sleap_rtc.worker.fsafe import clip, display
 from sleap_rtc.worker.runner import (
@@ -32,7 +33,8 @@ from sleap_rtc.worker.runner import (
 )
 from sleap_rtc.worker.store import JobRecord
 from sleap_rtc.worker.tickets import Peer, TicketError, TicketVerifier
-from sleap_rtc.worker.transfers import Downloads, TransferError, Uploads
+from sleap_rtc.worker.transfers import TransferError
+from sleap_rtc.worker.uploads import Uploads
 
 log = logging.getLogger("sleap_rtc.worker")
 

@@ -1,0 +1,403 @@
+"""Uploads: files a peer sends into its own folder of the worker's upload folder.
+
+Ids a peer sends only key tables; every file name on disk is made here (a random
+token plus the sanitized name) and created inside the user's folder through that
+folder's descriptor, never by a path a link could redirect. Offsets must follow
+on, sizes and hashes must match what was announced, and a failed upload leaves
+nothing behind. Old uploads are swept, and a finished job's are released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from sleap_rtc.protocol import jobs as p
+from sleap_rtc.worker.fsafe import clip, echo
+from sleap_rtc.worker.transfers import (
+    DIR_FLAGS,
+    MAX_STORED_NAME,
+    MAX_UPLOADS,
+    NEW_FILE,
+    NOFOLLOW,
+    TransferError,
+    decode_chunk,
+)
+from sleap_rtc.worker.zips import safe_extract
+
+log = logging.getLogger("sleap_rtc.worker")
+
+
+# -- uploads ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Upload:
+    begin: p.UploadBegin
+    folder: Path
+    folder_fd: int
+    part: str
+    final: str
+    handle: BinaryIO
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    received: int = 0
+    acked: int = 0
+
+    def close(self, *, remove_part: bool) -> None:
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        if remove_part:
+            with contextlib.suppress(OSError):
+                os.unlink(self.part, dir_fd=self.folder_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.folder_fd)
+
+
+class Uploads:
+    """The uploads of one channel; files land in ``root/<user>/`` under names made here.
+
+    At most :data:`MAX_UPLOADS` are open at once; an upload that fails or is
+    aborted leaves nothing behind, and finished ones are removed by
+    :meth:`sweep` once they are older than the worker's upload TTL.
+    """
+
+    def __init__(self, root: Path, user: str, max_bytes: int) -> None:
+        self.root = root
+        self.user = user
+        self.max_bytes = max_bytes
+        self._active: dict[str, _Upload] = {}
+
+    def begin(self, message: p.UploadBegin) -> None:
+        if message.upload_id in self._active:
+            raise TransferError("CONFLICT", f"upload {echo(message.upload_id)} is already open")
+        if len(self._active) >= MAX_UPLOADS:
+            raise TransferError("TOO_MANY", f"at most {MAX_UPLOADS} uploads at once on one channel")
+        if message.size > self.max_bytes:
+            raise TransferError(
+                "TOO_LARGE",
+                f"{clip(message.name)} is {message.size:,} bytes; this worker accepts uploads "
+                f"up to {self.max_bytes:,} bytes (max_upload_mb)",
+            )
+        folder, folder_fd = self._user_folder()
+        try:
+            # The worker's own name: a random token, then the peer's name made safe.
+            final = _stored_name(secrets.token_hex(8), message.name)
+            part = f".{final}.part"
+            for name in (final, part):
+                _check_child(folder, name)
+            fd = os.open(part, NEW_FILE, 0o666, dir_fd=folder_fd)
+        except OSError as exc:
+            os.close(folder_fd)
+            raise TransferError(
+                "UPLOAD_FAILED", f"the worker can't store {clip(message.name)}: {exc.strerror}"
+            ) from None
+        except BaseException:
+            os.close(folder_fd)
+            raise
+        handle = os.fdopen(fd, "wb")
+        self._active[message.upload_id] = _Upload(message, folder, folder_fd, part, final, handle)
+
+    def _user_folder(self) -> tuple[Path, int]:
+        """The user's upload folder and a descriptor of it (created if missing).
+
+        It must be a real folder directly inside the upload root: its name comes
+        from :func:`user_folder_name`, and it is opened without following a link, so a
+        link planted in its place is refused instead of followed.
+        """
+        name = user_folder_name(self.user)
+        folder = self.root / name
+        _check_child(self.root, name)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            root_fd = os.open(self.root, DIR_FLAGS)
+        except OSError as exc:
+            raise TransferError(
+                "UPLOAD_FAILED", f"the worker's upload folder is not usable: {exc.strerror}"
+            ) from None
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, dir_fd=root_fd)
+            return folder, os.open(name, DIR_FLAGS | NOFOLLOW, dir_fd=root_fd)
+        except OSError as exc:
+            raise TransferError(
+                "UPLOAD_FAILED", f"the upload folder {folder} is not usable: {exc.strerror}"
+            ) from None
+        finally:
+            os.close(root_fd)
+
+    def chunk(self, message: p.UploadChunk) -> int | None:
+        """Take a chunk; returns the byte count to acknowledge when one is due."""
+        upload = self._get(message.upload_id)
+        if message.offset != upload.received:
+            raise TransferError(
+                "INVALID_CHUNK",
+                f"chunk at offset {message.offset}, expected {upload.received}",
+            )
+        data = decode_chunk(message.data)
+        if upload.received + len(data) > upload.begin.size:
+            raise TransferError("INVALID_CHUNK", "more bytes than the upload announced")
+        try:
+            upload.handle.write(data)
+        except OSError as exc:
+            raise TransferError(
+                "UPLOAD_FAILED", f"the worker can't store {upload.final}: {exc.strerror}"
+            ) from None
+        upload.hasher.update(data)
+        upload.received += len(data)
+        if upload.received - upload.acked >= p.ACK_EVERY:
+            upload.acked = upload.received
+            return upload.received
+        return None
+
+    def end(self, message: p.UploadEnd) -> p.UploadDone:
+        """Finish an upload: check it, move it into place and unpack it if asked.
+
+        On any failure nothing of it is left: not the ``.part``, not the file, not
+        a half-unpacked folder.
+        """
+        upload = self._get(message.upload_id)
+        del self._active[message.upload_id]
+        try:
+            upload.handle.close()
+        except OSError as exc:
+            upload.close(remove_part=True)
+            raise TransferError(
+                "UPLOAD_FAILED", f"the worker can't store {upload.final}: {exc.strerror}"
+            ) from None
+        if upload.received != upload.begin.size:
+            upload.close(remove_part=True)
+            raise TransferError(
+                "INCOMPLETE", f"got {upload.received:,} of {upload.begin.size:,} bytes"
+            )
+        if upload.hasher.hexdigest() != upload.begin.sha256:
+            upload.close(remove_part=True)
+            raise TransferError("HASH_MISMATCH", "the file's SHA-256 differs from the one sent")
+        dir_fd = upload.folder_fd
+        try:
+            os.replace(upload.part, upload.final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            upload.close(remove_part=True)
+            raise TransferError(
+                "UPLOAD_FAILED", f"the worker can't store {upload.final}: {exc.strerror}"
+            ) from None
+        try:
+            path = upload.folder / upload.final
+            files: list[str] = []
+            if upload.begin.unpack:
+                target = upload.final.removesuffix(".zip") + "-unpacked"
+                _check_child(upload.folder, target)
+                try:
+                    fd = os.open(upload.final, os.O_RDONLY | NOFOLLOW, dir_fd=dir_fd)
+                except OSError as exc:
+                    raise TransferError(
+                        "UPLOAD_FAILED", f"the worker can't read {upload.final}: {exc.strerror}"
+                    ) from None
+                with os.fdopen(fd, "rb") as archive:
+                    written = safe_extract(
+                        archive, upload.folder / target, self.max_bytes, dir_fd=dir_fd
+                    )
+                files = [str(f) for f in written]
+                path = upload.folder / target
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(upload.final, dir_fd=dir_fd)
+            upload.close(remove_part=False)
+            raise
+        upload.close(remove_part=False)
+        return _done_that_fits(message.upload_id, path, files)
+
+    def _get(self, upload_id: str) -> _Upload:
+        upload = self._active.get(upload_id)
+        if upload is None:
+            raise TransferError("NO_SUCH_UPLOAD", f"no open upload {echo(upload_id)}")
+        return upload
+
+    def abort(self, upload_id: str | None = None) -> None:
+        """Drop one open upload (or all of them), removing their ``.part`` files."""
+        for key in [upload_id] if upload_id else list(self._active):
+            upload = self._active.pop(key, None) if key else None
+            if upload is not None:
+                upload.close(remove_part=True)
+
+    @staticmethod
+    def sweep(
+        root: Path,
+        older_than_s: float,
+        *,
+        keep: Iterable[str | os.PathLike[str]] = (),
+        now: float | None = None,
+    ) -> list[Path]:
+        """Remove uploads left behind: what in ``root/<user>/`` is older than ``older_than_s``.
+
+        Meant to be called periodically by the worker with its upload TTL. An
+        entry's age is its own modification time (a finished upload's is when it
+        landed, an unpacked folder's when it was unpacked, a stale ``.part``'s its
+        last chunk). ``keep`` lists paths still needed (e.g. the paths named by
+        jobs that haven't finished); an entry that is or holds one of them stays.
+        Links are removed, never followed; folders are removed with
+        :func:`shutil.rmtree` through descriptors. Returns what was removed.
+        """
+        cutoff = (time.time() if now is None else now) - older_than_s
+        kept = [Path(os.path.abspath(os.fspath(k))) for k in keep]
+        kept += [Path(os.path.realpath(k)) for k in kept]
+        removed: list[Path] = []
+        try:
+            root_fd = os.open(root, DIR_FLAGS)
+        except OSError:
+            return removed
+        try:
+            real_root = Path(os.path.realpath(root))
+            with os.scandir(root_fd) as users:
+                user_names = [u.name for u in users if u.is_dir(follow_symlinks=False)]
+            for user in user_names:
+                try:
+                    user_fd = os.open(user, DIR_FLAGS | NOFOLLOW, dir_fd=root_fd)
+                except OSError:
+                    continue
+                try:
+                    removed += _sweep_folder(
+                        user_fd,
+                        [root / user, real_root / user],
+                        lambda _name, info: info.st_mtime < cutoff,
+                        kept,
+                    )
+                finally:
+                    os.close(user_fd)
+        finally:
+            os.close(root_fd)
+        return removed
+
+    @staticmethod
+    def release(
+        root: Path, used: Iterable[str], *, keep: Iterable[str | os.PathLike[str]] = ()
+    ) -> list[Path]:
+        """Remove the uploads a finished job named: the file, its zip and unpacked folder.
+
+        ``used`` are paths from the job's spec; those inside ``root/<user>/`` name an
+        upload by its worker-made token, and every entry of that upload goes (unless a
+        path in ``keep``, named by a job still to run, is in it). Returns what was removed.
+        """
+        real_root = Path(os.path.realpath(root))
+        tokens: dict[str, set[str]] = {}
+        for raw in used:
+            real = Path(os.path.realpath(raw))
+            if not real.is_relative_to(real_root):
+                continue
+            parts = real.relative_to(real_root).parts
+            if len(parts) < 2:
+                continue
+            token = parts[1].split("-", 1)[0]
+            if len(token) == 16 and all(c in "0123456789abcdef" for c in token):
+                tokens.setdefault(parts[0], set()).add(token + "-")
+        kept = [Path(os.path.realpath(os.fspath(k))) for k in keep]
+        removed: list[Path] = []
+        for user, prefixes in tokens.items():
+            try:
+                user_fd = os.open(real_root / user, DIR_FLAGS | NOFOLLOW)
+            except OSError:
+                continue
+            starts = tuple(prefixes)
+
+            def named(name: str, _info: os.stat_result, starts: tuple[str, ...] = starts) -> bool:
+                return name.startswith(starts)
+
+            try:
+                removed += _sweep_folder(user_fd, [real_root / user], named, kept)
+            finally:
+                os.close(user_fd)
+        return removed
+
+
+def _sweep_folder(
+    fd: int,
+    folders: list[Path],
+    wanted: Callable[[str, os.stat_result], bool],
+    kept: list[Path],
+) -> list[Path]:
+    removed = []
+    with os.scandir(fd) as scan:
+        names = [item.name for item in scan]
+    for name in names:
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            continue
+        if not wanted(name, info):
+            continue
+        paths = [folder / name for folder in folders]
+        if any(k == path or path in k.parents for k in kept for path in paths):
+            continue
+        try:
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+        except OSError as exc:
+            log.warning("could not remove the old upload %s: %s", paths[0], exc)
+            continue
+        removed.append(paths[0])
+    return removed
+
+
+def _done_that_fits(upload_id: str, path: Path, files: list[str]) -> p.UploadDone:
+    """UPLOAD_DONE, its file list shortened (configs and labels kept first) to fit a message."""
+    done = p.UploadDone(upload_id=upload_id, path=str(path), files=files)
+    if p.fits(done):
+        return done
+    wanted = [f for f in files if f.endswith((".yaml", ".yml", ".json", ".slp"))]
+    ordered = wanted + [f for f in files if f not in set(wanted)]
+    while ordered:
+        ordered = ordered[: len(ordered) // 2]
+        done = p.UploadDone(upload_id=upload_id, path=str(path), files=ordered)
+        if p.fits(done):
+            return done
+    return done
+
+
+def _check_child(folder: Path, name: str) -> None:
+    """Refuse a name that is not a plain entry directly inside ``folder``."""
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\0" in name
+        or len(name.encode("utf-8", "surrogateescape")) > 255
+        or (folder / name).parent != folder
+    ):
+        raise TransferError("INVALID_NAME", f"{echo(name)} is not a plain file name")
+
+
+def _stored_name(token: str, name: str) -> str:
+    """``<token>-<name>``, the name cut (its extension kept) so the result stays short."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in " ._+()-") else "_" for c in name)
+    cleaned = cleaned.lstrip(" .") or "upload"
+    room = MAX_STORED_NAME - len(token) - 1
+    if len(cleaned) > room:
+        stem, dot, ext = cleaned.rpartition(".")
+        ext = f".{ext}" if dot and stem and len(ext) <= 16 else ""
+        cleaned = cleaned[: room - len(ext)] + ext if ext else cleaned[:room]
+    return f"{token}-{cleaned}"
+
+
+def user_folder_name(user: str) -> str:
+    """The user's upload folder name: ASCII letters, digits and ``._-``, never hidden.
+
+    A name that had to be changed gets a short hash of the original, so two
+    users whose names clean to the same text still get different folders.
+    """
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in user)
+    cleaned = cleaned[:64].lstrip(".") or "user"
+    if cleaned != user:
+        digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        cleaned = f"{cleaned[:55]}-{digest}"
+    return cleaned
