@@ -1,4 +1,8 @@
-"""``sleap-rtc pipeline``: spec-driven runs on SLURM (job files, SBATCH scripts, manifests)."""
+"""``sleap-rtc pipeline``: spec-driven runs on SLURM (job files, SBATCH scripts, manifests).
+
+Size: one command group whose subcommands share option parsing and rendering; the run
+driver's cancel-on-exit moves below the CLI when the pipeline gets its SLURM client object.
+"""
 
 from __future__ import annotations
 

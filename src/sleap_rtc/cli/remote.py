@@ -1,4 +1,8 @@
-"""``sleap-rtc train``, ``track`` and ``jobs``: run and follow jobs on a room's workers."""
+"""``sleap-rtc train``, ``track`` and ``jobs``: run and follow jobs on a room's workers.
+
+Size: train, track and the jobs group share worker selection, channel set-up and result
+rendering here; those move to ``client`` (selection) and per-command modules next.
+"""
 
 from __future__ import annotations
 

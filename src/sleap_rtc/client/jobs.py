@@ -13,6 +13,9 @@ The channel is a WebRTC data channel when one opens within ``webrtc_timeout``
 seconds, else the same protocol relayed through the server (``transport="relay"``
 forces it). Every message from the worker is decoded into a typed message; a
 worker that goes silent for ``idle_timeout`` seconds ends the session.
+
+Size: the session's reply matching is hand-written here; it moves into a sans-I/O
+session object in ``protocol``, after which this file is the thin I/O shell.
 """
 
 from __future__ import annotations

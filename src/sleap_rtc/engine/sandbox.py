@@ -164,13 +164,6 @@ class SandboxPolicy:
         data = json.loads(text)
         return cls(read=tuple(map(str, data["read"])), write=tuple(map(str, data["write"])))
 
-    def covers(self, path: Path) -> bool:
-        """True if ``path`` lies inside one of the policy's folders."""
-        real = Path(os.path.realpath(path))
-        return any(
-            real == Path(p) or real.is_relative_to(Path(p)) for p in (*self.read, *self.write)
-        )
-
 
 # ------------------------------------------------------------------ availability
 

@@ -11,6 +11,9 @@ The worker asks SLURM about all of its jobs in one ``sacct`` call per poll. That
 catches what the compute node can't report: a job that never started (cancelled
 while pending, a failing setup line), a time limit, a lost node. Cancelling is
 ``scancel``; stopping early is a ``stop`` file in the spool folder.
+
+Size: settings, script rendering and the backend are one plug-in; the settings table
+moves beside the job option table when that exists.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ names) and may run anywhere, the client included. :func:`plan_train` and
 exists, right kind of file, config parses, labels named in configs exist) and
 return a plan whose paths are all resolved, so what runs is exactly what was
 checked. Both collect every problem before raising :class:`JobRejected`.
+
+Size: field rules, path rules and config-key rules share the problem builders here;
+the config-key part (:func:`_config_paths`) is the first to move out, with the
+schema checks of real lab configs.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ plus ``JOB_CANCEL``, ``JOB_STOP`` (stop early, keep the model), ``JOB_STATUS``,
 and ``ERROR``. Every message after a submit names its job. Messages are single
 JSON objects of at most :data:`MAX_JOB_MESSAGE_BYTES`; an unknown type or version
 is a :class:`~sleap_rtc.protocol.signaling.ProtocolError`, never a crash.
+
+Size: every message type of the job protocol is declared here, so the two codecs see
+one union; the session objects go in a module of their own.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Plain synchronous functions over one SQLAlchemy session; the HTTP and WebSocket
 layers call them (in a thread) and turn :class:`ApiError` into responses. A room
 a user doesn't belong to is reported as not found, never as forbidden, so rooms
 of other users stay invisible.
+
+Size: one module of table rules for every area; it splits with the routers.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ A job is validated the moment it is submitted (a rejection lists every problem
 and is recorded too), then waits for one of ``max_concurrent_jobs`` slots. Every
 event is written to the :class:`JobStore` before it is passed on, so what a
 watcher sees is never more than what a later ``status``/``logs`` can show.
+
+Size: queueing, re-validation, work folders and upload release share the runner's
+locks and store; the work-folder and sandbox-policy part is the first to move out.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ A channel proves who is on the other end with ``HELLO`` and a ticket the server
 signed for this user, room and worker; nothing else is read before that. Every
 later message is size-limited, decoded into a typed message, and only then
 acted on. Jobs outlive channels: closing a channel stops the events, not the job.
+
+Size: the protocol rules (HELLO first, reply building) live here beside the I/O; they
+move into a sans-I/O worker session in ``protocol``, leaving this file the shell.
 """
 
 from __future__ import annotations
