@@ -14,9 +14,8 @@ import click
 from rich.filesize import decimal
 from rich.table import Table
 
+from sleap_rtc.cli.exitcodes import EXIT_INTERRUPTED, EXIT_REJECTED
 from sleap_rtc.cli.remote import (
-    EXIT_INTERRUPTED,
-    EXIT_REJECTED,
     _run_async,
     ice_servers,
     worker_session_options,

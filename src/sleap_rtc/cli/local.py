@@ -20,6 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REJECTED
 from sleap_rtc.cli.options import track_options, track_spec_from, train_options, train_spec_from
 from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection, safe
 from sleap_rtc.jobs.mounts import Mount
@@ -33,8 +34,6 @@ from sleap_rtc.worker.config import (
     load_worker_config,
 )
 from sleap_rtc.worker.store import JobRecord, JobStore, StoreLocked
-
-EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _mount_option(value: tuple[str, ...]) -> list[dict[str, Any]] | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from sleap_rtc.cli.exitcodes import EXIT_REJECTED
 from sleap_rtc.cli.render import make_console, plain, print_rejection, safe
 from sleap_rtc.jobs.problems import JobRejected
 
@@ -20,12 +21,10 @@ if TYPE_CHECKING:
     from sleap_rtc.pipeline.sbatch import Layout
     from sleap_rtc.pipeline.spec import Pipeline
 
-EXIT_INVALID = 2
-
 
 def _rejected(exc: JobRejected, header: str) -> NoReturn:
     print_rejection(make_console(stderr=True), exc.problems, header=header)
-    sys.exit(EXIT_INVALID)
+    sys.exit(EXIT_REJECTED)
 
 
 @click.group()
@@ -448,7 +447,7 @@ def manifest_verify(path: Path, experiment_root: Path | None) -> None:
         print_rejection(
             make_console(stderr=True), problems, header=f"Manifest {path} does not check out:"
         )
-        sys.exit(EXIT_INVALID)
+        sys.exit(EXIT_REJECTED)
     assert found is not None
     click.echo(f"{path}: {len(found.artifacts)} file(s) match")
 

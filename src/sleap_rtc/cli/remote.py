@@ -29,6 +29,7 @@ from rich.table import Table
 
 from sleap_rtc.cli.ask import choose
 from sleap_rtc.cli.correct import correct_paths
+from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REJECTED
 from sleap_rtc.cli.options import (
     make_train_options,
     track_options,
@@ -51,7 +52,6 @@ from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.api import WorkerView
 
-EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 1, 2, 130
 #: Rounds of interactive path correction before a rejection is final.
 MAX_CORRECTIONS = 5
 T = TypeVar("T")

@@ -14,13 +14,13 @@ from typing import Any
 import click
 
 from sleap_rtc import __version__
+from sleap_rtc.cli.exitcodes import EXIT_REFUSED
 from sleap_rtc.cli.local import _mount_option, worker_options
 from sleap_rtc.cli.render import plain
 from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
 from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError, load_worker_config
 
 KEY_ENV = "SLEAP_RTC_WORKER_KEY"
-EXIT_REFUSED = 3
 
 
 def _read_key(key: str | None, key_file: Path | None) -> str:
