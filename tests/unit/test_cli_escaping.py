@@ -25,9 +25,10 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from sleap_rtc.cli import browser as browser_mod
-from sleap_rtc.cli import cli, correct, files, remote
+from sleap_rtc.cli import cli, correct, files, follow, submit, targets
+from sleap_rtc.cli.exitcodes import run_client
 from sleap_rtc.cli.render import JobProgressView, plain, print_rejection, safe
-from sleap_rtc.client import ClientError
+from sleap_rtc.client import ClientError, locate
 from sleap_rtc.client.browse import BrowserModel, Row
 from sleap_rtc.jobs.events import TrainProgress
 from sleap_rtc.jobs.states import JobState
@@ -152,7 +153,7 @@ def test_a_failed_jobs_reason_and_log_tail_are_text() -> None:
         reason=f"sbatch: error: [slurm] partition {EVIL}",
         log_tail=["Traceback [slurm]", f"\x1b]8;;https://evil.example\x07{EVIL}"],
     )
-    remote._print_result(console, failed)
+    follow.print_result(console, failed)
     output = out.getvalue()
     assert_literal(output)
     assert "job abc123 failed: sbatch: error: [slurm] partition " + SHOWN in output
@@ -162,7 +163,7 @@ def test_a_failed_jobs_reason_and_log_tail_are_text() -> None:
 
 def test_a_completed_jobs_outputs_are_text() -> None:
     console, out = recording()
-    remote._print_result(console, p.JobComplete(job_id="abc123", outputs=[f"/m/{EVIL}"]))
+    follow.print_result(console, p.JobComplete(job_id="abc123", outputs=[f"/m/{EVIL}"]))
     assert_literal(out.getvalue(), f"  output: /m/{SHOWN}")
 
 
@@ -284,9 +285,10 @@ def fake_remote(monkeypatch: pytest.MonkeyPatch) -> FakeSession:
         return session
 
     server = SimpleNamespace(from_config=lambda url: FakeServer([worker_view()]))
-    monkeypatch.setattr(remote, "ServerClient", server)
-    monkeypatch.setattr(remote, "WorkerSession", SimpleNamespace(open=open_session))
-    monkeypatch.setattr(remote, "ice_servers", lambda: [])
+    # The package attribute ``jobs`` is the click group; patch the module itself.
+    monkeypatch.setattr(importlib.import_module("sleap_rtc.cli.jobs"), "ServerClient", server)
+    monkeypatch.setattr(locate, "WorkerSession", SimpleNamespace(open=open_session))
+    monkeypatch.setattr(locate, "ice_servers", lambda: [])
     return session
 
 
@@ -333,7 +335,7 @@ def test_relayed_errors_keep_brackets(capsys: pytest.CaptureFixture[str]) -> Non
         raise ClientError(f"worker says: set it in [slurm] {EVIL}")
 
     with pytest.raises(SystemExit):
-        remote._run_async(fail)
+        run_client(fail)
     err = capsys.readouterr().err
     assert_literal(err)
     assert err.startswith("Error: worker says: set it in [slurm] ")
@@ -341,8 +343,8 @@ def test_relayed_errors_keep_brackets(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_the_worker_picker_table_shows_names_literally(monkeypatch: pytest.MonkeyPatch) -> None:
     console, out = recording()
-    monkeypatch.setattr(remote.click, "prompt", lambda *a, **k: 1)
-    remote._pick([worker_view(), worker_view("plain-name")], console)
+    monkeypatch.setattr(targets.click, "prompt", lambda *a, **k: 1)
+    targets.pick([worker_view(), worker_view("plain-name")], console)
     assert_literal(out.getvalue())
     assert "plain-name" in out.getvalue()
 
@@ -351,7 +353,7 @@ async def test_download_progress_shows_a_file_name_literally(tmp_path: Path) -> 
     console, out = recording()
     session: Any = FakeSession()
     name = "[slurm][red]best[/red]\x1b[2J\nFAKE.ckpt".replace("/", "")
-    await remote._download_outputs(session, [f"/m/run/{name}"], tmp_path, console, as_json=False)
+    await submit._download_outputs(session, [f"/m/run/{name}"], tmp_path, console, as_json=False)
     output = out.getvalue()
     shown = "[slurm][red]best[red]\\x1b[2J\\nFAKE.ckpt"
     assert_literal(output, f"download {shown} ")

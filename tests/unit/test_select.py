@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sleap_rtc.client.select import Ambiguous, NoWorker, choose_worker
+from sleap_rtc.client.select import Ambiguous, NoWorker, choose_worker, job_candidates
 from sleap_rtc.protocol.api import WorkerView
 from sleap_rtc.protocol.signaling import Gpu
 
@@ -70,3 +70,13 @@ def test_one_fitting_worker_is_chosen_several_are_ambiguous() -> None:
 def test_all_busy_auto_select_says_so() -> None:
     with pytest.raises(NoWorker, match="busy"):
         choose_worker([worker("a", "busy", free=9000)], "lab", auto_select=True)
+
+
+def test_a_job_is_looked_for_on_every_online_worker_or_the_one_named() -> None:
+    listed = [worker("a"), worker("b", status="busy"), worker("c", status="offline")]
+    assert [w.name for w in job_candidates(listed, "lab")] == ["a", "b"]
+    assert [w.name for w in job_candidates(listed, "lab", worker_id="b")] == ["b"]
+    with pytest.raises(NoWorker, match="offline"):
+        job_candidates(listed, "lab", worker_id="c")
+    with pytest.raises(NoWorker, match="no worker is online in room lab"):
+        job_candidates([worker("c", status="offline")], "lab")

@@ -7,11 +7,12 @@ import click
 from sleap_rtc import __version__
 from sleap_rtc.cli.demo import demo, make_demo_data
 from sleap_rtc.cli.files import browse, fs
+from sleap_rtc.cli.jobs import jobs
 from sleap_rtc.cli.local import local
 from sleap_rtc.cli.pipeline import pipeline
-from sleap_rtc.cli.remote import jobs, track, train
 from sleap_rtc.cli.rooms import keys, login, logout, rooms, whoami
 from sleap_rtc.cli.server import server
+from sleap_rtc.cli.submit import track, train
 from sleap_rtc.cli.worker import worker
 
 

@@ -13,10 +13,41 @@
 
 from __future__ import annotations
 
-from typing import Final
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, NoReturn
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_REJECTED: Final = 2
 EXIT_REFUSED: Final = 3
 EXIT_INTERRUPTED: Final = 130
+
+
+def run_client(action: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
+    """Run a command's client coroutine and exit with its code.
+
+    Client errors are printed as one line on stderr: a worker that couldn't be
+    chosen or a rejected job exits :data:`EXIT_REJECTED`, anything else
+    :data:`EXIT_FAILED`; Ctrl-C exits :data:`EXIT_INTERRUPTED`.
+    """
+    from sleap_rtc.cli.render import make_console, safe
+    from sleap_rtc.client.config import ConfigError
+    from sleap_rtc.client.errors import ClientError
+    from sleap_rtc.client.jobs import JobRejectedError
+    from sleap_rtc.client.select import Ambiguous, NoWorker
+
+    code: int
+    try:
+        code = asyncio.run(action())
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except JobRejectedError:
+        code = EXIT_REJECTED
+    except (ClientError, ConfigError) as exc:
+        make_console(stderr=True).print(
+            f"[red]Error:[/red] {safe(exc)}", highlight=False, soft_wrap=True
+        )
+        code = EXIT_REJECTED if isinstance(exc, NoWorker | Ambiguous) else EXIT_FAILED
+    sys.exit(code)

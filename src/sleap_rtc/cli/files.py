@@ -14,16 +14,13 @@ import click
 from rich.filesize import decimal
 from rich.table import Table
 
-from sleap_rtc.cli.exitcodes import EXIT_INTERRUPTED, EXIT_REJECTED
-from sleap_rtc.cli.remote import (
-    _run_async,
-    ice_servers,
-    worker_session_options,
-)
+from sleap_rtc.cli.exitcodes import EXIT_INTERRUPTED, EXIT_REJECTED, run_client
 from sleap_rtc.cli.render import make_console, plain, safe
+from sleap_rtc.cli.targets import worker_session_options
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.browse import BrowserModel, SessionSource
 from sleap_rtc.client.jobs import WorkerSession
+from sleap_rtc.client.locate import open_session
 from sleap_rtc.client.select import choose_worker
 
 
@@ -38,9 +35,7 @@ def _fs_options(func: Any) -> Any:
 
 async def _session(server: ServerClient, room: str, options: dict[str, Any]) -> WorkerSession:
     worker = choose_worker(await server.workers(room), room, worker_id=options["worker_id"])
-    return await WorkerSession.open(
-        server, room, worker.id, transport=options["transport"], ice_servers=ice_servers()
-    )
+    return await open_session(server, room, worker.id, transport=options["transport"])
 
 
 @click.group()
@@ -84,7 +79,7 @@ def fs_mounts(room: str, as_json: bool, **options: Any) -> None:
         make_console().print(table)
         return 0
 
-    _run_async(go)
+    run_client(go)
 
 
 @fs.command("ls")
@@ -128,7 +123,7 @@ def fs_ls(
             click.echo(f"  … {page.total - len(entries)} more (--all lists everything)")
         return 0
 
-    _run_async(go)
+    run_client(go)
 
 
 @fs.command("find")
@@ -158,7 +153,7 @@ def fs_find(
             click.echo(f"(search stopped early: {plain(found.truncated)}; narrow it with --under)")
         return 0
 
-    _run_async(go)
+    run_client(go)
 
 
 @click.command()
@@ -208,4 +203,4 @@ def browse(room: str, start: str | None, pattern: str, folders: bool, **options:
         click.echo(plain(chosen))  # one line, whatever the worker's names hold
         return 0
 
-    _run_async(go)
+    run_client(go)

@@ -86,3 +86,15 @@ def choose_worker(
         f"{len(fits)} workers fit in room {room}; pass --worker-id or --auto-select",
         rank(fits),
     )
+
+
+def job_candidates(
+    workers: Sequence[WorkerView], room: str, *, worker_id: str | None = None
+) -> list[WorkerView]:
+    """The workers that may hold a job: the one named, else every online worker."""
+    if worker_id is not None:
+        return [choose_worker(workers, room, worker_id=worker_id)]
+    online = [w for w in workers if w.status != "offline"]
+    if not online:
+        raise NoWorker(f"no worker is online in room {room}")
+    return online

@@ -1,0 +1,162 @@
+"""Following a job live: the progress view, Ctrl-C choices, JSON events and the result.
+
+``--json`` prints one event per line: the job protocol's own messages
+(``JOB_ACCEPTED``, ``JOB_REJECTED``, ``JOB_PROGRESS``, ``JOB_COMPLETE``,
+``JOB_FAILED``), plus ``DOWNLOADED`` for each output fetched with ``--download``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+
+from sleap_rtc.cli.ask import choose
+from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from sleap_rtc.cli.render import JobProgressView, plain, safe
+from sleap_rtc.client.jobs import JobHandle, WorkerError
+from sleap_rtc.protocol import jobs as p
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--logs/--no-logs and --json, for commands that follow a job."""
+    func = click.option(
+        "--logs/--no-logs", default=True, show_default=True, help="Show the worker's log lines."
+    )(func)
+    func = click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON event per line, for scripts."
+    )(func)
+    return func
+
+
+def emit(message: p._Msg) -> None:
+    """One protocol message as a JSON line."""
+    click.echo(message.model_dump_json(exclude_none=True))
+    sys.stdout.flush()
+
+
+def emit_dict(data: dict[str, Any]) -> None:
+    """One event that adds context to a protocol message (which worker, which transport)."""
+    click.echo(json.dumps(data))
+    sys.stdout.flush()
+
+
+async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bool) -> str:
+    """What to do after Ctrl-C: stop early, cancel, detach, or keep watching."""
+    if not interactive:
+        await handle.cancel()
+        return "cancel"
+    console.print()
+    try:
+        answer = await choose(
+            "Interrupted. [s]top early and keep the model, [c]ancel, [d]etach (job keeps "
+            "running), or [w]atch on",
+            ["s", "c", "d", "w"],
+            default="w",
+        )
+    except KeyboardInterrupt:
+        answer = "d"  # Ctrl-C again: leave, and lose nothing
+    if answer == "s":
+        try:
+            await handle.stop()
+        except WorkerError as exc:
+            console.print(f"[yellow]{safe(exc.message)}[/yellow]")
+            return "watch"
+        return "stop"
+    if answer == "c":
+        await handle.cancel()
+        return "cancel"
+    if answer == "d":
+        return "detach"
+    return "watch"
+
+
+async def follow(
+    handle: JobHandle, console: Console, *, as_json: bool, logs: bool, interactive: bool
+) -> int:
+    """Show the job's events until it ends; the exit code its result means.
+
+    Ctrl-C asks what to do (or cancels, without a terminal); detaching leaves the
+    job running and says how to attach again.
+    """
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    events = handle.events().__aiter__()
+    try:
+        with contextlib.ExitStack() as stack:
+            view = (
+                None if as_json else stack.enter_context(JobProgressView(console, show_logs=logs))
+            )
+            cancelled = False
+            while True:
+                next_event = asyncio.ensure_future(events.__anext__())
+                waiter = asyncio.ensure_future(interrupted.wait())
+                done, _ = await asyncio.wait({next_event, waiter}, return_when="FIRST_COMPLETED")
+                if waiter in done:
+                    interrupted.clear()
+                    next_event.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await next_event
+                    events = handle.events().__aiter__()
+                    with view.paused() if view is not None else contextlib.nullcontext():
+                        action = await _ask_on_interrupt(handle, console, interactive)
+                    if action == "detach":
+                        console.print(
+                            f"detached; job {safe(handle.job_id)} keeps running. Follow it again "
+                            f"with `sleap-rtc jobs attach {safe(handle.job_id)} --room "
+                            f"{safe(handle.session.room)}`"
+                        )
+                        return EXIT_INTERRUPTED
+                    cancelled = cancelled or action == "cancel"
+                    continue
+                waiter.cancel()
+                try:
+                    event = next_event.result()
+                except StopAsyncIteration:
+                    break
+                if as_json:
+                    emit(event)
+                elif view is not None:
+                    if isinstance(event, p.JobProgress):
+                        for line in event.lines:
+                            view.log_line(line)
+                        if event.progress is not None:
+                            view.show_progress(event.progress)
+                    elif isinstance(event, p.JobComplete):
+                        view.complete(event.stopped_early)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    result = handle.result
+    if result is None:
+        return EXIT_FAILED
+    if not as_json:
+        print_result(console, result)
+    if isinstance(result, p.JobComplete):
+        return EXIT_OK
+    return EXIT_INTERRUPTED if cancelled and result.state == "CANCELLED" else EXIT_FAILED
+
+
+def print_result(console: Console, result: p.JobComplete | p.JobFailed) -> None:
+    """The job's end: its outputs, or its reason and last log lines."""
+    if isinstance(result, p.JobComplete):
+        note = " (stopped early)" if result.stopped_early else ""
+        console.print(f"[green]job {safe(result.job_id)} complete{note}[/green]")
+        for output in result.outputs:
+            console.print(f"  output: {safe(output)}", highlight=False)
+        return
+    console.print(
+        f"[red]job {safe(result.job_id)} {safe(result.state.lower())}[/red]: {safe(result.reason)}",
+        highlight=False,
+    )
+    if result.state == "FAILED" and result.log_tail:
+        console.print("last log lines:")
+        for line in result.log_tail[-15:]:
+            console.print(f"  {plain(line)}", highlight=False, markup=False)
