@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -42,3 +43,41 @@ def _isolated_home(
         "SLEAP_RTC_DATABASE_URL",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+# -- the checkout stays clean ----------------------------------------------------------------
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: What running Python and pytest may leave in a checkout (all ignored by git).
+_TOOL_LEFTOVERS = ("__pycache__", ".pytest_cache", ".venv", ".egg-info", "_cache")
+
+
+def _checkout_leftovers() -> set[str] | None:
+    """Untracked and ignored paths in the checkout, less the tools' own caches."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", _REPO, "status", "--porcelain=v1", "--ignored", "-z"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an installed copy): nothing to compare
+    paths = {entry[3:] for entry in out.split("\0") if entry[:2] in ("??", "!!")}
+    return {p for p in paths if not any(part in p for part in _TOOL_LEFTOVERS)}
+
+
+_BEFORE = _checkout_leftovers()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test wrote into the checkout (it must use tmp_path)."""
+    if _BEFORE is None or hasattr(session.config, "workerinput"):
+        return
+    after = _checkout_leftovers() or set()
+    new = sorted(after - _BEFORE)
+    if new:
+        session.config.get_terminal_writer().line(
+            "tests wrote into the checkout (use tmp_path instead): " + ", ".join(new), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
