@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from sleap_rtc.demo.data import make_demo_data
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.engine.commands import default_sleap_nn_command, hydra_quote
-from sleap_rtc.engine.local import LocalBackend
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig

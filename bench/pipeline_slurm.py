@@ -29,10 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from sleap_rtc.engine.slurm_tools import FINAL_STATES, job_states, sbatch
+from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient
 from sleap_rtc.pipeline.run import submit
 from sleap_rtc.pipeline.sbatch import Layout, generate
 from sleap_rtc.pipeline.spec import load_job
+
+SLURM = SlurmClient()
 
 
 def make_project(root: Path, datasets: int, stages: list[str]) -> Path:
@@ -90,7 +92,7 @@ def bench_generate(datasets: int, repeat: int) -> None:
 def wait_all(ids: list[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = job_states(ids)
+        states = SLURM.job_states(ids)
         if len(states) == len(ids) and all(s in FINAL_STATES for s in states.values()):
             assert set(states.values()) == {"COMPLETED"}, states
             return
@@ -121,9 +123,9 @@ def bench_chain(repeat: int) -> None:
                     ours.append(time.perf_counter() - started)
                 else:
                     by_stage = {w.stage.name: w.script for w in written}
-                    first = sbatch(by_stage["centroid"])
-                    second = sbatch(by_stage["centered_instance"])
-                    third = sbatch(by_stage["track"], after=[first, second])
+                    first = SLURM.sbatch(by_stage["centroid"])
+                    second = SLURM.sbatch(by_stage["centered_instance"])
+                    third = SLURM.sbatch(by_stage["track"], after=[first, second])
                     wait_all([first, second, third])
                     hand.append(time.perf_counter() - started)
     o, h = statistics.median(ours), statistics.median(hand)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from sleap_rtc.demo.data import make_demo_data
-from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig

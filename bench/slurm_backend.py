@@ -2,7 +2,7 @@
 ``scripts/slurm-dev-cluster.sh start``).
 
 1. **turnaround**: a one-step job whose step is ``python -c pass``. A: submitted
-   through :class:`~sleap_rtc.engine.slurm.SlurmBackend`, from ``submit`` until its
+   through :class:`~sleap_rtc.engine.backends.slurm.backend.SlurmBackend`, from ``submit`` until its
    ``Finished`` event (the compute side starts Python and sleap-rtc, runs the step
    with the local backend, and the worker reads the result from the spool folder).
    B: a batch script running the same ``python -c pass`` under the same Python,
@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 from sleap_rtc.engine.backend import EngineJob, Finished, LogLine, Step
-from sleap_rtc.engine.slurm import SlurmBackend, SlurmSettings
-from sleap_rtc.engine.slurm_tools import job_states, sbatch
+from sleap_rtc.engine.backends.slurm.backend import SlurmBackend
+from sleap_rtc.engine.backends.slurm.settings import SlurmSettings
+from sleap_rtc.engine.backends.slurm.tools import SlurmClient
 from sleap_rtc.jobs.states import JobState
 
 
@@ -56,8 +57,9 @@ def by_hand(folder: Path) -> float:
     script = folder / "hand.sbatch"
     script.write_text(f"#!/bin/bash\nset -euo pipefail\nexec {sys.executable} -c pass\n")
     start = time.perf_counter()
-    job_id = sbatch(script, cwd=folder, options=[f"--output={folder}/hand-%j.out"])
-    while job_states([job_id]).get(job_id) != "COMPLETED":
+    slurm = SlurmClient()
+    job_id = slurm.sbatch(script, cwd=folder, options=[f"--output={folder}/hand-%j.out"])
+    while slurm.job_states([job_id]).get(job_id) != "COMPLETED":
         time.sleep(0.2)
     return time.perf_counter() - start
 

@@ -6,6 +6,7 @@ fixture that started it, also when the test fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,10 +20,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from sleap_rtc.client import ServerClient
 
 PASSWORD = "correct horse battery"
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -374,3 +380,59 @@ def open_room(
         if opened is not None:
             opened.worker.stop()  # the one running now, if the test restarted it
         server.stop()
+
+
+# -- speaking the server's WebSocket protocol directly, as a hostile peer would -------------
+
+
+def ws_url(server: ServerProcess, path: str) -> str:
+    return server.url.replace("http://", "ws://") + path
+
+
+async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    """The next message on ``ws``, decoded; fails after ``timeout`` seconds."""
+    return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def register_raw(
+    server: ServerProcess, key: str, worker_id: str, name: str | None = None
+) -> tuple[ClientConnection, dict[str, Any]]:
+    """A simulated worker: connect with ``key``, register ``worker_id``; the first answer.
+
+    A server that refuses the key answers and hangs up before reading the register
+    message; sending it may then fail, and the answer is read all the same.
+    """
+    ws = await connect(
+        ws_url(server, "/v1/worker"), additional_headers={"Authorization": f"Bearer {key}"}
+    )
+    register = {
+        "type": "register",
+        "v": 1,
+        "worker_id": worker_id,
+        "capabilities": {"name": name or worker_id},
+    }
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(json.dumps(register))
+    return ws, await recv(ws)
+
+
+async def client_for(server: ServerProcess, tmp_path: Path, name: str) -> ServerClient:
+    """A new account ``name`` on ``server``, logged in through the client API."""
+    from sleap_rtc.client import ServerClient
+    from sleap_rtc.client.credentials import CredentialStore
+
+    server.add_user(name)
+    client = ServerClient(server.url, store=CredentialStore(tmp_path / f"{name}.json"))
+    await client.login(name, PASSWORD)
+    return client
+
+
+async def user_socket(server: ServerProcess, client: ServerClient) -> tuple[ClientConnection, str]:
+    """A client socket of ``client``'s user, and the session id the server gave it."""
+    token = await client.access_token()
+    ws = await connect(
+        ws_url(server, "/v1/client"), additional_headers={"Authorization": f"Bearer {token}"}
+    )
+    welcome = await recv(ws)
+    assert welcome["type"] == "welcome"
+    return ws, str(welcome["session_id"])

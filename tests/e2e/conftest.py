@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("sleap_nn", reason="end-to-end tests need the worker extra")
 
-from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
 from sleap_rtc.worker.runner import JobRunner
 from tests.servers import Room

@@ -9,12 +9,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
-from sleap_rtc.jobs.problems import ProblemCode
+from sleap_rtc.jobs.problems import JobRejected, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.states import JobState
-from sleap_rtc.worker.runner import JobRejectedError, JobRunner, ProgressEvent, StateEvent
+from sleap_rtc.worker.runner import JobRunner, ProgressEvent, StateEvent
 from tests.e2e.conftest import worker_config
 
 pytestmark = pytest.mark.slow
@@ -218,7 +218,7 @@ async def test_three_bad_paths_rejected_and_recorded(runner: JobRunner, demo_dir
         labels_path=str(demo_dir / "missing.slp"),
         val_labels_path="/etc/passwd",
     )
-    with pytest.raises(JobRejectedError) as info:
+    with pytest.raises(JobRejected) as info:
         runner.submit(spec)
     codes = [(p.field, p.code) for p in info.value.problems]
     assert codes == [

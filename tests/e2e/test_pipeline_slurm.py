@@ -140,7 +140,7 @@ def states(jobs: Path, out: Path) -> dict[tuple[str, str], str]:
 def settle(jobs: Path, out: Path, timeout: float = 600) -> dict[tuple[str, str], str]:
     import time
 
-    from sleap_rtc.engine.slurm_tools import FINAL_STATES
+    from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -189,8 +189,13 @@ async def test_a_channel_needs_a_valid_ticket_and_survives_garbage(
                 assert msg["type"] == "JOB_REJECTED" and msg["errors"], msg
             else:
                 assert (msg["type"], msg["code"]) == ("ERROR", code), (bad, msg)
-        await send(ch, {"type": "PING", "v": 1, "nonce": "still-here"})
-        assert (await reply())["msg"] == {"type": "PONG", "v": 1, "nonce": "still-here"}
+        await send(ch, {"type": "PING", "v": 1, "request_id": "p1", "nonce": "still-here"})
+        assert (await reply())["msg"] == {
+            "type": "PONG",
+            "v": 1,
+            "request_id": "p1",
+            "nonce": "still-here",
+        }
     finally:
         await socket.close()
     # The worker is still online and serving.
@@ -412,10 +417,10 @@ async def test_oversize_and_binary_frames_on_a_webrtc_channel(
 ) -> None:
     async with await WorkerSession.open(alice, "lab", room.worker_id, transport="webrtc") as s:
         await s.channel.send("x" * (200 * 1024))  # one 200 KiB message, over the limit
-        reply = await asyncio.wait_for(s._replies.get(), 30)
+        reply = await asyncio.wait_for(s.stray_errors.get(), 30)
         assert isinstance(reply, p.Error) and reply.code == "MESSAGE_TOO_LARGE"
         await s.channel.send(json.dumps({"type": "PING", "v": 1, "pad": "x"}))
-        reply = await asyncio.wait_for(s._replies.get(), 30)
+        reply = await asyncio.wait_for(s.stray_errors.get(), 30)
         assert isinstance(reply, p.Error) and reply.code == "INVALID_MESSAGE"
         await s.ping()  # the channel still serves
         assert (await s.jobs(limit=1)) is not None

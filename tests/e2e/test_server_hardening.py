@@ -23,38 +23,22 @@ from sleap_rtc.client import ServerClient
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.transport.envelope import Data, Open
 from sleap_rtc.transport.relay import ServerSocket, new_channel_id
-from tests.e2e.test_server_security import client_for, recv, user_socket, ws_url
 from tests.servers import (
     PASSWORD,
     Room,
     ServerFactory,
     ServerProcess,
+    client_for,
     open_room,
+    recv,
+    register_raw,
     sleap_rtc,
+    user_socket,
     wait_for,
+    ws_url,
 )
 
 pytestmark = pytest.mark.slow
-
-
-async def register(
-    server: ServerProcess, key: str, worker_id: str, name: str | None = None
-) -> tuple[ClientConnection, dict[str, Any]]:
-    """A simulated worker: connect with ``key``, register ``worker_id``; the first answer."""
-    ws = await connect(
-        ws_url(server, "/v1/worker"), additional_headers={"Authorization": f"Bearer {key}"}
-    )
-    await ws.send(
-        json.dumps(
-            {
-                "type": "register",
-                "v": 1,
-                "worker_id": worker_id,
-                "capabilities": {"name": name or worker_id},
-            }
-        )
-    )
-    return ws, await recv(ws)
 
 
 async def closed_code(ws: ClientConnection, timeout: float = 10) -> int | None:
@@ -93,11 +77,11 @@ async def test_a_worker_id_belongs_to_the_key_that_first_registered_it(
     alice, bob = await room_with_two_members(server, tmp_path)
     alice_key = (await alice.create_key("lab", "lab-gpu")).secret
     bob_key = (await bob.create_key("lab", "bob-box")).secret
-    worker, answer = await register(server, alice_key, "w-lab")
+    worker, answer = await register_raw(server, alice_key, "w-lab")
     assert answer["type"] == "registered"
 
     # bob registers alice's worker id with his own key: refused, clearly, and closed.
-    impostor, refused = await register(server, bob_key, "w-lab")
+    impostor, refused = await register_raw(server, bob_key, "w-lab")
     assert (refused["type"], refused["code"]) == ("error", "WORKER_ID_TAKEN")
     assert "'w-lab'" in refused["message"] and "worker_id file" in refused["message"]
     assert await closed_code(impostor) == 4403
@@ -120,19 +104,19 @@ async def test_a_worker_id_belongs_to_the_key_that_first_registered_it(
             break
         await asyncio.sleep(0.1)
     assert [w.status for w in await alice.workers("lab")] == ["offline"]
-    impostor, refused = await register(server, bob_key, "w-lab")
+    impostor, refused = await register_raw(server, bob_key, "w-lab")
     assert refused["code"] == "WORKER_ID_TAKEN"
     await impostor.close()
 
     # The same key reconnecting replaces its old connection.
-    first, answer = await register(server, alice_key, "w-lab")
+    first, answer = await register_raw(server, alice_key, "w-lab")
     assert answer["type"] == "registered"
-    second, answer = await register(server, alice_key, "w-lab")
+    second, answer = await register_raw(server, alice_key, "w-lab")
     assert answer["type"] == "registered"
     assert await closed_code(first) == 4409
     await ping(second, "replaced")
     # bob's key registers ids of its own as usual.
-    own, answer = await register(server, bob_key, "w-bob")
+    own, answer = await register_raw(server, bob_key, "w-bob")
     assert answer["type"] == "registered"
     for ws in (alice_ws, second, own):
         await ws.close()
@@ -146,7 +130,7 @@ async def test_a_relay_flood_slows_the_sender_and_the_worker_keeps_serving(
     server = server_factory("--heartbeat-interval", "5", "--heartbeat-timeout", "120")
     alice, bob = await room_with_two_members(server, tmp_path)
     key = (await alice.create_key("lab")).secret
-    worker, answer = await register(server, key, "w1")
+    worker, answer = await register_raw(server, key, "w1")
     assert answer["type"] == "registered"
     bob_ws, _ = await user_socket(server, bob)
     alice_ws, _ = await user_socket(server, alice)
@@ -319,7 +303,7 @@ async def test_names_with_control_characters_are_refused(
         assert answer.status_code == 201
     key = (await alice.create_key("lab")).secret
     for name in ("evil\nname", "\x1b]0;title\x07", "zero\u200bwidth"):
-        ws, refused = await register(server, key, "w1", name=name)
+        ws, refused = await register_raw(server, key, "w1", name=name)
         assert (refused["type"], refused["code"]) == ("error", "INVALID_MESSAGE"), name
         assert "capabilities.name" in refused["message"]
         await ws.close()
@@ -393,7 +377,7 @@ async def test_peer_text_cant_forge_server_log_lines(
             "/v1/auth/login", json={"username": f"eve\n{forged}", "password": PASSWORD}
         )
         assert answer.status_code == 200
-    ws, _ = await register(server, key, "w1", name=f"w\n{forged}")
+    ws, _ = await register_raw(server, key, "w1", name=f"w\n{forged}")
     await ws.close()
     assert server.proc is not None
     proc = server.proc
@@ -441,9 +425,9 @@ class _Relay:
 
 
 async def _hello_over_webrtc(socket: ServerSocket, worker_id: str, ticket: str) -> Any:
-    from sleap_rtc.client.jobs import _open_webrtc
+    from sleap_rtc.client.connect import open_webrtc
 
-    channel = await _open_webrtc(socket, "lab", worker_id, 30, ())
+    channel = await open_webrtc(socket, "lab", worker_id, 30, ())
     try:
         await channel.send(p.encode(p.Hello(ticket=ticket)))
         return p.decode_worker(await asyncio.wait_for(channel.recv(), 30))

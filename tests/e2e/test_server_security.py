@@ -10,64 +10,24 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from sleap_rtc.client import ServerClient, ServerError
-from sleap_rtc.client.credentials import CredentialStore
+from sleap_rtc.client import ServerError
 from tests.servers import (
-    PASSWORD,
     ServerFactory,
     ServerProcess,
+    client_for,
+    recv,
+    register_raw,
+    user_socket,
+    ws_url,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def ws_url(server: ServerProcess, path: str) -> str:
-    return server.url.replace("http://", "ws://") + path
-
-
-async def client_for(server: ServerProcess, tmp_path: Path, name: str) -> ServerClient:
-    server.add_user(name)
-    client = ServerClient(server.url, store=CredentialStore(tmp_path / f"{name}.json"))
-    await client.login(name, PASSWORD)
-    return client
-
-
-async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
-    return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
-
-
-async def fake_worker(server: ServerProcess, key: str, worker_id: str) -> ClientConnection:
-    ws = await connect(
-        ws_url(server, "/v1/worker"), additional_headers={"Authorization": f"Bearer {key}"}
-    )
-    await ws.send(
-        json.dumps(
-            {
-                "type": "register",
-                "v": 1,
-                "worker_id": worker_id,
-                "capabilities": {"name": worker_id},
-            }
-        )
-    )
-    return ws
-
-
-async def user_socket(server: ServerProcess, client: ServerClient) -> tuple[ClientConnection, str]:
-    token = await client.access_token()
-    ws = await connect(
-        ws_url(server, "/v1/client"), additional_headers={"Authorization": f"Bearer {token}"}
-    )
-    welcome = await recv(ws)
-    assert welcome["type"] == "welcome"
-    return ws, str(welcome["session_id"])
 
 
 async def test_authorization_matrix(server_factory: ServerFactory, tmp_path: Path) -> None:
@@ -78,8 +38,8 @@ async def test_authorization_matrix(server_factory: ServerFactory, tmp_path: Pat
     await alice.create_room("alice-lab")
     await bob.create_room("bob-lab")
     key = (await alice.create_key("alice-lab")).secret
-    worker = await fake_worker(server, key, "w-alice")
-    assert (await recv(worker))["type"] == "registered"
+    worker, answer = await register_raw(server, key, "w-alice")
+    assert answer["type"] == "registered"
 
     # Another user's room is invisible: not listed, and every route says not found.
     assert [r.name for r in await bob.rooms()] == ["bob-lab"]
@@ -172,8 +132,7 @@ async def test_authorization_matrix(server_factory: ServerFactory, tmp_path: Pat
     await alice.revoke_key("alice-lab", listed[0].id)
     with pytest.raises(ConnectionClosed):
         await recv(worker)  # disconnected at once
-    refused = await fake_worker(server, key, "w-alice")
-    answer = await recv(refused)
+    refused, answer = await register_raw(server, key, "w-alice")
     assert (answer["type"], answer["code"]) == ("error", "KEY_REVOKED")
     with pytest.raises(ConnectionClosed) as closed:
         await recv(refused)
@@ -244,8 +203,8 @@ async def test_hostile_input_gets_errors_and_the_server_keeps_serving(
     await ws.send(json.dumps({"type": "heartbeat", "v": 1}))
     assert (await recv(ws))["code"] == "NOT_REGISTERED"
 
-    worker = await fake_worker(server, key, "w1")
-    assert (await recv(worker))["type"] == "registered"
+    worker, answer = await register_raw(server, key, "w1")
+    assert answer["type"] == "registered"
     bad_inputs = [
         ("{not json", "MALFORMED"),
         ("[1, 2]", "MALFORMED"),
@@ -275,8 +234,8 @@ async def test_hostile_input_gets_errors_and_the_server_keeps_serving(
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
     # A flood of bad messages ends the connection.
-    flood = await fake_worker(server, key, "w2")
-    assert (await recv(flood))["type"] == "registered"
+    flood, answer = await register_raw(server, key, "w2")
+    assert answer["type"] == "registered"
     sent = 0
     with contextlib.suppress(ConnectionClosed):  # the server may hang up mid-flood
         for _ in range(25):

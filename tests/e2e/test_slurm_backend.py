@@ -22,7 +22,8 @@ from sleap_rtc.engine.backend import (
     StepStarted,
     Submitted,
 )
-from sleap_rtc.engine.slurm import SlurmBackend, SlurmJob, SlurmSettings
+from sleap_rtc.engine.backends.slurm.backend import SlurmBackend, SlurmJob
+from sleap_rtc.engine.backends.slurm.settings import SlurmSettings
 from sleap_rtc.jobs.states import JobState
 from tests.slurm import sacct_states, wait_states
 
@@ -94,7 +95,7 @@ async def test_steps_run_as_one_sbatch_job_and_report_back(
     assert (tmp_path / "made.txt").read_text() == "x"  # ran in the job's folder
     assert wait_states([handle.slurm_id], {"COMPLETED"})[handle.slurm_id] == "COMPLETED"
     script = (tmp_path / "spool" / job.job_id / "job.sbatch").read_text()
-    assert "set -euo pipefail" in script and "sleap_rtc.engine.slurm_job" in script
+    assert "set -euo pipefail" in script and "sleap_rtc.engine.backends.slurm.node" in script
 
 
 async def test_a_failing_step_fails_the_job_and_slurm_agrees(

@@ -47,7 +47,7 @@ def test_states_of_50_jobs_take_one_sacct_call(
 ) -> None:
     import shutil
 
-    from sleap_rtc.engine.slurm_tools import job_states
+    from sleap_rtc.engine.backends.slurm.tools import SlurmClient
 
     ids = [sbatch("--wrap", "true", cwd=tmp_path) for _ in range(50)]
     assert all(ids) and len(set(ids)) == 50
@@ -60,13 +60,13 @@ def test_states_of_50_jobs_take_one_sacct_call(
     (shims / "sacct").write_text(f'#!/bin/sh\necho x >> {calls}\nexec {real} "$@"\n')
     (shims / "sacct").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shims}:{__import__('os').environ['PATH']}")
-    states = job_states(ids)
+    states = SlurmClient().job_states(ids)
     assert set(states) == set(ids) and set(states.values()) == {"COMPLETED"}
     assert calls.read_text().count("x") == 1
 
 
 def test_monitor_jobs_follows_until_every_job_finished(tmp_path: Path) -> None:
-    from sleap_rtc.engine.slurm_tools import monitor_jobs
+    from sleap_rtc.engine.backends.slurm.tools import monitor_jobs
 
     ids = [sbatch("--wrap", "sleep 2", cwd=tmp_path), sbatch("--wrap", "exit 4", cwd=tmp_path)]
     seen: list[dict[str, str]] = []

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.runner import JobRunner
 from sleap_rtc.worker.store import JobStore
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 WORKER_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
-from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
 from sleap_rtc.worker.runner import JobRunner

@@ -16,9 +16,13 @@ from typing import Any
 
 import pytest
 
+from sleap_rtc.protocol.session import REPLIES
 from tests.servers import Room, open_room
 
 pytest.importorskip("sleap_nn", reason="the hostile-peer suite runs a real worker")
+
+#: The wire names of every request (each carries a ``request_id``).
+REQUEST_TYPES = {kind.model_fields["type"].default for kind in REPLIES}
 
 
 @dataclass
@@ -72,7 +76,8 @@ class RawPeer:
     """A member's channel to the worker, speaking the job protocol as raw JSON.
 
     It does what the real client does to connect (ticket, WebSocket, relay or WebRTC
-    channel, HELLO) and then sends whatever a test writes.
+    channel, HELLO) and then sends whatever a test writes; a request written without a
+    ``request_id`` gets a fresh one, as the real client always sends one.
     """
 
     def __init__(self, channel: Any, socket: Any, server: Any) -> None:
@@ -80,6 +85,7 @@ class RawPeer:
         self.socket = socket
         self.server = server
         self.welcome: dict[str, Any] | None = None
+        self._requests = 0
 
     @classmethod
     async def open(
@@ -90,7 +96,7 @@ class RawPeer:
         transport: str = "relay",
         ticket: str | None = None,
     ) -> RawPeer:
-        from sleap_rtc.client.jobs import _open_webrtc
+        from sleap_rtc.client.connect import open_webrtc
         from sleap_rtc.transport.relay import ClientRelayChannel, ServerSocket
 
         server = room.client(user)
@@ -100,7 +106,7 @@ class RawPeer:
         socket = ServerSocket(server.websocket_url("/v1/client"), await server.access_token())
         await socket.connect()
         if transport == "webrtc":
-            channel = await _open_webrtc(socket, "lab", room.worker_id, 10.0, [])
+            channel = await open_webrtc(socket, "lab", room.worker_id, 10.0, [])
         else:
             channel = await ClientRelayChannel(socket, "lab", room.worker_id).open()
         peer = cls(channel, socket, server)
@@ -109,6 +115,13 @@ class RawPeer:
         return peer
 
     async def send(self, message: dict[str, Any] | str) -> None:
+        if (
+            isinstance(message, dict)
+            and message.get("type") in REQUEST_TYPES
+            and "request_id" not in message
+        ):
+            self._requests += 1
+            message = {**message, "request_id": f"raw-{self._requests}"}
         await self.channel.send(message if isinstance(message, str) else json.dumps(message))
 
     async def recv(self, timeout: float = 30) -> dict[str, Any]:

@@ -38,12 +38,12 @@ CLIENT_SEEDS: list[dict[str, Any]] = [
         "request_id": "r2",
         "spec": {"kind": "track", "data_path": "/d.slp", "model_paths": ["/m"], "frames": "0-9"},
     },
-    {"type": "JOB_CANCEL", "job_id": "abc123"},
-    {"type": "JOB_STOP", "job_id": "abc123"},
-    {"type": "JOB_STATUS", "job_id": "abc123"},
-    {"type": "JOB_LIST", "limit": 5, "offset": 0},
-    {"type": "JOB_ATTACH", "job_id": "abc123", "log_lines": 10},
-    {"type": "PING", "nonce": "n"},
+    {"type": "JOB_CANCEL", "request_id": "c1", "job_id": "abc123"},
+    {"type": "JOB_STOP", "request_id": "c2", "job_id": "abc123"},
+    {"type": "JOB_STATUS", "request_id": "c3", "job_id": "abc123"},
+    {"type": "JOB_LIST", "request_id": "c4", "limit": 5, "offset": 0},
+    {"type": "JOB_ATTACH", "request_id": "c5", "job_id": "abc123", "log_lines": 10},
+    {"type": "PING", "request_id": "c6", "nonce": "n"},
     {"type": "UPLOAD_BEGIN", "upload_id": "u1", "name": "a.slp", "size": 3, "sha256": SHA},
     {"type": "UPLOAD_CHUNK", "upload_id": "u1", "offset": 0, "data": "YWJj"},
     {"type": "UPLOAD_END", "upload_id": "u1"},
@@ -70,7 +70,7 @@ WORKER_SEEDS: list[dict[str, Any]] = [
     },
     {"type": "JOB_COMPLETE", "job_id": "j", "outputs": ["/m/run"]},
     {"type": "JOB_FAILED", "job_id": "j", "reason": "x", "log_tail": ["l"]},
-    {"type": "JOB_LIST_REPLY", "jobs": [], "offset": 0, "next_offset": None},
+    {"type": "JOB_LIST_REPLY", "request_id": "r", "jobs": [], "offset": 0, "next_offset": None},
     {
         "type": "DOWNLOAD_BEGIN",
         "request_id": "r",
@@ -293,7 +293,7 @@ def _pipe() -> tuple[_Pipe, _Pipe]:
 
 
 async def test_session_handler_survives_20000_hostile_messages(tmp_path: Path) -> None:
-    from sleap_rtc.engine.local import LocalBackend
+    from sleap_rtc.engine.backends.local.backend import LocalBackend
     from sleap_rtc.worker.config import MountConfig, WorkerConfig
     from sleap_rtc.worker.runner import JobRunner
     from sleap_rtc.worker.service import JobService, _Session
@@ -317,7 +317,8 @@ async def test_session_handler_survives_20000_hostile_messages(tmp_path: Path) -
     worker_end, client_end = _pipe()
     session = _Session(service, worker_end)
     peer = Peer(user="mallory", user_id="7", room="lab")
-    session.peer = peer
+    session.protocol.receive_data(p.encode(p.Hello(ticket="fuzz")))
+    session.admit(peer)
     session.uploads = Uploads(config.resolved_upload_dir(), peer.user, 1 << 20)
     serving = asyncio.create_task(session.run(peer))
     seeds = [
@@ -341,7 +342,7 @@ async def test_session_handler_survives_20000_hostile_messages(tmp_path: Path) -
                 await asyncio.sleep(0)  # let the handler drain
                 assert not serving.done(), serving.exception()
         nonce = "still-there"
-        await client_end.send(json.dumps({"type": "PING", "nonce": nonce}))
+        await client_end.send(json.dumps({"type": "PING", "request_id": "last", "nonce": nonce}))
         async with asyncio.timeout(60):
             while not any(r.get("nonce") == nonce for r in replies):
                 await asyncio.sleep(0.05)

@@ -30,7 +30,7 @@ from sleap_rtc.jobs.mounts import Mount, Mounts
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.worker.files import FileService, FsError
-from sleap_rtc.worker.service import _file_reply
+from sleap_rtc.worker.replies import file_reply as _file_reply
 
 
 class LocalSource:

@@ -251,3 +251,30 @@ def test_module_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@posix_only
+@pytest.mark.parametrize(
+    ("backend", "device", "announced"),
+    [("local", "auto", ["NVIDIA H100 80GB HBM3"]), ("local", "cpu", []), ("slurm", "auto", [])],
+)
+def test_local_gpus_are_announced_only_where_they_run_the_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, device: str, announced: list
+) -> None:
+    from sleap_rtc.worker.config import DeclaredGpu, WorkerConfig
+
+    _script(tmp_path, "nvidia-smi", 'echo "0, NVIDIA H100 80GB HBM3, 81559, 80994"\n')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    folders = {"models_dir": tmp_path / "models", "state_dir": tmp_path / "state"}
+    config = WorkerConfig(backend=backend, device=device, **folders)
+    caps, _ = capabilities.advertised(config)
+    assert [g.name for g in caps.gpus] == announced and caps.backends == [backend]
+    assert caps.accelerator == ("cuda" if announced else "cpu")
+
+    # A login node declares its partition's GPUs instead; they are never re-measured.
+    declared = [DeclaredGpu(name="A100", memory_total_mb=40960)]
+    caps, refresh = capabilities.advertised(
+        WorkerConfig(backend=backend, device=device, gpus=declared, **folders)
+    )
+    assert [g.name for g in caps.gpus] == ["A100"] and caps.accelerator == "cuda"
+    assert refresh(caps.gpus) == caps.gpus

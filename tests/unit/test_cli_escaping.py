@@ -627,7 +627,7 @@ def test_pipeline_status_table_shows_slurm_reasons_literally(
         dataset=EVIL, stage="centroid", job_id="103", state="PENDING", reason="(Resources) [x]"
     )
     monkeypatch.setattr(pipeline_mod, "_load", lambda job_file, output_dir: (None, None))
-    monkeypatch.setattr(run, "status", lambda loaded, layout: [item])
+    monkeypatch.setattr(run, "status", lambda loaded, layout, slurm=None: [item])
     result = CliRunner().invoke(
         cli, ["pipeline", "status", "--job", str(tmp_path / "j.json")], catch_exceptions=False
     )

@@ -280,7 +280,7 @@ def test_a_file_swapped_for_a_link_after_listing_is_not_stat_ed_through_it(
 
 def test_loops_and_odd_names_give_clean_answers(tmp_path: Path) -> None:
     from sleap_rtc.protocol import jobs as p
-    from sleap_rtc.worker.service import _file_reply
+    from sleap_rtc.worker.replies import file_reply as _file_reply
 
     mount = tmp_path / "m"
     mount.mkdir()

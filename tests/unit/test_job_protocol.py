@@ -67,6 +67,7 @@ from sleap_rtc.protocol.jobs import (
     decode_client,
     decode_worker,
     encode,
+    request_id_of,
 )
 from sleap_rtc.protocol.signaling import ProtocolError
 
@@ -111,16 +112,16 @@ CLIENT_MESSAGES: list[BaseModel] = [
         },
     ),
     JobSubmit(request_id="r", spec={}),
-    JobCancel(job_id="j-20240101-abc"),
-    JobStop(job_id="Ab_c-9"),
-    JobStatus(job_id="x" * 64),
-    JobList(),
-    JobList(limit=200),
-    JobAttach(job_id="j1"),
-    JobAttach(job_id="j1", log_lines=10_000),
-    JobAttach(job_id="j1", log_lines=0),
-    Ping(),
-    Ping(nonce="n-1"),
+    JobCancel(request_id="r", job_id="j-20240101-abc"),
+    JobStop(request_id="r", job_id="Ab_c-9"),
+    JobStatus(request_id="r", job_id="x" * 64),
+    JobList(request_id="r"),
+    JobList(request_id="r", limit=200),
+    JobAttach(request_id="r", job_id="j1"),
+    JobAttach(request_id="r", job_id="j1", log_lines=10_000),
+    JobAttach(request_id="r", job_id="j1", log_lines=0),
+    Ping(request_id="r"),
+    Ping(request_id="r", nonce="n-1"),
     UploadBegin(upload_id="u1", name="fly data (v2).slp", size=123_456, sha256=SHA, unpack=True),
     UploadBegin(upload_id="u2", name="a", size=0, sha256=SHA),
     UploadChunk(
@@ -179,20 +180,23 @@ WORKER_MESSAGES: list[BaseModel] = [
         log_tail=["Traceback (most recent call last):", "KeyboardInterrupt"],
     ),
     JobFailed(job_id="j1"),
-    JobStatusReply(job=_summary()),
+    JobStatusReply(request_id="r", job=_summary()),
     JobStatusReply(
+        request_id="r",
         job=_summary(
             state="FAILED",
             reason="out of memory",
             exit_code=1,
             progress=TrackProgress(n_processed=5),
             owner=None,
-        )
+        ),
     ),
-    JobListReply(jobs=[_summary(), _summary(job_id="j2", progress=None, outputs=[])]),
-    JobListReply(jobs=[]),
-    Pong(),
-    Pong(nonce="n-1"),
+    JobListReply(
+        request_id="r", jobs=[_summary(), _summary(job_id="j2", progress=None, outputs=[])]
+    ),
+    JobListReply(request_id="r", jobs=[]),
+    Pong(request_id="r"),
+    Pong(request_id="r", nonce="n-1"),
     Keepalive(),
     UploadAck(upload_id="u1", received=1024),
     UploadDone(upload_id="u1", path="/uploads/fly.slp"),
@@ -313,14 +317,16 @@ def test_encode_writes_raw_utf8() -> None:
 
 
 def test_version_may_be_left_out() -> None:
-    assert decode_client('{"type": "PING"}') == Ping(nonce="")
+    assert decode_client('{"type": "PING", "request_id": "r"}') == Ping(request_id="r", nonce="")
     assert decode_worker('{"type": "KEEPALIVE"}') == Keepalive()
 
 
 def test_defaults_are_filled_in() -> None:
-    assert decode_client('{"type": "JOB_LIST"}') == JobList(limit=50)
-    attach = decode_client('{"type": "JOB_ATTACH", "job_id": "j1"}')
-    assert attach == JobAttach(job_id="j1", log_lines=50)
+    assert decode_client('{"type": "JOB_LIST", "request_id": "r"}') == JobList(
+        request_id="r", limit=50
+    )
+    attach = decode_client('{"type": "JOB_ATTACH", "request_id": "r", "job_id": "j1"}')
+    assert attach == JobAttach(request_id="r", job_id="j1", log_lines=50)
     progress = decode_worker('{"type": "JOB_PROGRESS", "job_id": "j1"}')
     assert progress == JobProgress(job_id="j1", state=None, progress=None, lines=[], replay=False)
     failed = decode_worker('{"type": "JOB_FAILED", "job_id": "j1"}')
@@ -338,7 +344,9 @@ def test_not_json_is_malformed(text: str | bytes) -> None:
     assert _refused_by_both(text, "MALFORMED").startswith("message is not valid JSON: ")
 
 
-@pytest.mark.parametrize("text", ["[]", '[{"type": "PING"}]', '"PING"', "1", "null", "true"])
+@pytest.mark.parametrize(
+    "text", ["[]", '[{"type": "PING", "request_id": "r"}]', '"PING"', "1", "null", "true"]
+)
 def test_json_that_is_not_an_object_is_malformed(text: str) -> None:
     assert _refused_by_both(text, "MALFORMED") == "message must be a JSON object"
 
@@ -346,11 +354,11 @@ def test_json_that_is_not_an_object_is_malformed(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "constant"),
     [
-        ('{"type": "PING", "nonce": NaN}', "NaN"),
-        ('{"type": "PING", "nonce": Infinity}', "Infinity"),
-        ('{"type": "PING", "nonce": -Infinity}', "-Infinity"),
+        ('{"type": "PING", "request_id": "r", "nonce": NaN}', "NaN"),
+        ('{"type": "PING", "request_id": "r", "nonce": Infinity}', "Infinity"),
+        ('{"type": "PING", "request_id": "r", "nonce": -Infinity}', "-Infinity"),
         ("NaN", "NaN"),
-        ('{"type": "JOB_LIST", "limit": Infinity}', "Infinity"),
+        ('{"type": "JOB_LIST", "request_id": "r", "limit": Infinity}', "Infinity"),
         (
             '{"type": "JOB_PROGRESS", "job_id": "j", "progress": '
             '{"kind": "train", "epoch": 1, "total_epochs": 2, "loss": NaN}}',
@@ -428,7 +436,9 @@ def test_type_of_the_wrong_kind(kind: object) -> None:
 
 @pytest.mark.parametrize("version", [2, 0, -1, "1", None, 1.5, [1], {}])
 def test_unsupported_version(version: object) -> None:
-    message = _refused_by_both({"type": "PING", "v": version}, "UNSUPPORTED_VERSION")
+    message = _refused_by_both(
+        {"type": "PING", "request_id": "r", "v": version}, "UNSUPPORTED_VERSION"
+    )
     assert message == (
         f"job protocol version {version!r} is not supported; this side speaks 1. "
         "Upgrade sleap-rtc on the older side."
@@ -437,21 +447,21 @@ def test_unsupported_version(version: object) -> None:
 
 def test_version_is_checked_before_the_type() -> None:
     _refused_by_both({"type": "LAUNCH_MISSILES", "v": 2}, "UNSUPPORTED_VERSION")
-    _refused({"type": "PONG", "v": 2}, "UNSUPPORTED_VERSION")
+    _refused({"type": "PONG", "request_id": "r", "v": 2}, "UNSUPPORTED_VERSION")
 
 
 # ---------------------------------------------------------------- sizes
 
 
-def _padded(total: int, body: str = '{"type":"PING"}') -> str:
+def _padded(total: int, body: str = '{"type":"PING","request_id":"r"}') -> str:
     return body + " " * (total - len(body.encode("utf-8")))
 
 
 def test_message_at_the_size_limit_is_accepted() -> None:
     text = _padded(MAX_JOB_MESSAGE_BYTES)
     assert len(text.encode()) == MAX_JOB_MESSAGE_BYTES
-    assert decode_client(text) == Ping()
-    assert decode_client(text.encode()) == Ping()
+    assert decode_client(text) == Ping(request_id="r")
+    assert decode_client(text.encode()) == Ping(request_id="r")
     worker_text = _padded(MAX_JOB_MESSAGE_BYTES, '{"type":"KEEPALIVE"}')
     assert decode_worker(worker_text) == Keepalive()
     assert decode_worker(worker_text.encode()) == Keepalive()
@@ -473,7 +483,7 @@ def test_size_is_checked_before_parsing() -> None:
 
 def test_size_limit_counts_utf8_bytes_of_text() -> None:
     # 2-byte characters: under the limit in characters, over it in bytes.
-    text = '{"type":"PING","nonce":"x"}' + "\u00a0" * 30_000
+    text = '{"type":"PING","request_id":"r","nonce":"x"}' + "\u00a0" * 30_000
     assert len(text) < MAX_JOB_MESSAGE_BYTES < len(text.encode("utf-8"))
     message = _refused(text, "MESSAGE_TOO_LARGE")
     assert message.startswith(f"message is {len(text.encode('utf-8'))} bytes")
@@ -530,11 +540,11 @@ def test_encode_counts_utf8_bytes() -> None:
 @pytest.mark.parametrize(
     ("message", "field", "worker"),
     [
-        ({"type": "PING", "nonce": "x", "admin": True}, "admin", False),
+        ({"type": "PING", "request_id": "r", "nonce": "x", "admin": True}, "admin", False),
         ({"type": "HELLO", "ticket": "t", "user": "root"}, "user", False),
         ({"type": "JOB_SUBMIT", "request_id": "r", "spec": {}, "owner": "bob"}, "owner", False),
-        ({"type": "JOB_CANCEL", "job_id": "j", "force": True}, "force", False),
-        ({"type": "JOB_LIST", "all_users": True}, "all_users", False),
+        ({"type": "JOB_CANCEL", "request_id": "r", "job_id": "j", "force": True}, "force", False),
+        ({"type": "JOB_LIST", "request_id": "r", "all_users": True}, "all_users", False),
         ({"type": "KEEPALIVE", "at": 1}, "at", True),
         (
             {"type": "JOB_ACCEPTED", "request_id": "r", "job_id": "j", "state": "Q", "x": 1},
@@ -551,7 +561,11 @@ def test_encode_counts_utf8_bytes() -> None:
             True,
         ),
         (
-            {"type": "JOB_STATUS_REPLY", "job": {**_summary().model_dump(), "secret": "s"}},
+            {
+                "type": "JOB_STATUS_REPLY",
+                "request_id": "r",
+                "job": {**_summary().model_dump(), "secret": "s"},
+            },
             "job.secret",
             True,
         ),
@@ -576,13 +590,54 @@ def test_extra_fields_are_refused(message: dict[str, Any], field: str, worker: b
 
 # ---------------------------------------------------------------- identifiers and limits
 
+REQUESTS = [
+    "JOB_SUBMIT",
+    "JOB_CANCEL",
+    "JOB_STOP",
+    "JOB_STATUS",
+    "JOB_LIST",
+    "JOB_ATTACH",
+    "PING",
+    "DOWNLOAD",
+    "FS_MOUNTS",
+    "FS_LIST",
+    "FS_STAT",
+    "FS_FIND",
+]
+
+
+@pytest.mark.parametrize("kind", REQUESTS)
+def test_every_request_needs_a_request_id(kind: str) -> None:
+    message = next(m for m in CLIENT_MESSAGES if m.model_dump()["type"] == kind)
+    fields = message.model_dump()
+    del fields["request_id"]
+    assert _refused(fields, "INVALID_MESSAGE") == f"{kind} message: request_id: Field required"
+
+
+@pytest.mark.parametrize(
+    "kind", ["JOB_STATUS_REPLY", "JOB_LIST_REPLY", "PONG", "JOB_ACCEPTED", "FS_STAT_REPLY"]
+)
+def test_every_reply_carries_a_request_id(kind: str) -> None:
+    message = next(m for m in WORKER_MESSAGES if m.model_dump()["type"] == kind)
+    fields = message.model_dump()
+    del fields["request_id"]
+    refusal = _refused(fields, "INVALID_MESSAGE", worker=True)
+    assert refusal == f"{kind} message: request_id: Field required"
+
+
+def test_request_id_of_an_unreadable_message() -> None:
+    assert request_id_of('{"type": "JOB_LIST", "request_id": "r-1", "limit": 0}') == "r-1"
+    for text in ('{"request_id": "../x"}', '{"request_id": 5}', "not json", "[]", '{"v": 9}'):
+        assert request_id_of(text) is None
+
+
 BAD_JOB_IDS = ["../x", "a/b", "a b", " j1", "j1\n", "", "x" * 65, "jöb", "a\\b", "a:b", "$(id)"]
 
 
 @pytest.mark.parametrize("kind", ["JOB_CANCEL", "JOB_STOP", "JOB_STATUS", "JOB_ATTACH"])
 @pytest.mark.parametrize("job_id", BAD_JOB_IDS)
 def test_client_messages_refuse_bad_job_ids(kind: str, job_id: str) -> None:
-    message = _refused({"type": kind, "job_id": job_id}, "INVALID_MESSAGE")
+    message = _refused({"type": kind, "request_id": "r", "job_id": job_id}, "INVALID_MESSAGE")
     assert message.startswith(f"{kind} message: job_id: "), message
 
 
@@ -606,9 +661,9 @@ def test_worker_messages_refuse_bad_job_ids(fields: dict[str, Any], job_id: str)
 
 @pytest.mark.parametrize("job_id", ["j", "j-1", "Ab_c-9", "x" * 64, "20240101T120000-a1b2"])
 def test_valid_job_ids_are_accepted(job_id: str) -> None:
-    assert decode_client(json.dumps({"type": "JOB_STOP", "job_id": job_id})) == JobStop(
-        job_id=job_id
-    )
+    assert decode_client(
+        json.dumps({"type": "JOB_STOP", "request_id": "r", "job_id": job_id})
+    ) == JobStop(request_id="r", job_id=job_id)
     progress = decode_worker(json.dumps({"type": "JOB_PROGRESS", "job_id": job_id}))
     assert progress == JobProgress(job_id=job_id)
 
@@ -616,17 +671,20 @@ def test_valid_job_ids_are_accepted(job_id: str) -> None:
 @pytest.mark.parametrize(
     ("message", "where"),
     [
-        ({"type": "JOB_LIST", "limit": 201}, "limit"),
-        ({"type": "JOB_LIST", "limit": 0}, "limit"),
-        ({"type": "JOB_LIST", "limit": -1}, "limit"),
-        ({"type": "JOB_LIST", "limit": "many"}, "limit"),
-        ({"type": "JOB_ATTACH", "job_id": "j", "log_lines": 10_001}, "log_lines"),
-        ({"type": "JOB_ATTACH", "job_id": "j", "log_lines": -1}, "log_lines"),
-        ({"type": "JOB_ATTACH", "log_lines": 5}, "job_id"),
+        ({"type": "JOB_LIST", "request_id": "r", "limit": 201}, "limit"),
+        ({"type": "JOB_LIST", "request_id": "r", "limit": 0}, "limit"),
+        ({"type": "JOB_LIST", "request_id": "r", "limit": -1}, "limit"),
+        ({"type": "JOB_LIST", "request_id": "r", "limit": "many"}, "limit"),
+        (
+            {"type": "JOB_ATTACH", "request_id": "r", "job_id": "j", "log_lines": 10_001},
+            "log_lines",
+        ),
+        ({"type": "JOB_ATTACH", "request_id": "r", "job_id": "j", "log_lines": -1}, "log_lines"),
+        ({"type": "JOB_ATTACH", "request_id": "r", "log_lines": 5}, "job_id"),
         ({"type": "HELLO", "ticket": ""}, "ticket"),
         ({"type": "HELLO", "ticket": "t" * 4097}, "ticket"),
         ({"type": "HELLO"}, "ticket"),
-        ({"type": "PING", "nonce": "n" * 65}, "nonce"),
+        ({"type": "PING", "request_id": "r", "nonce": "n" * 65}, "nonce"),
         ({"type": "JOB_SUBMIT", "request_id": "r"}, "spec"),
         ({"type": "JOB_SUBMIT", "request_id": "r", "spec": ["train"]}, "spec"),
         ({"type": "JOB_SUBMIT", "request_id": "", "spec": {}}, "request_id"),
@@ -713,7 +771,7 @@ def _summaries(count: int) -> list[dict[str, Any]]:
         ({"type": "JOB_FAILED", "job_id": "j", "reason": "r" * 4097}, "reason"),
         ({"type": "JOB_COMPLETE", "job_id": "j", "outputs": ["o"] * 65}, "outputs"),
         ({"type": "JOB_COMPLETE", "job_id": "j"}, "outputs"),
-        ({"type": "JOB_LIST_REPLY", "jobs": _summaries(201)}, "jobs"),
+        ({"type": "JOB_LIST_REPLY", "request_id": "r", "jobs": _summaries(201)}, "jobs"),
         (
             {"type": "UPLOAD_DONE", "upload_id": "u", "path": "p", "files": ["f"] * 1001},
             "files",
@@ -734,10 +792,14 @@ def test_worker_field_limits(message: dict[str, Any], where: str) -> None:
 @pytest.mark.parametrize(
     ("message", "field", "value"),
     [
-        ({"type": "JOB_LIST", "limit": 200}, "limit", 200),
-        ({"type": "JOB_LIST", "limit": 1}, "limit", 1),
-        ({"type": "JOB_ATTACH", "job_id": "j", "log_lines": 10_000}, "log_lines", 10_000),
-        ({"type": "JOB_ATTACH", "job_id": "j", "log_lines": 0}, "log_lines", 0),
+        ({"type": "JOB_LIST", "request_id": "r", "limit": 200}, "limit", 200),
+        ({"type": "JOB_LIST", "request_id": "r", "limit": 1}, "limit", 1),
+        (
+            {"type": "JOB_ATTACH", "request_id": "r", "job_id": "j", "log_lines": 10_000},
+            "log_lines",
+            10_000,
+        ),
+        ({"type": "JOB_ATTACH", "request_id": "r", "job_id": "j", "log_lines": 0}, "log_lines", 0),
     ],
 )
 def test_client_limits_are_inclusive(message: dict[str, Any], field: str, value: int) -> None:
@@ -756,7 +818,9 @@ def test_worker_limits_are_inclusive() -> None:
         json.dumps({"type": "JOB_COMPLETE", "job_id": "j", "outputs": ["o"] * 64})
     )
     assert len(complete.outputs) == 64
-    listing = decode_worker(json.dumps({"type": "JOB_LIST_REPLY", "jobs": _summaries(200)}))
+    listing = decode_worker(
+        json.dumps({"type": "JOB_LIST_REPLY", "request_id": "r", "jobs": _summaries(200)})
+    )
     assert len(listing.jobs) == 200
 
 

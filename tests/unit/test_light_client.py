@@ -29,7 +29,8 @@ def test_core_dependencies_exclude_the_ml_and_server_stacks() -> None:
 def test_cli_client_and_jobs_import_without_heavy_modules() -> None:
     code = (
         "import sys, sleap_rtc, sleap_rtc.jobs, sleap_rtc.jobs.validation, sleap_rtc.cli, "
-        "sleap_rtc.client, sleap_rtc.worker, sleap_rtc.worker.presence, sleap_rtc.engine.local;"
+        "sleap_rtc.client, sleap_rtc.worker, sleap_rtc.worker.presence, "
+        "sleap_rtc.engine.backends.local.backend;"
         f"print([m for m in {HEAVY + SERVER!r} if m in sys.modules])"
     )
     out = subprocess.run(

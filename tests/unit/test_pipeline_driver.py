@@ -1,4 +1,8 @@
-"""The --chain=poll driver's bookkeeping, against a fake cluster (no SLURM here)."""
+"""The --chain=poll driver's bookkeeping, against a recorded cluster (no SLURM here).
+
+The driver, ``submit``/``status``, :class:`PipelineRun` and the command line all take
+the SLURM client they use; these tests hand them a :class:`FakeSlurm`.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +19,18 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from sleap_rtc.engine.backends.slurm.tools import SlurmClient
 from sleap_rtc.pipeline.driver import (
     STOPPED_REASON,
     Driver,
     Event,
     Node,
     Schedule,
+    drive,
     summary,
 )
-from sleap_rtc.pipeline.run import (
-    NOT_SUBMITTED,
-    WAITING,
-    AlreadyDriven,
-    record_path,
-    status,
-    submit,
-)
+from sleap_rtc.pipeline.record import NOT_SUBMITTED, WAITING, AlreadyDriven, record_path
+from sleap_rtc.pipeline.run import status, submit
 from sleap_rtc.pipeline.sbatch import Layout
 from sleap_rtc.pipeline.spec import load_job
 
@@ -144,27 +144,49 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-class FakeSlurm:
-    """Jobs run for ``polls`` looks, then end as ``outcomes`` says (COMPLETED otherwise)."""
+class FakeSlurm(SlurmClient):
+    """Jobs run for ``polls`` looks, then end as ``outcomes`` says (COMPLETED otherwise).
 
-    def __init__(self, outcomes: dict[str, str] | None = None, polls: int = 2) -> None:
+    Records every submission (with its dependencies), query and cancel. Unless
+    ``dependencies``, a submission with SLURM dependencies fails the test (the
+    driver waits for parents itself).
+    """
+
+    def __init__(
+        self, outcomes: dict[str, str] | None = None, polls: int = 2, dependencies: bool = False
+    ) -> None:
         self.outcomes = outcomes or {}
         self.polls = polls
+        self.dependencies = dependencies
         self.jobs: dict[str, dict[str, Any]] = {}
         self.queries: list[list[str]] = []
         self.submitted: list[str] = []
+        self.after: dict[str, list[str]] = {}
+        self.cancelled: list[str] = []
         self.on_submit: Any = None
 
-    def sbatch(self, script: Path, *, after: Sequence[str] = (), cwd: Path | None = None) -> str:
-        assert not after, "the driver submits without SLURM dependencies"
+    def sbatch(
+        self,
+        script: Path,
+        *,
+        after: Sequence[str] = (),
+        cwd: Path | None = None,
+        env: Any = None,
+        options: Sequence[str] = (),
+    ) -> str:
+        assert self.dependencies or not after, "the driver submits without SLURM dependencies"
         job_id = str(100 + len(self.jobs))
         self.jobs[job_id] = {"key": script.stem, "looks": 0}
         self.submitted.append(script.stem)
+        self.after[script.stem] = list(after)
         if self.on_submit is not None:
             self.on_submit(script.stem)
         return job_id
 
-    def states(self, job_ids: Sequence[str]) -> dict[str, str]:
+    def scancel(self, job_ids: Sequence[str]) -> None:
+        self.cancelled.extend(job_ids)
+
+    def job_states(self, job_ids: Sequence[str]) -> dict[str, str]:
         self.queries.append(list(job_ids))
         found = {}
         for job_id in job_ids:
@@ -183,8 +205,7 @@ def driver_for(project: Path, fake: FakeSlurm, events: list[Event], **kw: Any) -
         Layout.under(project / "run"),
         interval=0,
         on_event=events.append,
-        query=fake.states,
-        submit_script=fake.sbatch,
+        slurm=fake,
         **kw,
     )
 
@@ -260,9 +281,9 @@ def test_a_failure_blocks_only_its_dataset_and_a_rerun_submits_only_the_rest(
     assert summary(list(results.values())) == "6 stage(s): 4 completed, 1 FAILED, 1 not submitted"
 
     # `pipeline status` shows it, with the reason.
-    monkeypatch.setattr("sleap_rtc.pipeline.run.job_states", fake.states)
     pipeline = load_job(project / "job.json")
-    shown = {(s.dataset, s.stage): s for s in status(pipeline, Layout.under(project / "run"))}
+    layout = Layout.under(project / "run")
+    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout, slurm=fake)}
     assert shown[("flies", "track")].state == NOT_SUBMITTED
     assert shown[("flies", "track")].reason == "parent centroid FAILED (job 102)"
 
@@ -308,7 +329,7 @@ def test_a_stopped_driver_leaves_jobs_running_and_a_rerun_follows_them(project: 
 
 
 def test_a_second_driver_on_this_host_is_refused_and_a_dead_ones_waits_end(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path,
 ) -> None:
     pipeline = load_job(project / "job.json")
     layout = Layout.under(project / "run")
@@ -317,8 +338,8 @@ def test_a_second_driver_on_this_host_is_refused_and_a_dead_ones_waits_end(
     alive = {"host": socket.gethostname(), "pid": os.getppid()}
     entry = {"job_id": None, "state": WAITING, "waits_for": ["centroid"], "driver": alive}
     path.write_text(json.dumps({"td_mice_track": entry}))
-    monkeypatch.setattr("sleap_rtc.pipeline.run.job_states", lambda ids: {})
-    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout)}
+    nothing = FakeSlurm()
+    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout, slurm=nothing)}
     assert shown[("mice", "track")].state == WAITING
     assert (
         shown[("mice", "track")].reason
@@ -327,58 +348,89 @@ def test_a_second_driver_on_this_host_is_refused_and_a_dead_ones_waits_end(
     with pytest.raises(AlreadyDriven, match=f"process {alive['pid']} is already driving"):
         driver_for(project, FakeSlurm(), []).run()
     with pytest.raises(AlreadyDriven):  # nor does a plain submit go alongside it
-        submit(pipeline, layout, chain=True)
+        submit(pipeline, layout, chain=True, slurm=nothing)
+    assert nothing.submitted == []
 
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     entry["driver"] = {"host": socket.gethostname(), "pid": int(gone.stdout)}
     path.write_text(json.dumps({"td_mice_track": entry}))
-    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout)}
+    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout, slurm=nothing)}
     assert shown[("mice", "track")].state == NOT_SUBMITTED
     assert "driver is gone" in shown[("mice", "track")].reason
     assert driver_for(project, FakeSlurm(), []).run()  # no longer refused
 
 
+def test_drive_cancels_what_a_stopped_driver_leaves_only_when_told_or_asked(
+    project: Path,
+) -> None:
+    fake = FakeSlurm(polls=1000)
+    stop = threading.Event()
+    fake.on_submit = lambda key: stop.set()
+    asked: list[list[str]] = []
+    first = driver_for(project, fake, [])
+    drive(first, stop=stop, ask=lambda left: asked.append(left) or False)
+    assert asked == [["100"]] and fake.cancelled == [] and first.cancelled == []
+
+    stop.clear()  # the next run follows job 100 and submits 101, then stops
+    second = driver_for(project, fake, [])
+    results = drive(second, stop=stop, ask=lambda left: True)
+    assert second.cancelled == ["100", "101"] and fake.cancelled == ["100", "101"]
+    assert {r.state for r in results if r.job_id} == {"CANCELLED"}
+
+    def interrupted(key: str) -> None:
+        raise KeyboardInterrupt
+
+    fake.on_submit, fake.cancelled = interrupted, []
+    third = driver_for(project, fake, [])
+    with pytest.raises(KeyboardInterrupt):  # the jobs in flight go first
+        drive(third, cancel_on_exit=True, ask=lambda left: False)
+    assert third.cancelled == ["100", "101"] == fake.cancelled
+
+
 # -- the command line --------------------------------------------------------------------
 
 
-def test_chain_alone_means_afterok_and_poll_options_need_poll(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_chain_alone_means_afterok_and_poll_options_need_poll(project: Path) -> None:
     from sleap_rtc.cli import cli
 
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(
-        "sleap_rtc.pipeline.run.submit",
-        lambda p, layout, chain, force: seen.update(chain=chain) or [],
-    )
-    base = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(project)]
     runner = CliRunner()
-    assert runner.invoke(cli, [*base, "--submit", "--chain"]).exit_code == 0
-    assert seen == {"chain": True}
-    assert runner.invoke(cli, [*base, "--chain", "--submit"]).exit_code == 0
-    assert seen == {"chain": True}
-    assert runner.invoke(cli, [*base, "--submit", "--chain=afterok"]).exit_code == 0
-    assert runner.invoke(cli, [*base, "--submit"]).exit_code == 0 and seen == {"chain": False}
-    wrong = runner.invoke(cli, [*base, "--submit", "--chain=sometimes"])
+
+    def after(*flags: str) -> dict[str, list[str]]:
+        """Each submitted stage's SLURM dependencies, from a fresh output folder."""
+        fake = FakeSlurm(dependencies=True)
+        out = project / f"out-{len(list(project.glob('out-*')))}"
+        base = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(out)]
+        result = runner.invoke(cli, [*base, *flags], obj=fake)
+        assert result.exit_code == 0, result.output
+        return fake.after
+
+    chained = after("--submit", "--chain")
+    assert chained["td_mice_track"] == ["100", "101"] and chained["td_flies_track"] == [
+        "103",
+        "104",
+    ]
+    assert after("--chain", "--submit") == chained
+    assert after("--submit", "--chain=afterok") == chained
+    assert all(parents == [] for parents in after("--submit").values())
+    base = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(project)]
+    wrong = runner.invoke(cli, [*base, "--submit", "--chain=sometimes"], obj=FakeSlurm())
     assert wrong.exit_code == 2 and "afterok" in wrong.output
     for extra in (["--poll-interval", "1"], ["--cancel-on-exit"]):
-        refused = runner.invoke(cli, [*base, "--submit", "--chain", *extra])
+        refused = runner.invoke(cli, [*base, "--submit", "--chain", *extra], obj=FakeSlurm())
         assert refused.exit_code == 2 and "go with --chain=poll" in refused.output
 
 
 def test_chain_poll_prints_events_a_summary_json_and_exits_1_on_a_failure(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path,
 ) -> None:
     from sleap_rtc.cli import cli
 
     fake = FakeSlurm({"td_mice_centered_instance": "OUT_OF_MEMORY"})
-    monkeypatch.setattr("sleap_rtc.pipeline.driver.job_states", fake.states)
-    monkeypatch.setattr("sleap_rtc.pipeline.driver.sbatch", fake.sbatch)
     args = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(project)]
     args += ["--submit", "--chain=poll", "--poll-interval", "0.1"]
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, args, obj=fake)
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
     assert any(
@@ -391,23 +443,18 @@ def test_chain_poll_prints_events_a_summary_json_and_exits_1_on_a_failure(
     assert lines[-1] == "6 stage(s): 4 completed, 1 OUT_OF_MEMORY, 1 not submitted"
 
     fake.outcomes.clear()  # fixed; nothing was written, so every stage runs again
-    again = CliRunner().invoke(cli, [*args, "--json"])
+    again = CliRunner().invoke(cli, [*args, "--json"], obj=fake)
     assert again.exit_code == 0, again.output
     assert {r["state"] for r in json.loads(again.stdout)} == {"COMPLETED"}
     assert again.stderr.splitlines()[-1] == "6 stage(s): 6 completed"
 
 
-def test_the_pipeline_object_drives_and_can_cancel_what_it_leaves(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_pipeline_object_drives_and_can_cancel_what_it_leaves(project: Path) -> None:
     from sleap_rtc.pipeline import PipelineRun
 
     fake = FakeSlurm(polls=1000)
-    cancelled: list[str] = []
-    monkeypatch.setattr("sleap_rtc.pipeline.driver.job_states", fake.states)
-    monkeypatch.setattr("sleap_rtc.pipeline.driver.sbatch", fake.sbatch)
-    monkeypatch.setattr("sleap_rtc.pipeline.driver.scancel", cancelled.extend)
-    run = PipelineRun(project / "job.json", output_dir=project / "run")
+    cancelled = fake.cancelled
+    run = PipelineRun(project / "job.json", output_dir=project / "run", slurm=fake)
     stop = threading.Event()
     fake.on_submit = lambda key: stop.set()
     results = run.drive(interval=0, stop=stop, cancel_on_exit=True)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from sleap_rtc.cli.pipeline import pipeline
 from sleap_rtc.pipeline.manifest import (
     EXPERIMENT_ROOT,
+    EXPERIMENT_ROOT_ENV,
     MANIFEST_NAME,
     Manifest,
     expand_root,
@@ -20,7 +21,6 @@ from sleap_rtc.pipeline.manifest import (
     verify_manifest,
     write_manifest,
 )
-from sleap_rtc.pipeline.sbatch import EXPERIMENT_ROOT_ENV
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
 EXAMPLE_FILES = ("mice_manifest.json", "flies_manifest.json")

@@ -49,6 +49,12 @@ def written(project: Path, job: dict[str, Any] = JOB) -> dict[str, str]:
     return {w.stage.name: w.script.read_text() for w in out}
 
 
+def spec_in(script: str) -> dict[str, Any]:
+    """The spec a stage script writes for its job (the quoted here-document)."""
+    start = script.index("<<'SPEC'\n") + len("<<'SPEC'\n")
+    return json.loads(script[start : script.index("\nSPEC\n", start)])
+
+
 def test_scripts_carry_resources_setup_and_commands(project: Path) -> None:
     scripts = written(project)
     centroid = scripts["centroid"]
@@ -73,12 +79,20 @@ def test_scripts_carry_resources_setup_and_commands(project: Path) -> None:
     root = project / "run" / "experiment_runs"
     assert f'export SLEAP_RTC_EXPERIMENT_ROOT="${{SLEAP_RTC_EXPERIMENT_ROOT:-{root}}}"' in lines
     assert 'ARTIFACTS="$SLEAP_RTC_EXPERIMENT_ROOT"/topdown/mice/centroid' in lines
+    # The stage runs from its spec, which the script writes into its artifacts folder.
+    assert '--spec "$ARTIFACTS"/spec.json' in centroid
+    spec = spec_in(centroid)
+    assert spec["kind"] == "train" and spec["run_name"] == "model"
+    assert spec["config_paths"] == [str(project / "configs" / "centroid.yaml")]
+    assert spec["labels_path"] == str(project / "mice.slp")
+    assert spec["max_epochs"] == 3 and "frames" not in spec
     # Paths with spaces are quoted once, as the shell needs.
-    assert f"--config {shlex.quote(str(project / 'configs' / 'centroid.yaml'))}" in centroid
-    assert "--max-epochs 3" in centroid and "--frames" not in centroid
-    track = scripts["track"]
-    assert '--model-paths "$SLEAP_RTC_EXPERIMENT_ROOT"/topdown/mice/centroid/model' in track
-    assert "/topdown/mice/centered_instance/model" in track and "--frames 0-9" in track
+    assert f"--mount {shlex.quote(str(project) + ':m0')}" in centroid
+    track = spec_in(scripts["track"])
+    # Models of this run: relative to the artifacts folder, so they follow the root.
+    assert track["model_paths"] == ["../centroid/model", "../centered_instance/model"]
+    assert track["output_path"] == "predictions.slp" and track["frames"] == "0-9"
+    assert track["overwrite"] is True
 
 
 def test_every_script_is_valid_bash(project: Path) -> None:
@@ -135,9 +149,11 @@ def test_training_stages_probe_for_their_batch_size_first(project: Path) -> None
     assert centroid.index("BATCH_SIZE=$(") < centroid.index("local train")
     train = centroid[centroid.index("local train") :]
     assert '--batch-size "$BATCH_SIZE"' in train and "--batch-size 8" not in train
-    assert "--max-epochs 3" in train
+    # The probed size replaces the spec's: the spec leaves it out.
+    assert "batch_size" not in spec_in(centroid) and spec_in(centroid)["max_epochs"] == 3
     # Track keeps its own batch size and runs no probe.
-    assert "tune-batch-size" not in scripts["track"] and "--batch-size 8" in scripts["track"]
+    assert "tune-batch-size" not in scripts["track"]
+    assert spec_in(scripts["track"])["batch_size"] == 8
 
 
 def test_the_probe_names_validation_labels_and_starts_from_the_config(project: Path) -> None:
@@ -155,10 +171,10 @@ def test_without_optimize_batch_size_the_script_is_as_before(project: Path) -> N
     job = {**JOB, "extra_args": {"max_epochs": 3, "batch_size": 8}, "optimize_batch_size": False}
     for script in written(project, job).values():
         assert "tune-batch-size" not in script and "BATCH_SIZE" not in script
-        assert "--batch-size 8" in script
+        assert spec_in(script)["batch_size"] == 8 and "--batch-size" not in script
     shutil.rmtree(project / "run")  # scripts that exist are kept: write them again
     plain = {**JOB, "optimize_batch_size": False}
-    assert "--batch-size" not in written(project, plain)["centroid"]
+    assert "batch_size" not in spec_in(written(project, plain)["centroid"])
 
 
 def _fake_cli(folder: Path, probe: str) -> Path:
@@ -219,11 +235,44 @@ def test_track_uses_models_trained_here_and_a_pinned_model_of_another_stage(
         "stages": {},
     }
     track = written(project, job)["track"]
-    models = [
-        line.strip().removesuffix("\\").strip().removeprefix("--model-paths ")
-        for line in track.splitlines()
-        if "--model-paths" in line
-    ]
-    assert len(models) == 2, track
-    assert models[0].endswith("/centered_instance/model")
-    assert models[1] == shlex.quote(str(trained.resolve() / "model"))
+    models = spec_in(track)["model_paths"]
+    assert models == ["../centered_instance/model", str(trained.resolve() / "model")], track
+
+
+def test_a_stage_script_runs_its_spec_with_sleap_rtc_local(project: Path, tmp_path: Path) -> None:
+    """The spec a script writes is one ``sleap-rtc local --spec`` accepts, paths and all."""
+    import os
+    import sys
+
+    for stage in ("centroid", "centered_instance"):
+        (project / "configs" / f"{stage}.yaml").write_text(
+            "data_config: {}\nmodel_config: {}\ntrainer_config: {}\n"
+        )
+    runs = tmp_path / "runs"
+    for stage in ("centroid", "centered_instance"):  # what the training stages would leave
+        model = runs / "topdown" / "mice" / stage / "model"
+        model.mkdir(parents=True)
+        (model / "training_config.yaml").write_text("a: 1\n")
+        (model / "best.ckpt").write_bytes(b"w")
+    cli = tmp_path / "sleap-rtc-dry-run"
+    cli.write_text(
+        "#!/bin/bash\n"
+        f'[ "$1" = local ] && exec {shlex.quote(sys.executable)} -m sleap_rtc "$@" --dry-run\n'
+        "exit 0\n"
+    )
+    cli.chmod(0o755)
+    path = project / "job.json"
+    path.write_text(json.dumps({**JOB, "setup": [], "optimize_batch_size": False}))
+    out = generate(load_job(path), Layout.under(project / "run"), sleap_rtc=[str(cli)])
+    env = {**os.environ, "SLEAP_RTC_EXPERIMENT_ROOT": str(runs)}
+    for item in out:
+        ran = subprocess.run(["bash", str(item.script)], capture_output=True, text=True, env=env)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "job is valid" in ran.stdout
+        if item.stage.name == "track":
+            assert f"--model_paths {runs / 'topdown' / 'mice' / 'centroid' / 'model'}" in ran.stdout
+            assert f"--output_path {runs / 'topdown' / 'mice' / 'track' / 'predictions.slp'}" in (
+                ran.stdout
+            )
+        else:
+            assert "max_epochs: 3" in ran.stdout and "run_name: model" in ran.stdout

@@ -190,3 +190,30 @@ def test_the_example_job_files_load(tmp_path: Path, name: str) -> None:
     pipeline = load_job(copy / name)
     assert pipeline.stages and all(s.dataset.labels.is_file() for s in pipeline.stages)
     assert all(s.config is None or s.config.is_file() for s in pipeline.stages)
+
+
+def test_overrides_are_the_job_options_of_each_stage_s_kind(project: Path) -> None:
+    """``extra_args`` keys come from the option table: per stage, its kind's options."""
+    job = {
+        **TOPDOWN,
+        "extra_args": {"max_epochs": 2, "learning_rate": 0, "only_suggested_frames": "yes"},
+        "stages": {"track": {"extra_args": {"max_epochs": 3, "peak_threshold": 0}}},
+    }
+    found = problems(write(project, job))
+    assert found["extra_args.learning_rate"] == "learning_rate must be greater than 0"
+    assert found["extra_args.only_suggested_frames"] == (
+        'only_suggested_frames must be bool, got "yes"'
+    )
+    assert found["stages.track.extra_args.max_epochs"] == (
+        "unknown override 'max_epochs'; valid ones: "
+        "batch_size, frames, only_suggested_frames, peak_threshold"
+    )
+    assert "stages.track.extra_args.peak_threshold" not in found  # 0 is a threshold
+    # A job that only trains may not set track's options.
+    train_only = {**TOPDOWN, "training_types": ["centroid"], "stages": {}}
+    train_only["configs"] = {"centroid": "configs/centroid.yaml"}
+    train_only["extra_args"] = {"frames": "0-9"}
+    assert (
+        "valid ones: batch_size, learning_rate, max_epochs"
+        in (problems(write(project, train_only))["extra_args.frames"])
+    )

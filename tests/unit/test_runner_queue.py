@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from sleap_rtc.engine.local import LocalBackend
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.jobs.problems import JobRejected, ProblemCode
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
@@ -137,3 +137,40 @@ async def test_another_users_upload_is_not_theirs_to_name(tmp_path: Path) -> Non
         raise AssertionError("alice could name bob's upload")
     finally:
         runner.store.close()
+
+
+async def test_preview_shows_what_a_submit_would_run_and_writes_nothing(tmp_path: Path) -> None:
+    runner, spec = _runner(tmp_path)
+    work_root = runner.planner.work_root
+    try:
+        preview = runner.preview(spec.model_copy(update={"max_epochs": 4}))
+        (step,) = preview.job.steps
+        assert step.argv[: len(SLEEPER)] == SLEEPER and step.argv[-2] == "--config"
+        assert step.config is not None and step.config["trainer_config"]["max_epochs"] == 4
+        assert preview.work_dir.parent == work_root and preview.sandbox == runner.sandbox_note
+        assert runner.store.jobs() == [] and not work_root.exists()
+        bad = spec.model_copy(update={"config_paths": [str(tmp_path / "m" / "nope.yaml")]})
+        try:
+            runner.preview(bad)
+        except JobRejected as exc:
+            assert exc.job_id is None and exc.problems[0].code is ProblemCode.PATH_NOT_FOUND
+        else:
+            raise AssertionError("an invalid spec previewed")
+        assert runner.store.jobs() == []
+    finally:
+        await runner.close()
+
+
+async def test_a_rejected_submit_names_the_record_it_was_kept_under(tmp_path: Path) -> None:
+    runner, spec = _runner(tmp_path)
+    try:
+        bad = spec.model_copy(update={"max_epochs": 0})
+        try:
+            runner.submit(bad)
+        except JobRejected as exc:
+            record = runner.store.get(exc.job_id or "")
+            assert record is not None and record.state is JobState.REJECTED
+        else:
+            raise AssertionError("max_epochs=0 was accepted")
+    finally:
+        await runner.close()

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from sleap_rtc.engine.backend import EngineJob, Step
-from sleap_rtc.engine.slurm import SlurmSettings, job_environment, render_script
-from sleap_rtc.engine.spool import (
-    FinishedEvent,
-    LogEvent,
-    ProgressEvent,
-    StepEvent,
+from sleap_rtc.engine.backends.slurm.script import job_environment, render_script
+from sleap_rtc.engine.backends.slurm.settings import SlurmSettings
+from sleap_rtc.engine.backends.slurm.spool import (
+    SpoolFinished,
+    SpoolLine,
+    SpoolProgress,
+    SpoolStep,
     Tail,
     decode,
     encode,
@@ -41,10 +42,10 @@ def _job() -> EngineJob:
 
 def test_events_round_trip() -> None:
     events = [
-        StepEvent(index=1, pid=42),
-        LogEvent(text="Epoch 1 ✓"),
-        ProgressEvent(progress=TrainProgress(epoch=1, total_epochs=5, loss=0.5)),
-        FinishedEvent(state="COMPLETE", exit_code=0, outputs=["/models/run"]),
+        SpoolStep(index=1, pid=42),
+        SpoolLine(text="Epoch 1 ✓"),
+        SpoolProgress(progress=TrainProgress(epoch=1, total_epochs=5, loss=0.5)),
+        SpoolFinished(state="COMPLETE", exit_code=0, outputs=["/models/run"]),
     ]
     assert [decode(encode(e).rstrip(b"\n")) for e in events] == events
 
@@ -109,14 +110,14 @@ def test_script_runs_setup_under_set_e_then_the_job(tmp_path: Path) -> None:
     body = lines[lines.index("set -euo pipefail") :]
     assert body[1:3] == settings.setup
     assert body[3] == (
-        f"exec '/opt/py 3/bin/python' -m sleap_rtc.engine.slurm_job '{tmp_path}/sp ool' "
+        f"exec '/opt/py 3/bin/python' -m sleap_rtc.engine.backends.slurm.node '{tmp_path}/sp ool' "
         "--cancel-grace-s 5"
     )
 
 
 def test_default_python_is_the_workers() -> None:
     script = render_script(_job(), Path("/spool/x"), SlurmSettings(), 5)
-    assert f"exec {sys.executable} -m sleap_rtc.engine.slurm_job /spool/x" in script
+    assert f"exec {sys.executable} -m sleap_rtc.engine.backends.slurm.node /spool/x" in script
 
 
 def test_secrets_are_not_passed_to_jobs() -> None:
@@ -133,8 +134,8 @@ def test_worker_config_reads_a_slurm_table(tmp_path: Path) -> None:
     )
     config = load_worker_config(toml)
     assert config.backend == "slurm"
-    assert config.slurm.directives() == ["--partition=gpu", "--gpus=2"]
-    assert config.slurm.setup == ["ml cuda"]
+    assert config.backend_settings().directives() == ["--partition=gpu", "--gpus=2"]
+    assert config.backend_settings().setup == ["ml cuda"]
 
 
 @pytest.mark.parametrize(
@@ -159,7 +160,7 @@ def test_bad_slurm_settings_name_the_field(tmp_path: Path, table: str, field: st
 def test_the_slurm_backend_refuses_a_machine_without_slurm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sleap_rtc.engine.slurm_tools import SlurmError
+    from sleap_rtc.engine.backends.slurm.tools import SlurmError
     from sleap_rtc.worker.config import WorkerConfig
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here

@@ -61,3 +61,43 @@ def test_garbage_is_rejected_cleanly(payload: str) -> None:
     with pytest.raises(JobRejected) as info:
         parse_spec(payload)
     assert info.value.problems[0].field == "spec"
+
+
+def test_the_option_table_names_every_spec_field_with_its_type() -> None:
+    """Flags, job-file keys and ranges come from one table: it must match the specs."""
+    from types import UnionType
+    from typing import get_args, get_origin
+
+    from sleap_rtc.jobs.options import options_for
+
+    for model in (TrainSpec, TrackSpec):
+        kind = model.model_fields["kind"].default
+        table = {o.field: o for o in options_for(kind)}
+        assert set(table) == set(model.model_fields) - {"kind", "version"}
+        for name, option in table.items():
+            info = model.model_fields[name]
+            annotation = info.annotation
+            if isinstance(annotation, UnionType):  # "int | None": the type is the other one
+                (annotation,) = [t for t in get_args(annotation) if t is not type(None)]
+            if option.multiple:
+                assert get_origin(annotation) is list, name
+                (annotation,) = get_args(annotation)
+            assert annotation is option.value_type, name
+            assert option.required == info.is_required(), name
+
+
+def test_a_spec_file_s_relative_paths_are_anchored_to_its_folder() -> None:
+    from pathlib import Path
+
+    from sleap_rtc.jobs.specs import anchored
+
+    spec = TrackSpec(
+        data_path="/vast/d.slp",
+        model_paths=["../centroid/model", "/vast/m"],
+        output_path="predictions.slp",
+        frames="0-9",
+    )
+    moved = anchored(spec, Path("/runs/topdown/mice/track"))
+    assert moved.model_paths == ["/runs/topdown/mice/centroid/model", "/vast/m"]
+    assert moved.output_path == "/runs/topdown/mice/track/predictions.slp"
+    assert moved.data_path == "/vast/d.slp" and moved.frames == "0-9"

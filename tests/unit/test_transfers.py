@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from sleap_rtc.client.errors import ClientError
-from sleap_rtc.client.jobs import _local_target
+from sleap_rtc.client.transfers import local_target
 from sleap_rtc.jobs.mounts import Mount, Mounts
 from sleap_rtc.protocol import jobs as p
+from sleap_rtc.protocol.transfer import TransferError
 from sleap_rtc.worker.downloads import list_download
-from sleap_rtc.worker.transfers import TransferError
 from sleap_rtc.worker.uploads import Uploads
 from sleap_rtc.worker.zips import safe_extract
 
@@ -160,8 +160,8 @@ def test_downloads_stay_inside_the_mounts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "", "a\\\\..\\\\b"])
 def test_client_keeps_the_workers_names_inside_the_destination(tmp_path: Path, name: str) -> None:
     with pytest.raises(ClientError, match="unsafe file name"):
-        _local_target(tmp_path, name)
-    assert _local_target(tmp_path, "model/best.ckpt") == tmp_path / "model" / "best.ckpt"
+        local_target(tmp_path, name)
+    assert local_target(tmp_path, "model/best.ckpt") == tmp_path / "model" / "best.ckpt"
 
 
 # -- uploads: the worker makes every file name ------------------------------------------------
@@ -536,3 +536,121 @@ async def test_a_failed_download_answers_with_its_request_id(tmp_path: Path) -> 
     await sink.wait_for(lambda sent: len(sent) == 2)
     codes = sorted((m.request_id, m.code) for m in sink.sent if isinstance(m, p.Error))
     assert codes == [("r1", "ACCESS_DENIED"), ("r2", "PATH_NOT_FOUND")]
+
+
+# -- the client's side, against the worker's -------------------------------------------------
+
+
+async def test_client_upload_lands_in_the_worker_uploads(tmp_path: Path) -> None:
+    from sleap_rtc.client.transfers import upload_file
+
+    data = os.urandom(2 * p.TRANSFER_WINDOW + 5)
+    source = tmp_path / "données.slp"
+    source.write_bytes(data)
+    uploads = Uploads(tmp_path / "up", "alice", max_bytes=10 * len(data))
+    replies: asyncio.Queue[p._Msg] = asyncio.Queue()
+    unacked = 0
+
+    async def send(message: p._Msg) -> None:
+        nonlocal unacked
+        if isinstance(message, p.UploadBegin):
+            uploads.begin(message)
+            replies.put_nowait(p.UploadAck(upload_id=message.upload_id, received=0))
+        elif isinstance(message, p.UploadChunk):
+            unacked += len(base64.b64decode(message.data))
+            assert unacked <= p.TRANSFER_WINDOW, "the client overran the window"
+            received = uploads.chunk(message)
+            if received is not None:
+                unacked = 0
+                replies.put_nowait(p.UploadAck(upload_id=message.upload_id, received=received))
+        elif isinstance(message, p.UploadEnd):
+            replies.put_nowait(uploads.end(message))
+
+    async def receive(timeout: float) -> p._Msg:
+        return await asyncio.wait_for(replies.get(), timeout)
+
+    done = await upload_file(source, "u1", unpack=False, send=send, receive=receive)
+    landed = Path(done.path)
+    assert landed.read_bytes() == data and landed.name.endswith("-donn_es.slp")
+
+
+async def test_client_upload_refuses_a_lying_ack(tmp_path: Path) -> None:
+    from sleap_rtc.client.transfers import upload_file
+
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"x" * 10)
+
+    async def send(message: p._Msg) -> None:
+        pass
+
+    async def receive(timeout: float) -> p._Msg:
+        return p.UploadAck(upload_id="u1", received=10**9)
+
+    with pytest.raises(ClientError, match="broke the upload: acknowledged"):
+        await upload_file(source, "u1", unpack=False, send=send, receive=receive)
+
+
+def _download(files: dict[str, bytes], name: str = "run") -> p.DownloadBegin:
+    return p.DownloadBegin(
+        request_id="r",
+        transfer_id="t",
+        name=name,
+        files=[
+            p.RemoteFile(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            for path, data in files.items()
+        ],
+    )
+
+
+async def _receive(tmp_path: Path, begin: p.DownloadBegin, messages: list[p._Msg]) -> Path:
+    from sleap_rtc.client.transfers import receive_files
+
+    sent: list[p._Msg] = []
+
+    async def send(message: p._Msg) -> None:
+        sent.append(message)
+
+    async def receive(timeout: float) -> p._Msg:
+        return messages.pop(0)
+
+    return await receive_files(begin, tmp_path / "dest", send=send, receive=receive)
+
+
+def _chunk(index: int, offset: int, data: bytes) -> p.DownloadChunk:
+    encoded = base64.b64encode(data).decode()
+    return p.DownloadChunk(transfer_id="t", file_index=index, offset=offset, data=encoded)
+
+
+async def test_client_download_of_a_folder_arrives_whole(tmp_path: Path) -> None:
+    files = {"best.ckpt": b"weights", "logs/train.log": b"epoch 1\n"}
+    begin = _download(files)
+    chunks: list[p._Msg] = [_chunk(i, 0, data) for i, data in enumerate(files.values())]
+    final = await _receive(tmp_path, begin, [*chunks, p.DownloadEnd(transfer_id="t")])
+    assert final == tmp_path / "dest" / "run"
+    assert (final / "logs" / "train.log").read_bytes() == b"epoch 1\n"
+    assert [f.name for f in (tmp_path / "dest").iterdir()] == ["run"]
+
+
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        ([_chunk(0, 0, b"weightX"), p.DownloadEnd(transfer_id="t")], "arrived damaged"),
+        ([_chunk(0, 3, b"ghts")], "broke the download: chunk at offset 3"),
+        ([_chunk(0, 0, b"weights!")], "broke the download: more bytes"),
+        ([_chunk(1, 0, b"x")], "broke the download: chunk for file 1"),
+        ([p.DownloadEnd(transfer_id="t")], "arrived damaged: got 0 of 7"),
+    ],
+)
+async def test_client_download_refuses_what_was_not_announced(
+    tmp_path: Path, messages: list[p._Msg], match: str
+) -> None:
+    with pytest.raises(ClientError, match=match):
+        await _receive(tmp_path, _download({"best.ckpt": b"weights"}), messages)
+    assert list((tmp_path / "dest").iterdir()) == []  # nothing half-written is left
+
+
+async def test_client_download_refuses_unsafe_names(tmp_path: Path) -> None:
+    begin = _download({"../outside.txt": b"x"})
+    with pytest.raises(ClientError, match="unsafe file name"):
+        await _receive(tmp_path, begin, [])
+    assert not (tmp_path / "outside.txt").exists()

@@ -47,3 +47,39 @@ def test_errors_name_field_and_file(tmp_path: Path, text: str, fragment: str) ->
 def test_missing_explicit_file(tmp_path: Path) -> None:
     with pytest.raises(WorkerConfigError, match="does not exist"):
         load_worker_config(tmp_path / "nope.toml")
+
+
+def test_a_registered_backend_gets_its_table_and_builds_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    from sleap_rtc.engine import backends
+    from sleap_rtc.engine.backend import BackendContext, BackendPlugin
+    from sleap_rtc.engine.backends.local.backend import LocalBackend
+
+    class QueueSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        queue: str = "batch"
+
+    built: list[tuple[QueueSettings, BackendContext]] = []
+
+    def build(settings: QueueSettings, context: BackendContext) -> LocalBackend:
+        built.append((settings, context))
+        return LocalBackend()
+
+    plugin = BackendPlugin("pbs", "PBS jobs", QueueSettings, build, local_gpus=False)
+    monkeypatch.setitem(backends.BACKENDS, "pbs", plugin)
+    toml = tmp_path / "worker.toml"
+    toml.write_text(f'backend = "pbs"\nstate_dir = "{tmp_path}"\n[pbs]\nqueue = "gpu"\n')
+    config = load_worker_config(toml)
+    assert config.backend_plugin is plugin and config.backend_settings().queue == "gpu"
+    config.build_backend()
+    assert built == [(QueueSettings(queue="gpu"), BackendContext(state_dir=tmp_path))]
+
+    toml.write_text('backend = "pbs"\n[pbs]\nqeueu = "gpu"\n')
+    with pytest.raises(WorkerConfigError, match=r"pbs\.qeueu"):
+        load_worker_config(toml)
+    toml.write_text('backend = "lsf"\n')
+    with pytest.raises(WorkerConfigError, match="backend 'lsf' is not one of: local, slurm, pbs"):
+        load_worker_config(toml)

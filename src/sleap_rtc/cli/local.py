@@ -1,7 +1,10 @@
 """``sleap-rtc local``: run and inspect jobs on this machine, as a worker would.
 
 Useful on a GPU box itself (no server needed) and to check a job before sending
-it anywhere: ``--dry-run`` validates and prints the sleap-nn commands only.
+it anywhere: ``--dry-run`` validates and prints the sleap-nn commands only. A job
+comes from the same options as ``sleap-rtc train/track``, or from a spec file
+(``--spec``, as a pipeline's stage scripts run it). ``--json`` prints the job
+protocol's messages, one per line, as ``sleap-rtc train --json`` does.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -21,12 +24,19 @@ from rich.console import Console
 from rich.table import Table
 
 from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REJECTED
-from sleap_rtc.cli.options import track_options, track_spec_from, train_options, train_spec_from
+from sleap_rtc.cli.options import (
+    job_options,
+    spec_fields,
+    track_spec_from,
+    train_spec_from,
+)
 from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection, safe
 from sleap_rtc.jobs.mounts import Mount
+from sleap_rtc.jobs.options import JobKind, options_for
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.states import JobState
+from sleap_rtc.protocol import jobs as p
 from sleap_rtc.worker.config import (
     MountConfig,
     WorkerConfig,
@@ -34,6 +44,11 @@ from sleap_rtc.worker.config import (
     load_worker_config,
 )
 from sleap_rtc.worker.store import JobRecord, JobStore, StoreLocked
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from sleap_rtc.worker.runner import JobEvent, JobRunner
 
 
 def _mount_option(value: tuple[str, ...]) -> list[dict[str, Any]] | None:
@@ -76,9 +91,12 @@ def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """How a submitted job is shown: --dry-run, --json, --logs."""
     func = click.option("--logs", is_flag=True, help="Also print sleap-nn's log lines.")(func)
-    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")(
-        func
-    )
+    func = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON event per line (the job protocol's messages).",
+    )(func)
     func = click.option(
         "--dry-run", is_flag=True, help="Validate and print the sleap-nn commands only."
     )(func)
@@ -110,6 +128,11 @@ def local() -> None:
     """
 
 
+#: The request id of the one submission a ``sleap-rtc local`` command makes, in its
+#: ``--json`` events (the protocol's messages, as ``sleap-rtc train --json`` prints them).
+LOCAL_REQUEST_ID = "local"
+
+
 def _run(
     config: WorkerConfig, spec: TrainSpec | TrackSpec, *, dry_run: bool, as_json: bool, logs: bool
 ) -> None:
@@ -117,8 +140,9 @@ def _run(
     if dry_run:
         _dry_run(config, spec, console)
         return
-    from sleap_rtc.engine.local import LocalBackend
-    from sleap_rtc.worker.runner import JobRejectedError, JobRunner
+    from sleap_rtc.engine.backends.local.backend import LocalBackend
+    from sleap_rtc.worker.replies import rejection
+    from sleap_rtc.worker.runner import JobRunner
 
     async def go() -> int:
         try:
@@ -131,20 +155,18 @@ def _run(
             await runner.start()
             try:
                 record = runner.submit(spec)
-            except JobRejectedError as exc:
+            except JobRejected as exc:
                 if as_json:
-                    _emit(
-                        {
-                            "type": "JOB_REJECTED",
-                            "job_id": exc.job_id,
-                            "errors": [p.model_dump(mode="json") for p in exc.problems],
-                        }
-                    )
+                    _emit(rejection(LOCAL_REQUEST_ID, exc.job_id, exc.problems))
                 else:
                     print_rejection(console, exc.problems)
                 return EXIT_REJECTED
             if as_json:
-                _emit({"type": "JOB_ACCEPTED", "job_id": record.id})
+                _emit(
+                    p.JobAccepted(
+                        request_id=LOCAL_REQUEST_ID, job_id=record.id, state=record.state.value
+                    )
+                )
             else:
                 console.print(f"job {record.id} accepted")
             watch = runner.watch(record.id)
@@ -152,7 +174,8 @@ def _run(
                 with JobProgressView(console, show_logs=logs) as view:
                     async for event in watch:
                         if as_json:
-                            _emit_event(event)
+                            for message in _messages(runner, event):
+                                _emit(message)
                         else:
                             view.update(event)
             except asyncio.CancelledError:
@@ -174,31 +197,20 @@ def _run(
 
 
 def _dry_run(config: WorkerConfig, spec: TrainSpec | TrackSpec, console: Console) -> None:
-    from sleap_rtc.engine.commands import build_track_job, build_train_job
-    from sleap_rtc.jobs.validation import TrainPlan, plan_track, plan_train
+    """Render :meth:`JobPlanner.preview`: the checks a submit makes, then what would run."""
+    from sleap_rtc.worker.planning import JobPlanner
 
     try:
-        mounts = config.build_mounts()
-        plan = plan_train(spec, mounts) if isinstance(spec, TrainSpec) else plan_track(spec, mounts)
+        preview = JobPlanner(config).preview(spec)
     except WorkerConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except JobRejected as exc:
         print_rejection(console, exc.problems)
         sys.exit(EXIT_REJECTED)
-    if isinstance(plan, TrainPlan):
-        job = build_train_job(
-            plan,
-            job_id="dry-run-0000",
-            models_dir=config.resolved_models_dir(),
-            sleap_nn=config.sleap_nn_command,
-            device=config.device,
-        )
-    else:
-        job = build_track_job(
-            plan, job_id="dry-run-0000", sleap_nn=config.sleap_nn_command, device=config.device
-        )
     console.print("job is valid; it would run:")
-    for step in job.steps:
+    console.print(f"# in {plain(str(preview.work_dir))}", highlight=False, markup=False)
+    console.print(f"# {plain(preview.sandbox)}", highlight=False, markup=False, soft_wrap=True)
+    for step in preview.job.steps:
         console.print(plain(shlex.join(step.argv)), highlight=False, markup=False, soft_wrap=True)
         if step.config is not None:
             console.print(f"# {plain(step.argv[-1])}:", highlight=False, markup=False)
@@ -206,41 +218,25 @@ def _dry_run(config: WorkerConfig, spec: TrainSpec | TrackSpec, console: Console
             console.print(text.rstrip(), highlight=False, markup=False, soft_wrap=True)
 
 
-def _emit(payload: dict[str, Any]) -> None:
-    click.echo(json.dumps(payload))
+def _emit(message: BaseModel) -> None:
+    click.echo(message.model_dump_json(exclude_none=True))
 
 
-def _emit_event(event: object) -> None:
-    from sleap_rtc.worker.runner import LogEvent, ProgressEvent, StateEvent
+def _messages(
+    runner: JobRunner, event: JobEvent
+) -> list[p.JobProgress | p.JobComplete | p.JobFailed]:
+    """A runner event as the protocol's messages, as a worker would send them."""
+    from sleap_rtc.worker.replies import terminal_message
+    from sleap_rtc.worker.runner import LogEvent, ProgressEvent
 
     if isinstance(event, ProgressEvent):
-        _emit(
-            {
-                "type": "JOB_PROGRESS",
-                "job_id": event.job_id,
-                "progress": event.progress.model_dump(mode="json"),
-            }
-        )
-    elif isinstance(event, LogEvent):
-        _emit({"type": "JOB_LOG", "job_id": event.job_id, "line": event.line})
-    elif isinstance(event, StateEvent):
-        record = event.record
-        kind = {
-            JobState.COMPLETE: "JOB_COMPLETE",
-            JobState.FAILED: "JOB_FAILED",
-            JobState.CANCELLED: "JOB_CANCELLED",
-        }.get(record.state, "JOB_STATUS")
-        _emit(
-            {
-                "type": kind,
-                "job_id": record.id,
-                "state": record.state.value,
-                "reason": record.reason,
-                "exit_code": record.exit_code,
-                "outputs": record.outputs,
-                "stopped_early": record.stopped_early,
-            }
-        )
+        return [p.JobProgress(job_id=event.job_id, progress=event.progress)]
+    if isinstance(event, LogEvent):
+        return [p.JobProgress(job_id=event.job_id, lines=c) for c in p.chunk_lines([event.line])]
+    record = event.record
+    if record.finished:
+        return [terminal_message(record, runner.store.read_log(record.id, tail=30))]
+    return [p.JobProgress(job_id=record.id, state=record.state.value)]
 
 
 def _print_outcome(console: Console, record: JobRecord, tail: list[str]) -> None:
@@ -259,52 +255,107 @@ def _print_outcome(console: Console, record: JobRecord, tail: list[str]) -> None
                 console.print(f"  {plain(line)}", highlight=False, markup=False)
 
 
+def spec_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--spec FILE: the job's options from a spec file instead of (or under) the flags."""
+    return click.option(
+        "--spec",
+        "spec_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="Run the job a spec file (JSON, a train or track spec) describes; relative "
+        "paths in it are relative to its folder. Options given as well replace its values.",
+    )(func)
+
+
 @local.command()
 @worker_options
-@train_options
+@job_options("train", required=False)
+@spec_option
 @run_options
 def train(dry_run: bool, as_json: bool, logs: bool, **options: Any) -> None:
     """Validate and run a training job here.
 
     \b
-    Example:
+    Examples:
       sleap-rtc local train --mount /vast/project:project \\
           --config /vast/project/centroid.yaml --max-epochs 50 --run-name exp-1
+      sleap-rtc local train --mount /vast/project:project \\
+          --spec /vast/project/runs/centroid/spec.json --batch-size 16
     """
     config = _config(options)
-    _run(config, _spec(train_spec_from, options), dry_run=dry_run, as_json=as_json, logs=logs)
+    _run(config, _spec("train", options), dry_run=dry_run, as_json=as_json, logs=logs)
 
 
 @local.command()
 @worker_options
-@track_options
+@job_options("track", required=False)
+@spec_option
 @run_options
 def track(dry_run: bool, as_json: bool, logs: bool, **options: Any) -> None:
     """Validate and run an inference job here.
 
     \b
-    Example:
+    Examples:
       sleap-rtc local track --mount /vast --data-path /vast/data/labels.slp \\
           --model-paths /vast/models/single_instance --frames "0-100,500-600"
+      sleap-rtc local track --mount /vast --spec /vast/runs/track/spec.json
     """
     config = _config(options)
-    _run(config, _spec(track_spec_from, options), dry_run=dry_run, as_json=as_json, logs=logs)
+    _run(config, _spec("track", options), dry_run=dry_run, as_json=as_json, logs=logs)
 
 
-def _spec(
-    build: Callable[[dict[str, Any]], TrainSpec | TrackSpec], options: dict[str, Any]
-) -> TrainSpec | TrackSpec:
+def _spec(kind: JobKind, options: dict[str, Any]) -> TrainSpec | TrackSpec:
+    """The job the command line asks for: its flags, or a spec file under the flags given.
+
+    Without ``--spec`` the required options are required as click requires them;
+    a spec file is checked as a spec and must be of this command's kind.
+    """
     from pydantic import ValidationError
 
     from sleap_rtc.jobs.specs import problems_from_validation_error
 
+    ctx = click.get_current_context()
+    spec_file: Path | None = options.pop("spec_file")
     try:
-        return build(options)
+        if spec_file is None:
+            for option in options_for(kind):
+                if option.required and not options[option.field]:
+                    param = next(q for q in ctx.command.params if q.name == option.field)
+                    raise click.MissingParameter(ctx=ctx, param=param)
+            return train_spec_from(options) if kind == "train" else track_spec_from(options)
+        base = _read_spec_file(kind, spec_file)
+        given = [
+            name
+            for name in options
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        fields = {**base.model_dump(), **spec_fields(kind, options, only=given)}
+        return type(base).model_validate(fields)
     except ValidationError as exc:
         print_rejection(
             make_console(stderr=True), problems_from_validation_error(exc), header="Invalid job:"
         )
         sys.exit(EXIT_REJECTED)
+
+
+def _read_spec_file(kind: JobKind, path: Path) -> TrainSpec | TrackSpec:
+    """A spec file as a spec of ``kind``, its relative paths anchored to its folder."""
+    from sleap_rtc.jobs.problems import Problem, ProblemCode
+    from sleap_rtc.jobs.specs import anchored, parse_spec
+
+    try:
+        spec = parse_spec(path.read_bytes())
+        if spec.kind != kind:
+            message = f"{path} holds a {spec.kind} job; run it with `sleap-rtc local {spec.kind}`"
+            raise JobRejected(
+                [Problem(field="kind", value=spec.kind, code=ProblemCode.CONFLICT, message=message)]
+            )
+    except OSError as exc:
+        raise click.BadParameter(f"can't read {path}: {exc}", param_hint="--spec") from None
+    except JobRejected as exc:
+        print_rejection(make_console(stderr=True), exc.problems, header=f"Invalid spec {path}:")
+        sys.exit(EXIT_REJECTED)
+    return anchored(spec, path.parent)
 
 
 # ------------------------------------------------------------------- jobs

@@ -1,20 +1,44 @@
-"""Click options for job specs, shared by every command that submits a job.
+"""Click options for job specs, made from the option table in :mod:`sleap_rtc.jobs.options`.
 
-The option tables are those of the user documentation (``sleap-rtc train`` and
-``sleap-rtc track``); each maps to one spec field. Building the spec is the only
-logic here; checking it is the worker's job.
+Every command that submits or runs a job (``sleap-rtc train/track``, ``sleap-rtc local
+train/track``) gets the same flags, help sentences and defaults, because all of them
+come from that one table. Building the spec is the only logic here; checking it is
+the worker's job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel
 
+from sleap_rtc.jobs.options import JobKind, JobOption, options_for
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_SPECS: dict[str, type[BaseModel]] = {"train": TrainSpec, "track": TrackSpec}
+
+
+def click_option(option: JobOption, *, required: bool | None = None) -> Callable[[F], F]:
+    """One table entry as a click option; ``required`` overrides the table's word."""
+    settings: dict[str, Any] = {"help": option.help}
+    if option.value_type is bool:
+        settings["is_flag"] = True
+    elif option.value_type is not str:
+        settings["type"] = option.value_type
+    if option.multiple:
+        settings["multiple"] = True
+    if option.metavar is not None:
+        settings["metavar"] = option.metavar
+    if option.show_default:
+        settings["default"] = _SPECS[option.kind].model_fields[option.field].default
+        settings["show_default"] = True
+    if option.required if required is None else required:
+        settings["required"] = True
+    return click.option(*option.flags, option.field, **settings)
 
 
 def _apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
@@ -26,98 +50,41 @@ def _apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     return decorator
 
 
-def make_train_options(config_required: bool = True) -> Callable[[F], F]:
+def job_options(kind: JobKind, *, required: bool = True) -> Callable[[F], F]:
+    """Every option of a ``kind`` job; with ``required=False`` none is required (the
+    command then checks what a job needs itself, e.g. from a spec file)."""
     return _apply(
-        [
-            click.option(
-                "--config",
-                "-c",
-                "config_paths",
-                multiple=True,
-                required=config_required,
-                metavar="PATH",
-                help="sleap-nn config YAML on the worker. Repeat for a multi-model job "
-                "(e.g. centroid, then centered_instance).",
-            ),
-            *_TRAIN_REST,
-        ]
+        [click_option(o, required=None if required else False) for o in options_for(kind)]
     )
 
 
-_TRAIN_REST: list[Callable[[Any], Any]] = [
-    click.option(
-        "--labels",
-        "labels_path",
-        metavar="PATH",
-        help="Override training labels (data_config.train_labels_path).",
-    ),
-    click.option(
-        "--val-labels",
-        "val_labels_path",
-        metavar="PATH",
-        help="Override validation labels (data_config.val_labels_path).",
-    ),
-    click.option("--max-epochs", type=int, help="Maximum training epochs."),
-    click.option("--batch-size", type=int, help="Batch size for training and validation."),
-    click.option("--learning-rate", type=float, help="Learning rate for the optimizer."),
-    click.option("--run-name", help="Name of the run (its checkpoint folder)."),
-    click.option(
-        "--resume",
-        "resume_ckpt_path",
-        metavar="PATH",
-        help="Checkpoint (.ckpt) on the worker to resume training from.",
-    ),
-]
-train_options = make_train_options()
+def make_train_options(config_required: bool = True) -> Callable[[F], F]:
+    """The train options; ``config_required=False`` when another option may stand in."""
+    return job_options("train", required=config_required)
 
-track_options = _apply(
-    [
-        click.option(
-            "--data-path",
-            "-d",
-            required=True,
-            metavar="PATH",
-            help=".slp or video file on the worker.",
-        ),
-        click.option(
-            "--model-paths",
-            "-m",
-            multiple=True,
-            required=True,
-            metavar="PATH",
-            help="Trained model folder on the worker; repeat for multi-model pipelines.",
-        ),
-        click.option(
-            "--output",
-            "-o",
-            "output_path",
-            default="predictions.slp",
-            show_default=True,
-            help="Predictions file; a relative name is placed beside the data.",
-        ),
-        click.option("--batch-size", type=int, help="Batch size for inference."),
-        click.option("--peak-threshold", type=float, help="Peak detection threshold (0.0-1.0)."),
-        click.option(
-            "--only-suggested-frames", is_flag=True, help="Only run inference on suggested frames."
-        ),
-        click.option("--frames", help='Frame ranges, e.g. "0-100" or "0-100,500-600".'),
-        click.option(
-            "--video-index",
-            type=int,
-            help="Video of a multi-video .slp that --frames refers to [default: 0].",
-        ),
-        click.option("--overwrite", is_flag=True, help="Replace the output file if it exists."),
-    ]
-)
+
+#: The track options, as ``sleap-rtc track`` takes them.
+track_options = job_options("track")
+
+
+def spec_fields(
+    kind: JobKind, options: dict[str, Any], only: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The spec fields among a command's parsed options (repeatable flags as lists);
+    ``only`` keeps just those fields."""
+    keep = set(only) if only is not None else None
+    fields: dict[str, Any] = {}
+    for option in options_for(kind):
+        if option.field not in options or (keep is not None and option.field not in keep):
+            continue
+        value = options[option.field]
+        fields[option.field] = list(value) if option.multiple else value
+    return fields
 
 
 def train_spec_from(options: dict[str, Any]) -> TrainSpec:
-    fields = {k: v for k, v in options.items() if k in TrainSpec.model_fields}
-    fields["config_paths"] = list(fields["config_paths"])
-    return TrainSpec(**fields)
+    return TrainSpec(**spec_fields("train", options))
 
 
 def track_spec_from(options: dict[str, Any]) -> TrackSpec:
-    fields = {k: v for k, v in options.items() if k in TrackSpec.model_fields}
-    fields["model_paths"] = list(fields["model_paths"])
-    return TrackSpec(**fields)
+    return TrackSpec(**spec_fields("track", options))

@@ -1,7 +1,11 @@
 """``sleap-rtc pipeline``: spec-driven runs on SLURM (job files, SBATCH scripts, manifests).
 
-Size: one command group whose subcommands share option parsing and rendering; the run
-driver's cancel-on-exit moves below the CLI when the pipeline gets its SLURM client object.
+``tune-batch-size`` is in :mod:`sleap_rtc.cli.tune`.
+
+Every command talks to SLURM through the
+:class:`~sleap_rtc.engine.backends.slurm.tools.SlurmClient` found in the click
+context's object (``CliRunner().invoke(cli, args, obj=client)``), else this
+machine's SLURM tools.
 """
 
 from __future__ import annotations
@@ -15,11 +19,21 @@ import click
 
 from sleap_rtc.cli.exitcodes import EXIT_REJECTED
 from sleap_rtc.cli.render import make_console, plain, print_rejection, safe
+from sleap_rtc.cli.tune import tune_batch_size_command
 from sleap_rtc.jobs.problems import JobRejected
 
 if TYPE_CHECKING:
+    from sleap_rtc.engine.backends.slurm.tools import SlurmClient
     from sleap_rtc.pipeline.sbatch import Layout
     from sleap_rtc.pipeline.spec import Pipeline
+
+
+def _slurm() -> SlurmClient:
+    """The SLURM client in the context's object (a test's recorded one), else the real tools."""
+    from sleap_rtc.engine.backends.slurm.tools import SlurmClient
+
+    found = click.get_current_context().find_object(SlurmClient)
+    return found if found is not None else SlurmClient()
 
 
 def _rejected(exc: JobRejected, header: str) -> NoReturn:
@@ -151,7 +165,7 @@ def run(
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain=poll --poll-interval 30
     """
-    from sleap_rtc.engine.slurm_tools import SlurmError
+    from sleap_rtc.engine.backends.slurm.tools import SlurmError
 
     if generate_only == submit:
         raise click.UsageError("Choose one of --generate-only and --submit.")
@@ -187,11 +201,14 @@ def run(
         interval = 10.0 if poll_interval is None else poll_interval
         _drive(loaded, layout, force, interval, cancel_on_exit, as_json)
         return
-    from sleap_rtc.pipeline.run import AlreadyDriven, as_dicts
+    from sleap_rtc.pipeline.record import AlreadyDriven
+    from sleap_rtc.pipeline.run import as_dicts
     from sleap_rtc.pipeline.run import submit as submit_pipeline
 
     try:
-        runs = submit_pipeline(loaded, layout, chain=chain == "afterok", force=force)
+        runs = submit_pipeline(
+            loaded, layout, chain=chain == "afterok", force=force, slurm=_slurm()
+        )
     except JobRejected as exc:
         _rejected(exc, "Pinned artifacts don't check out:")
     except AlreadyDriven as exc:
@@ -229,9 +246,10 @@ def _drive(
     import time
     from types import FrameType
 
-    from sleap_rtc.engine.slurm_tools import SlurmError
-    from sleap_rtc.pipeline.driver import Driver, Event, summary
-    from sleap_rtc.pipeline.run import AlreadyDriven, as_dicts
+    from sleap_rtc.engine.backends.slurm.tools import SlurmError
+    from sleap_rtc.pipeline.driver import Driver, Event, drive, summary
+    from sleap_rtc.pipeline.record import AlreadyDriven
+    from sleap_rtc.pipeline.run import as_dicts
 
     out = make_console(stderr=as_json)  # with --json, stdout holds the JSON alone
 
@@ -246,7 +264,7 @@ def _drive(
         else:
             say(f"{at}  {event.dataset:<12} {event.stage:<18} {event.text}")
 
-    driver = Driver(loaded, layout, force=force, interval=interval, on_event=show)
+    driver = Driver(loaded, layout, force=force, interval=interval, on_event=show, slurm=_slurm())
     stop = threading.Event()
     signals: list[int] = []
 
@@ -256,12 +274,24 @@ def _drive(
         signals.append(signum)
         stop.set()
 
+    def ask(left: list[str]) -> bool:
+        """On a terminal, a first Ctrl-C asks whether to cancel what is left."""
+        if not signals or signals[0] != signal.SIGINT or not sys.stdin.isatty():
+            return False
+        try:
+            return click.confirm(
+                f"Stopped. Cancel the {len(left)} job(s) still queued or running?",
+                default=False,
+                err=True,
+            )
+        except click.Abort:
+            return False
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    hard = False
     try:
-        driver.run(stop=stop)
+        drive(driver, stop=stop, cancel_on_exit=cancel_on_exit, ask=ask)
     except KeyboardInterrupt:
-        hard = True
+        pass  # a second Ctrl-C: stopped now, without asking
     except AlreadyDriven as exc:
         raise click.ClickException(str(exc)) from None
     except JobRejected as exc:
@@ -275,20 +305,9 @@ def _drive(
             signal.signal(signum, handler)
     if signals:
         left = driver.in_flight_ids()
-        cancel = cancel_on_exit
-        ask = not hard and signals[0] == signal.SIGINT and sys.stdin.isatty()
-        if left and not cancel and ask:
-            try:
-                cancel = click.confirm(
-                    f"Stopped. Cancel the {len(left)} job(s) still queued or running?",
-                    default=False,
-                    err=True,
-                )
-            except click.Abort:
-                cancel = False
-        if left and cancel:
-            driver.cancel_in_flight()
-            say(f"stopped; cancelled {len(left)} job(s): {' '.join(left)}")
+        if driver.cancelled:
+            cancelled = driver.cancelled
+            say(f"stopped; cancelled {len(cancelled)} job(s): {' '.join(cancelled)}")
         elif left:
             say(
                 f"stopped; {len(left)} job(s) left queued or running: {' '.join(left)}. Run "
@@ -321,13 +340,14 @@ def status_command(
     from rich.live import Live
     from rich.table import Table
 
-    from sleap_rtc.engine.slurm_tools import FINAL_STATES
+    from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES
     from sleap_rtc.pipeline.run import as_dicts, status
 
     loaded, layout = _load(job_file, output_dir)
+    slurm = _slurm()
 
     def table() -> tuple[Table, bool]:
-        found = status(loaded, layout)
+        found = status(loaded, layout, slurm=slurm)
         grid = Table("dataset", "stage", "job", "state")
         for item in found:
             state = f"{item.state}: {item.reason}" if item.reason else item.state
@@ -338,7 +358,7 @@ def status_command(
         return grid, waiting
 
     if as_json:
-        click.echo(json.dumps(as_dicts(status(loaded, layout))))
+        click.echo(json.dumps(as_dicts(status(loaded, layout, slurm=slurm))))
         return
     grid, waiting = table()
     console = make_console()
@@ -360,7 +380,7 @@ def cancel_command(job_file: Path, output_dir: Path) -> None:
     from sleap_rtc.pipeline.run import cancel
 
     loaded, layout = _load(job_file, output_dir)
-    ids = cancel(loaded, layout)
+    ids = cancel(loaded, layout, slurm=_slurm())
     click.echo(f"cancelled {len(ids)} job(s){': ' + ' '.join(ids) if ids else ''}")
 
 
@@ -452,148 +472,4 @@ def manifest_verify(path: Path, experiment_root: Path | None) -> None:
     click.echo(f"{path}: {len(found.artifacts)} file(s) match")
 
 
-@pipeline.command("tune-batch-size")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The sleap-nn config YAML to train with.",
-)
-@click.option(
-    "--labels",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Training labels (.slp); repeatable [default: the config's train_labels_path].",
-)
-@click.option(
-    "--val-labels",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Validation labels (.slp); repeatable [default: the config's val_labels_path, "
-    "else a split of the training labels].",
-)
-@click.option(
-    "--start",
-    type=click.IntRange(min=1),
-    help="The first batch size tried [default: the config's, else 4].",
-)
-@click.option(
-    "--max-batch-size",
-    type=click.IntRange(min=1),
-    help="The largest batch size tried [default: the number of training samples in the "
-    "labels, else 1024].",
-)
-@click.option(
-    "--max-trials", type=click.IntRange(min=1), default=10, show_default=True, help="Most trials."
-)
-@click.option(
-    "--steps",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Training steps in each trial.",
-)
-@click.option(
-    "--trial-timeout",
-    type=click.FloatRange(min=1),
-    default=900.0,
-    show_default=True,
-    help="Seconds one trial may take before it counts as failed.",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="auto: the GPU if there is one (probe), else the CPU (no probe).",
-)
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Probe without a GPU too (on a CPU nothing runs out of memory: it climbs to the "
-    "largest size).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result and trials as JSON.")
-def tune_batch_size_command(
-    config_path: Path,
-    labels: tuple[Path, ...],
-    val_labels: tuple[Path, ...],
-    start: int | None,
-    max_batch_size: int | None,
-    max_trials: int,
-    steps: int,
-    trial_timeout: float,
-    device: str,
-    force: bool,
-    as_json: bool,
-) -> None:
-    """Find the largest training batch size that fits in the GPU's memory.
-
-    Runs sleap-nn train for a few steps at a time (one epoch, nothing saved):
-    from the starting size, doubling while it fits, then halving from a size that
-    ran out of memory until one fits. Each trial's progress goes to stderr; stdout
-    gets only the chosen batch size (or, with --json, an object with every trial),
-    so a script can capture it. Without a GPU nothing is tried and the starting
-    size is printed (--force probes anyway).
-
-    Exits 1 when no size fits (even 1 runs out of memory) or a trial fails for
-    another reason (a broken config, unreadable labels): the reason is printed.
-
-    \b
-    Examples:
-      sleap-rtc pipeline tune-batch-size --config centroid.yaml --labels mice.slp
-      BATCH=$(sleap-rtc pipeline tune-batch-size --config centroid.yaml --labels mice.slp)
-      sleap-rtc pipeline tune-batch-size --config c.yaml --labels l.slp --start 8 \\
-          --max-batch-size 256 --json
-      sleap-rtc pipeline tune-batch-size --config c.yaml --labels l.slp --device cpu \\
-          --force --start 2 --max-batch-size 8
-    """
-    from sleap_rtc.pipeline.tune import Probe, config_labels, read_config, tune_batch_size
-
-    def fail(message: str, result: dict[str, object] | None = None) -> NoReturn:
-        if as_json:
-            click.echo(json.dumps(result or {"batch_size": None, "error": message}))
-        raise click.ClickException(message)
-
-    if not config_path.is_file():
-        fail(f"config not found: {config_path}")
-    try:
-        config = read_config(config_path)
-    except ValueError as exc:
-        fail(str(exc))
-    config_path = config_path.resolve()
-    train = [p.resolve() for p in labels] or config_labels(config, config_path, "train_labels_path")
-    val = [p.resolve() for p in val_labels] or config_labels(config, config_path, "val_labels_path")
-    if not train:
-        fail(f"{config_path} names no data_config.train_labels_path: pass --labels PATH")
-    for kind, paths in (("labels", train), ("validation labels", val)):
-        for path in paths:
-            if not path.is_file():
-                fail(f"{kind} not found: {path}")
-    probe = Probe(
-        config=config_path,
-        labels=train,
-        val_labels=val,
-        device=device,
-        steps=steps,
-        timeout=trial_timeout,
-    )
-    try:
-        result = tune_batch_size(
-            probe,
-            start=start,
-            max_batch_size=max_batch_size,
-            max_trials=max_trials,
-            force=force,
-            report=lambda line: click.echo(plain(line), err=True),  # quotes sleap-nn's output
-        )
-    except ValueError as exc:
-        fail(str(exc))
-    if not result.ok:
-        fail(result.error or "no batch size was chosen", result.to_dict())
-    if result.tuned:
-        click.echo(f"batch size {result.batch_size}: {result.note}", err=True)
-    else:
-        click.echo(f"{result.note} (--force probes anyway)", err=True)
-    click.echo(json.dumps(result.to_dict()) if as_json else str(result.batch_size))
+pipeline.add_command(tune_batch_size_command)

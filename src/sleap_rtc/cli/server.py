@@ -236,9 +236,9 @@ def add_user(
       printf '%s\\n' "$PASSWORD" | sleap-rtc server add-user bob --password-stdin
     """
     _import_server()
-    from sleap_rtc.server import service
     from sleap_rtc.server.db import DatabaseError, create_engine, session_factory, upgrade
     from sleap_rtc.server.errors import ApiError
+    from sleap_rtc.server.service import accounts
 
     url = _database_url(data_dir, database_url)
     password = _read_password(password_stdin)
@@ -246,7 +246,7 @@ def add_user(
         engine = create_engine(url)
         upgrade(engine)
         with session_factory(engine)() as session:
-            service.create_user(session, username, password, is_admin=admin)
+            accounts.create_user(session, username, password, is_admin=admin)
     except (ApiError, DatabaseError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"user {username} created{' (admin)' if admin else ''}")
@@ -261,9 +261,9 @@ def set_password(
 ) -> None:
     """Set an account's password; its sessions everywhere are ended."""
     _import_server()
-    from sleap_rtc.server import service
     from sleap_rtc.server.db import DatabaseError, create_engine, session_factory, upgrade
     from sleap_rtc.server.errors import ApiError
+    from sleap_rtc.server.service import accounts
 
     url = _database_url(data_dir, database_url)
     password = _read_password(password_stdin)
@@ -271,7 +271,7 @@ def set_password(
         engine = create_engine(url)
         upgrade(engine)
         with session_factory(engine)() as session:
-            service.set_password(session, username, password)
+            accounts.set_password(session, username, password)
     except (ApiError, DatabaseError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"password of {username} changed; their sessions were ended")

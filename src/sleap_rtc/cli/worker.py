@@ -6,18 +6,17 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sleap_rtc import __version__
 from sleap_rtc.cli.exitcodes import EXIT_REFUSED
 from sleap_rtc.cli.local import _mount_option, worker_options
 from sleap_rtc.cli.render import plain
 from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
+from sleap_rtc.engine.backends import BACKENDS, DEFAULT_BACKEND
 from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError, load_worker_config
 
 KEY_ENV = "SLEAP_RTC_WORKER_KEY"
@@ -43,55 +42,6 @@ def _read_key(key: str | None, key_file: Path | None) -> str:
     )
 
 
-def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
-    from sleap_rtc.protocol.signaling import Capabilities, Gpu
-    from sleap_rtc.worker.capabilities import detect_gpus, refresh_free_memory, sleap_nn_version
-
-    if config.gpus is not None:
-        gpus = [
-            Gpu(
-                index=i,
-                name=g.name,
-                memory_total_mb=g.memory_total_mb,
-                memory_free_mb=g.memory_free_mb,
-            )
-            for i, g in enumerate(config.gpus)
-        ]
-        accelerator = "cuda" if gpus else "cpu"
-    elif config.device == "cpu" or config.backend == "slurm":
-        # A login node's own GPUs (if any) don't run the jobs; declare the
-        # partition's GPUs with [[gpus]] so clients can pick this worker for them.
-        gpus, accelerator = [], "cpu"
-    else:
-        found, accelerator = detect_gpus(use_torch=True)
-        gpus = [Gpu.model_validate(g.model_dump()) for g in found]
-    backends: list[str] = [config.backend]
-    mounts = config.build_mounts()
-    caps = Capabilities(
-        name=config.name,
-        hostname=socket.gethostname(),
-        accelerator="cuda" if accelerator == "cuda" else "mps" if accelerator == "mps" else "cpu",
-        gpus=gpus,
-        sleap_nn_version=sleap_nn_version(),
-        sleap_rtc_version=__version__,
-        backends=backends,
-        mounts=[m.label for m in mounts],
-        max_concurrent_jobs=config.max_concurrent_jobs,
-        sandbox=config.sandbox,
-    )
-
-    def refresh(current: list[Gpu]) -> list[Gpu]:
-        from sleap_rtc.worker.capabilities import GpuInfo
-
-        if config.gpus is not None:
-            return current  # declared, not measured
-
-        infos = [GpuInfo.model_validate(g.model_dump()) for g in current]
-        return [Gpu.model_validate(g.model_dump()) for g in refresh_free_memory(infos)]
-
-    return caps, refresh
-
-
 @click.command()
 @click.option("--room", "-r", metavar="ROOM", help="Room to join (must match the key's room).")
 @click.option("--name", "-n", help="Name shown in `rooms workers` [default: host name].")
@@ -101,9 +51,10 @@ def _capabilities(config: WorkerConfig) -> tuple[Any, Any]:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["local", "slurm"]),
-    help="Run jobs here (local) or as SLURM batch jobs, with [slurm] settings from "
-    "worker.toml [default: local].",
+    type=click.Choice(list(BACKENDS)),
+    help="Where jobs run: "
+    + "; ".join(f"{name}: {plugin.summary}" for name, plugin in BACKENDS.items())
+    + f" [default: {DEFAULT_BACKEND}].",
 )
 @click.option(
     "--sandbox",
@@ -206,15 +157,16 @@ def worker(
 
 
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
-    from sleap_rtc.engine.slurm_tools import SlurmError
+    from sleap_rtc.engine.backend import BackendError
+    from sleap_rtc.worker.capabilities import advertised
     from sleap_rtc.worker.presence import WorkerRefused, load_worker_id
     from sleap_rtc.worker.runner import JobRunner
     from sleap_rtc.worker.store import StoreLocked
 
     try:
-        caps, refresh = await asyncio.to_thread(_capabilities, config)
+        caps, refresh = await asyncio.to_thread(advertised, config)
         runner = JobRunner(config, config.build_backend())
-    except (WorkerConfigError, StoreLocked, SlurmError) as exc:
+    except (WorkerConfigError, StoreLocked, BackendError) as exc:
         raise click.ClickException(str(exc)) from None
     worker_id = load_worker_id(config.resolved_state_dir())
 
@@ -226,9 +178,9 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         runner, url, secret, worker_id, caps, expected_room=room, refresh_gpus=refresh
     )
     gpus = ", ".join(f"{g.name} ({g.memory_total_mb:,} MB)" for g in caps.gpus) or "CPU only"
-    if config.backend == "slurm":
-        partition = config.slurm.partition or "the default partition"
-        gpus = f"SLURM jobs on {partition} ({gpus})"
+    describe = config.backend_plugin.describe
+    if describe is not None:
+        gpus = f"{describe(config.backend_settings())} ({gpus})"
     click.echo(
         f"worker {caps.name} ({worker_id}) starting: {gpus}; mounts: {', '.join(caps.mounts)}; "
         f"server {url}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sleap_rtc.protocol.jobs import ProblemView
+
 
 class ClientError(Exception):
     """Base class; ``str(error)`` is a sentence fit for a user."""
@@ -40,3 +42,25 @@ class NoServerConfigured(ClientError):
             'or put server = "https://..." in config.toml '
             "(or log in once with `sleap-rtc login --server URL`)"
         )
+
+
+class WorkerError(ClientError):
+    """The worker answered a request with an ERROR (``code`` is machine-readable)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SessionClosed(ClientError):
+    """The channel to the worker is gone; the jobs on it go on without this client."""
+
+
+class JobRejectedError(ClientError):
+    """The worker refused the job; ``errors`` lists every problem."""
+
+    def __init__(self, job_id: str | None, errors: list[ProblemView]) -> None:
+        self.job_id = job_id
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))

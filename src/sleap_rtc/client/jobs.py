@@ -1,4 +1,4 @@
-"""Talk to one worker: open a channel, submit jobs, follow them, control them.
+"""Talk to one worker: submit jobs, follow them, control them, move files.
 
 ::
 
@@ -9,135 +9,89 @@
                 print(event)
             print(await job.wait())
 
-The channel is a WebRTC data channel when one opens within ``webrtc_timeout``
-seconds, else the same protocol relayed through the server (``transport="relay"``
-forces it). Every message from the worker is decoded into a typed message; a
-worker that goes silent for ``idle_timeout`` seconds ends the session.
-
-Size: the session's reply matching is hand-written here; it moves into a sans-I/O
-session object in ``protocol``, after which this file is the thin I/O shell.
+:meth:`WorkerSession.open` opens the channel (:mod:`sleap_rtc.client.connect`);
+the conversation's rules are :class:`sleap_rtc.protocol.session.ClientSession`'s,
+and this module is the I/O loop around it: one reader task feeds it what arrives
+and hands each reply to the call waiting for that ``request_id``, each job event to
+its :class:`JobHandle` and each transfer message to its upload or download
+(:mod:`sleap_rtc.client.transfers`). Calls may run concurrently. A worker that
+goes silent for ``idle_timeout`` seconds ends the session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
-import os
-import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-from sleap_rtc.client.errors import ClientError
+from sleap_rtc.client.connect import Connection, Transport, connect
+from sleap_rtc.client.errors import ClientError, JobRejectedError, SessionClosed, WorkerError
 from sleap_rtc.client.session import ServerClient
+from sleap_rtc.client.transfers import receive_files, upload_file
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
-from sleap_rtc.protocol.signaling import ProtocolError, Sender
+from sleap_rtc.protocol.session import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    Answered,
+    BadMessage,
+    ClientSession,
+    JobUpdate,
+    StrayError,
+    TransferUpdate,
+)
 from sleap_rtc.transport.base import Channel, ChannelClosed
-from sleap_rtc.transport.envelope import Answer, Close, Open, parse_envelope
-from sleap_rtc.transport.relay import ClientRelayChannel, ServerSocket, new_channel_id
+from sleap_rtc.transport.relay import ServerSocket
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "JobEvent",
+    "JobHandle",
+    "JobRejectedError",
+    "SessionClosed",
+    "Transport",
+    "WorkerError",
+    "WorkerSession",
+]
 
 log = logging.getLogger("sleap_rtc.client")
 
-Transport = Literal["auto", "webrtc", "relay"]
 JobEvent = p.JobProgress | p.JobComplete | p.JobFailed
-DEFAULT_IDLE_TIMEOUT_S = 600.0
+#: ERRORs kept that answered nothing (see :attr:`WorkerSession.stray_errors`).
+MAX_STRAY_ERRORS = 100
 
 
-class JobRejectedError(ClientError):
-    """The worker refused the job; ``errors`` lists every problem."""
-
-    def __init__(self, job_id: str | None, errors: list[p.ProblemView]) -> None:
-        self.job_id = job_id
-        self.errors = errors
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
-
-
-class WorkerError(ClientError):
-    """The worker answered a request with an ERROR."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class SessionClosed(ClientError):
-    pass
-
-
-async def _open_webrtc(
-    socket: ServerSocket,
-    room: str,
-    worker_id: str,
-    timeout: float,
-    ice_servers: Sequence[dict[str, Any]],
-) -> Channel:
-    from sleap_rtc.transport.webrtc import complete_offer, make_offer
-
-    ch = new_channel_id()
-    loop = asyncio.get_running_loop()
-    answered: asyncio.Future[str] = loop.create_future()
-
-    def on_delivery(sender: Sender, payload: dict[str, Any]) -> None:
-        if sender.kind != "worker" or sender.id != worker_id or answered.done():
-            return
-        env = parse_envelope(payload)
-        if isinstance(env, Answer):
-            answered.set_result(env.sdp)
-        elif isinstance(env, Close):
-            answered.set_exception(ChannelClosed(env.reason or "worker refused WebRTC"))
-
-    def on_error(code: str, message: str) -> None:
-        if not answered.done():
-            answered.set_exception(ChannelClosed(message))
-
-    pc, dc, offer = await make_offer(ice_servers)
-    socket.subscribe(ch, on_delivery, on_error)
-    try:
-        await socket.relay(room, worker_id, Open(ch=ch, transport="webrtc", sdp=offer).model_dump())
-        try:
-            answer = await asyncio.wait_for(answered, timeout)
-        except TimeoutError:
-            raise ChannelClosed("worker did not answer the WebRTC offer in time") from None
-        return await complete_offer(pc, dc, answer, timeout)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await pc.close()
-        raise
-    finally:
-        socket.unsubscribe(ch)
+def _rid() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 class WorkerSession:
-    def __init__(
-        self,
-        channel: Channel,
-        socket: ServerSocket,
-        *,
-        worker_id: str,
-        room: str,
-        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
-    ) -> None:
-        self.channel = channel
-        self.socket = socket
+    """An open, welcomed channel to one worker."""
+
+    def __init__(self, connection: Connection, *, worker_id: str, room: str) -> None:
+        self.channel: Channel = connection.channel
+        self.socket: ServerSocket = connection.socket
+        self.protocol: ClientSession = connection.protocol
         self.worker_id = worker_id
         self.room = room
-        self.idle_timeout = idle_timeout
-        self.worker_name = ""
-        self.user = ""
+        self.idle_timeout = self.protocol.idle_timeout
+        welcome = self.protocol.welcome
+        self.worker_name = welcome.worker_name if welcome else ""
+        self.user = welcome.user if welcome else ""
+        #: ERRORs from the worker that answered no request of this session (e.g. to a
+        #: message it could not read), newest last; the oldest are dropped past a bound.
+        self.stray_errors: asyncio.Queue[p.Error] = asyncio.Queue(MAX_STRAY_ERRORS)
         self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._replies: asyncio.Queue[Any] = asyncio.Queue()
-        self._rpc = asyncio.Lock()
         self._jobs: dict[str, asyncio.Queue[JobEvent | SessionClosed]] = {}
         self._transfers: dict[str, asyncio.Queue[Any]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
         self._closed: SessionClosed | None = None
+        self._reader = asyncio.create_task(self._read())
 
     @property
     def transport(self) -> str:
@@ -156,35 +110,16 @@ class WorkerSession:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> WorkerSession:
         """Get a ticket, open a channel (WebRTC, else relay) and say HELLO."""
-        ticket = await server.ticket(room, worker_id)
-        socket = ServerSocket(server.websocket_url("/v1/client"), await server.access_token())
-        try:
-            await socket.connect()
-        except ChannelClosed as exc:
-            raise ClientError(str(exc)) from None
-        channel: Channel | None = None
-        try:
-            if transport in ("auto", "webrtc"):
-                try:
-                    channel = await _open_webrtc(
-                        socket, room, worker_id, webrtc_timeout, ice_servers
-                    )
-                except ChannelClosed as exc:
-                    if transport == "webrtc":
-                        raise ClientError(f"no WebRTC channel to the worker: {exc}") from None
-                    log.info("WebRTC failed (%s); using the relay through the server", exc)
-            if channel is None:
-                channel = await ClientRelayChannel(socket, room, worker_id).open()
-            session = cls(
-                channel, socket, worker_id=worker_id, room=room, idle_timeout=idle_timeout
-            )
-            await session._hello(ticket.ticket)
-        except BaseException:
-            if channel is not None:
-                await channel.close("session set-up failed")
-            await socket.close()
-            raise
-        return session
+        connection = await connect(
+            server,
+            room,
+            worker_id,
+            transport=transport,
+            webrtc_timeout=webrtc_timeout,
+            ice_servers=ice_servers,
+            idle_timeout=idle_timeout,
+        )
+        return cls(connection, worker_id=worker_id, room=room)
 
     async def __aenter__(self) -> WorkerSession:
         return self
@@ -197,94 +132,57 @@ class WorkerSession:
     ) -> None:
         await self.close()
 
-    async def _hello(self, ticket: str) -> None:
-        await self.channel.send(p.encode(p.Hello(ticket=ticket)))
-        try:
-            raw = await asyncio.wait_for(self.channel.recv(), 20)
-            reply = p.decode_worker(raw)
-        except TimeoutError:
-            raise ClientError("worker did not answer HELLO in time") from None
-        except ChannelClosed as exc:
-            raise ClientError(f"worker closed the channel: {exc.reason}") from None
-        except ProtocolError as exc:
-            raise ClientError(f"worker sent an invalid message: {exc}") from None
-        if isinstance(reply, p.Error):
-            raise WorkerError(reply.code, f"worker refused the channel: {reply.message}")
-        if not isinstance(reply, p.Welcome):
-            raise ClientError(f"expected WELCOME from the worker, got {reply.type}")
-        self.worker_name = reply.worker_name
-        self.user = reply.user
-        self._reader = asyncio.create_task(self._read())
+    # -- the I/O loop -----------------------------------------------------------------------
 
     async def _read(self) -> None:
         reason = "channel closed"
         try:
             while True:
+                wait = max(0.0, self.protocol.idle_deadline - time.monotonic())
                 try:
-                    raw = await asyncio.wait_for(self.channel.recv(), self.idle_timeout)
+                    raw = await asyncio.wait_for(self.channel.recv(), wait)
                 except TimeoutError:
-                    reason = f"no message from the worker for {self.idle_timeout:.0f} s; giving up"
-                    return
-                try:
-                    message = p.decode_worker(raw)
-                except ProtocolError as exc:
-                    log.warning("invalid message from the worker: %s", exc)
+                    if self.protocol.check_idle():
+                        reason = self.protocol.close_reason or "idle"
+                        return
                     continue
-                self._route(message)
+                self.protocol.receive_data(raw)
+                for event in self.protocol.events_received():
+                    self._dispatch(event)
         except ChannelClosed as exc:
             reason = exc.reason
         finally:
+            self.protocol.close(reason)
             self._fail(SessionClosed(f"lost the channel to the worker: {reason}"))
             with contextlib.suppress(Exception):
                 await self.channel.close(reason)
 
-    def _route(self, message: Any) -> None:
-        if isinstance(message, p.UploadAck | p.UploadDone):
-            queue = self._transfers.get(message.upload_id)
-            if queue is not None:
-                queue.put_nowait(message)
-            return
-        if isinstance(message, p.DownloadChunk | p.DownloadEnd):
-            queue = self._transfers.get(message.transfer_id)
-            if queue is not None:
-                queue.put_nowait(message)
-            return
-        if isinstance(message, p.DownloadBegin):
-            queue = self._transfers.get(message.request_id)
-            if queue is not None:
-                self._transfers[message.transfer_id] = queue
-                queue.put_nowait(message)
-            return
-        if isinstance(message, p.Error) and (
-            message.transfer_id in self._transfers or message.request_id in self._transfers
-        ):
-            key = message.transfer_id if message.transfer_id in self._transfers else None
-            queue = self._transfers[key or message.request_id or ""]
-            queue.put_nowait(message)
-            return
-        if isinstance(
-            message,
-            p.JobAccepted
-            | p.JobRejected
-            | p.FsMountsReply
-            | p.FsListReply
-            | p.FsStatReply
-            | p.FsFindReply,
-        ):
-            future = self._pending.pop(message.request_id, None)
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, Answered):
+            reply = event.reply
+            # Queues first: what follows the reply on the channel is routed to them.
+            if isinstance(reply, p.JobAccepted):
+                self._jobs.setdefault(reply.job_id, asyncio.Queue())
+            elif isinstance(reply, p.DownloadBegin):
+                self._transfers[reply.transfer_id] = asyncio.Queue()
+            future = self._pending.pop(event.request_id, None)
             if future is not None and not future.done():
-                future.set_result(message)
-        elif isinstance(message, p.JobProgress | p.JobComplete | p.JobFailed):
-            queue = self._jobs.get(message.job_id)
+                future.set_result(reply)
+        elif isinstance(event, JobUpdate):
+            queue = self._jobs.get(event.job_id)
             if queue is not None:
-                queue.put_nowait(message)
-        elif isinstance(message, p.Error) and message.request_id in self._pending:
-            future = self._pending.pop(message.request_id or "")
-            if not future.done():
-                future.set_result(message)
-        elif isinstance(message, p.JobStatusReply | p.JobListReply | p.Pong | p.Error):
-            self._replies.put_nowait(message)
-        # KEEPALIVE and WELCOME need nothing beyond having arrived.
+                queue.put_nowait(event.message)
+        elif isinstance(event, TransferUpdate):
+            transfer = self._transfers.get(event.key)
+            if transfer is not None:
+                transfer.put_nowait(event.message)
+        elif isinstance(event, StrayError):
+            log.warning("the worker reported %s: %s", event.error.code, event.error.message)
+            if self.stray_errors.full():
+                self.stray_errors.get_nowait()
+            self.stray_errors.put_nowait(event.error)
+        elif isinstance(event, BadMessage):
+            log.warning("invalid message from the worker: %s", event.error)
 
     def _fail(self, error: SessionClosed) -> None:
         self._closed = error
@@ -296,43 +194,50 @@ class WorkerSession:
             queue.put_nowait(error)
         for transfer in self._transfers.values():
             transfer.put_nowait(error)
-        self._replies.put_nowait(error)
+
+    async def _flush(self) -> None:
+        try:
+            async with self._send_lock:
+                for text in self.protocol.data_to_send():
+                    await self.channel.send(text)
+        except ChannelClosed as exc:
+            raise SessionClosed(f"lost the channel to the worker: {exc.reason}") from None
 
     def _check_open(self) -> None:
         if self._closed is not None:
             raise self._closed
 
-    async def _send(self, message: p._Msg) -> None:
+    async def _send(self, message: Any) -> None:
+        """Send a transfer message."""
         self._check_open()
+        self.protocol.send(message)
+        await self._flush()
+
+    async def _request(self, message: Any) -> Any:
+        """Send a request and wait for the reply carrying its ``request_id``."""
+        self._check_open()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[message.request_id] = future
         try:
-            await self.channel.send(p.encode(message))
-        except ChannelClosed as exc:
-            raise SessionClosed(f"lost the channel to the worker: {exc.reason}") from None
+            self.protocol.request(message)
+            await self._flush()
+            reply = await future
+        finally:
+            if self._pending.pop(message.request_id, None) is not None:
+                self.protocol.forget(message.request_id)
+        if isinstance(reply, p.Error):
+            raise WorkerError(reply.code, reply.message)
+        return reply
 
-    async def _call(self, message: p._Msg) -> Any:
-        async with self._rpc:
-            await self._send(message)
-            reply = await self._replies.get()
-            if isinstance(reply, SessionClosed):
-                self._replies.put_nowait(reply)
-                raise reply
-            if isinstance(reply, p.Error):
-                raise WorkerError(reply.code, reply.message)
-            return reply
-
-    # -- the API ----------------------------------------------------------------------------
+    # -- jobs -------------------------------------------------------------------------------
 
     async def submit(self, spec: TrainSpec | TrackSpec) -> JobHandle:
         """Send a job; returns its handle once accepted, raises JobRejectedError if not."""
-        request_id = uuid.uuid4().hex[:16]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        await self._send(p.JobSubmit(request_id=request_id, spec=spec.model_dump(mode="json")))
-        reply = await future
+        reply = await self._request(
+            p.JobSubmit(request_id=_rid(), spec=spec.model_dump(mode="json"))
+        )
         if isinstance(reply, p.JobRejected):
             raise JobRejectedError(reply.job_id, list(reply.errors))
-        if isinstance(reply, p.Error):
-            raise WorkerError(reply.code, reply.message)
         return self._handle(reply.job_id)
 
     def _handle(self, job_id: str) -> JobHandle:
@@ -342,13 +247,22 @@ class WorkerSession:
         return JobHandle(self, job_id, queue)
 
     async def attach(self, job_id: str, log_lines: int = 50) -> JobHandle:
-        """Follow a job that is already there: its state and last log lines, then live."""
+        """Follow a job that is already there: its state and last log lines, then live.
+
+        Returns once the worker has acknowledged the attach; WorkerError
+        ``NO_SUCH_JOB`` at once if it has no such job.
+        """
         handle = self._handle(job_id)
-        await self._send(p.JobAttach(job_id=job_id, log_lines=log_lines))
+        try:
+            await self._request(p.JobAttach(request_id=_rid(), job_id=job_id, log_lines=log_lines))
+        except WorkerError:
+            self._jobs.pop(job_id, None)
+            self.protocol.unfollow(job_id)
+            raise
         return handle
 
     async def status(self, job_id: str) -> p.JobSummary:
-        reply: p.JobStatusReply = await self._call(p.JobStatus(job_id=job_id))
+        reply: p.JobStatusReply = await self._request(p.JobStatus(request_id=_rid(), job_id=job_id))
         return reply.job
 
     async def jobs(self, limit: int = 50) -> list[p.JobSummary]:
@@ -357,7 +271,9 @@ class WorkerSession:
         offset: int | None = 0
         while offset is not None and len(found) < limit:
             want = min(200, limit - len(found))
-            reply: p.JobListReply = await self._call(p.JobList(limit=want, offset=offset))
+            reply: p.JobListReply = await self._request(
+                p.JobList(request_id=_rid(), limit=want, offset=offset)
+            )
             found += reply.jobs
             if not reply.jobs or reply.next_offset is None or reply.next_offset <= offset:
                 break
@@ -365,24 +281,32 @@ class WorkerSession:
         return found[:limit]
 
     async def cancel(self, job_id: str) -> p.JobSummary:
-        reply: p.JobStatusReply = await self._call(p.JobCancel(job_id=job_id))
+        reply: p.JobStatusReply = await self._request(p.JobCancel(request_id=_rid(), job_id=job_id))
         return reply.job
 
     async def stop(self, job_id: str) -> p.JobSummary:
         """Stop training after the current batch and keep the model."""
-        reply: p.JobStatusReply = await self._call(p.JobStop(job_id=job_id))
+        reply: p.JobStatusReply = await self._request(p.JobStop(request_id=_rid(), job_id=job_id))
         return reply.job
 
-    async def _transfer_reply(self, queue: asyncio.Queue[Any], timeout: float = 120) -> Any:
-        try:
-            reply = await asyncio.wait_for(queue.get(), timeout)
-        except TimeoutError:
-            raise ClientError("the worker stopped answering during a file transfer") from None
-        if isinstance(reply, SessionClosed):
-            raise reply
-        if isinstance(reply, p.Error):
-            raise WorkerError(reply.code, reply.message)
-        return reply
+    async def ping(self) -> None:
+        await self._request(p.Ping(request_id=_rid(), nonce=uuid.uuid4().hex[:8]))
+
+    # -- files ------------------------------------------------------------------------------
+
+    def _receiver(self, queue: asyncio.Queue[Any]) -> Callable[[float], Any]:
+        async def receive(timeout: float) -> Any:
+            try:
+                reply = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                raise ClientError("the worker stopped answering during a file transfer") from None
+            if isinstance(reply, SessionClosed):
+                raise reply
+            if isinstance(reply, p.Error):
+                raise WorkerError(reply.code, reply.message)
+            return reply
+
+        return receive
 
     async def upload(
         self,
@@ -392,41 +316,21 @@ class WorkerSession:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> p.UploadDone:
         """Send a local file to the worker's upload folder (``unpack``: extract a zip there)."""
-        size = path.stat().st_size
-        digest = await asyncio.to_thread(_sha256, path)
-        upload_id = uuid.uuid4().hex[:16]
+        upload_id = _rid()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._transfers[upload_id] = queue
-        name = _plain_name(path.name)
         try:
-            await self._send(
-                p.UploadBegin(
-                    upload_id=upload_id, name=name, size=size, sha256=digest, unpack=unpack
-                )
+            return await upload_file(
+                path,
+                upload_id,
+                unpack=unpack,
+                send=self._send,
+                receive=self._receiver(queue),
+                on_progress=on_progress,
             )
-            acked = (await self._transfer_reply(queue)).received
-            sent = 0
-            with path.open("rb") as handle:
-                while block := handle.read(p.CHUNK_BYTES):
-                    while sent - acked >= p.TRANSFER_WINDOW:
-                        acked = max(acked, (await self._transfer_reply(queue)).received)
-                    await self._send(
-                        p.UploadChunk(
-                            upload_id=upload_id,
-                            offset=sent,
-                            data=base64.b64encode(block).decode("ascii"),
-                        )
-                    )
-                    sent += len(block)
-                    if on_progress is not None:
-                        on_progress(sent, size)
-            await self._send(p.UploadEnd(upload_id=upload_id))
-            while True:
-                reply = await self._transfer_reply(queue, timeout=600)
-                if isinstance(reply, p.UploadDone):
-                    return reply
         finally:
             self._transfers.pop(upload_id, None)
+            self.protocol.end_transfer(upload_id)
 
     async def download(
         self,
@@ -440,28 +344,19 @@ class WorkerSession:
         Every file's size and SHA-256 is checked, and names from the worker are
         kept inside ``dest``; nothing is left half-written if the transfer fails.
         """
-        request_id = uuid.uuid4().hex[:16]
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._transfers[request_id] = queue
-        transfer_id = None
+        begin: p.DownloadBegin = await self._request(p.Download(request_id=_rid(), path=remote))
+        queue = self._transfers.setdefault(begin.transfer_id, asyncio.Queue())
         try:
-            await self._send(p.Download(request_id=request_id, path=remote))
-            begin: p.DownloadBegin = await self._transfer_reply(queue)
-            transfer_id = begin.transfer_id
-            return await _receive_files(self, queue, begin, dest, on_progress=on_progress)
+            return await receive_files(
+                begin,
+                dest,
+                send=self._send,
+                receive=self._receiver(queue),
+                on_progress=on_progress,
+            )
         finally:
-            self._transfers.pop(request_id, None)
-            if transfer_id is not None:
-                self._transfers.pop(transfer_id, None)
-
-    async def _request(self, message: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[message.request_id] = future
-        await self._send(message)
-        reply = await future
-        if isinstance(reply, p.Error):
-            raise WorkerError(reply.code, reply.message)
-        return reply
+            self._transfers.pop(begin.transfer_id, None)
+            self.protocol.end_transfer(begin.transfer_id)
 
     # -- the worker's files (read-only, inside its mounts) ---------------------------------
 
@@ -504,102 +399,15 @@ class WorkerSession:
         )
         return reply
 
-    async def ping(self) -> None:
-        await self._call(p.Ping(nonce=uuid.uuid4().hex[:8]))
-
     async def close(self) -> None:
         # Close the channel first: the reader then ends by itself. (Cancelling it
         # while aiortc tears the connection down can leave the teardown hanging.)
         await self.channel.close("client closed the session")
-        if self._reader is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._reader), 5)
-            except (TimeoutError, asyncio.CancelledError, Exception):
-                self._reader.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), 5)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            self._reader.cancel()
         await self.socket.close()
-
-
-def _rid() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _plain_name(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in " ._+()-" else "_" for c in name)[:255]
-    return cleaned.lstrip(" ._+()-") or "upload"
-
-
-def _local_target(root: Path, relative: str) -> Path:
-    parts = PurePosixPath(relative).parts
-    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or "\\" in relative:
-        raise ClientError(f"the worker sent an unsafe file name {relative!r}")
-    target = root.joinpath(*parts)
-    if root.resolve() not in target.resolve().parents:
-        raise ClientError(f"the worker sent an unsafe file name {relative!r}")
-    return target
-
-
-async def _receive_files(
-    session: WorkerSession,
-    queue: asyncio.Queue[Any],
-    begin: p.DownloadBegin,
-    dest: Path,
-    *,
-    on_progress: Callable[[int, int], None] | None,
-) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    final = dest / _plain_name(begin.name)
-    if final.exists():
-        raise ClientError(f"{final} exists already; move it away or choose another --download")
-    staging = dest / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()  # default permissions, unlike a private temp folder
-    single = len(begin.files) == 1 and begin.files[0].path == begin.name
-    total = sum(f.size for f in begin.files)
-    try:
-        targets = [_local_target(staging, f.path) for f in begin.files]
-        for target in targets:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch()
-        hashers = [hashlib.sha256() for _ in begin.files]
-        written = [0] * len(begin.files)
-        received = acked = 0
-        while True:
-            message = await session._transfer_reply(queue)
-            if isinstance(message, p.DownloadEnd):
-                break
-            if not isinstance(message, p.DownloadChunk) or message.file_index >= len(targets):
-                raise ClientError("the worker sent a chunk for no file")
-            index = message.file_index
-            if message.offset != written[index]:
-                raise ClientError("the worker sent chunks out of order")
-            data = base64.b64decode(message.data, validate=True)
-            if written[index] + len(data) > begin.files[index].size:
-                raise ClientError("the worker sent more bytes than it announced")
-            with targets[index].open("ab") as handle:
-                handle.write(data)
-            hashers[index].update(data)
-            written[index] += len(data)
-            received += len(data)
-            if on_progress is not None:
-                on_progress(received, total)
-            if received - acked >= p.ACK_EVERY:
-                acked = received
-                await session._send(p.DownloadAck(transfer_id=begin.transfer_id, received=received))
-        for info, hasher, count in zip(begin.files, hashers, written, strict=True):
-            if count != info.size or hasher.hexdigest() != info.sha256:
-                raise ClientError(f"{info.path} arrived damaged (size or SHA-256 differs)")
-        source = targets[0] if single else staging
-        os.replace(source, final)
-        return final
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 class JobHandle:

@@ -92,20 +92,20 @@ async def _server(workdir: Path) -> AsyncIterator[str]:
 
 
 def _add_user(workdir: Path, password: str) -> None:
-    from sleap_rtc.server import service
     from sleap_rtc.server.db import create_engine, session_factory, sqlite_url, upgrade
+    from sleap_rtc.server.service import accounts
 
     engine = create_engine(sqlite_url(workdir / "server"))
     upgrade(engine)
     with session_factory(engine)() as session:
-        service.create_user(session, USER, password)
+        accounts.create_user(session, USER, password)
     engine.dispose()
 
 
 @contextlib.asynccontextmanager
 async def _worker(config: WorkerConfig, url: str, key: str) -> AsyncIterator[str]:
     """A worker in this event loop: runner, job service, peer endpoint, presence."""
-    from sleap_rtc.engine.local import LocalBackend
+    from sleap_rtc.engine.backends.local.backend import LocalBackend
     from sleap_rtc.protocol.signaling import Capabilities
     from sleap_rtc.worker.agent import WorkerAgent
     from sleap_rtc.worker.capabilities import sleap_nn_version

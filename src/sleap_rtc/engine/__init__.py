@@ -1,8 +1,9 @@
 """From a validated plan to running sleap-nn: commands, progress, backends, the sandbox.
 
 A backend runs an :class:`~sleap_rtc.engine.backend.EngineJob` (a list of
-sleap-nn steps) somewhere: :mod:`~sleap_rtc.engine.local` runs it as child
-processes on this machine. Nothing here knows about rooms, peers or clients.
+sleap-nn steps) somewhere: the plug-ins of :mod:`~sleap_rtc.engine.backends` run
+it as child processes on this machine (``local``) or as SLURM batch jobs
+(``slurm``). Nothing here knows about rooms, peers or clients.
 Names are loaded on first use, so ``python -m sleap_rtc.engine.sandbox`` (run
 before every job step) imports nothing it doesn't need.
 """
@@ -14,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Backend": "sleap_rtc.engine.backend",
+    "BackendError": "sleap_rtc.engine.backend",
     "BackendJob": "sleap_rtc.engine.backend",
+    "BackendPlugin": "sleap_rtc.engine.backend",
     "EngineJob": "sleap_rtc.engine.backend",
     "Step": "sleap_rtc.engine.backend",
     "build_track_job": "sleap_rtc.engine.commands",
@@ -24,7 +27,9 @@ _EXPORTS = {
 
 __all__ = [
     "Backend",
+    "BackendError",
     "BackendJob",
+    "BackendPlugin",
     "EngineJob",
     "Step",
     "build_track_job",
@@ -33,7 +38,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from sleap_rtc.engine.backend import Backend, BackendJob, EngineJob, Step
+    from sleap_rtc.engine.backend import (
+        Backend,
+        BackendError,
+        BackendJob,
+        BackendPlugin,
+        EngineJob,
+        Step,
+    )
     from sleap_rtc.engine.commands import build_track_job, build_train_job, hydra_quote
 
 

@@ -2,8 +2,10 @@
 
 A backend is a plug-in (like submitit's executors): :class:`Backend` submits an
 :class:`EngineJob` and returns a :class:`BackendJob` whose :meth:`~BackendJob.events`
-stream ends with exactly one :class:`Finished`. A new scheduler (SLURM, PBS, LSF)
-is one new module implementing these two classes; nothing above the engine
+stream ends with exactly one :class:`Finished`. A new scheduler (PBS, LSF) is one
+new folder under :mod:`sleap_rtc.engine.backends` implementing these two classes,
+and one :class:`BackendPlugin` entry in that package's registry; the worker's
+configuration and command line read the registry, so nothing above the engine
 changes.
 """
 
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from sleap_rtc.engine.sandbox import SandboxPolicy
 from sleap_rtc.jobs.events import Progress
@@ -171,3 +175,37 @@ class Backend(ABC):
         Returns the reason to record. The local backend kills leftover processes
         (their output has no reader any more); a cluster backend may re-attach.
         """
+
+
+class BackendError(Exception):
+    """A backend can't be used here, or its scheduler refused a request; says why."""
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What every backend may use from the worker that builds it."""
+
+    #: The worker's state folder; a backend keeps its own files in ``state_dir / name``.
+    state_dir: Path
+    #: How long a cancelled step gets to end after each signal.
+    cancel_grace_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class BackendPlugin:
+    """One registry entry: a backend's name, its ``worker.toml`` table and its factory."""
+
+    #: ``backend = NAME`` in worker.toml and ``--backend NAME``.
+    name: str
+    #: One line for ``--help``: where this backend runs jobs.
+    summary: str
+    #: The model of the ``[NAME]`` table of worker.toml (defaults when it is absent).
+    settings: type[BaseModel]
+    #: Builds the backend; raises :class:`BackendError` when it can't be used here.
+    build: Callable[[Any, BackendContext], Backend]
+    #: Whether this machine's own GPUs run the jobs. False for a scheduler's login
+    #: node: its GPUs (if any) don't run them, so the worker announces none unless
+    #: they are declared ([[gpus]] in worker.toml).
+    local_gpus: bool = True
+    #: Where jobs go, for the worker's start line (e.g. "SLURM jobs on gpu"); None: here.
+    describe: Callable[[Any], str] | None = None

@@ -80,9 +80,6 @@ class Mounts:
     def __len__(self) -> int:
         return len(self._mounts)
 
-    def describe(self) -> str:
-        return ", ".join(f"{m.label}={m.path}" for m in self._mounts) or "none configured"
-
     def containing(self, real: Path) -> Mount | None:
         """The mount whose folder holds the already-resolved path ``real``, if any."""
         inside = [m for m in self._mounts if real.is_relative_to(m.path)]

@@ -62,10 +62,15 @@ class Problem(BaseModel):
 
 
 class JobRejected(Exception):
-    """A job that must not run; ``problems`` lists every reason."""
+    """A job that must not run; ``problems`` lists every reason.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    ``job_id`` is set once the rejection has been recorded under that id (a worker's
+    job store keeps rejected jobs too), and is None for a check that recorded nothing.
+    """
+
+    def __init__(self, problems: list[Problem], job_id: str | None = None) -> None:
         if not problems:
             raise ValueError("JobRejected needs at least one problem")
         self.problems = problems
+        self.job_id = job_id
         super().__init__("; ".join(str(p) for p in problems))

@@ -15,10 +15,13 @@ Specs round-trip through JSON::
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from sleap_rtc.jobs.options import options_for
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 
 #: The spec version this code writes and reads. A worker rejects other versions
@@ -40,7 +43,7 @@ class TrainSpec(BaseModel):
 
     Several configs make a multi-model job (e.g. top-down: centroid then
     centered_instance), trained one after the other; the overrides apply to each.
-    Mirrors the options of ``sleap-rtc train``.
+    Each field but ``kind`` and ``version`` is one entry of :data:`~sleap_rtc.jobs.options.OPTIONS`.
     """
 
     model_config = _STRICT
@@ -58,7 +61,10 @@ class TrainSpec(BaseModel):
 
 
 class TrackSpec(BaseModel):
-    """Run inference with one or more trained models on a labels or video file."""
+    """Run inference with one or more trained models on a labels or video file.
+
+    Each field but ``kind`` and ``version`` is one entry of :data:`~sleap_rtc.jobs.options.OPTIONS`.
+    """
 
     model_config = _STRICT
 
@@ -173,3 +179,28 @@ def parse_spec(data: str | bytes | dict[str, Any]) -> TrainSpec | TrackSpec:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise JobRejected(problems_from_validation_error(exc)) from None
+
+
+def anchored(spec: TrainSpec | TrackSpec, folder: Path) -> TrainSpec | TrackSpec:
+    """``spec`` with every relative path made absolute against ``folder``.
+
+    A spec kept in a file (``sleap-rtc local train --spec FILE``) names paths relative to
+    the file's folder, as a pipeline job file does; so a stage script can keep the spec
+    beside its artifacts and still point at its neighbours when the folder moves.
+    Absolute paths (and ``~``) are kept as written; ``..`` is folded, links are not followed.
+    """
+
+    def absolute(raw: str) -> str:
+        if raw.startswith(("/", "~")) or not raw.strip():
+            return raw
+        return os.path.normpath(folder.absolute() / raw)
+
+    update: dict[str, Any] = {}
+    for option in options_for(spec.kind):
+        value = getattr(spec, option.field)
+        if not option.path or value is None:
+            continue
+        update[option.field] = (
+            [absolute(v) for v in value] if isinstance(value, list) else absolute(value)
+        )
+    return spec.model_copy(update=update)

@@ -5,18 +5,14 @@ names) and may run anywhere, the client included. :func:`plan_train` and
 :func:`plan_track` run on the worker: they add the path rules (inside a mount,
 exists, right kind of file, config parses, labels named in configs exist) and
 return a plan whose paths are all resolved, so what runs is exactly what was
-checked. Both collect every problem before raising :class:`JobRejected`.
-
-Size: field rules, path rules and config-key rules share the problem builders here;
-the config-key part (:func:`_config_paths`) is the first to move out, with the
-schema checks of real lab configs.
+checked. Both collect every problem before raising :class:`JobRejected`. The
+rules for one path are in :mod:`sleap_rtc.jobs.paths`; the ranges of options come
+from the option table (:mod:`sleap_rtc.jobs.options`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,15 @@ import yaml
 from sleap_rtc.jobs import config_keys
 from sleap_rtc.jobs.frames import FrameRange, FramesError, parse_frames
 from sleap_rtc.jobs.mounts import Mounts
+from sleap_rtc.jobs.options import options_for
+from sleap_rtc.jobs.paths import (
+    DATA_SUFFIXES,
+    checkpoint,
+    existing,
+    looks_like_model,
+    plan_output,
+    trusted,
+)
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import SPEC_VERSION, TrackSpec, TrainSpec
 
@@ -34,11 +39,6 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 CONFIG_SECTIONS = ("data_config", "model_config", "trainer_config")
-DATA_SUFFIXES = (".slp", ".mp4", ".avi", ".mov", ".mkv", ".h5", ".hdf5")
-MODEL_CONFIG_NAMES = ("training_config.yaml", "training_config.json")
-MODEL_WEIGHT_GLOBS = ("*.ckpt", "best_model.h5")
-#: Files sleap-nn loads as weights (``torch.load`` or Keras HDF5).
-CHECKPOINT_SUFFIXES = (".ckpt", ".h5")
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -120,19 +120,11 @@ def check_fields(spec: TrainSpec | TrackSpec) -> list[Problem]:
                 ),
             )
         )
-    if spec.batch_size is not None and not 1 <= spec.batch_size <= 4096:
-        problems.append(_out_of_range("batch_size", spec.batch_size, "between 1 and 4096"))
+    for option in options_for(spec.kind):
+        value = getattr(spec, option.field)
+        if option.range is not None and value is not None and not option.range.admits(value):
+            problems.append(_out_of_range(option.field, value, option.range.rule))
     if isinstance(spec, TrainSpec):
-        if spec.max_epochs is not None and not 1 <= spec.max_epochs <= 100_000:
-            problems.append(_out_of_range("max_epochs", spec.max_epochs, "between 1 and 100000"))
-        if spec.learning_rate is not None and not 0 < spec.learning_rate <= 1:
-            problems.append(
-                _out_of_range(
-                    "learning_rate",
-                    spec.learning_rate,
-                    "greater than 0 and at most 1 (e.g. 0.0001)",
-                )
-            )
         if spec.run_name is not None and not RUN_NAME_PATTERN.match(spec.run_name):
             problems.append(
                 Problem(
@@ -146,14 +138,6 @@ def check_fields(spec: TrainSpec | TrackSpec) -> list[Problem]:
                 )
             )
     else:
-        if spec.peak_threshold is not None and not 0 <= spec.peak_threshold <= 1:
-            problems.append(
-                _out_of_range("peak_threshold", spec.peak_threshold, "between 0.0 and 1.0")
-            )
-        if spec.video_index is not None and not 0 <= spec.video_index <= 100_000:
-            problems.append(
-                _out_of_range("video_index", spec.video_index, "a non-negative video number")
-            )
         if spec.frames is not None:
             try:
                 parse_frames(spec.frames)
@@ -179,64 +163,6 @@ def check_fields(spec: TrainSpec | TrackSpec) -> list[Problem]:
 
 
 # --------------------------------------------------------------------------- paths
-
-
-def _existing(
-    mounts: Mounts,
-    name: str,
-    raw: str,
-    problems: list[Problem],
-    *,
-    want: str,
-    base: Path | None = None,
-) -> Path | None:
-    """Resolve ``raw`` inside the mounts and check it exists as a file or folder."""
-    real, problem = mounts.resolve(name, raw, base=base)
-    if problem:
-        problems.append(problem)
-        return None
-    assert real is not None
-    if not real.exists():
-        problems.append(
-            Problem(
-                field=name,
-                value=raw,
-                code=ProblemCode.PATH_NOT_FOUND,
-                message=f"Path not found: {raw}",
-            )
-        )
-        return None
-    if want == "file" and not real.is_file():
-        problems.append(
-            Problem(
-                field=name,
-                value=raw,
-                code=ProblemCode.NOT_A_FILE,
-                message=f"{raw} is a folder; a file is expected here",
-            )
-        )
-        return None
-    if want == "dir" and not real.is_dir():
-        problems.append(
-            Problem(
-                field=name,
-                value=raw,
-                code=ProblemCode.NOT_A_DIRECTORY,
-                message=f"{raw} is a file; a folder is expected here",
-            )
-        )
-        return None
-    if not os.access(real, os.R_OK):
-        problems.append(
-            Problem(
-                field=name,
-                value=raw,
-                code=ProblemCode.NOT_READABLE,
-                message=f"{raw} exists but the worker may not read it",
-            )
-        )
-        return None
-    return real
 
 
 def _config_field(spec: TrainSpec, index: int) -> str:
@@ -327,7 +253,7 @@ def _config_labels(
             )
             continue
         before = len(problems)
-        real = _existing(mounts, field_name, entry, problems, want="file", base=config_real.parent)
+        real = existing(mounts, field_name, entry, problems, want="file", base=config_real.parent)
         if len(problems) > before:
             # Say where the path came from and how to override it.
             last = problems[-1]
@@ -340,51 +266,6 @@ def _config_labels(
         if real is not None:
             found.append(real)
     return found
-
-
-def _checkpoint(
-    mounts: Mounts,
-    name: str,
-    raw: str,
-    problems: list[Problem],
-    *,
-    base: Path | None = None,
-    suffixes: tuple[str, ...] = CHECKPOINT_SUFFIXES,
-) -> Path | None:
-    """A weights file sleap-nn will load: inside the mounts, of a known kind, trusted."""
-    real = _existing(mounts, name, raw, problems, want="file", base=base)
-    if real is None:
-        return None
-    if real.suffix.lower() not in suffixes:
-        problems.append(
-            Problem(
-                field=name,
-                value=raw,
-                code=ProblemCode.WRONG_FILE_TYPE,
-                message=f"{raw} is not a checkpoint ({', '.join(suffixes)})",
-            )
-        )
-        return None
-    return real if _trusted(mounts, name, raw, real, problems) else None
-
-
-def _trusted(mounts: Mounts, name: str, raw: str, real: Path, problems: list[Problem]) -> bool:
-    mount = mounts.containing(real)
-    if mount is not None and not mount.trusted:
-        problems.append(
-            Problem(
-                field=name,
-                value=raw,
-                code=ProblemCode.ACCESS_DENIED,
-                message=(
-                    f"{raw} is in the '{mount.label}' folder, and checkpoints (which can hold "
-                    "code) load from there only on a sandboxed worker; put the model in "
-                    "another mount or ask the administrator to enable the sandbox"
-                ),
-            )
-        )
-        return False
-    return True
 
 
 def _config_paths(
@@ -448,9 +329,9 @@ def _config_paths(
         for entry in entries:
             before = len(problems)
             if rule == "checkpoint":
-                real = _checkpoint(mounts, field_name, entry, problems, base=base)
+                real = checkpoint(mounts, field_name, entry, problems, base=base)
             else:
-                real = _existing(mounts, field_name, entry, problems, want="file", base=base)
+                real = existing(mounts, field_name, entry, problems, want="file", base=base)
                 if real is not None and real.suffix.lower() not in DATA_SUFFIXES:
                     problems.append(
                         Problem(
@@ -478,19 +359,19 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
     problems = check_fields(spec)
     labels = val_labels = resume = None
     if spec.labels_path is not None:
-        labels = _existing(mounts, "labels_path", spec.labels_path, problems, want="file")
+        labels = existing(mounts, "labels_path", spec.labels_path, problems, want="file")
     if spec.val_labels_path is not None:
-        val_labels = _existing(
+        val_labels = existing(
             mounts, "val_labels_path", spec.val_labels_path, problems, want="file"
         )
     if spec.resume_ckpt_path is not None:
-        resume = _checkpoint(
+        resume = checkpoint(
             mounts, "resume_ckpt_path", spec.resume_ckpt_path, problems, suffixes=(".ckpt",)
         )
     configs: list[ConfigPlan] = []
     for index, raw in enumerate(spec.config_paths):
         name = _config_field(spec, index)
-        real = _existing(mounts, name, raw, problems, want="file")
+        real = existing(mounts, name, raw, problems, want="file")
         if real is None:
             continue
         data = _load_config(name, raw, real, problems)
@@ -544,17 +425,10 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
     )
 
 
-def looks_like_model(folder: Path) -> bool:
-    """True if ``folder`` holds a trained model (a training config plus weights)."""
-    has_config = any((folder / name).is_file() for name in MODEL_CONFIG_NAMES)
-    has_weights = any(any(folder.glob(pattern)) for pattern in MODEL_WEIGHT_GLOBS)
-    return has_config and has_weights
-
-
 def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
     """Check a track spec on the worker; raise :class:`JobRejected` with every problem."""
     problems = check_fields(spec)
-    data = _existing(mounts, "data_path", spec.data_path, problems, want="file")
+    data = existing(mounts, "data_path", spec.data_path, problems, want="file")
     if data is not None and data.suffix.lower() not in DATA_SUFFIXES:
         problems.append(
             Problem(
@@ -571,7 +445,7 @@ def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
     models: list[Path] = []
     for index, raw in enumerate(spec.model_paths):
         name = "model_paths" if len(spec.model_paths) == 1 else f"model_paths[{index}]"
-        real = _existing(mounts, name, raw, problems, want="dir")
+        real = existing(mounts, name, raw, problems, want="dir")
         if real is None:
             continue
         if not looks_like_model(real):
@@ -587,10 +461,10 @@ def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
                 )
             )
             continue
-        if not _trusted(mounts, name, raw, real, problems):
+        if not trusted(mounts, name, raw, real, problems):
             continue
         models.append(real)
-    output = _plan_output(spec, mounts, data, problems)
+    output = plan_output(spec, mounts, data, problems)
     frames = None
     if spec.frames is not None and not any(p.field == "frames" for p in problems):
         frames = parse_frames(spec.frames)
@@ -600,103 +474,3 @@ def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
     return TrackPlan(
         spec=spec, data_path=data, model_paths=models, output_path=output, frames=frames
     )
-
-
-def _plan_output(
-    spec: TrackSpec, mounts: Mounts, data: Path | None, problems: list[Problem]
-) -> Path | None:
-    raw = spec.output_path
-    relative = isinstance(raw, str) and raw.strip() != "" and not raw.startswith(("/", "~"))
-    if relative and data is None:
-        return None  # resolved against data_path's folder, which is already reported
-    real, problem = mounts.resolve(
-        "output_path", raw, base=data.parent if relative and data else None, for_writing=True
-    )
-    if problem:
-        problems.append(problem)
-        return None
-    assert real is not None
-    if real.suffix.lower() != ".slp":
-        problems.append(
-            Problem(
-                field="output_path",
-                value=raw,
-                code=ProblemCode.WRONG_FILE_TYPE,
-                message=f"output_path {raw} must end in .slp",
-            )
-        )
-        return None
-    if not real.parent.is_dir():
-        problems.append(
-            Problem(
-                field="output_path",
-                value=raw,
-                code=ProblemCode.PATH_NOT_FOUND,
-                message=f"Path not found: {real.parent} (the folder for output_path must exist)",
-            )
-        )
-        return None
-    if real.is_dir():
-        problems.append(
-            Problem(
-                field="output_path",
-                value=raw,
-                code=ProblemCode.NOT_A_FILE,
-                message=f"output_path {raw} is a folder; name a .slp file",
-            )
-        )
-        return None
-    if real.exists() and not spec.overwrite:
-        problems.append(
-            Problem(
-                field="output_path",
-                value=raw,
-                code=ProblemCode.OUTPUT_EXISTS,
-                message=(
-                    f"{real} already exists; choose another output name or allow "
-                    "overwriting (--overwrite)"
-                ),
-            )
-        )
-        return None
-    named = os.path.join(data.parent, raw) if relative and data else raw
-    if real.exists() or os.path.lexists(real) or os.path.lexists(named):
-        try:
-            info = os.lstat(real)
-        except OSError:
-            info = None
-        linked = os.path.islink(named)
-        if linked or info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            problems.append(
-                Problem(
-                    field="output_path",
-                    value=raw,
-                    code=ProblemCode.INVALID_PATH,
-                    message=(
-                        f"output_path {raw} exists and is not a plain file of its own (a "
-                        "link, a pipe or a file with other names); choose a new file name"
-                    ),
-                )
-            )
-            return None
-    if data is not None and real == data:
-        problems.append(
-            Problem(
-                field="output_path",
-                value=raw,
-                code=ProblemCode.CONFLICT,
-                message="output_path is the input data_path; predictions go to a new file",
-            )
-        )
-        return None
-    if not os.access(real.parent, os.W_OK):
-        problems.append(
-            Problem(
-                field="output_path",
-                value=raw,
-                code=ProblemCode.READ_ONLY,
-                message=f"the worker may not write in {real.parent}",
-            )
-        )
-        return None
-    return real

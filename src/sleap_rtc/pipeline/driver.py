@@ -6,7 +6,8 @@ jobs; some sites don't allow dependencies between partitions or QOSes, or limit
 how many pending jobs one may have. The driver stays running instead: it submits
 every stage that needs nothing (or whose parents are done already) as a plain job,
 then looks at the jobs in flight every ``interval`` seconds, with one
-:func:`~sleap_rtc.engine.slurm_tools.job_states` call for all of them, and submits a
+:meth:`~sleap_rtc.engine.backends.slurm.tools.SlurmClient.job_states` call for all
+of them, and submits a
 stage as soon as all its parents are COMPLETED. Stages skipped because their
 outputs exist count as completed parents, and jobs still queued or running from
 an earlier submission are followed rather than submitted again, so running the
@@ -23,7 +24,12 @@ driver that stops early marks its waiting stages ``NOT SUBMITTED`` ("the driver
 stopped"); ``pipeline status`` shows all of it.
 
 :class:`Schedule` is the bookkeeping alone (no SLURM, no files); :class:`Driver`
-runs it against SLURM and the record.
+runs it against a SLURM client and the record; :func:`drive` runs a driver and
+decides, once for every caller, what happens to the jobs it leaves when stopped.
+
+The driver looks at its jobs itself, synchronously, one batched query per look;
+the worker's SLURM backend has its own asynchronous watcher
+(:mod:`sleap_rtc.engine.backends.slurm.watcher`) for the jobs it follows.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sleap_rtc.engine.slurm_tools import FINAL_STATES, SlurmError, job_states, sbatch, scancel
-from sleap_rtc.pipeline.run import (
+from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient, SlurmError
+from sleap_rtc.pipeline.record import (
     NOT_SUBMITTED,
     WAITING,
     load_record,
@@ -188,8 +194,7 @@ class StageResult:
 class Driver:
     """Submits a pipeline's stages as their parents complete; see the module's description.
 
-    ``query`` and ``submit_script`` stand for :func:`~sleap_rtc.engine.slurm_tools.job_states`
-    and :func:`~sleap_rtc.engine.slurm_tools.sbatch`.
+    ``slurm`` submits, queries and cancels the jobs (default: this machine's SLURM tools).
     """
 
     def __init__(
@@ -200,8 +205,7 @@ class Driver:
         force: bool = False,
         interval: float = 10.0,
         on_event: Callable[[Event], None] | None = None,
-        query: Callable[[Sequence[str]], dict[str, str]] | None = None,
-        submit_script: Callable[..., str] | None = None,
+        slurm: SlurmClient | None = None,
         max_poll_errors: int = 5,
     ) -> None:
         self.pipeline = pipeline
@@ -209,8 +213,7 @@ class Driver:
         self.force = force
         self.interval = interval
         self.on_event = on_event
-        self.query = query or job_states
-        self.submit_script = submit_script or sbatch
+        self.slurm = slurm or SlurmClient()
         self.max_poll_errors = max_poll_errors
         self.record = record_path(pipeline, layout)
         self.schedule = Schedule([])
@@ -218,6 +221,8 @@ class Driver:
         #: True once a run returned because it was asked to stop.
         self.stopped = False
         self.polls = 0
+        #: The jobs :meth:`cancel_in_flight` cancelled.
+        self.cancelled: list[str] = []
 
     # -- the loop -------------------------------------------------------------------
 
@@ -263,7 +268,7 @@ class Driver:
         earlier = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
         live = {
             job_id: state
-            for job_id, state in self.query(list(earlier.values())).items()
+            for job_id, state in self.slurm.job_states(list(earlier.values())).items()
             if state not in FINAL_STATES
         }
         nodes: list[Node] = []
@@ -318,7 +323,7 @@ class Driver:
                 raise
 
     def _submit(self, node: Node) -> None:
-        job_id = self.submit_script(self.scripts[node.key], cwd=self.layout.scripts.parent)
+        job_id = self.slurm.sbatch(self.scripts[node.key], cwd=self.layout.scripts.parent)
         node.job_id, node.state = job_id, "PENDING"
         parents = [self.schedule.nodes[p].stage for p in node.parents]
         entry: dict[str, object] = {
@@ -335,7 +340,7 @@ class Driver:
     def _poll(self) -> None:
         """One state query for every job in flight."""
         flying = self.schedule.in_flight()
-        states = self.query([str(n.job_id) for n in flying])
+        states = self.slurm.job_states([str(n.job_id) for n in flying])
         self.polls += 1
         for node in self.schedule.observe(states):
             if node.state == "COMPLETED":
@@ -385,12 +390,41 @@ class Driver:
         ids = self.in_flight_ids()
         if not ids:
             return []
-        scancel(ids)
+        self.slurm.scancel(ids)
+        self.cancelled += ids
         with contextlib.suppress(SlurmError):  # one that ended meanwhile keeps its state
-            self.schedule.observe(self.query(ids))
+            self.schedule.observe(self.slurm.job_states(ids))
         for node in self.schedule.in_flight():
             node.state, node.reason = "CANCELLED", "cancelled when the driver stopped"
         return ids
+
+
+def drive(
+    driver: Driver,
+    *,
+    stop: threading.Event | None = None,
+    cancel_on_exit: bool = False,
+    ask: Callable[[list[str]], bool] | None = None,
+) -> list[StageResult]:
+    """Run ``driver`` (see :meth:`Driver.run`); what happens to the jobs it leaves.
+
+    When it returns because ``stop`` was set, the jobs still queued or running are
+    cancelled with ``cancel_on_exit``, else when ``ask`` (given their ids) says so,
+    else left running for a later run to follow. When it raises (Ctrl-C included),
+    they are cancelled with ``cancel_on_exit`` and the exception goes on; a failing
+    ``scancel`` then doesn't hide it. :attr:`Driver.cancelled` says what was cancelled.
+    """
+    try:
+        driver.run(stop=stop)
+    except BaseException:
+        if cancel_on_exit and driver.in_flight_ids():
+            with contextlib.suppress(SlurmError):
+                driver.cancel_in_flight()
+        raise
+    left = driver.in_flight_ids()
+    if left and (cancel_on_exit or (ask is not None and ask(left))):
+        driver.cancel_in_flight()
+    return driver.results()
 
 
 def summary(results: Sequence[StageResult]) -> str:

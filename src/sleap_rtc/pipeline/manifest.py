@@ -15,8 +15,8 @@ else ``experiment_runs/`` in the current folder, as for a pipeline run from it).
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -24,13 +24,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sleap_rtc.jobs.digest import sha256_of
 from sleap_rtc.jobs.problems import Problem, ProblemCode
 
+#: Where the experiment root is when a run or a script is told (scripts read it when they run).
+EXPERIMENT_ROOT_ENV = "SLEAP_RTC_EXPERIMENT_ROOT"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 #: What a portable manifest's ``root`` starts with.
 EXPERIMENT_ROOT = "{experiment_root}"
-_CHUNK = 1024 * 1024
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
@@ -64,19 +66,12 @@ class Manifest(BaseModel):
         return [Path(self.root) / m for m in self.models]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_experiment_root(output_dir: Path = Path(".")) -> Path:
-    """The experiment root in effect for a pipeline run from ``output_dir``."""
-    from sleap_rtc.pipeline.sbatch import Layout  # sbatch imports this module
-
-    return Layout.under(output_dir).experiment_root
+    """The experiment root in effect for a pipeline run from ``output_dir``:
+    $SLEAP_RTC_EXPERIMENT_ROOT, else ``output_dir/experiment_runs``."""
+    from_env = os.environ.get(EXPERIMENT_ROOT_ENV)
+    root = Path(from_env) if from_env else output_dir.resolve() / "experiment_runs"
+    return root.resolve()
 
 
 def portable_root(root: Path, experiment_root: Path) -> str | None:

@@ -8,44 +8,38 @@ it needs (afterok, and is cancelled when one fails). What was submitted is
 recorded in ``slurm_jobs/{job}.runs.json``, which ``status`` and ``cancel`` read.
 :mod:`sleap_rtc.pipeline.driver` (``--chain=poll``) instead stays running and
 submits each stage once its parents completed; it records the stages it has not
-submitted yet too (``WAITING``, or ``NOT SUBMITTED`` with the reason).
+submitted yet too (``WAITING``, or ``NOT SUBMITTED`` with the reason). The
+record's format is in :mod:`sleap_rtc.pipeline.record`.
 
-The record maps each stage's key (``{job}_{dataset}_{stage}``) to an entry::
-
-    {"job_id": "101", "submitted_at": 1700000000.0, "after": ["99", "100"]}
-    {"job_id": null, "state": "WAITING", "waits_for": ["centroid", "centered_instance"],
-     "driver": {"host": "login1", "pid": 4242}, "updated_at": 1700000000.0}
-    {"job_id": null, "state": "NOT SUBMITTED", "reason": "parent centroid FAILED (job 99)",
-     "blocked_by": {"stage": "centroid", "job_id": "99", "state": "FAILED"}, ...}
+Every function takes the SLURM client to use (``slurm``; default: this machine's
+SLURM tools), so a test passes a recorded one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from sleap_rtc.engine.slurm_tools import FINAL_STATES, job_states, sbatch, scancel
-from sleap_rtc.pipeline.manifest import MANIFEST_NAME, verify_manifest
-from sleap_rtc.pipeline.sbatch import PREDICTIONS, Layout, generate
-from sleap_rtc.pipeline.spec import Pipeline, Stage
-
-if TYPE_CHECKING:
-    import threading
-    from collections.abc import Callable
-
-    from sleap_rtc.pipeline.driver import Event, StageResult
+from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient, monitor_jobs
+from sleap_rtc.pipeline.driver import Driver, Event, StageResult, drive
+from sleap_rtc.pipeline.record import (
+    NOT_SUBMITTED,
+    WAITING,
+    driver_alive,
+    load_record,
+    record_path,
+    refuse_if_driven,
+    stage_done,
+    write_record,
+)
+from sleap_rtc.pipeline.sbatch import Layout, generate
+from sleap_rtc.pipeline.spec import Pipeline, Stage, load_job
 
 Action = Literal["submitted", "done", "queued"]
-#: States of a stage with no job: the driver submits it when its parents complete;
-#: it was not submitted (a parent did not complete, or the driver stopped first).
-WAITING = "WAITING"
-NOT_SUBMITTED = "NOT SUBMITTED"
 
 
 @dataclass(frozen=True)
@@ -58,88 +52,16 @@ class StageRun:
     note: str = ""
 
 
-def record_path(pipeline: Pipeline, layout: Layout) -> Path:
-    return layout.scripts / f"{pipeline.name}.runs.json"
-
-
-def load_record(path: Path) -> dict[str, dict[str, object]]:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_record(path: Path, record: Mapping[str, object]) -> None:
-    """Replace the record at once, so a reader never sees half of it."""
-    partial = path.with_suffix(".json.part")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
-
-
-def update_record(path: Path, entries: Mapping[str, dict[str, object]]) -> None:
-    """Set these stages' entries, keeping everything else in the record."""
-    record = load_record(path)
-    record.update(entries)
-    _write_record(path, record)
-
-
-def this_driver() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def driver_alive(entry: Mapping[str, object]) -> bool | None:
-    """Whether the driver that wrote ``entry`` still runs; None when that can't be told
-    from here (another host, or no driver named)."""
-    driver = entry.get("driver")
-    if not isinstance(driver, dict) or driver.get("host") != socket.gethostname():
-        return None
-    try:
-        os.kill(int(driver["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-    return True
-
-
-class AlreadyDriven(Exception):
-    """A driver on this host is driving the same pipeline (``--chain=poll``)."""
-
-
-def refuse_if_driven(path: Path, record: Mapping[str, object]) -> None:
-    """AlreadyDriven when another live driver on this host has stages WAITING in ``record``."""
-    me = this_driver()
-    for key, entry in record.items():
-        if not isinstance(entry, dict) or entry.get("state") != WAITING:
-            continue
-        if entry.get("driver") != me and driver_alive(entry):
-            raise AlreadyDriven(
-                f"process {entry['driver']['pid']} is already driving this pipeline ({key} "
-                f"waits for it, in {path}); stop it first, or follow it with "
-                "`sleap-rtc pipeline status`"
-            )
-
-
-def stage_done(stage: Stage, layout: Layout) -> str | None:
-    """Why a stage needn't run again (its outputs are there), or None."""
-    folder = layout.artifacts_dir(stage)
-    if stage.name == "track":
-        predictions = folder / PREDICTIONS
-        return "its predictions are written" if predictions.is_file() else None
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file():
-        return None
-    _, problems = verify_manifest(manifest, experiment_root=layout.experiment_root)
-    return None if problems else "its manifest checks out"
-
-
 def submit(
-    pipeline: Pipeline, layout: Layout, *, chain: bool = False, force: bool = False
+    pipeline: Pipeline,
+    layout: Layout,
+    *,
+    chain: bool = False,
+    force: bool = False,
+    slurm: SlurmClient | None = None,
 ) -> list[StageRun]:
     """Submit every stage that needs to run; see the module's description."""
+    slurm = slurm or SlurmClient()
     scripts = {w.stage.key: w.script for w in generate(pipeline, layout)}
     path = record_path(pipeline, layout)
     record = load_record(path)
@@ -147,7 +69,7 @@ def submit(
     earlier = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
     live = {
         job_id: state
-        for job_id, state in job_states(list(earlier.values())).items()
+        for job_id, state in slurm.job_states(list(earlier.values())).items()
         if state not in FINAL_STATES
     }
     runs: list[StageRun] = []
@@ -173,10 +95,10 @@ def submit(
                 runs.append(StageRun(dataset.name, stage.name, "done", None, [], done))
                 continue
             after = [ids[name] for name in stage.after if name in ids] if chain else []
-            job_id = sbatch(scripts[stage.key], after=after, cwd=layout.scripts.parent)
+            job_id = slurm.sbatch(scripts[stage.key], after=after, cwd=layout.scripts.parent)
             ids[stage.name] = job_id
             record[stage.key] = {"job_id": job_id, "submitted_at": time.time(), "after": after}
-            _write_record(path, record)  # as we go: nothing lost
+            write_record(path, record)  # as we go: nothing lost
             runs.append(StageRun(dataset.name, stage.name, "submitted", job_id, after))
     return runs
 
@@ -213,12 +135,14 @@ def _unsubmitted(stage: Stage, layout: Layout, entry: Mapping[str, object]) -> t
     return NOT_SUBMITTED, ""
 
 
-def status(pipeline: Pipeline, layout: Layout) -> list[StageStatus]:
+def status(
+    pipeline: Pipeline, layout: Layout, *, slurm: SlurmClient | None = None
+) -> list[StageStatus]:
     """Every stage with its SLURM state, from one query; a stage with no job is DONE,
     WAITING (for a driver) or NOT SUBMITTED, with the reason where one is recorded."""
     record = load_record(record_path(pipeline, layout))
     ids = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
-    states = job_states(list(ids.values()))
+    states = (slurm or SlurmClient()).job_states(list(ids.values()))
     found = []
     for stage in pipeline.stages:
         job_id = ids.get(stage.key)
@@ -232,11 +156,12 @@ def status(pipeline: Pipeline, layout: Layout) -> list[StageStatus]:
     return found
 
 
-def cancel(pipeline: Pipeline, layout: Layout) -> list[str]:
+def cancel(pipeline: Pipeline, layout: Layout, *, slurm: SlurmClient | None = None) -> list[str]:
     """Cancel every job of this pipeline that may still run; their ids."""
-    current = [s for s in status(pipeline, layout) if s.job_id and s.state not in FINAL_STATES]
-    ids = [s.job_id for s in current if s.job_id]
-    scancel(ids)
+    slurm = slurm or SlurmClient()
+    found = status(pipeline, layout, slurm=slurm)
+    ids = [s.job_id for s in found if s.job_id and s.state not in FINAL_STATES]
+    slurm.scancel(ids)
     return ids
 
 
@@ -264,12 +189,13 @@ class PipelineRun:
         *,
         output_dir: str | Path = ".",
         experiment_root: str | Path | None = None,
+        slurm: SlurmClient | None = None,
     ) -> None:
-        from sleap_rtc.pipeline.spec import load_job
-
         self.pipeline = load_job(job_file)
         root = Path(experiment_root) if experiment_root else None
         self.layout = Layout.under(Path(output_dir), root)
+        #: The SLURM tools every call submits, queries and cancels with.
+        self.slurm = slurm or SlurmClient()
 
     def generate(self) -> list[Path]:
         """Write the missing scripts; every stage's script path."""
@@ -277,7 +203,7 @@ class PipelineRun:
 
     def submit(self, *, chain: bool = False, force: bool = False) -> list[StageRun]:
         """Submit and return; with ``chain``, SLURM orders the stages (afterok)."""
-        return submit(self.pipeline, self.layout, chain=chain, force=force)
+        return submit(self.pipeline, self.layout, chain=chain, force=force, slurm=self.slurm)
 
     def drive(
         self,
@@ -296,27 +222,22 @@ class PipelineRun:
         queued or running are cancelled when it stops early or raises (Ctrl-C included).
         See :mod:`sleap_rtc.pipeline.driver`.
         """
-        from sleap_rtc.pipeline.driver import Driver
-
         driver = Driver(
-            self.pipeline, self.layout, force=force, interval=interval, on_event=on_event
+            self.pipeline,
+            self.layout,
+            force=force,
+            interval=interval,
+            on_event=on_event,
+            slurm=self.slurm,
         )
-        try:
-            results = driver.run(stop=stop)
-        except BaseException:
-            if cancel_on_exit:
-                driver.cancel_in_flight()
-            raise
-        if cancel_on_exit and driver.in_flight_ids():
-            driver.cancel_in_flight()
-            results = driver.results()
-        return results
+        drive(driver, stop=stop, cancel_on_exit=cancel_on_exit)
+        return driver.results()
 
     def status(self) -> list[StageStatus]:
-        return status(self.pipeline, self.layout)
+        return status(self.pipeline, self.layout, slurm=self.slurm)
 
     def cancel(self) -> list[str]:
-        return cancel(self.pipeline, self.layout)
+        return cancel(self.pipeline, self.layout, slurm=self.slurm)
 
     def job_ids(self) -> list[str]:
         record = load_record(record_path(self.pipeline, self.layout))
@@ -325,9 +246,12 @@ class PipelineRun:
     def monitor(
         self, *, until_done: bool = False, interval: float = 10.0, timeout: float | None = None
     ) -> dict[str, str]:
-        """The submitted jobs' states; see :func:`~sleap_rtc.engine.slurm_tools.monitor_jobs`."""
-        from sleap_rtc.engine.slurm_tools import monitor_jobs
-
+        """The submitted jobs' states; see
+        :func:`~sleap_rtc.engine.backends.slurm.tools.monitor_jobs`."""
         return monitor_jobs(
-            self.job_ids(), until_done=until_done, interval=interval, timeout=timeout
+            self.job_ids(),
+            until_done=until_done,
+            interval=interval,
+            timeout=timeout,
+            slurm=self.slurm,
         )

@@ -4,11 +4,13 @@ Each stage of each dataset gets ``slurm_jobs/{job}_{dataset}_{stage}.sbatch`` an
 a ``.meta.json`` beside it (the job file's spec, the resolved paths, the git
 commit of the job file's folder, when it was written). A script holds its
 resources as ``#SBATCH`` lines, the job file's set-up lines, and the commands
-that run the stage with ``sleap-rtc local``; it fails on the first failing
-line (``set -euo pipefail``), set-up included. With ``optimize_batch_size``, a
-training stage first probes for the largest batch size that fits in the GPU's
-memory (``sleap-rtc pipeline tune-batch-size``; without a GPU it keeps the
-starting size) and trains with it. Artifacts go to
+that run the stage with ``sleap-rtc local``: the stage's job is a spec (the
+``extra_args`` of the job file are its fields), written by the script into the
+artifacts folder and run with ``sleap-rtc local train|track --spec``. A script
+fails on the first failing line (``set -euo pipefail``), set-up included. With
+``optimize_batch_size``, a training stage first probes for the largest batch size
+that fits in the GPU's memory (``sleap-rtc pipeline tune-batch-size``; without a
+GPU it keeps the starting size) and trains with it. Artifacts go to
 ``$SLEAP_RTC_EXPERIMENT_ROOT/{job}/{dataset}/{stage}/``; the root defaults to
 the one chosen when the script was written and the environment overrides it.
 """
@@ -16,7 +18,6 @@ the one chosen when the script was written and the environment overrides it.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -24,14 +25,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleap_rtc.jobs.options import option
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
-from sleap_rtc.pipeline.manifest import Manifest, verify_manifest
+from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
+from sleap_rtc.pipeline.manifest import (
+    EXPERIMENT_ROOT_ENV,
+    Manifest,
+    default_experiment_root,
+    verify_manifest,
+)
 from sleap_rtc.pipeline.spec import Pipeline, Stage
 
-EXPERIMENT_ROOT_ENV = "SLEAP_RTC_EXPERIMENT_ROOT"
-#: Inside a stage's artifacts folder: the trained model, and tracking's output.
+#: Inside a stage's artifacts folder: the trained model, tracking's output, the job's spec.
 MODEL_DIR = "model"
 PREDICTIONS = "predictions.slp"
+SPEC_FILE = "spec.json"
 #: The shell variable a probed batch size is kept in.
 BATCH_SIZE_VAR = "BATCH_SIZE"
 
@@ -49,8 +57,7 @@ class Layout:
         """``folder``'s layout; the root is ``experiment_root``, else $SLEAP_RTC_EXPERIMENT_ROOT,
         else ``folder/experiment_runs``."""
         folder = folder.resolve()
-        from_env = os.environ.get(EXPERIMENT_ROOT_ENV)
-        root = experiment_root or (Path(from_env) if from_env else folder / "experiment_runs")
+        root = experiment_root or default_experiment_root(folder)
         return cls(
             scripts=folder / "slurm_jobs",
             logs=folder / "slurm_logs",
@@ -61,10 +68,9 @@ class Layout:
         """The stage's artifacts folder, as a path here."""
         return self.experiment_root / stage.job / stage.dataset.name / stage.name
 
-    def artifacts(self, stage: Stage, other: str | None = None) -> str:
+    def artifacts(self, stage: Stage) -> str:
         """The stage's artifacts folder as the script names it (honouring the env)."""
-        name = other or stage.name
-        return f'"${EXPERIMENT_ROOT_ENV}"/{_q(stage.job)}/{_q(stage.dataset.name)}/{_q(name)}'
+        return f'"${EXPERIMENT_ROOT_ENV}"/{_q(stage.job)}/{_q(stage.dataset.name)}/{_q(stage.name)}'
 
 
 def _q(value: str | Path) -> str:
@@ -115,17 +121,73 @@ def tune_lines(stage: Stage, cli: str) -> list[str]:
     ]
 
 
-def stage_commands(
-    stage: Stage, layout: Layout, sleap_rtc: list[str], pinned: Manifest | None = None
-) -> list[str]:
+def _pinned_models(stage: Stage, pinned: Manifest | None) -> list[Path]:
+    """Pinned models join those trained in this run, unless this run trains their stage."""
+    if pinned is None or pinned.stage in stage.after:
+        return []
+    return pinned.model_paths()
+
+
+def stage_spec(stage: Stage, pinned: Manifest | None = None) -> TrainSpec | TrackSpec:
+    """The job one stage runs, with the job file's ``extra_args`` as its fields.
+
+    Relative paths are relative to the stage's artifacts folder, where the script keeps
+    the spec (:data:`SPEC_FILE`): the model folder, tracking's output and the models the
+    other stages of this run train (``../centroid/model``), so the spec still holds when
+    the experiment root moves. A probed batch size is left out: the script passes it.
+    """
+    args = dict(stage.extra_args)
+    if stage.name != "track":
+        assert stage.config is not None
+        if stage.optimize_batch_size:
+            args.pop("batch_size", None)
+        val = stage.dataset.val_labels
+        return TrainSpec(
+            config_paths=[str(stage.config)],
+            labels_path=str(stage.dataset.labels),
+            val_labels_path=str(val) if val is not None else None,
+            run_name=MODEL_DIR,
+            **args,
+        )
+    models = [f"../{parent}/{MODEL_DIR}" for parent in stage.after]
+    models += [str(model) for model in _pinned_models(stage, pinned)]
+    return TrackSpec(
+        data_path=str(stage.dataset.track),
+        model_paths=models,
+        output_path=PREDICTIONS,
+        overwrite=True,
+        **args,
+    )
+
+
+def _spec_lines(spec: TrainSpec | TrackSpec) -> list[str]:
+    """Lines that write the stage's spec into its artifacts folder, as written here.
+
+    A quoted here-document: the shell expands nothing in it, and JSON has no line that
+    reads ``SPEC`` (newlines in strings are escaped), so it ends where it should.
+    """
+    text = json.dumps(spec.model_dump(mode="json", exclude_none=True), indent=2)
+    return [
+        "# The job this stage runs; relative paths are relative to $ARTIFACTS.",
+        f"cat > \"$ARTIFACTS\"/{SPEC_FILE} <<'SPEC'",
+        text,
+        "SPEC",
+        "",
+    ]
+
+
+def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None = None) -> list[str]:
     """The shell lines that run one stage (after ``ARTIFACTS`` is set).
 
-    A training stage ends by writing its manifest; track uses the models trained
-    earlier in this run, or those ``pinned`` by a manifest from outside it.
+    The stage's job runs from its spec (:func:`stage_spec`); the command line only
+    names the folders it may use, and the batch size a probe chose. A training stage
+    ends by writing its manifest; track uses the models trained earlier in this run,
+    or those ``pinned`` by a manifest from outside it.
     """
     cli = " ".join(_q(part) for part in sleap_rtc)
-    args = stage.extra_args
-    if stage.name != "track":
+    spec = stage_spec(stage, pinned)
+    run_spec = f'--spec "$ARTIFACTS"/{SPEC_FILE}'
+    if isinstance(spec, TrainSpec):
         assert stage.config is not None
         inputs = [stage.config.parent, stage.dataset.labels.parent]
         if stage.dataset.val_labels is not None:
@@ -135,47 +197,25 @@ def stage_commands(
             *_mounts(inputs),
             '--mount "$ARTIFACTS:artifacts"',
             '--models-dir "$ARTIFACTS"',
-            f"--config {_q(stage.config)}",
-            f"--labels {_q(stage.dataset.labels)}",
         ]
-        if stage.dataset.val_labels is not None:
-            command.append(f"--val-labels {_q(stage.dataset.val_labels)}")
-        for key in ("max_epochs", "batch_size", "learning_rate"):
-            if key == "batch_size" and stage.optimize_batch_size:
-                command.append(f'--batch-size "${BATCH_SIZE_VAR}"')
-            elif key in args:
-                command.append(f"--{key.replace('_', '-')} {_q(str(args[key]))}")
-        command.append(f"--run-name {MODEL_DIR}")
+        if stage.optimize_batch_size:
+            command.append(f'{option("train", "batch_size").flag} "${BATCH_SIZE_VAR}"')
+        command.append(run_spec)
         manifest = [
             f'{cli} pipeline manifest write "$ARTIFACTS"',
             f"--job {_q(stage.job)} --dataset {_q(stage.dataset.name)} --stage {_q(stage.name)}",
             f"--model {MODEL_DIR}",
             '--slurm-job-id "${SLURM_JOB_ID:-}"',
         ]
-        train = [" \\\n    ".join(command), "", " \\\n    ".join(manifest)]
+        train = [*_spec_lines(spec), " \\\n    ".join(command), "", " \\\n    ".join(manifest)]
         return [*tune_lines(stage, cli), *train] if stage.optimize_batch_size else train
-    # Pinned models join those trained in this run, unless this run trains their stage.
-    pinned_models = (
-        pinned.model_paths() if pinned is not None and pinned.stage not in stage.after else []
-    )
     command = [
         f"{cli} local track",
-        *_mounts([stage.dataset.track.parent, *pinned_models]),
+        *_mounts([stage.dataset.track.parent, *_pinned_models(stage, pinned)]),
         f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
-        f"--data-path {_q(stage.dataset.track)}",
+        run_spec,
     ]
-    for parent in stage.after:
-        command.append(f"--model-paths {layout.artifacts(stage, parent)}/{MODEL_DIR}")
-    for model in pinned_models:
-        command.append(f"--model-paths {_q(model)}")
-    command.append(f'--output "$ARTIFACTS"/{PREDICTIONS}')
-    for key in ("batch_size", "peak_threshold", "frames"):
-        if key in args:
-            command.append(f"--{key.replace('_', '-')} {_q(str(args[key]))}")
-    if args.get("only_suggested_frames"):
-        command.append("--only-suggested-frames")
-    command.append("--overwrite")
-    return [" \\\n    ".join(command)]
+    return [*_spec_lines(spec), " \\\n    ".join(command)]
 
 
 def render(
@@ -201,7 +241,7 @@ def render(
         lines.append("")
     if pinned is not None:
         lines.append(f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)")
-    lines += stage_commands(stage, layout, sleap_rtc, pinned)
+    lines += stage_commands(stage, sleap_rtc, pinned)
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,10 @@ overrides, SLURM resources and environment set-up lines. :func:`load_job` reads
 it and resolves it into a :class:`Pipeline`, one :class:`Stage` per dataset and
 stage, each with its inputs, resources and the stages it waits for. Every
 problem is reported at once (:class:`~sleap_rtc.jobs.problems.JobRejected`),
-each naming the field, the value and what to do.
+each naming the field, the value and what to do: each rule is one checker in
+:data:`CHECKS`, and all of them run before anything is resolved. Overrides
+(``extra_args``) are the job options the option table lets a job file set
+(:mod:`sleap_rtc.jobs.options`); a stage runs them as fields of its spec.
 
 Example (``examples/jobs/``)::
 
@@ -27,14 +30,12 @@ datasets registry, to the registry's folder.
 from __future__ import annotations
 
 import json
-import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -43,28 +44,20 @@ from pydantic import (
     field_validator,
 )
 
-from sleap_rtc.engine.slurm_tools import Resources, single_line
+from sleap_rtc.engine.backends.slurm.resources import Resources, single_line
+from sleap_rtc.jobs.options import JobKind, JobOption, job_file_options
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import problems_from_validation_error
+from sleap_rtc.pipeline.datasets import NAME, Dataset, load_registry, local_path, read_mapping
 
 TRAINING_STAGES = ("single_instance", "centroid", "centered_instance", "bottomup")
 STAGES = (*TRAINING_STAGES, "track")
 StageName = Literal["single_instance", "centroid", "centered_instance", "bottomup", "track"]
 TrainingStage = Literal["single_instance", "centroid", "centered_instance", "bottomup"]
 
-#: Overrides a job file may set, and the stages they apply to.
-TRAIN_ARGS: dict[str, type] = {"max_epochs": int, "batch_size": int, "learning_rate": float}
-TRACK_ARGS: dict[str, type] = {
-    "batch_size": int,
-    "peak_threshold": float,
-    "frames": str,
-    "only_suggested_frames": bool,
-}
 PLACEHOLDERS = ("dataset", "experiment_root")
-MAX_JOB_FILE_BYTES = 1024 * 1024
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class StageSettings(BaseModel):
@@ -98,7 +91,7 @@ class JobFile(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not NAME.match(value):
             raise ValueError(
                 "name must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or "
                 "digit (it names folders and scripts)"
@@ -111,23 +104,6 @@ class JobFile(BaseModel):
         for line in value:
             single_line(line, "each setup line")
         return value
-
-
-class DatasetEntry(BaseModel):
-    model_config = _STRICT
-
-    labels: str
-    val_labels: str | None = None
-    #: What ``track`` runs on; the labels file if unset.
-    track: str | None = None
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    labels: Path
-    val_labels: Path | None
-    track: Path
 
 
 @dataclass(frozen=True)
@@ -167,332 +143,333 @@ class Pipeline:
         return [s for s in self.stages if s.dataset.name == name]
 
 
-def _read_mapping(path: Path, what: str, field_name: str) -> dict[str, Any]:
-    """A JSON or YAML file holding a mapping; JobRejected naming the file otherwise."""
-
-    def problem(code: ProblemCode, message: str) -> JobRejected:
-        return JobRejected([Problem(field=field_name, value=str(path), code=code, message=message)])
-
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise problem(ProblemCode.PATH_NOT_FOUND, f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise problem(ProblemCode.NOT_READABLE, f"can't read {what} {path}: {exc}") from None
-    if size > MAX_JOB_FILE_BYTES:
-        raise problem(ProblemCode.OUT_OF_RANGE, f"{what} {path} is over 1 MiB")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise problem(ProblemCode.INVALID_VALUE, f"{what} {path} is not valid: {exc}") from None
-    if not isinstance(data, dict):
-        raise problem(ProblemCode.INVALID_TYPE, f"{what} {path} must hold a mapping (an object)")
-    return data
+def stage_kind(stage: str) -> JobKind:
+    """The kind of job a stage runs: ``track``, or ``train`` for every model type."""
+    return "track" if stage == "track" else "train"
 
 
-def load_registry(path: Path) -> dict[str, Dataset]:
-    """The datasets registry: name → labels (and optional val labels, track input)."""
-    data = _read_mapping(path, "datasets registry", "datasets_registry")
-    problems: list[Problem] = []
-    found: dict[str, Dataset] = {}
-    for name, raw in data.items():
-        if not _NAME.match(str(name)):
+@dataclass(frozen=True)
+class _Draft:
+    """A job file that parsed, with what the checkers read; nothing checked beyond that."""
+
+    job: JobFile
+    base: Path
+    registry: dict[str, Dataset]
+    #: Problems reading the registry (it is then empty).
+    registry_problems: list[Problem]
+    #: The datasets asked for, in order (maybe unknown or repeated).
+    names: list[str]
+    #: training_types without repeats, in order; ``training`` without track.
+    stages: list[str]
+    training: list[str]
+    configs: dict[str, str]
+    settings: dict[str, StageSettings]
+
+    @classmethod
+    def of(cls, job: JobFile, base: Path) -> _Draft:
+        problems: list[Problem] = []
+        try:
+            registry = load_registry(local_path(base, job.datasets_registry))
+        except JobRejected as exc:
+            problems.extend(exc.problems)
+            registry = {}
+        stages = list(dict.fromkeys(str(s) for s in job.training_types))
+        return cls(
+            job=job,
+            base=base,
+            registry=registry,
+            registry_problems=problems,
+            names=sorted(registry) if job.datasets == "all" else list(job.datasets),
+            stages=stages,
+            training=[s for s in stages if s != "track"],
+            # Plain str keys from here on (the model checked they are stage names).
+            configs={str(k): v for k, v in job.configs.items()},
+            settings={str(k): v for k, v in job.stages.items()},
+        )
+
+    def config_of(self, stage: str) -> tuple[str | None, str]:
+        """A training stage's config as written, and the field that names it."""
+        settings = self.settings.get(stage)
+        if settings is not None and settings.config:
+            return settings.config, f"stages.{stage}.config"
+        return self.configs.get(stage), f"configs.{stage}"
+
+    def overrides_for(self, stage: str) -> dict[str, Any]:
+        """The job-wide overrides that apply to ``stage``, then the stage's own."""
+        allowed = job_file_options(stage_kind(stage))
+        args = {k: v for k, v in self.job.extra_args.items() if k in allowed}
+        settings = self.settings.get(stage)
+        if settings is not None:
+            args.update(settings.extra_args)
+        return args
+
+    def manifest_for(self, stage: str) -> str | None:
+        manifests = self.job.dependency_manifests
+        return manifests.get(stage) or manifests.get("default")
+
+
+def _problem(field: str, value: str | None, code: ProblemCode, message: str) -> Problem:
+    return Problem(field=field, value=value, code=code, message=message)
+
+
+def _registry_readable(d: _Draft) -> list[Problem]:
+    return d.registry_problems
+
+
+def _datasets_known(d: _Draft) -> list[Problem]:
+    """Each dataset named once and found in the registry; "all" needs some."""
+    problems = [
+        _problem(
+            f"datasets[{index}]",
+            name,
+            ProblemCode.INVALID_VALUE,
+            f"dataset {name!r} is not in the registry; known: "
+            f"{', '.join(sorted(d.registry)) or '(none)'}",
+        )
+        for index, name in enumerate(d.names)
+        if d.registry and name not in d.registry
+    ]
+    if len(set(d.names)) != len(d.names):
+        problems.append(
+            _problem(
+                "datasets", ", ".join(d.names), ProblemCode.CONFLICT, "a dataset is named twice"
+            )
+        )
+    if d.job.datasets == "all" and not d.registry and not d.registry_problems:
+        problems.append(
+            _problem("datasets", "all", ProblemCode.INVALID_VALUE, "the registry names no datasets")
+        )
+    return problems
+
+
+def _stages_named_once(d: _Draft) -> list[Problem]:
+    """Each stage named once; settings and configs only for stages the job runs."""
+    problems = []
+    if len(d.stages) != len(d.job.training_types):
+        problems.append(
+            _problem(
+                "training_types",
+                ", ".join(d.job.training_types),
+                ProblemCode.CONFLICT,
+                "a stage is named twice",
+            )
+        )
+    problems += [
+        _problem(
+            f"stages.{key}",
+            key,
+            ProblemCode.CONFLICT,
+            f"settings for {key!r}, which is not in training_types",
+        )
+        for key in d.settings
+        if key not in d.stages
+    ]
+    problems += [
+        _problem(
+            f"configs.{key}",
+            raw,
+            ProblemCode.CONFLICT,
+            f"a config for {key!r}, which is not in training_types",
+        )
+        for key, raw in d.configs.items()
+        if key not in d.training
+    ]
+    return problems
+
+
+def _configs_exist(d: _Draft) -> list[Problem]:
+    """Every training stage has a sleap-nn config, and the file is there."""
+    problems = []
+    for stage in d.training:
+        raw, where = d.config_of(stage)
+        if raw is None:
             problems.append(
-                Problem(
-                    field=f"datasets_registry.{name}",
-                    value=str(name),
-                    code=ProblemCode.INVALID_VALUE,
-                    message="dataset names are letters, digits, '_', '-' or '.' (no spaces)",
+                _problem(
+                    f"configs.{stage}",
+                    None,
+                    ProblemCode.MISSING_FIELD,
+                    f"stage {stage!r} needs a sleap-nn config: set configs.{stage}",
                 )
             )
-            continue
-        try:
-            entry = DatasetEntry.model_validate(raw)
-        except ValidationError as exc:
-            for p in problems_from_validation_error(exc):
-                problems.append(
-                    p.model_copy(update={"field": f"datasets_registry.{name}.{p.field}"})
-                )
-            continue
-        base = path.parent
-        labels = _local(base, entry.labels)
-        val = _local(base, entry.val_labels) if entry.val_labels else None
-        track = _local(base, entry.track) if entry.track else labels
-        for key, value in (("labels", labels), ("val_labels", val), ("track", track)):
-            if value is not None and not value.is_file():
-                problems.append(
-                    Problem(
-                        field=f"datasets_registry.{name}.{key}",
-                        value=str(value),
-                        code=ProblemCode.PATH_NOT_FOUND,
-                        message=f"Path not found: {value} (dataset {name!r} in {path})",
-                    )
-                )
-        found[str(name)] = Dataset(str(name), labels, val, track)
-    if problems:
-        raise JobRejected(problems)
-    return found
-
-
-def _local(base: Path, raw: str) -> Path:
-    path = Path(raw).expanduser()
-    return (path if path.is_absolute() else base / path).resolve()
+        elif not (config := local_path(d.base, raw)).is_file():
+            problems.append(
+                _problem(where, raw, ProblemCode.PATH_NOT_FOUND, f"Path not found: {config}")
+            )
+    return problems
 
 
 def _check_args(
-    args: Mapping[str, Any], allowed: dict[str, type], where: str, problems: list[Problem]
-) -> None:
+    args: Mapping[str, Any], allowed: Mapping[str, JobOption], where: str
+) -> list[Problem]:
+    """Overrides are options of the option table a job file may set, of the right type."""
+    problems = []
     for key, value in args.items():
         if key not in allowed:
             problems.append(
-                Problem(
-                    field=f"{where}.{key}",
-                    value=str(value),
-                    code=ProblemCode.UNKNOWN_FIELD,
-                    message=f"unknown override {key!r}; valid ones: {', '.join(sorted(allowed))}",
+                _problem(
+                    f"{where}.{key}",
+                    str(value),
+                    ProblemCode.UNKNOWN_FIELD,
+                    f"unknown override {key!r}; valid ones: {', '.join(sorted(allowed))}",
                 )
             )
             continue
-        want = allowed[key]
+        option = allowed[key]
+        want = option.value_type
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             ok = True
         if not ok:
+            shown = json.dumps(value)
             problems.append(
-                Problem(
-                    field=f"{where}.{key}",
-                    value=json.dumps(value),
-                    code=ProblemCode.INVALID_TYPE,
-                    message=f"{key} must be {want.__name__}, got {json.dumps(value)}",
+                _problem(
+                    f"{where}.{key}",
+                    shown,
+                    ProblemCode.INVALID_TYPE,
+                    f"{key} must be {want.__name__}, got {shown}",
                 )
             )
-        elif want in (int, float) and key != "peak_threshold" and value <= 0:
+        elif option.range is not None and not option.range.admits(0) and value <= 0:
             problems.append(
-                Problem(
-                    field=f"{where}.{key}",
-                    value=str(value),
-                    code=ProblemCode.OUT_OF_RANGE,
-                    message=f"{key} must be greater than 0",
+                _problem(
+                    f"{where}.{key}",
+                    str(value),
+                    ProblemCode.OUT_OF_RANGE,
+                    f"{key} must be greater than 0",
                 )
             )
+    return problems
 
 
-def _check_template(template: str, where: str, problems: list[Problem]) -> None:
+def _overrides_valid(d: _Draft) -> list[Problem]:
+    """Job-wide overrides may set any option of the kinds of stage the job runs."""
+    kinds = {stage_kind(s) for s in d.stages}
+    wide: dict[str, JobOption] = {}
+    for kind in kinds:
+        wide.update(job_file_options(kind))
+    problems = _check_args(d.job.extra_args, wide, "extra_args")
+    for stage, settings in d.settings.items():
+        allowed = job_file_options(stage_kind(stage))
+        problems += _check_args(settings.extra_args, allowed, f"stages.{stage}.extra_args")
+    return problems
+
+
+def _check_template(template: str, where: str) -> list[Problem]:
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
-        names = set()
-        problems.append(
-            Problem(
-                field=where,
-                value=template,
-                code=ProblemCode.INVALID_VALUE,
-                message=f"not a valid template: {exc}",
-            )
-        )
+        return [
+            _problem(where, template, ProblemCode.INVALID_VALUE, f"not a valid template: {exc}")
+        ]
     unknown = sorted(names - set(PLACEHOLDERS))
-    if unknown:
+    if not unknown:
+        return []
+    return [
+        _problem(
+            where,
+            template,
+            ProblemCode.INVALID_VALUE,
+            f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+            f"use {', '.join('{' + n + '}' for n in PLACEHOLDERS)}",
+        )
+    ]
+
+
+def _manifests_valid(d: _Draft) -> list[Problem]:
+    """Manifest keys are 'default' or a stage; templates use only known placeholders."""
+    problems = []
+    for key, template in d.job.dependency_manifests.items():
+        if key != "default" and key not in d.stages:
+            problems.append(
+                _problem(
+                    f"dependency_manifests.{key}",
+                    template,
+                    ProblemCode.CONFLICT,
+                    f"keys are 'default' or a stage of this job ({', '.join(d.stages)})",
+                )
+            )
+        problems += _check_template(template, f"dependency_manifests.{key}")
+    return problems
+
+
+def _track_has_models(d: _Draft) -> list[Problem]:
+    """Track needs its models: trained in this job (top-down: both) or pinned by a manifest."""
+    manifests = d.job.dependency_manifests
+    if "track" not in d.stages or "track" in manifests or "default" in manifests:
+        return []
+    problems = []
+    if not d.training:
         problems.append(
-            Problem(
-                field=where,
-                value=template,
-                code=ProblemCode.INVALID_VALUE,
-                message=(
-                    f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
-                    f"use {', '.join('{' + n + '}' for n in PLACEHOLDERS)}"
-                ),
+            _problem(
+                "training_types",
+                ", ".join(d.stages),
+                ProblemCode.MISSING_FIELD,
+                "track needs models: train them in this job (e.g. centroid and "
+                "centered_instance) or name a manifest in dependency_manifests",
             )
         )
+    if "centered_instance" in d.training and "centroid" not in d.training:
+        problems.append(
+            _problem(
+                "training_types",
+                ", ".join(d.stages),
+                ProblemCode.MISSING_FIELD,
+                "top-down tracking needs a centroid model too: add 'centroid' or pin "
+                "one with dependency_manifests",
+            )
+        )
+    return problems
+
+
+#: The rules of a job file beyond its fields' types, in the order their problems are listed.
+CHECKS: tuple[Callable[[_Draft], list[Problem]], ...] = (
+    _registry_readable,
+    _datasets_known,
+    _stages_named_once,
+    _configs_exist,
+    _overrides_valid,
+    _manifests_valid,
+    _track_has_models,
+)
 
 
 def load_job(path: str | Path) -> Pipeline:
-    """Read, check and resolve a job file; JobRejected lists every problem found."""
+    """Read, check and resolve a job file; JobRejected lists every problem found.
+
+    Every rule in :data:`CHECKS` runs, so one rejection names every problem; nothing is
+    resolved until all of them pass.
+    """
     source = Path(path).expanduser().resolve()
-    data = _read_mapping(source, "job file", "job")
+    data = read_mapping(source, "job file", "job")
     try:
         job = JobFile.model_validate(data)
     except ValidationError as exc:
         raise JobRejected(problems_from_validation_error(exc)) from None
-    base = source.parent
-    # Plain str keys from here on (the model checked they are stage names).
-    job_configs: dict[str, str] = {str(k): v for k, v in job.configs.items()}
-    job_stages: dict[str, StageSettings] = {str(k): v for k, v in job.stages.items()}
-    problems: list[Problem] = []
-    try:
-        registry = load_registry(_local(base, job.datasets_registry))
-    except JobRejected as exc:
-        problems.extend(exc.problems)
-        registry = {}
-
-    names = sorted(registry) if job.datasets == "all" else list(job.datasets)
-    for index, name in enumerate(names):
-        if registry and name not in registry:
-            problems.append(
-                Problem(
-                    field=f"datasets[{index}]",
-                    value=name,
-                    code=ProblemCode.INVALID_VALUE,
-                    message=(
-                        f"dataset {name!r} is not in the registry; known: "
-                        f"{', '.join(sorted(registry)) or '(none)'}"
-                    ),
-                )
-            )
-    if len(set(names)) != len(names):
-        problems.append(
-            Problem(
-                field="datasets",
-                value=", ".join(names),
-                code=ProblemCode.CONFLICT,
-                message="a dataset is named twice",
-            )
-        )
-    if job.datasets == "all" and not registry and not problems:
-        problems.append(
-            Problem(
-                field="datasets",
-                value="all",
-                code=ProblemCode.INVALID_VALUE,
-                message="the registry names no datasets",
-            )
-        )
-
-    stages: list[str] = list(dict.fromkeys(job.training_types))
-    if len(stages) != len(job.training_types):
-        problems.append(
-            Problem(
-                field="training_types",
-                value=", ".join(job.training_types),
-                code=ProblemCode.CONFLICT,
-                message="a stage is named twice",
-            )
-        )
-    training = [s for s in stages if s != "track"]
-    for key in job_stages:
-        if key not in stages:
-            problems.append(
-                Problem(
-                    field=f"stages.{key}",
-                    value=key,
-                    code=ProblemCode.CONFLICT,
-                    message=f"settings for {key!r}, which is not in training_types",
-                )
-            )
-    for key in job_configs:
-        if key not in training:
-            problems.append(
-                Problem(
-                    field=f"configs.{key}",
-                    value=job_configs[key],
-                    code=ProblemCode.CONFLICT,
-                    message=f"a config for {key!r}, which is not in training_types",
-                )
-            )
-
-    configs: dict[str, Path] = {}
-    for stage in training:
-        settings = job_stages.get(stage)
-        raw = (settings.config if settings else None) or job_configs.get(stage)
-        where = f"stages.{stage}.config" if settings and settings.config else f"configs.{stage}"
-        if raw is None:
-            problems.append(
-                Problem(
-                    field=f"configs.{stage}",
-                    value=None,
-                    code=ProblemCode.MISSING_FIELD,
-                    message=f"stage {stage!r} needs a sleap-nn config: set configs.{stage}",
-                )
-            )
-            continue
-        config = _local(base, raw)
-        if not config.is_file():
-            problems.append(
-                Problem(
-                    field=where,
-                    value=raw,
-                    code=ProblemCode.PATH_NOT_FOUND,
-                    message=f"Path not found: {config}",
-                )
-            )
-            continue
-        configs[stage] = config
-
-    # Overrides: job-wide ones apply to the stages they make sense for.
-    wide_allowed = {**TRAIN_ARGS, **TRACK_ARGS} if "track" in stages else dict(TRAIN_ARGS)
-    if not training:
-        wide_allowed = dict(TRACK_ARGS)
-    _check_args(job.extra_args, wide_allowed, "extra_args", problems)
-    for stage, settings in job_stages.items():
-        allowed = TRACK_ARGS if stage == "track" else TRAIN_ARGS
-        _check_args(settings.extra_args, allowed, f"stages.{stage}.extra_args", problems)
-
-    for manifest_key, template in job.dependency_manifests.items():
-        if manifest_key != "default" and manifest_key not in stages:
-            problems.append(
-                Problem(
-                    field=f"dependency_manifests.{manifest_key}",
-                    value=template,
-                    code=ProblemCode.CONFLICT,
-                    message=f"keys are 'default' or a stage of this job ({', '.join(stages)})",
-                )
-            )
-        _check_template(template, f"dependency_manifests.{manifest_key}", problems)
-
-    if "track" in stages:
-        has_manifest = "track" in job.dependency_manifests or "default" in job.dependency_manifests
-        if not training and not has_manifest:
-            problems.append(
-                Problem(
-                    field="training_types",
-                    value=", ".join(stages),
-                    code=ProblemCode.MISSING_FIELD,
-                    message=(
-                        "track needs models: train them in this job (e.g. centroid and "
-                        "centered_instance) or name a manifest in dependency_manifests"
-                    ),
-                )
-            )
-        if "centered_instance" in training and "centroid" not in training and not has_manifest:
-            problems.append(
-                Problem(
-                    field="training_types",
-                    value=", ".join(stages),
-                    code=ProblemCode.MISSING_FIELD,
-                    message=(
-                        "top-down tracking needs a centroid model too: add 'centroid' or pin "
-                        "one with dependency_manifests"
-                    ),
-                )
-            )
-
+    draft = _Draft.of(job, source.parent)
+    problems = [problem for check in CHECKS for problem in check(draft)]
     if problems:
         raise JobRejected(problems)
-
     pipeline = Pipeline(
-        name=job.name, source=source, spec=job.model_dump(), datasets=[registry[n] for n in names]
+        name=job.name,
+        source=source,
+        spec=job.model_dump(),
+        datasets=[draft.registry[n] for n in draft.names],
     )
     for dataset in pipeline.datasets:
-        for stage in stages:
-            settings = job_stages.get(stage, StageSettings())
-            allowed = TRACK_ARGS if stage == "track" else TRAIN_ARGS
-            args = {k: v for k, v in job.extra_args.items() if k in allowed}
-            args.update(settings.extra_args)
+        for stage in draft.stages:
+            settings = draft.settings.get(stage, StageSettings())
+            raw, _ = draft.config_of(stage) if stage != "track" else (None, "")
             pipeline.stages.append(
                 Stage(
                     job=job.name,
                     dataset=dataset,
                     name=stage,
-                    config=configs.get(stage),
-                    extra_args=args,
+                    config=local_path(draft.base, raw) if raw is not None else None,
+                    extra_args=draft.overrides_for(stage),
                     resources=settings.slurm.over(job.slurm),
                     setup=list(settings.setup if settings.setup is not None else job.setup),
-                    after=tuple(training) if stage == "track" else (),
-                    manifest=job.dependency_manifests.get(stage)
-                    or job.dependency_manifests.get("default"),
+                    after=tuple(draft.training) if stage == "track" else (),
+                    manifest=draft.manifest_for(stage),
                     optimize_batch_size=job.optimize_batch_size and stage != "track",
                 )
             )

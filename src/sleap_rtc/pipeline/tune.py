@@ -1,7 +1,9 @@
 """Batch-size tuning: the largest training batch that fits in memory, from short trial runs.
 
-On a GPU, each trial is a real ``sleap-nn train`` child process with the stage's config
-and labels, cut down to one epoch of a few steps, saving nothing. The first trial uses
+On a GPU, each trial is a real ``sleap-nn train`` with the stage's config and labels,
+cut down to one epoch of a few steps, saving nothing; it runs through the local
+backend (:mod:`sleap_rtc.engine.backends.local`), like any job step here, which
+owns starting, reading and stopping the process group. The first trial uses
 the starting batch size; while trials fit, the size doubles (up to a cap: the number of
 training samples in the labels, or a size given); once one runs out of memory, the size
 is halved from the failing one until a trial fits again. The answer is the largest size
@@ -18,13 +20,11 @@ The starting size is the one asked for, else the config's
 
 from __future__ import annotations
 
-import contextlib
-import os
+import asyncio
 import re
+import shutil
 import signal
-import subprocess
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,15 +35,17 @@ from typing import Any
 
 import yaml
 
+from sleap_rtc.engine.backend import BackendJob, EngineJob, Finished, LogLine, Step
+from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.engine.commands import default_sleap_nn_command, list_override, override
-from sleap_rtc.engine.sandbox import is_secret_name
 
 DEFAULT_START = 4
 DEFAULT_MAX_BATCH_SIZE = 1024
 DEFAULT_MAX_TRIALS = 10
 DEFAULT_STEPS = 3
 DEFAULT_TRIAL_TIMEOUT = 900.0
-DEVICES = ("auto", "cpu", "cuda")
+#: Seconds a trial stopped for its time limit gets after each signal (SIGINT, SIGTERM).
+CANCEL_GRACE_S = 2.0
 
 #: Text in a trial's output that means it ran out of memory (GPU or host).
 OOM_MARKERS = (
@@ -265,88 +267,73 @@ class Probe:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="sleap-rtc-tune-") as scratch:
             argv = self.argv(batch_size, Path(scratch))
-            try:
-                returncode, lines, oom = _run_child(argv, self.timeout)
-            except OSError as exc:
+            if shutil.which(argv[0]) is None:
                 return TrialResult(
                     batch_size,
                     Outcome.ERROR,
                     time.monotonic() - started,
-                    f"can't run {argv[0]}: {exc}",
+                    f"can't run {argv[0]}: not found, or not executable",
                 )
+            trial = asyncio.run(_run_trial(argv, self.timeout))
         seconds = time.monotonic() - started
-        if returncode is None:
+        if trial.timed_out:
             return TrialResult(
                 batch_size,
                 Outcome.ERROR,
                 seconds,
                 f"the trial took longer than {self.timeout:g} s and was stopped",
             )
-        if oom and returncode != 0:
-            return TrialResult(batch_size, Outcome.OOM, seconds, oom)
-        outcome, message = classify(returncode, lines)
+        if trial.exit_code is None:  # it never ran
+            return TrialResult(
+                batch_size, Outcome.ERROR, seconds, f"can't run {argv[0]}: {trial.reason}"
+            )
+        if trial.oom and trial.exit_code != 0:
+            return TrialResult(batch_size, Outcome.OOM, seconds, trial.oom)
+        outcome, message = classify(trial.exit_code, list(trial.tail))
         return TrialResult(batch_size, outcome, seconds, message)
 
 
-def _run_child(argv: list[str], timeout: float) -> tuple[int | None, list[str], str]:
-    """Run ``argv``; (exit code or None on timeout, the last lines, the last OOM line)."""
-    tail: deque[str] = deque(maxlen=_TAIL_LINES)
-    oom = ""
-    env = {k: v for k, v in os.environ.items() if not is_secret_name(k)}
-    env["PYTHONUNBUFFERED"] = "1"
-    with subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        env=env,
-        start_new_session=os.name == "posix",
-    ) as proc:
-        deadline = time.monotonic() + timeout
-        timer = _Deadline(proc, deadline)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                tail.append(line.rstrip("\n"))
-                if _oom_line(line):
-                    oom = line.strip()[:_MESSAGE_CHARS]
-            proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                _kill(proc)
-    if timer.fired:
-        return None, list(tail), oom
-    return proc.returncode, list(tail), oom
+@dataclass
+class _Trial:
+    """What a trial's job said: its last lines, the last out-of-memory line, its end."""
+
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+    oom: str = ""
+    exit_code: int | None = None
+    reason: str = ""
+    timed_out: bool = False
 
 
-class _Deadline:
-    """Kills a child (and what it started) when its time is up."""
+async def _run_trial(argv: list[str], timeout: float) -> _Trial:
+    """Run ``argv`` as a one-step local job, stopped (its whole group) after ``timeout``.
 
-    def __init__(self, proc: subprocess.Popen[str], deadline: float) -> None:
-        self.fired = False
-        self._proc = proc
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+    The trial inherits this process's environment, less anything named like a
+    secret (see :func:`~sleap_rtc.engine.sandbox.job_environment`).
+    """
+    step = Step(name="probe", kind="train", argv=argv, index=1, total=1)
+    job = EngineJob(job_id="tune", kind="train", steps=[step], env_allow=("*",), stop_early=False)
+    handle = await LocalBackend(cancel_grace_s=CANCEL_GRACE_S).submit(job)
+    trial = _Trial()
+    reader = asyncio.create_task(_read(handle, trial))
+    try:
+        finished = await asyncio.wait_for(asyncio.shield(reader), timeout)
+    except TimeoutError:
+        trial.timed_out = True
+        await handle.cancel()
+        finished = await reader
+    trial.exit_code, trial.reason = finished.exit_code, finished.reason or ""
+    return trial
 
-    def _fire(self) -> None:
-        self.fired = True
-        _kill(self._proc)
 
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    if os.name == "posix":
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        proc.kill()
+async def _read(handle: BackendJob, trial: _Trial) -> Finished:
+    async for event in handle.events():
+        if isinstance(event, LogLine):
+            trial.tail.append(event.text)
+            if _oom_line(event.text):
+                trial.oom = event.text.strip()[:_MESSAGE_CHARS]
+        elif isinstance(event, Finished):
+            return event
+    raise AssertionError("a backend job's events end with Finished")
 
 
 def read_config(path: Path) -> dict[str, Any]:

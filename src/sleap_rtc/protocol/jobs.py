@@ -1,29 +1,36 @@
 """The job protocol between a client and a worker, over any channel (sans-I/O).
 
 A channel opens with ``HELLO`` carrying a ticket the server signed for this user,
-room and worker; the worker answers ``WELCOME`` or ``ERROR`` and closes. Then::
+room and worker; the worker answers ``WELCOME``, or ``ERROR`` and closes. Then::
 
     JOB_SUBMIT → JOB_ACCEPTED | JOB_REJECTED → JOB_PROGRESS* → JOB_COMPLETE | JOB_FAILED
 
 plus ``JOB_CANCEL``, ``JOB_STOP`` (stop early, keep the model), ``JOB_STATUS``,
 ``JOB_LIST``, ``JOB_ATTACH`` (replay log and progress, then follow), ``PING``/``PONG``
-and ``ERROR``. Every message after a submit names its job. Messages are single
-JSON objects of at most :data:`MAX_JOB_MESSAGE_BYTES`; an unknown type or version
-is a :class:`~sleap_rtc.protocol.signaling.ProtocolError`, never a crash.
+and ``ERROR``. Every request a client sends carries a ``request_id`` that its
+reply (or the ``ERROR`` refusing it) echoes, so replies are matched by id, never by
+order; uploads are keyed by their ``upload_id`` and downloads by the ``transfer_id``
+the worker announces. Every message after a submit names its job. Messages are
+single JSON objects of at most :data:`MAX_JOB_MESSAGE_BYTES`; an unknown type or
+version is a :class:`~sleap_rtc.protocol.signaling.ProtocolError`, never a crash.
+The rules of a conversation (HELLO first, which reply answers which request,
+keepalives) are in :mod:`sleap_rtc.protocol.session`; transfer windows in
+:mod:`sleap_rtc.protocol.transfer`.
 
-Size: every message type of the job protocol is declared here, so the two codecs see
-one union; the session objects go in a module of their own.
+Every message type of the job protocol is declared here, so the two codecs see one
+union (the reason this file is over 500 lines).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
-from sleap_rtc.protocol.codec import load_object, validate
+from sleap_rtc.protocol.codec import ProtocolError, load_object, validate
 
 JOB_PROTOCOL_VERSION: Final = 1
 #: Largest message on a job channel: fits a WebRTC data channel message and a relay payload.
@@ -73,17 +80,24 @@ class JobSubmit(_Msg):
 
 
 class JobCancel(_Msg):
+    """Cancel a job; answered with JOB_STATUS_REPLY (the job as it is after the cancel)."""
+
     type: Literal["JOB_CANCEL"] = "JOB_CANCEL"
+    request_id: _REQUEST_ID
     job_id: _JOB_ID
 
 
 class JobStop(_Msg):
+    """Stop training early and keep the model; answered with JOB_STATUS_REPLY."""
+
     type: Literal["JOB_STOP"] = "JOB_STOP"
+    request_id: _REQUEST_ID
     job_id: _JOB_ID
 
 
 class JobStatus(_Msg):
     type: Literal["JOB_STATUS"] = "JOB_STATUS"
+    request_id: _REQUEST_ID
     job_id: _JOB_ID
 
 
@@ -91,20 +105,28 @@ class JobList(_Msg):
     """One page of the worker's jobs, newest first."""
 
     type: Literal["JOB_LIST"] = "JOB_LIST"
+    request_id: _REQUEST_ID
     limit: int = Field(default=50, ge=1, le=200)
     offset: int = Field(default=0, ge=0, le=10_000_000)
 
 
 class JobAttach(_Msg):
-    """Replay the job's state, progress and the last ``log_lines`` lines, then follow it."""
+    """Replay the job's state, progress and the last ``log_lines`` lines, then follow it.
+
+    Answered first with JOB_STATUS_REPLY (the job as it is now: the attach worked),
+    then the replayed JOB_PROGRESS; a job the worker doesn't have is answered with
+    ERROR ``NO_SUCH_JOB`` carrying the same ``request_id``.
+    """
 
     type: Literal["JOB_ATTACH"] = "JOB_ATTACH"
+    request_id: _REQUEST_ID
     job_id: _JOB_ID
     log_lines: int = Field(default=50, ge=0, le=10_000)
 
 
 class Ping(_Msg):
     type: Literal["PING"] = "PING"
+    request_id: _REQUEST_ID
     nonce: Annotated[str, Field(max_length=64)] = ""
 
 
@@ -285,7 +307,10 @@ class JobSummary(BaseModel):
 
 
 class JobStatusReply(_Msg):
+    """The answer to JOB_STATUS, JOB_CANCEL, JOB_STOP and JOB_ATTACH."""
+
     type: Literal["JOB_STATUS_REPLY"] = "JOB_STATUS_REPLY"
+    request_id: _REQUEST_ID
     job: JobSummary
 
 
@@ -294,6 +319,7 @@ class JobListReply(_Msg):
     ``next_offset`` is where the next page starts, None after the last job."""
 
     type: Literal["JOB_LIST_REPLY"] = "JOB_LIST_REPLY"
+    request_id: _REQUEST_ID
     jobs: list[JobSummary] = Field(max_length=200)
     offset: int = Field(default=0, ge=0)
     next_offset: int | None = Field(default=None, ge=0)
@@ -301,6 +327,7 @@ class JobListReply(_Msg):
 
 class Pong(_Msg):
     type: Literal["PONG"] = "PONG"
+    request_id: _REQUEST_ID
     nonce: Annotated[str, Field(max_length=64)] = ""
 
 
@@ -418,6 +445,10 @@ class Keepalive(_Msg):
 
 
 class Error(_Msg):
+    """A refusal. It echoes the ``request_id`` of the request it answers; only an ERROR
+    for a message the worker could not read at all (no valid ``request_id`` in it)
+    has none."""
+
     type: Literal["ERROR"] = "ERROR"
     code: Annotated[str, Field(max_length=64)]
     message: _TEXT
@@ -469,6 +500,28 @@ def decode_client(data: str | bytes) -> Any:
 def decode_worker(data: str | bytes) -> Any:
     """A message a worker sent, typed; raises ProtocolError."""
     return validate(_WORKER, _load(data))
+
+
+def _peek(data: str | bytes, field: str) -> Any:
+    try:
+        return _load(data).get(field)
+    except ProtocolError:
+        return None
+
+
+def request_id_of(data: str | bytes) -> str | None:
+    """The ``request_id`` a client message that failed to decode still carries, if it is
+    a well-formed id, so the ERROR refusing it can name the request it refuses."""
+    value = _peek(data, "request_id")
+    if isinstance(value, str) and re.fullmatch(ID_PATTERN, value):
+        return value
+    return None
+
+
+def type_of(data: str | bytes) -> str | None:
+    """The ``type`` a message that failed to decode claims, if it is readable JSON."""
+    value = _peek(data, "type")
+    return value if isinstance(value, str) else None
 
 
 def encode(message: BaseModel) -> str:

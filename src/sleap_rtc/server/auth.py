@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -79,10 +78,6 @@ def new_invite_code() -> str:
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def same_digest(a: str, b: str) -> bool:
-    return hmac.compare_digest(a, b)
 
 
 def new_id(prefix: str) -> str:

@@ -7,24 +7,27 @@ and upgraded by Alembic migrations when the server starts.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from sleap_rtc.server.logs import log
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
-log = logging.getLogger("sleap_rtc.server")
+T = TypeVar("T")
 
 
 class DatabaseError(RuntimeError):
@@ -136,9 +139,27 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
-
-
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@dataclass(frozen=True)
+class Database:
+    """The database, used from async code: each call gets a session of its own in a thread.
+
+    The service functions are synchronous (SQLAlchemy sessions are not shared
+    between threads), so the event loop never waits on a query and a session never
+    outlives the call it was opened for.
+    """
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(session, *args)`` in a worker thread with its own session."""
+
+        def call() -> T:
+            with self.sessions() as session:
+                return fn(session, *args)
+
+        return await run_in_threadpool(call)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,13 +23,9 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
 from sleap_rtc.protocol.signaling import Capabilities, Gpu, WorkerStatus, encode
-
-log = logging.getLogger("sleap_rtc.server")
+from sleap_rtc.server.logs import log
 
 CLOSE_TOO_SLOW = 1013
-#: How long a membership check is trusted before the database is asked again. Relayed
-#: channels carry every job message, so asking on each one would cost a query per message.
-MEMBERSHIP_TTL_S = 10.0
 
 
 @dataclass(frozen=True)

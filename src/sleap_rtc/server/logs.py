@@ -39,3 +39,8 @@ def install(logger: logging.Logger) -> None:
     """Add the filter to ``logger`` once."""
     if not any(isinstance(f, PeerTextFilter) for f in logger.filters):
         logger.addFilter(PeerTextFilter())
+
+
+#: The server's logger, with the filter on: every server module logs through it.
+log = logging.getLogger("sleap_rtc.server")
+install(log)

@@ -22,9 +22,10 @@ Example ``worker.toml``::
     label = "data"
     read_only = true
 
-On a SLURM login node, ``backend = "slurm"`` runs each job as an sbatch job with
-the resources and setup lines of a ``[slurm]`` table (see
-:class:`~sleap_rtc.engine.slurm.SlurmSettings`)::
+``backend`` names a plug-in of :mod:`sleap_rtc.engine.backends`, and a table of
+the same name holds its settings. On a SLURM login node, ``backend = "slurm"``
+runs each job as an sbatch job with the resources and setup lines of a ``[slurm]``
+table (see :class:`~sleap_rtc.engine.backends.slurm.settings.SlurmSettings`)::
 
     backend = "slurm"
 
@@ -42,15 +43,21 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sleap_rtc import locations
 from sleap_rtc.engine import sandbox
-from sleap_rtc.engine.backend import Backend
-from sleap_rtc.engine.local import LocalBackend
-from sleap_rtc.engine.slurm import SlurmBackend, SlurmSettings
+from sleap_rtc.engine.backend import Backend, BackendContext, BackendPlugin
+from sleap_rtc.engine.backends import BACKENDS, DEFAULT_BACKEND, backend_plugin
 from sleap_rtc.jobs.mounts import Mount, Mounts
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -89,9 +96,12 @@ class WorkerConfig(BaseModel):
     device: str = "auto"
     sleap_nn_command: list[str] | None = None
     cancel_grace_s: float = Field(default=5.0, gt=0, le=300)
-    #: Where jobs run: "local" (child processes here) or "slurm" (sbatch jobs).
-    backend: Literal["local", "slurm"] = "local"
-    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    #: Where jobs run: a name of :data:`~sleap_rtc.engine.backends.BACKENDS`, e.g.
+    #: "local" (child processes here) or "slurm" (sbatch jobs).
+    backend: str = DEFAULT_BACKEND
+    #: Each backend's table ([slurm], ...), validated by its plug-in's settings model;
+    #: read them with :meth:`backend_settings`.
+    backend_tables: dict[str, Any] = Field(default_factory=dict)
     #: Allow stop-early (JOB_STOP). sleap-nn then polls for a command for up to 10 ms
     #: after every batch; turn off on fast GPUs running many tiny batches.
     stop_early: bool = True
@@ -121,6 +131,52 @@ class WorkerConfig(BaseModel):
     job_env: list[str] = Field(default_factory=list)
     #: Uploads older than this are removed when no live job uses them.
     upload_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_backend_tables(cls, data: Any) -> Any:
+        """Tables named after a backend belong to its plug-in, not to the worker."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        tables = {name: data.pop(name) for name in list(data) if name in BACKENDS}
+        if tables:
+            given = data.get("backend_tables")
+            data["backend_tables"] = {**(given if isinstance(given, dict) else {}), **tables}
+        return data
+
+    @model_validator(mode="after")
+    def _check_backend_tables(self) -> Self:
+        """Every backend's table through its settings model; errors keep the table's name."""
+        checked: dict[str, Any] = {}
+        for name, plugin in BACKENDS.items():
+            raw = self.backend_tables.get(name, {})
+            if isinstance(raw, plugin.settings):
+                checked[name] = raw
+                continue
+            try:
+                checked[name] = plugin.settings.model_validate(raw)
+            except ValidationError as exc:
+                raise ValidationError.from_exception_data(
+                    type(self).__name__,
+                    [
+                        {
+                            "type": err["type"],
+                            "loc": (name, *err["loc"]),
+                            "input": err["input"],
+                            "ctx": err.get("ctx", {}),
+                        }
+                        for err in exc.errors()
+                    ],
+                ) from None
+        self.backend_tables = checked
+        return self
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        backend_plugin(value)  # an unknown name says which ones there are
+        return value
 
     @field_validator("device")
     @classmethod
@@ -179,16 +235,21 @@ class WorkerConfig(BaseModel):
                     )
         return f"jobs run sandboxed ({sandbox.describe()})"
 
+    @property
+    def backend_plugin(self) -> BackendPlugin:
+        return BACKENDS[self.backend]
+
+    def backend_settings(self, name: str | None = None) -> Any:
+        """The validated ``[name]`` table (default: this worker's backend's)."""
+        return self.backend_tables[name or self.backend]
+
     def build_backend(self) -> Backend:
-        """The backend this worker runs jobs on; SlurmError when SLURM can't be used here."""
-        if self.backend == "slurm":
-            SlurmBackend.check()
-            return SlurmBackend(
-                self.slurm,
-                spool_dir=self.resolved_state_dir() / "slurm",
-                cancel_grace_s=self.cancel_grace_s,
-            )
-        return LocalBackend(cancel_grace_s=self.cancel_grace_s)
+        """The backend this worker runs jobs on; a
+        :class:`~sleap_rtc.engine.backend.BackendError` when it can't be used here."""
+        context = BackendContext(
+            state_dir=self.resolved_state_dir(), cancel_grace_s=self.cancel_grace_s
+        )
+        return self.backend_plugin.build(self.backend_settings(), context)
 
     def build_mounts(self) -> Mounts:
         """The configured mounts plus the models folder (created if missing)."""
@@ -205,20 +266,13 @@ class WorkerConfig(BaseModel):
             mounts.append(Mount.create(models, label))
         uploads = self.resolved_upload_dir()
         uploads.mkdir(parents=True, exist_ok=True)
-        if mounts_contain(mounts, uploads.resolve()) is None:
-            label = "uploads" if all(m.label != "uploads" for m in mounts) else "worker-uploads"
-            mounts.append(Mount.create(uploads, label))
         try:
+            if Mounts(mounts).containing(uploads.resolve()) is None:
+                label = "uploads" if all(m.label != "uploads" for m in mounts) else "worker-uploads"
+                mounts.append(Mount.create(uploads, label))
             return Mounts(mounts)
         except ValueError as exc:
             raise WorkerConfigError(f"mounts: {exc}") from None
-
-
-def mounts_contain(mounts: list[Mount], real: Path) -> Mount | None:
-    for mount in mounts:
-        if real == mount.path or mount.path in real.parents:
-            return mount
-    return None
 
 
 def default_config_path() -> Path:

@@ -9,30 +9,30 @@ claim more than was sent, and a channel holds a few downloads at most.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleap_rtc.jobs.digest import sha256_of_blocks
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.protocol import jobs as p
+from sleap_rtc.protocol.transfer import (
+    TransferError,
+    WindowSender,
+    encode_chunk,
+    pieces,
+    safe_name,
+)
 from sleap_rtc.transport.base import ChannelClosed
 from sleap_rtc.worker import fsafe
 from sleap_rtc.worker.fsafe import clip, clip_problem, echo
-from sleap_rtc.worker.transfers import (
-    MAX_DOWNLOADS,
-    MAX_FILES,
-    MAX_SCANNED,
-    READ_BYTES,
-    TransferError,
-)
+from sleap_rtc.worker.transfers import MAX_DOWNLOADS, MAX_FILES, MAX_SCANNED, READ_BYTES
 
 log = logging.getLogger("sleap_rtc.worker")
 
@@ -221,26 +221,25 @@ def hash_listed(file: ListedFile, stop: Callable[[], bool] = lambda: False) -> s
     channel went away stops reading instead of hashing on for minutes).
     """
     fd = open_listed(file)
-    try:
-        digest = hashlib.sha256()
+
+    def blocks() -> Iterator[bytes]:
         left = file.size
         while left:
             if stop():
                 raise TransferError("CANCELLED", "the download was stopped")
             block = read_exactly(fd, min(READ_BYTES, left), file)
-            digest.update(block)
+            yield block
             left -= len(block)
-        return digest.hexdigest()
+
+    try:
+        return sha256_of_blocks(blocks())
     finally:
         os.close(fd)
 
 
 def download_name(real: Path) -> str:
     """The name a download is announced under: a plain ASCII file name."""
-    cleaned = "".join(
-        c if c.isascii() and (c.isalnum() or c in " ._+()-") else "_" for c in real.name
-    )[:255]
-    return cleaned.lstrip(" ._+()-") or "download"
+    return safe_name(real.name, "download")
 
 
 Send = Callable[[p._Msg], Awaitable[None]]
@@ -250,9 +249,8 @@ class _Download:
     def __init__(self, transfer_id: str, request_id: str) -> None:
         self.id = transfer_id
         self.request_id = request_id
-        #: Bytes handed to the channel (counted before each send, so an ack can't outrun it).
-        self.sent = 0
-        self.acked = 0
+        #: The window: bytes counted before each send, so an ack can't outrun them.
+        self.window = WindowSender()
         self.more = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         #: Set when the peer broke the protocol; the sender stops and reports it.
@@ -265,10 +263,10 @@ class Downloads:
     """The downloads of one channel: at most ``max_active`` at once, each windowed.
 
     The sender keeps at most :data:`~sleap_rtc.protocol.jobs.TRANSFER_WINDOW`
-    bytes unacknowledged. An acknowledgement claiming more than was sent is a
-    protocol error: the download ends with ERROR ``INVALID_ACK`` (the window is
-    never widened by it). Every failure ends the download with an ERROR naming
-    its request and transfer; none ends the channel.
+    bytes unacknowledged. An acknowledgement claiming more than was sent, or less
+    than an earlier one, is a protocol error: the download ends with ERROR
+    ``INVALID_ACK`` (the window is never widened by it). Every failure ends the
+    download with an ERROR naming its request and transfer; none ends the channel.
     """
 
     def __init__(
@@ -309,13 +307,10 @@ class Downloads:
         download = self._active.get(message.transfer_id)
         if download is None:
             return
-        if message.received > download.sent:
-            download.error = TransferError(
-                "INVALID_ACK",
-                f"acknowledged {message.received:,} bytes, but only {download.sent:,} were sent",
-            )
-        else:
-            download.acked = max(download.acked, message.received)
+        try:
+            download.window.ack(message.received)
+        except TransferError as exc:
+            download.error = exc
         download.more.set()
 
     async def close(self) -> None:
@@ -375,25 +370,22 @@ class Downloads:
                 block = await asyncio.to_thread(
                     read_exactly, fd, min(READ_BYTES, file.size - offset), file
                 )
-                for start in range(0, len(block), p.CHUNK_BYTES):
-                    piece = block[start : start + p.CHUNK_BYTES]
-                    while download.error is None and (
-                        download.sent - download.acked >= p.TRANSFER_WINDOW
-                    ):
+                for piece in pieces(block):
+                    while download.error is None and download.window.blocked:
                         download.more.clear()
                         await asyncio.wait_for(download.more.wait(), self.ack_timeout_s)
                     if download.error is not None:
                         raise download.error
-                    download.sent += len(piece)
+                    download.window.take(len(piece))
                     await self.send(
                         p.DownloadChunk(
                             transfer_id=download.id,
                             file_index=index,
-                            offset=offset + start,
-                            data=base64.b64encode(piece).decode("ascii"),
+                            offset=offset,
+                            data=encode_chunk(piece),
                         )
                     )
-                offset += len(block)
+                    offset += len(piece)
         finally:
             os.close(fd)
 

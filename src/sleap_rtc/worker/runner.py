@@ -4,22 +4,18 @@ A job is validated the moment it is submitted (a rejection lists every problem
 and is recorded too), then waits for one of ``max_concurrent_jobs`` slots. Every
 event is written to the :class:`JobStore` before it is passed on, so what a
 watcher sees is never more than what a later ``status``/``logs`` can show.
-
-Size: queueing, re-validation, work folders and upload release share the runner's
-locks and store; the work-folder and sandbox-policy part is the first to move out.
+Planning (checks, work folder, sandbox, argv) is the :class:`JobPlanner`'s, which
+also answers :meth:`JobRunner.preview`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sleap_rtc.engine.backend import (
@@ -32,17 +28,16 @@ from sleap_rtc.engine.backend import (
     StepStarted,
     Submitted,
 )
-from sleap_rtc.engine.commands import build_track_job, build_train_job
-from sleap_rtc.engine.sandbox import SandboxPolicy
 from sleap_rtc.jobs.events import Progress
-from sleap_rtc.jobs.mounts import Mount, Mounts
+from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec, parse_spec
 from sleap_rtc.jobs.states import TERMINAL_STATES, JobState, TransitionError
-from sleap_rtc.jobs.validation import TrackPlan, TrainPlan, plan_track, plan_train
+from sleap_rtc.jobs.validation import TrackPlan, TrainPlan
 from sleap_rtc.worker.config import WorkerConfig
+from sleap_rtc.worker.planning import JobPlanner, Preview
 from sleap_rtc.worker.store import JobRecord, JobStore
-from sleap_rtc.worker.uploads import Uploads, user_folder_name
+from sleap_rtc.worker.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +65,6 @@ class ProgressEvent:
 
 
 JobEvent = StateEvent | LogEvent | ProgressEvent
-
-
-class JobRejectedError(JobRejected):
-    """A rejection that was recorded under ``job_id``."""
-
-    def __init__(self, job_id: str, rejected: JobRejected) -> None:
-        super().__init__(rejected.problems)
-        self.job_id = job_id
 
 
 def _spec_paths(spec: dict[str, Any]) -> list[str]:
@@ -114,12 +101,12 @@ class JobRunner:
         state may then sit inside a mount, since no one else submits jobs."""
         self.config = config
         self.backend = backend
-        self.mounts: Mounts = config.build_mounts()
+        self.planner = JobPlanner(config, backend.work_root)
+        self.mounts: Mounts = self.planner.mounts
         #: One line on how jobs are confined, for the worker's start-up log.
         self.sandbox_note = config.check_sandbox(self.mounts, shared=shared)
-        self.models_dir = config.resolved_models_dir()
-        self.uploads_dir = config.resolved_upload_dir().resolve()
-        self.work_root = backend.work_root or config.resolved_state_dir() / "work"
+        self.models_dir = self.planner.models_dir
+        self.uploads_dir = self.planner.uploads_dir
         self.store = store or JobStore(config.resolved_state_dir(), exclusive=True)
         self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -225,29 +212,19 @@ class JobRunner:
     # ------------------------------------------------------------------ submit
 
     def mounts_for(self, owner: str | None) -> Mounts:
-        """The mounts one user's job may name: the upload folder is narrowed to theirs.
-
-        Without a sandbox, checkpoints that are loaded (they may hold code) may not come
-        from the upload folder at all.
-        """
-        narrowed: list[Mount] = []
-        for mount in self.mounts:
-            if mount.path == self.uploads_dir:
-                own = mount.path / user_folder_name(owner or "local")
-                mount = Mount(
-                    path=own,
-                    label=mount.label,
-                    read_only=mount.read_only,
-                    trusted=self.config.sandbox != "off",
-                )
-            narrowed.append(mount)
-        return Mounts(narrowed)
+        """The mounts one user's job may name (see :meth:`JobPlanner.mounts_for`)."""
+        return self.planner.mounts_for(owner)
 
     def _plan(self, spec: TrainSpec | TrackSpec, owner: str | None) -> TrainPlan | TrackPlan:
-        mounts = self.mounts_for(owner)
-        if isinstance(spec, TrainSpec):
-            return plan_train(spec, mounts)
-        return plan_track(spec, mounts)
+        return self.planner.plan(spec, owner)
+
+    def preview(self, spec: TrainSpec | TrackSpec, owner: str | None = None) -> Preview:
+        """What ``spec`` would run here (effective configs, argv, work folder, sandbox),
+        checked as :meth:`submit` checks it; nothing is queued, recorded or written.
+
+        Raises :class:`JobRejected` listing every problem.
+        """
+        return self.planner.preview(spec, owner, sandbox=self.sandbox_note)
 
     def validate(self, spec: TrainSpec | TrackSpec, owner: str | None) -> TrainPlan | TrackPlan:
         """Check ``spec`` for ``owner`` without queueing it; raises :class:`JobRejected`.
@@ -264,7 +241,8 @@ class JobRunner:
         plan: TrainPlan | TrackPlan | None = None,
         rejected: JobRejected | None = None,
     ) -> JobRecord:
-        """Validate and queue ``spec``. Raises :class:`JobRejectedError` (recorded).
+        """Validate and queue ``spec``. Raises :class:`JobRejected` with the ``job_id``
+        the rejection was recorded under.
 
         ``plan`` or ``rejected`` is the outcome of a :meth:`validate` already done.
         """
@@ -287,7 +265,7 @@ class JobRunner:
                 problems=[p.model_dump(mode="json") for p in exc.problems],
                 owner=owner,
             )
-            raise JobRejectedError(job_id, exc) from None
+            raise JobRejected(exc.problems, job_id=job_id) from None
         self.store.create(job_id, spec.kind, payload, JobState.QUEUED, owner=owner)
         self._launch(job_id, plan)
         record = self.store.get(job_id)
@@ -299,51 +277,10 @@ class JobRunner:
             self._execute(job_id, plan), name=f"runner-{job_id}"
         )
 
-    def _work_dir(self, job_id: str) -> Path:
-        """The job's own folder (HOME, TMPDIR, effective configs), made by the worker."""
-        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder = self.work_root / job_id
-        if folder.parent != self.work_root or not job_id.isalnum():
-            raise RuntimeError(f"job id {job_id!r} can't name a work folder")
-        folder.mkdir(mode=0o700, exist_ok=True)
-        return folder
-
-    def _policy(self, owner: str | None, work_dir: Path) -> SandboxPolicy | None:
-        if self.config.sandbox == "off":
-            return None
-        read: list[str] = []
-        write = [str(work_dir)]
-        for mount in self.mounts_for(owner):
-            (read if mount.read_only else write).append(str(mount.path))
-        read += [os.path.realpath(p) for p in self.config.sandbox_read]
-        return SandboxPolicy(read=tuple(read), write=tuple(write))
-
     def _engine_job(self, job_id: str, plan: TrainPlan | TrackPlan) -> EngineJob:
         record = self.store.get(job_id)
         owner = record.owner if record is not None else None
-        work_dir = self._work_dir(job_id)
-        return dataclasses.replace(
-            self._engine_steps(job_id, plan, work_dir),
-            cwd=work_dir,
-            sandbox=self._policy(owner, work_dir),
-            env_allow=tuple(self.config.job_env),
-        )
-
-    def _engine_steps(self, job_id: str, plan: TrainPlan | TrackPlan, work_dir: Path) -> EngineJob:
-        command = self.config.sleap_nn_command
-        if isinstance(plan, TrainPlan):
-            self.models_dir.mkdir(parents=True, exist_ok=True)
-            return build_train_job(
-                plan,
-                job_id=job_id,
-                models_dir=self.models_dir,
-                work_dir=work_dir,
-                sleap_nn=command,
-                device=self.config.device,
-                reserved=self._reserved_runs,
-                stop_early=self.config.stop_early,
-            )
-        return build_track_job(plan, job_id=job_id, sleap_nn=command, device=self.config.device)
+        return self.planner.engine_job(job_id, plan, owner, self._reserved_runs)
 
     async def _execute(self, job_id: str, plan: TrainPlan | TrackPlan) -> None:
         engine_job: EngineJob | None = None

@@ -1,14 +1,11 @@
-"""Files across a channel: what uploads (:mod:`.uploads`, :mod:`.zips`) and downloads
-(:mod:`.downloads`) share — limits, the error type, chunk decoding.
+"""Files across a channel: what the worker's uploads (:mod:`.uploads`, :mod:`.zips`) and
+downloads (:mod:`.downloads`) share — limits and the flags files are opened with.
 
-Both directions move base64 chunks of :data:`~sleap_rtc.protocol.jobs.CHUNK_BYTES`
-with a window of unacknowledged bytes, so a fast sender never floods a slow
-channel or the server's relay. Everything a peer sends is checked: names are
-plain file names, offsets must follow on, sizes and hashes must match what was
-announced, acknowledgements can't claim more than was sent, a zip is extracted
-only inside its own folder (no absolute paths, no ``..``, no links, no duplicate
-or over-long names, bounded size and file count), and a download names a path
-inside the worker's mounts.
+The windows, chunk checks, sizes and hashes of both directions are kept by
+:mod:`sleap_rtc.protocol.transfer` (the same rules the client follows); here is
+what only the worker's disk needs: a zip is extracted only inside its own folder
+(no absolute paths, no ``..``, no links, no duplicate or over-long names, bounded
+size and file count), and a download names a path inside the worker's mounts.
 
 What guarantees hold:
 
@@ -18,19 +15,16 @@ What guarantees hold:
 * A download sends only files it listed, each opened beneath its mount root
   without following links (:mod:`sleap_rtc.worker.fsafe`) and checked to be the
   same file (device and inode) that was listed and hashed.
-* Every failure is a :class:`TransferError` with a code and a message naming the
-  entry (peer text cut by :func:`~sleap_rtc.worker.fsafe.clip`); nothing half
-  written is left behind, and the channel stays open.
+* Every failure is a :class:`~sleap_rtc.protocol.transfer.TransferError` with a
+  code and a message naming the entry (peer text cut by
+  :func:`~sleap_rtc.worker.fsafe.clip`); nothing half written is left behind, and
+  the channel stays open.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import zipfile
-
-from sleap_rtc.protocol import jobs as p
 
 #: Files in one download and in one unpacked zip.
 MAX_FILES = 1000
@@ -52,22 +46,3 @@ ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipf
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-
-
-class TransferError(Exception):
-    """A transfer that can't go on; ``code`` and ``message`` go back to the peer."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def decode_chunk(data: str) -> bytes:
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise TransferError("INVALID_CHUNK", "chunk data is not valid base64") from None
-    if len(raw) > p.CHUNK_BYTES:
-        raise TransferError("INVALID_CHUNK", f"chunk is over {p.CHUNK_BYTES} bytes")
-    return raw

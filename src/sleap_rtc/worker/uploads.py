@@ -18,11 +18,12 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from sleap_rtc.protocol import jobs as p
+from sleap_rtc.protocol.transfer import Receiver, TransferError, safe_name
 from sleap_rtc.worker.fsafe import clip, echo
 from sleap_rtc.worker.transfers import (
     DIR_FLAGS,
@@ -30,8 +31,6 @@ from sleap_rtc.worker.transfers import (
     MAX_UPLOADS,
     NEW_FILE,
     NOFOLLOW,
-    TransferError,
-    decode_chunk,
 )
 from sleap_rtc.worker.zips import safe_extract
 
@@ -49,9 +48,8 @@ class _Upload:
     part: str
     final: str
     handle: BinaryIO
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
-    received: int = 0
-    acked: int = 0
+    #: Checks each chunk against what UPLOAD_BEGIN announced (offset, size, SHA-256).
+    receiver: Receiver
 
     def close(self, *, remove_part: bool) -> None:
         with contextlib.suppress(OSError):
@@ -105,7 +103,10 @@ class Uploads:
             os.close(folder_fd)
             raise
         handle = os.fdopen(fd, "wb")
-        self._active[message.upload_id] = _Upload(message, folder, folder_fd, part, final, handle)
+        receiver = Receiver([(message.size, message.sha256)])
+        self._active[message.upload_id] = _Upload(
+            message, folder, folder_fd, part, final, handle, receiver
+        )
 
     def _user_folder(self) -> tuple[Path, int]:
         """The user's upload folder and a descriptor of it (created if missing).
@@ -138,26 +139,14 @@ class Uploads:
     def chunk(self, message: p.UploadChunk) -> int | None:
         """Take a chunk; returns the byte count to acknowledge when one is due."""
         upload = self._get(message.upload_id)
-        if message.offset != upload.received:
-            raise TransferError(
-                "INVALID_CHUNK",
-                f"chunk at offset {message.offset}, expected {upload.received}",
-            )
-        data = decode_chunk(message.data)
-        if upload.received + len(data) > upload.begin.size:
-            raise TransferError("INVALID_CHUNK", "more bytes than the upload announced")
+        data, ack = upload.receiver.take(0, message.offset, message.data)
         try:
             upload.handle.write(data)
         except OSError as exc:
             raise TransferError(
                 "UPLOAD_FAILED", f"the worker can't store {upload.final}: {exc.strerror}"
             ) from None
-        upload.hasher.update(data)
-        upload.received += len(data)
-        if upload.received - upload.acked >= p.ACK_EVERY:
-            upload.acked = upload.received
-            return upload.received
-        return None
+        return ack
 
     def end(self, message: p.UploadEnd) -> p.UploadDone:
         """Finish an upload: check it, move it into place and unpack it if asked.
@@ -174,14 +163,11 @@ class Uploads:
             raise TransferError(
                 "UPLOAD_FAILED", f"the worker can't store {upload.final}: {exc.strerror}"
             ) from None
-        if upload.received != upload.begin.size:
+        try:
+            upload.receiver.check()
+        except TransferError:
             upload.close(remove_part=True)
-            raise TransferError(
-                "INCOMPLETE", f"got {upload.received:,} of {upload.begin.size:,} bytes"
-            )
-        if upload.hasher.hexdigest() != upload.begin.sha256:
-            upload.close(remove_part=True)
-            raise TransferError("HASH_MISMATCH", "the file's SHA-256 differs from the one sent")
+            raise
         dir_fd = upload.folder_fd
         try:
             os.replace(upload.part, upload.final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -379,8 +365,7 @@ def _check_child(folder: Path, name: str) -> None:
 
 def _stored_name(token: str, name: str) -> str:
     """``<token>-<name>``, the name cut (its extension kept) so the result stays short."""
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in " ._+()-") else "_" for c in name)
-    cleaned = cleaned.lstrip(" .") or "upload"
+    cleaned = safe_name(name, "upload")
     room = MAX_STORED_NAME - len(token) - 1
     if len(cleaned) > room:
         stem, dot, ext = cleaned.rpartition(".")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from sleap_rtc.protocol.transfer import TransferError
 from sleap_rtc.worker.fsafe import clip, echo
 from sleap_rtc.worker.transfers import (
     DIR_FLAGS,
@@ -28,7 +29,6 @@ from sleap_rtc.worker.transfers import (
     NEW_FILE,
     NOFOLLOW,
     ZIP_METHODS,
-    TransferError,
 )
 
 # -- zips -------------------------------------------------------------------------------------

@@ -1,19 +1,17 @@
 """The SLURM backend: run each job as an sbatch job, from a worker on a login node.
 
-A job becomes one batch script (``#SBATCH`` resources from the worker's
-``[slurm]`` settings, the setup lines, then ``python -m sleap_rtc.engine.slurm_job``)
-in the job's spool folder (see :mod:`sleap_rtc.engine.spool`). On the compute
-node the steps run as the local backend runs them; their log lines, progress and
+A job becomes one batch script (see :mod:`~sleap_rtc.engine.backends.slurm.script`)
+in the job's spool folder (see :mod:`~sleap_rtc.engine.backends.slurm.spool`). On
+the compute node the steps run as the local backend runs them
+(:mod:`~sleap_rtc.engine.backends.slurm.node`); their log lines, progress and
 final result come back through the spool folder on the shared filesystem, so
 the client sees a SLURM job exactly as it sees a local one.
 
-The worker asks SLURM about all of its jobs in one ``sacct`` call per poll. That
-catches what the compute node can't report: a job that never started (cancelled
-while pending, a failing setup line), a time limit, a lost node. Cancelling is
+The worker asks SLURM about all of its jobs in one ``sacct`` call per poll
+(:class:`~sleap_rtc.engine.backends.slurm.watcher.SlurmWatcher`). That catches
+what the compute node can't report: a job that never started (cancelled while
+pending, a failing setup line), a time limit, a lost node. Cancelling is
 ``scancel``; stopping early is a ``stop`` file in the spool folder.
-
-Size: settings, script rendering and the backend are one plug-in; the settings table
-moves beside the job option table when that exists.
 """
 
 from __future__ import annotations
@@ -23,18 +21,12 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import shlex
 import shutil
-import sys
 import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, field_validator
-
-from sleap_rtc.engine import sandbox
 from sleap_rtc.engine.backend import (
     Backend,
     EngineJob,
@@ -46,36 +38,30 @@ from sleap_rtc.engine.backend import (
     StepStarted,
     Submitted,
 )
-from sleap_rtc.engine.local import MAX_LINE_CHARS
-from sleap_rtc.engine.slurm_tools import (
-    FINAL_STATES,
-    Resources,
-    SlurmError,
-    job_states,
-    sbatch,
-    scancel,
-    single_line,
-)
-from sleap_rtc.engine.spool import (
+from sleap_rtc.engine.backends.local.backend import MAX_LINE_CHARS
+from sleap_rtc.engine.backends.slurm.script import job_environment, render_script
+from sleap_rtc.engine.backends.slurm.settings import SlurmSettings
+from sleap_rtc.engine.backends.slurm.spool import (
     EVENTS_FILE,
     OUTPUT_FILE,
     READ_FILE,
     SCRIPT_FILE,
     STOP_FILE,
-    FinishedEvent,
-    LogEvent,
-    ProgressEvent,
-    StepEvent,
+    SpoolFinished,
+    SpoolLine,
+    SpoolProgress,
+    SpoolStep,
     Tail,
     decode,
     read_job,
     write_job,
 )
+from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient, SlurmError
+from sleap_rtc.engine.backends.slurm.watcher import SlurmWatcher
 from sleap_rtc.jobs.states import JobState
 
 log = logging.getLogger(__name__)
 
-#: Environment variables never passed on to a batch job (the job inherits sbatch's).
 #: After SLURM reports a job ended, how long its last events may take to show up
 #: in the spool folder (network filesystems) before the worker stops waiting.
 FINAL_GRACE_S = 3.0
@@ -84,76 +70,6 @@ FINAL_GRACE_S = 3.0
 EXPLAIN_TIMEOUT_S = 60.0
 NATIVE_PREFIX = "slurm:"
 _TAIL_LINES = 30
-
-
-class SlurmSettings(Resources):
-    """``[slurm]`` in worker.toml: resources for every job, and how jobs start.
-
-    Example::
-
-        [slurm]
-        partition = "gpu"
-        time = "12:00:00"
-        mem = "32G"
-        cpus = 8
-        gpus = 1
-        setup = ["module load cuda/12.1", "source /vast/envs/sleap/bin/activate"]
-        spool_dir = "/vast/home/me/.sleap-rtc-spool"   # shared with the compute nodes
-    """
-
-    #: Shell lines run before the job (module load, environment activation). A
-    #: failing line fails the job.
-    setup: list[str] = Field(default_factory=list, max_length=100)
-    #: The folder shared with compute nodes where jobs and their events live
-    #: [default: the worker's state folder].
-    spool_dir: Path | None = None
-    #: The Python that runs sleap-rtc on the compute nodes [default: the worker's].
-    python: list[str] | None = Field(default=None, min_length=1)
-    #: Seconds between state polls (one sacct call for all of the worker's jobs).
-    poll_interval_s: float = Field(default=5.0, ge=0.2, le=600)
-    #: Seconds between reads of the jobs' event files.
-    events_interval_s: float = Field(default=0.2, ge=0.05, le=10)
-    #: Keep a job's spool folder after it ends (its script, slurm.out, events).
-    keep_spool: bool = False
-
-    @field_validator("setup")
-    @classmethod
-    def _setup_lines(cls, value: list[str]) -> list[str]:
-        for line in value:
-            single_line(line, "each setup line")
-        return value
-
-
-def render_script(job: EngineJob, folder: Path, settings: SlurmSettings, grace_s: float) -> str:
-    """The batch script for ``job``; the spool folder and name go on sbatch's command line."""
-    python = settings.python or [sys.executable]
-    run = [*python, "-m", "sleap_rtc.engine.slurm_job", str(folder)]
-    run += ["--cancel-grace-s", f"{grace_s:g}"]
-    if job.sandbox is not None:
-        # The node-side runner is confined too; it writes only its spool folder.
-        policy = job.sandbox.adding(write=[str(folder)])
-        run = [*sandbox.launcher(policy, python), *run]
-    lines = [
-        "#!/bin/bash",
-        f"# sleap-rtc {job.kind} job {job.job_id}: {', '.join(s.name for s in job.steps)}",
-        *(f"#SBATCH {d}" for d in settings.directives()),
-        "set -euo pipefail",
-        *settings.setup,
-        "exec " + " ".join(shlex.quote(part) for part in run),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def job_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment for sbatch, without anything named like a secret.
-
-    The batch script's setup lines may need the login environment (modules,
-    conda), so only secrets are taken out here; the sleap-nn steps on the node get
-    the allow-listed environment of :func:`sleap_rtc.engine.sandbox.job_environment`.
-    """
-    env = dict(os.environ if base is None else base)
-    return {name: value for name, value in env.items() if not sandbox.is_secret_name(name)}
 
 
 def _native(slurm_id: str) -> str:
@@ -211,10 +127,10 @@ class SlurmJob(QueuedJob):
             return
         self._cancelled = True
         try:
-            await asyncio.to_thread(scancel, [self.slurm_id])
+            await asyncio.to_thread(self._backend.slurm.scancel, [self.slurm_id])
         except SlurmError as exc:  # e.g. it ended a moment ago; the poll will tell
             log.info("scancel %s: %s", self.slurm_id, exc)
-        self._backend.poke()
+        self._backend.watcher.poke()
 
     async def stop_early(self) -> bool:
         step = self._step
@@ -226,7 +142,7 @@ class SlurmJob(QueuedJob):
     # ------------------------------------------------------------------ following
 
     async def _run(self) -> None:
-        self._backend.watch(self.slurm_id)
+        self._backend.watcher.watch(self.slurm_id)
         try:
             finished = await self._follow()
         except asyncio.CancelledError:
@@ -234,12 +150,12 @@ class SlurmJob(QueuedJob):
         except Exception as exc:  # the job must always end with Finished
             log.exception("following SLURM job %s", self.slurm_id)
             with contextlib.suppress(SlurmError):
-                await asyncio.to_thread(scancel, [self.slurm_id])
+                await asyncio.to_thread(self._backend.slurm.scancel, [self.slurm_id])
             finished = Finished(
                 state=JobState.FAILED, reason=f"worker error while following the job: {exc!r}"
             )
         finally:
-            self._backend.unwatch(self.slurm_id)
+            self._backend.watcher.unwatch(self.slurm_id)
         self._done = True
         self.emit(finished)
         if not self._backend.settings.keep_spool:
@@ -269,9 +185,9 @@ class SlurmJob(QueuedJob):
             return None
         for raw in data.splitlines():
             event = decode(raw)
-            if isinstance(event, StepEvent) and event.index <= len(self._job.steps):
+            if isinstance(event, SpoolStep) and event.index <= len(self._job.steps):
                 self._step = self._job.steps[event.index - 1]
-            elif isinstance(event, FinishedEvent):
+            elif isinstance(event, SpoolFinished):
                 return self._translate(raw)
         return None
 
@@ -306,7 +222,7 @@ class SlurmJob(QueuedJob):
                 finished = self._translate(raw)
                 if finished is not None:
                     return await self._settle(finished, tail)
-            state = self._backend.state_of(self.slurm_id)
+            state = self._backend.watcher.state_of(self.slurm_id)
             if state is not None and state != shown_state:
                 shown_state = state
                 self.emit(LogLine(f"[sleap-rtc] SLURM job {self.slurm_id}: {state}"))
@@ -324,15 +240,15 @@ class SlurmJob(QueuedJob):
         event = decode(raw)
         if event is None:
             log.warning("SLURM job %s: ignoring an invalid event line", self.slurm_id)
-        elif isinstance(event, LogEvent):
+        elif isinstance(event, SpoolLine):
             self.emit(LogLine(event.text[:MAX_LINE_CHARS]))
-        elif isinstance(event, ProgressEvent):
+        elif isinstance(event, SpoolProgress):
             self.emit(ProgressUpdate(event.progress))
-        elif isinstance(event, StepEvent):
+        elif isinstance(event, SpoolStep):
             if event.index <= len(self._job.steps):
                 self._step = self._job.steps[event.index - 1]
                 self.emit(StepStarted(self._step, _native(self.slurm_id)))
-        elif isinstance(event, FinishedEvent):
+        elif isinstance(event, SpoolFinished):
             self._step = None
             # Only outputs this job planned are passed on.
             planned = {str(s.output) for s in self._job.steps if s.output is not None}
@@ -359,9 +275,9 @@ class SlurmJob(QueuedJob):
             return finished
         # Cancelled on the node, not by sleap-rtc: a time limit, preemption or scancel.
         deadline = time.monotonic() + EXPLAIN_TIMEOUT_S
-        self._backend.poke()
+        self._backend.watcher.poke()
         while time.monotonic() < deadline:
-            state = self._backend.state_of(self.slurm_id)
+            state = self._backend.watcher.state_of(self.slurm_id)
             if state in FINAL_STATES and state != "COMPLETED" and state != "FAILED":
                 why = _why_ended(state, self.slurm_id, self._backend.settings, tail)
                 return Finished(
@@ -389,18 +305,18 @@ class SlurmBackend(Backend):
         spool_dir: Path,
         cancel_grace_s: float = 5.0,
         env: Mapping[str, str] | None = None,
+        slurm: SlurmClient | None = None,
     ) -> None:
         self.settings = settings
+        #: The SLURM tools every job of this backend is submitted, watched and cancelled with.
+        self.slurm = slurm or SlurmClient()
         self.spool_dir = (settings.spool_dir or spool_dir).expanduser().absolute()
         #: Jobs' own work folders (effective configs, HOME, TMPDIR): the compute nodes
         #: must see them, so they live on the shared filesystem beside the spool.
         self.work_root: Path | None = self.spool_dir / "work"
         self.cancel_grace_s = cancel_grace_s
         self.env = dict(env or {})
-        self._states: dict[str, str] = {}
-        self._watched: dict[str, int] = {}
-        self._poller: asyncio.Task[None] | None = None
-        self._poke = asyncio.Event()
+        self.watcher = SlurmWatcher(self.slurm, interval=settings.poll_interval_s)
 
     @staticmethod
     def check() -> None:
@@ -431,7 +347,7 @@ class SlurmBackend(Backend):
         ]
         try:
             slurm_id = await asyncio.to_thread(
-                sbatch, script, env=job_environment(), options=options
+                self.slurm.sbatch, script, env=job_environment(), options=options
             )
         except SlurmError:
             shutil.rmtree(folder, ignore_errors=True)
@@ -465,44 +381,10 @@ class SlurmBackend(Backend):
             return reason
         slurm_id = native_id.removeprefix(NATIVE_PREFIX)
         try:
-            state = (await asyncio.to_thread(job_states, [slurm_id])).get(slurm_id)
+            state = (await asyncio.to_thread(self.slurm.job_states, [slurm_id])).get(slurm_id)
             if state is not None and state not in FINAL_STATES:
-                await asyncio.to_thread(scancel, [slurm_id])
+                await asyncio.to_thread(self.slurm.scancel, [slurm_id])
                 return f"{reason}; its SLURM job {slurm_id} ({state}) was cancelled"
         except SlurmError as exc:
             return f"{reason}; SLURM job {slurm_id} could not be checked: {exc}"
         return reason
-
-    # ------------------------------------------------------- one poll for all jobs
-
-    def watch(self, slurm_id: str) -> None:
-        self._watched[slurm_id] = self._watched.get(slurm_id, 0) + 1
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll(), name="slurm-poller")
-        self.poke()
-
-    def unwatch(self, slurm_id: str) -> None:
-        count = self._watched.get(slurm_id, 0) - 1
-        if count > 0:
-            self._watched[slurm_id] = count
-        else:
-            self._watched.pop(slurm_id, None)
-            self._states.pop(slurm_id, None)
-
-    def poke(self) -> None:
-        """Poll again now (after a cancel, or when a job's result needs explaining)."""
-        self._poke.set()
-
-    def state_of(self, slurm_id: str) -> str | None:
-        return self._states.get(slurm_id)
-
-    async def _poll(self) -> None:
-        while self._watched:
-            self._poke.clear()
-            ids = list(self._watched)
-            try:
-                self._states.update(await asyncio.to_thread(job_states, ids))
-            except SlurmError as exc:
-                log.warning("SLURM state poll failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self.settings.poll_interval_s)

@@ -13,7 +13,8 @@ reach the worker over the network.
     ``read.json``     how far the worker has read, so a restarted worker goes on from there
 
 Events are read back as untrusted input: each line is size-limited and validated
-into a typed :data:`SpoolEvent` before it becomes a backend event.
+into a typed :data:`SpoolEvent` before it becomes a backend event. They are named
+``Spool*`` because they are this file format's records, not the worker's job events.
 """
 
 from __future__ import annotations
@@ -39,26 +40,26 @@ MAX_EVENT_BYTES = 256 * 1024
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
-class StepEvent(BaseModel):
+class SpoolStep(BaseModel):
     model_config = _STRICT
     type: Literal["step"] = "step"
     index: int = Field(ge=1)
     pid: int = Field(ge=0)
 
 
-class LogEvent(BaseModel):
+class SpoolLine(BaseModel):
     model_config = _STRICT
     type: Literal["log"] = "log"
     text: str = Field(max_length=MAX_EVENT_BYTES)
 
 
-class ProgressEvent(BaseModel):
+class SpoolProgress(BaseModel):
     model_config = _STRICT
     type: Literal["progress"] = "progress"
     progress: Annotated[TrainProgress | TrackProgress, Field(discriminator="kind")]
 
 
-class FinishedEvent(BaseModel):
+class SpoolFinished(BaseModel):
     model_config = _STRICT
     type: Literal["finished"] = "finished"
     state: Literal["COMPLETE", "FAILED", "CANCELLED"]
@@ -71,17 +72,17 @@ class FinishedEvent(BaseModel):
 
 
 SpoolEvent = Annotated[
-    StepEvent | LogEvent | ProgressEvent | FinishedEvent, Field(discriminator="type")
+    SpoolStep | SpoolLine | SpoolProgress | SpoolFinished, Field(discriminator="type")
 ]
 EVENT = TypeAdapter(SpoolEvent)
 ENGINE_JOB = TypeAdapter(EngineJob)
 
 
-def encode(event: StepEvent | LogEvent | ProgressEvent | FinishedEvent) -> bytes:
+def encode(event: SpoolStep | SpoolLine | SpoolProgress | SpoolFinished) -> bytes:
     return event.model_dump_json().encode() + b"\n"
 
 
-def decode(line: bytes) -> StepEvent | LogEvent | ProgressEvent | FinishedEvent | None:
+def decode(line: bytes) -> SpoolStep | SpoolLine | SpoolProgress | SpoolFinished | None:
     """A line's event, or None when it is too long or not a valid event."""
     if len(line) > MAX_EVENT_BYTES:
         return None

@@ -1,6 +1,6 @@
 """What a SLURM-backed job runs on its compute node.
 
-``python -m sleap_rtc.engine.slurm_job SPOOL`` reads the job from ``SPOOL/job.json``
+``python -m sleap_rtc.engine.backends.slurm.node SPOOL`` reads the job from ``SPOOL/job.json``
 and runs its sleap-nn steps exactly as a local worker would (the local backend:
 process groups, ZMQ progress on this node's loopback, stop-early). Every event is
 appended to ``SPOOL/events.jsonl``, which the worker on the login node follows. A
@@ -22,14 +22,14 @@ import sys
 from pathlib import Path
 
 from sleap_rtc.engine.backend import Finished, LogLine, ProgressUpdate, StepStarted
-from sleap_rtc.engine.local import LocalBackend, LocalJob
-from sleap_rtc.engine.spool import (
+from sleap_rtc.engine.backends.local.backend import LocalBackend, LocalJob
+from sleap_rtc.engine.backends.slurm.spool import (
     EVENTS_FILE,
     STOP_FILE,
-    FinishedEvent,
-    LogEvent,
-    ProgressEvent,
-    StepEvent,
+    SpoolFinished,
+    SpoolLine,
+    SpoolProgress,
+    SpoolStep,
     encode,
     read_job,
 )
@@ -103,16 +103,16 @@ async def run(folder: Path, *, cancel_grace_s: float = 5.0) -> int:
     try:
         async for event in local.events():
             if isinstance(event, LogLine):
-                writer.add(encode(LogEvent(text=event.text)))
+                writer.add(encode(SpoolLine(text=event.text)))
             elif isinstance(event, ProgressUpdate):
-                writer.add(encode(ProgressEvent(progress=event.progress)))
+                writer.add(encode(SpoolProgress(progress=event.progress)))
             elif isinstance(event, StepStarted):
-                writer.add(encode(StepEvent(index=event.step.index, pid=_pid(event.native_id))))
+                writer.add(encode(SpoolStep(index=event.step.index, pid=_pid(event.native_id))))
             elif isinstance(event, Finished):
                 state = event.state
                 writer.add(
                     encode(
-                        FinishedEvent(
+                        SpoolFinished(
                             state=event.state.value,  # type: ignore[arg-type]
                             exit_code=event.exit_code,
                             reason=event.reason[:8000] if event.reason else None,
@@ -133,7 +133,7 @@ async def run(folder: Path, *, cancel_grace_s: float = 5.0) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sleap_rtc.engine.slurm_job",
+        prog="python -m sleap_rtc.engine.backends.slurm.node",
         description="Run a sleap-rtc job's steps on this node (started by a SLURM batch script).",
     )
     parser.add_argument("spool", type=Path, help="the job's spool folder")

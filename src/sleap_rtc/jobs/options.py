@@ -1,0 +1,236 @@
+"""The job options, written once: every way of setting a spec field is derived from here.
+
+Each :class:`JobOption` is one field of a :class:`~sleap_rtc.jobs.specs.TrainSpec` or
+:class:`~sleap_rtc.jobs.specs.TrackSpec` and says how a person sets it:
+
+- the command-line flags and their ``--help`` sentence (``sleap-rtc train/track`` and
+  ``sleap-rtc local train/track``; :mod:`sleap_rtc.cli.options` makes click options of them);
+- whether a pipeline job file may set it under ``extra_args`` (:mod:`sleap_rtc.pipeline.spec`
+  checks those keys and values against this table);
+- the range a worker accepts (:func:`sleap_rtc.jobs.validation.check_fields`);
+- whether it names a path (so a spec file's relative paths can be anchored to its folder).
+
+A new option is one entry here plus its spec field; nothing else is written by hand.
+The table is plain data, so the ``jobs`` layer stays importable without click.
+Defaults are the spec's own (``TrackSpec.output_path``…), never repeated here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+JobKind = Literal["train", "track"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a worker accepts for a number, and the words that say so."""
+
+    low: float
+    high: float
+    #: The sentence ending "it must be ...", e.g. "between 1 and 4096".
+    rule: str
+    #: True when ``low`` itself is refused (``0 < learning_rate``).
+    low_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+
+@dataclass(frozen=True)
+class JobOption:
+    """One spec field of one job kind, and how it is set from outside."""
+
+    kind: JobKind
+    #: The spec field (also the job file's ``extra_args`` key and click's parameter name).
+    field: str
+    #: Command-line flags, the long one first (``--config``, ``-c``).
+    flags: tuple[str, ...]
+    help: str
+    #: str, int, float or bool (a bool is an on/off flag).
+    value_type: type = str
+    #: Repeatable flag; the spec field is a list.
+    multiple: bool = False
+    metavar: str | None = None
+    #: Show the spec's default in ``--help``.
+    show_default: bool = False
+    #: The command line must give it (``sleap-rtc local --spec FILE`` may give it instead).
+    required: bool = False
+    #: A pipeline job file may set it in ``extra_args``.
+    job_file: bool = False
+    #: The value names a file or folder on the machine that runs the job.
+    path: bool = False
+    range: Range | None = None
+
+    @property
+    def flag(self) -> str:
+        """The long flag, as the command line spells it."""
+        return self.flags[0]
+
+
+_BATCH_SIZE = Range(1, 4096, "between 1 and 4096")
+
+#: Every job option, in ``--help`` order per kind.
+OPTIONS: tuple[JobOption, ...] = (
+    # -- train ---------------------------------------------------------------------------
+    JobOption(
+        "train",
+        "config_paths",
+        ("--config", "-c"),
+        "sleap-nn config YAML on the worker. Repeat for a multi-model job "
+        "(e.g. centroid, then centered_instance).",
+        multiple=True,
+        metavar="PATH",
+        required=True,
+        path=True,
+    ),
+    JobOption(
+        "train",
+        "labels_path",
+        ("--labels",),
+        "Override training labels (data_config.train_labels_path).",
+        metavar="PATH",
+        path=True,
+    ),
+    JobOption(
+        "train",
+        "val_labels_path",
+        ("--val-labels",),
+        "Override validation labels (data_config.val_labels_path).",
+        metavar="PATH",
+        path=True,
+    ),
+    JobOption(
+        "train",
+        "max_epochs",
+        ("--max-epochs",),
+        "Maximum training epochs.",
+        value_type=int,
+        job_file=True,
+        range=Range(1, 100_000, "between 1 and 100000"),
+    ),
+    JobOption(
+        "train",
+        "batch_size",
+        ("--batch-size",),
+        "Batch size for training and validation.",
+        value_type=int,
+        job_file=True,
+        range=_BATCH_SIZE,
+    ),
+    JobOption(
+        "train",
+        "learning_rate",
+        ("--learning-rate",),
+        "Learning rate for the optimizer.",
+        value_type=float,
+        job_file=True,
+        range=Range(0, 1, "greater than 0 and at most 1 (e.g. 0.0001)", low_open=True),
+    ),
+    JobOption("train", "run_name", ("--run-name",), "Name of the run (its checkpoint folder)."),
+    JobOption(
+        "train",
+        "resume_ckpt_path",
+        ("--resume",),
+        "Checkpoint (.ckpt) on the worker to resume training from.",
+        metavar="PATH",
+        path=True,
+    ),
+    # -- track ---------------------------------------------------------------------------
+    JobOption(
+        "track",
+        "data_path",
+        ("--data-path", "-d"),
+        ".slp or video file on the worker.",
+        metavar="PATH",
+        required=True,
+        path=True,
+    ),
+    JobOption(
+        "track",
+        "model_paths",
+        ("--model-paths", "-m"),
+        "Trained model folder on the worker; repeat for multi-model pipelines.",
+        multiple=True,
+        metavar="PATH",
+        required=True,
+        path=True,
+    ),
+    JobOption(
+        "track",
+        "output_path",
+        ("--output", "-o"),
+        "Predictions file; a relative name is placed beside the data.",
+        show_default=True,
+        path=True,
+    ),
+    JobOption(
+        "track",
+        "batch_size",
+        ("--batch-size",),
+        "Batch size for inference.",
+        value_type=int,
+        job_file=True,
+        range=_BATCH_SIZE,
+    ),
+    JobOption(
+        "track",
+        "peak_threshold",
+        ("--peak-threshold",),
+        "Peak detection threshold (0.0-1.0).",
+        value_type=float,
+        job_file=True,
+        range=Range(0, 1, "between 0.0 and 1.0"),
+    ),
+    JobOption(
+        "track",
+        "only_suggested_frames",
+        ("--only-suggested-frames",),
+        "Only run inference on suggested frames.",
+        value_type=bool,
+        job_file=True,
+    ),
+    JobOption(
+        "track",
+        "frames",
+        ("--frames",),
+        'Frame ranges, e.g. "0-100" or "0-100,500-600".',
+        job_file=True,
+    ),
+    JobOption(
+        "track",
+        "video_index",
+        ("--video-index",),
+        "Video of a multi-video .slp that --frames refers to [default: 0].",
+        value_type=int,
+        range=Range(0, 100_000, "a non-negative video number"),
+    ),
+    JobOption(
+        "track",
+        "overwrite",
+        ("--overwrite",),
+        "Replace the output file if it exists.",
+        value_type=bool,
+    ),
+)
+
+
+def options_for(kind: JobKind) -> tuple[JobOption, ...]:
+    """The options of one job kind, in ``--help`` order."""
+    return tuple(o for o in OPTIONS if o.kind == kind)
+
+
+def option(kind: JobKind, field: str) -> JobOption:
+    """The option setting ``field`` of a ``kind`` job; KeyError if there is none."""
+    for candidate in OPTIONS:
+        if candidate.kind == kind and candidate.field == field:
+            return candidate
+    raise KeyError(f"no {kind} option sets {field!r}")
+
+
+def job_file_options(kind: JobKind) -> Mapping[str, JobOption]:
+    """The ``extra_args`` keys a job file may set for a ``kind`` stage."""
+    return {o.field: o for o in options_for(kind) if o.job_file}

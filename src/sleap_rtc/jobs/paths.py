@@ -1,0 +1,236 @@
+"""Path rules: a path a peer names is resolved inside the mounts, then checked.
+
+Each rule appends a :class:`~sleap_rtc.jobs.problems.Problem` (naming the field, the
+path as written, a code and what to do) and returns the resolved path, or None; the
+caller goes on, so one rejection lists every problem. Checkpoints get one rule more:
+they can hold code, so they load only from mounts the worker trusts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from sleap_rtc.jobs.mounts import Mounts
+from sleap_rtc.jobs.problems import Problem, ProblemCode
+from sleap_rtc.jobs.specs import TrackSpec
+
+DATA_SUFFIXES = (".slp", ".mp4", ".avi", ".mov", ".mkv", ".h5", ".hdf5")
+MODEL_CONFIG_NAMES = ("training_config.yaml", "training_config.json")
+MODEL_WEIGHT_GLOBS = ("*.ckpt", "best_model.h5")
+#: Files sleap-nn loads as weights (``torch.load`` or Keras HDF5).
+CHECKPOINT_SUFFIXES = (".ckpt", ".h5")
+
+
+def existing(
+    mounts: Mounts,
+    name: str,
+    raw: str,
+    problems: list[Problem],
+    *,
+    want: str,
+    base: Path | None = None,
+) -> Path | None:
+    """Resolve ``raw`` inside the mounts and check it exists as a file or folder."""
+    real, problem = mounts.resolve(name, raw, base=base)
+    if problem:
+        problems.append(problem)
+        return None
+    assert real is not None
+    if not real.exists():
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.PATH_NOT_FOUND,
+                message=f"Path not found: {raw}",
+            )
+        )
+        return None
+    if want == "file" and not real.is_file():
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.NOT_A_FILE,
+                message=f"{raw} is a folder; a file is expected here",
+            )
+        )
+        return None
+    if want == "dir" and not real.is_dir():
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.NOT_A_DIRECTORY,
+                message=f"{raw} is a file; a folder is expected here",
+            )
+        )
+        return None
+    if not os.access(real, os.R_OK):
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.NOT_READABLE,
+                message=f"{raw} exists but the worker may not read it",
+            )
+        )
+        return None
+    return real
+
+
+def checkpoint(
+    mounts: Mounts,
+    name: str,
+    raw: str,
+    problems: list[Problem],
+    *,
+    base: Path | None = None,
+    suffixes: tuple[str, ...] = CHECKPOINT_SUFFIXES,
+) -> Path | None:
+    """A weights file sleap-nn will load: inside the mounts, of a known kind, trusted."""
+    real = existing(mounts, name, raw, problems, want="file", base=base)
+    if real is None:
+        return None
+    if real.suffix.lower() not in suffixes:
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.WRONG_FILE_TYPE,
+                message=f"{raw} is not a checkpoint ({', '.join(suffixes)})",
+            )
+        )
+        return None
+    return real if trusted(mounts, name, raw, real, problems) else None
+
+
+def trusted(mounts: Mounts, name: str, raw: str, real: Path, problems: list[Problem]) -> bool:
+    """False (and a problem) when ``real`` lies in a mount weights may not load from."""
+    mount = mounts.containing(real)
+    if mount is not None and not mount.trusted:
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.ACCESS_DENIED,
+                message=(
+                    f"{raw} is in the '{mount.label}' folder, and checkpoints (which can hold "
+                    "code) load from there only on a sandboxed worker; put the model in "
+                    "another mount or ask the administrator to enable the sandbox"
+                ),
+            )
+        )
+        return False
+    return True
+
+
+def looks_like_model(folder: Path) -> bool:
+    """True if ``folder`` holds a trained model (a training config plus weights)."""
+    has_config = any((folder / name).is_file() for name in MODEL_CONFIG_NAMES)
+    has_weights = any(any(folder.glob(pattern)) for pattern in MODEL_WEIGHT_GLOBS)
+    return has_config and has_weights
+
+
+def plan_output(
+    spec: TrackSpec, mounts: Mounts, data: Path | None, problems: list[Problem]
+) -> Path | None:
+    """Where tracking writes: a new .slp (or one ``overwrite`` allows) of its own, in a
+    folder that exists and the worker may write; a relative name lands beside the data."""
+    raw = spec.output_path
+    relative = isinstance(raw, str) and raw.strip() != "" and not raw.startswith(("/", "~"))
+    if relative and data is None:
+        return None  # resolved against data_path's folder, which is already reported
+    real, problem = mounts.resolve(
+        "output_path", raw, base=data.parent if relative and data else None, for_writing=True
+    )
+    if problem:
+        problems.append(problem)
+        return None
+    assert real is not None
+    if real.suffix.lower() != ".slp":
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.WRONG_FILE_TYPE,
+                message=f"output_path {raw} must end in .slp",
+            )
+        )
+        return None
+    if not real.parent.is_dir():
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.PATH_NOT_FOUND,
+                message=f"Path not found: {real.parent} (the folder for output_path must exist)",
+            )
+        )
+        return None
+    if real.is_dir():
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.NOT_A_FILE,
+                message=f"output_path {raw} is a folder; name a .slp file",
+            )
+        )
+        return None
+    if real.exists() and not spec.overwrite:
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.OUTPUT_EXISTS,
+                message=(
+                    f"{real} already exists; choose another output name or allow "
+                    "overwriting (--overwrite)"
+                ),
+            )
+        )
+        return None
+    named = os.path.join(data.parent, raw) if relative and data else raw
+    if real.exists() or os.path.lexists(real) or os.path.lexists(named):
+        try:
+            info = os.lstat(real)
+        except OSError:
+            info = None
+        linked = os.path.islink(named)
+        if linked or info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            problems.append(
+                Problem(
+                    field="output_path",
+                    value=raw,
+                    code=ProblemCode.INVALID_PATH,
+                    message=(
+                        f"output_path {raw} exists and is not a plain file of its own (a "
+                        "link, a pipe or a file with other names); choose a new file name"
+                    ),
+                )
+            )
+            return None
+    if data is not None and real == data:
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.CONFLICT,
+                message="output_path is the input data_path; predictions go to a new file",
+            )
+        )
+        return None
+    if not os.access(real.parent, os.W_OK):
+        problems.append(
+            Problem(
+                field="output_path",
+                value=raw,
+                code=ProblemCode.READ_ONLY,
+                message=f"the worker may not write in {real.parent}",
+            )
+        )
+        return None
+    return real

@@ -1,0 +1,189 @@
+"""Windowed file transfers as state with no I/O: what a sender may send, what a receiver
+must accept.
+
+Both directions (a client's upload, a worker's download) move a file as base64
+chunks of at most :data:`~sleap_rtc.protocol.jobs.CHUNK_BYTES`. The sender keeps at
+most :data:`~sleap_rtc.protocol.jobs.TRANSFER_WINDOW` bytes unacknowledged, so a
+fast sender never floods a slow channel or the server's relay; the receiver
+acknowledges every :data:`~sleap_rtc.protocol.jobs.ACK_EVERY` bytes.
+
+What a peer sends is checked here, once for both sides:
+
+* an acknowledgement may not claim more than was sent, nor less than an earlier
+  one (:meth:`WindowSender.ack`); a lie never widens the window;
+* chunks must follow on, never go past the size announced, and decode to at most
+  one chunk's bytes (:meth:`Receiver.take`);
+* at the end every file must have its announced size and SHA-256
+  (:meth:`Receiver.check`);
+* names a peer announces become plain ASCII file names (:func:`safe_name`), and a
+  relative path it sends may not leave its folder (:func:`safe_parts`).
+
+Every refusal is a :class:`TransferError` with a machine-readable code; the caller
+decides whether it ends one transfer (the worker) or one call (the client).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import PurePosixPath
+
+from sleap_rtc.protocol.jobs import ACK_EVERY, CHUNK_BYTES, TRANSFER_WINDOW
+
+#: Characters a plain file name may hold besides ASCII letters and digits.
+_NAME_EXTRA = " ._+()-"
+
+
+class TransferError(Exception):
+    """A transfer that can't go on; ``code`` and ``message`` go back to the peer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode_chunk(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_chunk(data: str) -> bytes:
+    """A chunk's bytes; ``INVALID_CHUNK`` if it is not base64 or holds over one chunk."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise TransferError("INVALID_CHUNK", "chunk data is not valid base64") from None
+    if len(raw) > CHUNK_BYTES:
+        raise TransferError("INVALID_CHUNK", f"chunk is over {CHUNK_BYTES} bytes")
+    return raw
+
+
+def pieces(block: bytes) -> Iterator[bytes]:
+    """``block`` cut into chunk-sized pieces, in order."""
+    for start in range(0, len(block), CHUNK_BYTES):
+        yield block[start : start + CHUNK_BYTES]
+
+
+def safe_name(name: str, default: str) -> str:
+    """``name`` as a plain ASCII file name a message may carry (``default`` if nothing is left).
+
+    Anything but ASCII letters, digits and `` ._+()-`` becomes ``_``; the result
+    starts with a letter or digit (never hidden, never an option) and has at most
+    255 characters.
+    """
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in _NAME_EXTRA) else "_" for c in name)
+    return cleaned[:255].lstrip(_NAME_EXTRA) or default
+
+
+def safe_parts(relative: str) -> tuple[str, ...]:
+    """The parts of a relative path a peer sent; ``INVALID_NAME`` if it could leave its folder.
+
+    Refused: an empty or absolute path, ``..``, backslashes and NUL bytes. The caller
+    still joins the parts under its own folder and checks the result stays inside
+    (a link on its disk is its business).
+    """
+    path = PurePosixPath(relative)
+    parts = path.parts
+    if not parts or path.is_absolute() or ".." in parts or "\\" in relative or "\0" in relative:
+        raise TransferError("INVALID_NAME", f"{relative[:200]!r} is not a safe relative name")
+    return parts
+
+
+class WindowSender:
+    """How far a sender may go: ``sent`` bytes handed to the channel, ``acked`` confirmed.
+
+    Invariant: ``acked <= sent``, and neither ever decreases. :meth:`take` is called
+    before a chunk is sent, so an acknowledgement can never outrun what was sent.
+    """
+
+    def __init__(self, window: int = TRANSFER_WINDOW) -> None:
+        self.window = window
+        self.sent = 0
+        self.acked = 0
+
+    @property
+    def blocked(self) -> bool:
+        """True while a full window is unacknowledged: wait for an ack before sending."""
+        return self.sent - self.acked >= self.window
+
+    def take(self, size: int) -> int:
+        """Count ``size`` more bytes as sent; returns the transfer offset they start at.
+
+        Raises RuntimeError while :attr:`blocked` (a bug in the caller, not the peer).
+        """
+        if self.blocked:
+            raise RuntimeError("the transfer window is full; wait for an acknowledgement")
+        start = self.sent
+        self.sent += size
+        return start
+
+    def ack(self, received: int) -> None:
+        """Take the peer's count of bytes received.
+
+        ``INVALID_ACK`` when it claims more than was sent or less than it said before:
+        either is a broken or lying peer, and the window is left as it was.
+        """
+        if received > self.sent:
+            raise TransferError(
+                "INVALID_ACK",
+                f"acknowledged {received:,} bytes, but only {self.sent:,} were sent",
+            )
+        if received < self.acked:
+            raise TransferError(
+                "INVALID_ACK",
+                f"acknowledged {received:,} bytes after acknowledging {self.acked:,}",
+            )
+        self.acked = received
+
+
+class Receiver:
+    """The files of one transfer arriving in order, each checked against what was announced.
+
+    ``files`` are the announced ``(size, sha256)`` pairs; chunks name a file by its
+    index. Acknowledgements count the bytes of all files together.
+    """
+
+    def __init__(self, files: Sequence[tuple[int, str]], *, ack_every: int = ACK_EVERY) -> None:
+        self.files = list(files)
+        self.ack_every = ack_every
+        self.written = [0] * len(self.files)
+        self.received = 0
+        self.acked = 0
+        self._hashers = [hashlib.sha256() for _ in self.files]
+
+    @property
+    def total(self) -> int:
+        return sum(size for size, _ in self.files)
+
+    def take(self, index: int, offset: int, data: str) -> tuple[bytes, int | None]:
+        """Check one chunk; returns its bytes and the count to acknowledge when one is due.
+
+        ``INVALID_CHUNK`` for a chunk of no file, at the wrong offset, past the
+        announced size, or not base64 of at most one chunk.
+        """
+        if not 0 <= index < len(self.files):
+            raise TransferError("INVALID_CHUNK", f"chunk for file {index}, which was not announced")
+        if offset != self.written[index]:
+            raise TransferError(
+                "INVALID_CHUNK", f"chunk at offset {offset}, expected {self.written[index]}"
+            )
+        raw = decode_chunk(data)
+        if self.written[index] + len(raw) > self.files[index][0]:
+            raise TransferError("INVALID_CHUNK", "more bytes than the transfer announced")
+        self._hashers[index].update(raw)
+        self.written[index] += len(raw)
+        self.received += len(raw)
+        if self.received - self.acked >= self.ack_every:
+            self.acked = self.received
+            return raw, self.received
+        return raw, None
+
+    def check(self) -> None:
+        """``INCOMPLETE`` or ``HASH_MISMATCH`` unless every file arrived whole."""
+        for index, (size, sha256) in enumerate(self.files):
+            if self.written[index] != size:
+                raise TransferError("INCOMPLETE", f"got {self.written[index]:,} of {size:,} bytes")
+            if self._hashers[index].hexdigest() != sha256:
+                raise TransferError("HASH_MISMATCH", "the file's SHA-256 differs from the one sent")

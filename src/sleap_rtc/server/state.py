@@ -1,0 +1,29 @@
+"""What one server process holds while it runs, shared by every route and socket.
+
+One :class:`ServerState` is built per process (:func:`sleap_rtc.server.app.build_state`)
+and kept on ``app.state.server``; routes and sockets reach it through the
+dependencies in :mod:`sleap_rtc.server.deps`, never through module globals, so two
+apps in one process (tests, the demo) never share presence or limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sleap_rtc.server.auth import TokenSigner
+from sleap_rtc.server.db import Database
+from sleap_rtc.server.hub import Hub
+from sleap_rtc.server.limits import LoginLimiter
+from sleap_rtc.server.service.relay import RelayBudget
+from sleap_rtc.server.settings import ServerSettings
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    database: Database
+    signer: TokenSigner
+    #: Who is connected right now (memory only; one server process).
+    hub: Hub
+    logins: LoginLimiter
+    relay_budget: RelayBudget
