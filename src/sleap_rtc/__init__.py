@@ -21,23 +21,23 @@ point such as the job sandbox's launcher starts without importing pydantic.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "FrameRange": "sleap_rtc.jobs.frames",
-    "parse_frames": "sleap_rtc.jobs.frames",
-    "JobSpec": "sleap_rtc.jobs.specs",
-    "TrackSpec": "sleap_rtc.jobs.specs",
-    "TrainSpec": "sleap_rtc.jobs.specs",
-    "JobState": "sleap_rtc.jobs.states",
-    "ClientError": "sleap_rtc.client.errors",
-    "ServerClient": "sleap_rtc.client.session",
-    "WorkerSession": "sleap_rtc.client.jobs",
-    "JobHandle": "sleap_rtc.client.jobs",
-}
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "client.errors": ["ClientError"],
+        "client.jobs": ["JobHandle", "WorkerSession"],
+        "client.session": ["ServerClient"],
+        "jobs.frames": ["FrameRange", "parse_frames"],
+        "jobs.specs": ["JobSpec", "TrackSpec", "TrainSpec"],
+        "jobs.states": ["JobState"],
+    },
+)
 
 __all__ = [
     "ClientError",
@@ -60,10 +60,3 @@ if TYPE_CHECKING:
     from sleap_rtc.jobs.frames import FrameRange, parse_frames
     from sleap_rtc.jobs.specs import JobSpec, TrackSpec, TrainSpec
     from sleap_rtc.jobs.states import JobState
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sleap_rtc' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)

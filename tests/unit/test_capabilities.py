@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sleap_rtc.worker import capabilities
-from sleap_rtc.worker.capabilities import (
+from sleap_rtc.engine import gpus
+from sleap_rtc.engine.gpus import (
     GpuInfo,
     detect_gpus,
     parse_nvidia_smi,
@@ -20,6 +20,7 @@ from sleap_rtc.worker.capabilities import (
     refresh_free_memory,
     sleap_nn_version,
 )
+from sleap_rtc.worker.capabilities import advertised
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="fake executables are shell scripts")
 
@@ -183,8 +184,8 @@ def test_refresh_without_nvidia_smi_returns_input(
 
 
 def test_parse_torch_answer() -> None:
-    parse = capabilities._parse_torch_answer
-    marker = capabilities._TORCH_MARKER
+    parse = gpus._parse_torch_answer
+    marker = gpus._TORCH_MARKER
     cuda = (
         '{"torch": true, "mps": false, "cuda": [{"index": 0, "name": "NVIDIA L4", '
         '"total": 23580639232, "free": 23000000000}, {"index": 1, "name": "NVIDIA L4", '
@@ -241,7 +242,7 @@ def test_sleap_nn_version_not_installed(monkeypatch: pytest.MonkeyPatch) -> None
 def test_module_imports_nothing_heavy() -> None:
     code = (
         "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('caps', {capabilities.__file__!r})\n"
+        f"spec = importlib.util.spec_from_file_location('caps', {gpus.__file__!r})\n"
         "module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
         "module.sleap_nn_version()\n"
@@ -267,13 +268,13 @@ def test_local_gpus_are_announced_only_where_they_run_the_jobs(
     monkeypatch.setenv("PATH", str(tmp_path))
     folders = {"models_dir": tmp_path / "models", "state_dir": tmp_path / "state"}
     config = WorkerConfig(backend=backend, device=device, **folders)
-    caps, _ = capabilities.advertised(config)
+    caps, _ = advertised(config)
     assert [g.name for g in caps.gpus] == announced and caps.backends == [backend]
     assert caps.accelerator == ("cuda" if announced else "cpu")
 
     # A login node declares its partition's GPUs instead; they are never re-measured.
     declared = [DeclaredGpu(name="A100", memory_total_mb=40960)]
-    caps, refresh = capabilities.advertised(
+    caps, refresh = advertised(
         WorkerConfig(backend=backend, device=device, gpus=declared, **folders)
     )
     assert [g.name for g in caps.gpus] == ["A100"] and caps.accelerator == "cuda"

@@ -37,18 +37,20 @@ from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.protocol import jobs as p
-from sleap_rtc.worker.config import (
+from sleap_rtc.worker import (
+    JobRecord,
+    JobStore,
     MountConfig,
+    StoreLocked,
     WorkerConfig,
     WorkerConfigError,
     load_worker_config,
 )
-from sleap_rtc.worker.store import JobRecord, JobStore, StoreLocked
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from sleap_rtc.worker.runner import JobEvent, JobRunner
+    from sleap_rtc.worker import JobEvent, JobRunner
 
 
 def _mount_option(value: tuple[str, ...]) -> list[dict[str, Any]] | None:
@@ -140,9 +142,8 @@ def _run(
     if dry_run:
         _dry_run(config, spec, console)
         return
-    from sleap_rtc.engine.backends.local.backend import LocalBackend
-    from sleap_rtc.worker.replies import rejection
-    from sleap_rtc.worker.runner import JobRunner
+    from sleap_rtc.engine import LocalBackend
+    from sleap_rtc.worker import JobRunner, rejection
 
     async def go() -> int:
         try:
@@ -198,7 +199,7 @@ def _run(
 
 def _dry_run(config: WorkerConfig, spec: TrainSpec | TrackSpec, console: Console) -> None:
     """Render :meth:`JobPlanner.preview`: the checks a submit makes, then what would run."""
-    from sleap_rtc.worker.planning import JobPlanner
+    from sleap_rtc.worker import JobPlanner
 
     try:
         preview = JobPlanner(config).preview(spec)
@@ -226,8 +227,7 @@ def _messages(
     runner: JobRunner, event: JobEvent
 ) -> list[p.JobProgress | p.JobComplete | p.JobFailed]:
     """A runner event as the protocol's messages, as a worker would send them."""
-    from sleap_rtc.worker.replies import terminal_message
-    from sleap_rtc.worker.runner import LogEvent, ProgressEvent
+    from sleap_rtc.worker import LogEvent, ProgressEvent, terminal_message
 
     if isinstance(event, ProgressEvent):
         return [p.JobProgress(job_id=event.job_id, progress=event.progress)]

@@ -23,14 +23,14 @@ from sleap_rtc.cli.tune import tune_batch_size_command
 from sleap_rtc.jobs.problems import JobRejected
 
 if TYPE_CHECKING:
-    from sleap_rtc.engine.backends.slurm.tools import SlurmClient
+    from sleap_rtc.pipeline import SlurmClient
     from sleap_rtc.pipeline.sbatch import Layout
     from sleap_rtc.pipeline.spec import Pipeline
 
 
 def _slurm() -> SlurmClient:
     """The SLURM client in the context's object (a test's recorded one), else the real tools."""
-    from sleap_rtc.engine.backends.slurm.tools import SlurmClient
+    from sleap_rtc.pipeline import SlurmClient
 
     found = click.get_current_context().find_object(SlurmClient)
     return found if found is not None else SlurmClient()
@@ -165,7 +165,7 @@ def run(
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain=poll --poll-interval 30
     """
-    from sleap_rtc.engine.backends.slurm.tools import SlurmError
+    from sleap_rtc.pipeline import SlurmError
 
     if generate_only == submit:
         raise click.UsageError("Choose one of --generate-only and --submit.")
@@ -246,7 +246,7 @@ def _drive(
     import time
     from types import FrameType
 
-    from sleap_rtc.engine.backends.slurm.tools import SlurmError
+    from sleap_rtc.pipeline import SlurmError
     from sleap_rtc.pipeline.driver import Driver, Event, drive, summary
     from sleap_rtc.pipeline.record import AlreadyDriven
     from sleap_rtc.pipeline.run import as_dicts
@@ -340,7 +340,7 @@ def status_command(
     from rich.live import Live
     from rich.table import Table
 
-    from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES
+    from sleap_rtc.pipeline import FINAL_STATES
     from sleap_rtc.pipeline.run import as_dicts, status
 
     loaded, layout = _load(job_file, output_dir)

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
 from sleap_rtc.jobs.states import JobState
-from sleap_rtc.worker.runner import JobEvent, LogEvent, ProgressEvent, StateEvent
+from sleap_rtc.worker import JobEvent, LogEvent, ProgressEvent, StateEvent
 
 #: Characters that move the cursor, end a line, start an escape sequence or reorder text:
 #: C0 controls but tab, DEL, C1 controls, the Unicode line and paragraph separators, and

@@ -16,8 +16,8 @@ from sleap_rtc.cli.exitcodes import EXIT_REFUSED
 from sleap_rtc.cli.local import _mount_option, worker_options
 from sleap_rtc.cli.render import plain
 from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
-from sleap_rtc.engine.backends import BACKENDS, DEFAULT_BACKEND
-from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError, load_worker_config
+from sleap_rtc.engine import BACKENDS, DEFAULT_BACKEND
+from sleap_rtc.worker import WorkerConfig, WorkerConfigError, load_worker_config
 
 KEY_ENV = "SLEAP_RTC_WORKER_KEY"
 
@@ -145,7 +145,7 @@ def worker(
         raise click.UsageError(
             "no server: pass --server URL, set SLEAP_RTC_SERVER, or put server = ... in worker.toml"
         )
-    from sleap_rtc.engine.sandbox import protect_worker
+    from sleap_rtc.engine import protect_worker
 
     protect_worker()
     secret = _read_key(key, config.key_file)
@@ -157,11 +157,14 @@ def worker(
 
 
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
-    from sleap_rtc.engine.backend import BackendError
-    from sleap_rtc.worker.capabilities import advertised
-    from sleap_rtc.worker.presence import WorkerRefused, load_worker_id
-    from sleap_rtc.worker.runner import JobRunner
-    from sleap_rtc.worker.store import StoreLocked
+    from sleap_rtc.engine import BackendError
+    from sleap_rtc.worker import (
+        JobRunner,
+        StoreLocked,
+        WorkerRefused,
+        advertised,
+        load_worker_id,
+    )
 
     try:
         caps, refresh = await asyncio.to_thread(advertised, config)
@@ -171,7 +174,7 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
     worker_id = load_worker_id(config.resolved_state_dir())
 
     from sleap_rtc.transport.webrtc import host_addresses_from_env, pin_host_addresses
-    from sleap_rtc.worker.agent import WorkerAgent
+    from sleap_rtc.worker import WorkerAgent
 
     pin_host_addresses(config.ice_host_addresses or host_addresses_from_env())
     agent = WorkerAgent(

@@ -106,9 +106,9 @@ def _add_user(workdir: Path, password: str) -> None:
 async def _worker(config: WorkerConfig, url: str, key: str) -> AsyncIterator[str]:
     """A worker in this event loop: runner, job service, peer endpoint, presence."""
     from sleap_rtc.engine.backends.local.backend import LocalBackend
+    from sleap_rtc.engine.gpus import sleap_nn_version
     from sleap_rtc.protocol.signaling import Capabilities
     from sleap_rtc.worker.agent import WorkerAgent
-    from sleap_rtc.worker.capabilities import sleap_nn_version
     from sleap_rtc.worker.presence import load_worker_id
     from sleap_rtc.worker.runner import JobRunner
 

@@ -10,31 +10,41 @@ before every job step) imports nothing it doesn't need.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "Backend": "sleap_rtc.engine.backend",
-    "BackendError": "sleap_rtc.engine.backend",
-    "BackendJob": "sleap_rtc.engine.backend",
-    "BackendPlugin": "sleap_rtc.engine.backend",
-    "EngineJob": "sleap_rtc.engine.backend",
-    "Step": "sleap_rtc.engine.backend",
-    "build_track_job": "sleap_rtc.engine.commands",
-    "build_train_job": "sleap_rtc.engine.commands",
-    "hydra_quote": "sleap_rtc.engine.commands",
-}
+import lazy_loader
+
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "backend": ["Backend", "BackendError", "BackendJob", "BackendPlugin", "EngineJob", "Step"],
+        "backends": ["BACKENDS", "DEFAULT_BACKEND", "backend_plugin"],
+        "backends.local.backend": ["LocalBackend"],
+        "commands": ["build_track_job", "build_train_job", "hydra_quote"],
+        "gpus": ["GpuInfo", "detect_gpus", "sleap_nn_version"],
+        "sandbox": ["SandboxPolicy", "protect_worker"],
+    },
+)
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
     "Backend",
     "BackendError",
     "BackendJob",
     "BackendPlugin",
     "EngineJob",
+    "GpuInfo",
+    "LocalBackend",
+    "SandboxPolicy",
     "Step",
+    "backend_plugin",
     "build_track_job",
     "build_train_job",
+    "detect_gpus",
     "hydra_quote",
+    "protect_worker",
+    "sleap_nn_version",
 ]
 
 if TYPE_CHECKING:
@@ -46,11 +56,8 @@ if TYPE_CHECKING:
         EngineJob,
         Step,
     )
+    from sleap_rtc.engine.backends import BACKENDS, DEFAULT_BACKEND, backend_plugin
+    from sleap_rtc.engine.backends.local.backend import LocalBackend
     from sleap_rtc.engine.commands import build_track_job, build_train_job, hydra_quote
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sleap_rtc.engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    from sleap_rtc.engine.gpus import GpuInfo, detect_gpus, sleap_nn_version
+    from sleap_rtc.engine.sandbox import SandboxPolicy, protect_worker

@@ -11,7 +11,12 @@ for stage in run.drive(interval=30):
     print(stage.dataset, stage.stage, stage.state, stage.reason)
 """
 
-from sleap_rtc.engine.backends.slurm.tools import SlurmClient, SlurmError, monitor_jobs
+from sleap_rtc.engine.backends.slurm.tools import (
+    FINAL_STATES,
+    SlurmClient,
+    SlurmError,
+    monitor_jobs,
+)
 from sleap_rtc.pipeline.run import PipelineRun
 
-__all__ = ["PipelineRun", "SlurmClient", "SlurmError", "monitor_jobs"]
+__all__ = ["FINAL_STATES", "PipelineRun", "SlurmClient", "SlurmError", "monitor_jobs"]

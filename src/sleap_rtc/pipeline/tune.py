@@ -401,7 +401,7 @@ def count_samples(labels: list[Path], config: dict[str, Any]) -> int | None:
 
 def has_gpu() -> bool:
     """Whether a CUDA GPU is here (nvidia-smi, else torch in a child Python)."""
-    from sleap_rtc.worker.capabilities import detect_gpus
+    from sleap_rtc.engine.gpus import detect_gpus
 
     _, accelerator = detect_gpus()
     return accelerator == "cuda"
