@@ -143,7 +143,7 @@ def test_downloads_stay_inside_the_mounts(tmp_path: Path) -> None:
     secret.write_text("not yours")
     os.symlink(secret, inside / "model" / "leak.txt")
     mounts = Mounts([Mount.create(inside, "m")])
-    real, files = list_download(mounts, str(inside / "model"))
+    real, files, _ = list_download(mounts, str(inside / "model"))
     assert real == (inside / "model").resolve()
     assert [f.name for f in files] == ["best.ckpt"]  # the link out of the mount is left out
     with pytest.raises(TransferError) as denied:
@@ -206,6 +206,13 @@ def test_a_name_as_long_as_allowed_is_stored_short_with_its_extension(tmp_path: 
     assert (landed / "config.yaml").read_bytes() == b"a: 1\n"
     stored = [f.name for f in (tmp_path / "alice").iterdir() if f.is_file()]
     assert len(stored) == 1 and stored[0].endswith(".zip") and len(stored[0]) <= 255
+
+
+def test_a_long_name_in_any_script_is_stored_within_the_byte_limit(tmp_path: Path) -> None:
+    uploads = Uploads(tmp_path, "alice", max_bytes=10_000)
+    landed = _upload(uploads, b"labels", "é" * 125 + ".slp")
+    assert landed.read_bytes() == b"labels" and landed.name.endswith("é.slp")
+    assert len(landed.name.encode("utf-8")) <= 255
 
 
 @pytest.mark.parametrize(
@@ -377,7 +384,7 @@ def test_a_file_changed_after_listing_is_not_sent(tmp_path: Path, swap: str) -> 
     from sleap_rtc.worker.downloads import hash_listed, open_listed
 
     inside, secret, mounts = _mount_tree(tmp_path)
-    _, files = list_download(mounts, str(inside / "model"))
+    _, files, _ = list_download(mounts, str(inside / "model"))
     best = next(f for f in files if f.name == "best.ckpt")
     hash_listed(best)
     path = inside / "model" / "best.ckpt"
@@ -412,7 +419,7 @@ def test_loops_fifos_and_links_in_a_downloaded_folder(tmp_path: Path) -> None:
     (model / "shared.txt").symlink_to(inside / "shared.txt")
     (model / "sub").mkdir()
     (model / "sub" / "z.txt").write_text("z")
-    real, files = list_download(mounts, str(model))
+    real, files, _ = list_download(mounts, str(model))
     assert real == model
     # Links to files inside the mounts are sent as those files; the rest is left out.
     assert [f.name for f in files] == ["best.ckpt", "config.yaml", "shared.txt", "sub/z.txt"]
@@ -571,7 +578,7 @@ async def test_client_upload_lands_in_the_worker_uploads(tmp_path: Path) -> None
 
     done = await upload_file(source, "u1", unpack=False, send=send, receive=receive)
     landed = Path(done.path)
-    assert landed.read_bytes() == data and landed.name.endswith("-donn_es.slp")
+    assert landed.read_bytes() == data and landed.name.endswith("-données.slp")
 
 
 async def test_client_upload_refuses_a_lying_ack(tmp_path: Path) -> None:
@@ -590,11 +597,12 @@ async def test_client_upload_refuses_a_lying_ack(tmp_path: Path) -> None:
         await upload_file(source, "u1", unpack=False, send=send, receive=receive)
 
 
-def _download(files: dict[str, bytes], name: str = "run") -> p.DownloadBegin:
+def _download(files: dict[str, bytes], name: str = "run", folder: bool = True) -> p.DownloadBegin:
     return p.DownloadBegin(
         request_id="r",
         transfer_id="t",
         name=name,
+        folder=folder,
         files=[
             p.RemoteFile(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
             for path, data in files.items()
@@ -654,3 +662,68 @@ async def test_client_download_refuses_unsafe_names(tmp_path: Path) -> None:
     with pytest.raises(ClientError, match="unsafe file name"):
         await _receive(tmp_path, begin, [])
     assert not (tmp_path / "outside.txt").exists()
+
+
+async def _worker_to_client(mounts: Mounts, path: Path, dest: Path) -> Path:
+    """The worker's Downloads wired straight to the client's receive_files."""
+    from sleap_rtc.client.transfers import receive_files
+    from sleap_rtc.worker.downloads import Downloads
+
+    sink = _Sink()
+    downloads = Downloads(mounts, sink)
+    await downloads.start(p.Download(request_id="r1", path=str(path)))
+    await sink.wait_for(lambda sent: bool(sent))
+    begin = sink.sent.pop(0)
+    if isinstance(begin, p.Error):
+        raise ClientError(f"{begin.code}: {begin.message}")
+    assert isinstance(begin, p.DownloadBegin)
+
+    async def receive(timeout: float) -> p._Msg:
+        await sink.wait_for(lambda sent: bool(sent))
+        return sink.sent.pop(0)
+
+    async def send(message: p._Msg) -> None:
+        if isinstance(message, p.DownloadAck):
+            downloads.ack(message)
+
+    try:
+        return await receive_files(begin, dest, send=send, receive=receive)
+    finally:
+        await downloads.close()
+
+
+@pytest.mark.parametrize(
+    "name", ["r_preds, v1 #2.slp", "souris_été.slp", "предсказания.slp", "a'b;c&d.slp"]
+)
+async def test_a_file_with_any_plain_name_arrives_as_that_file(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / name).write_bytes(b"predictions")
+    final = await _worker_to_client(
+        Mounts([Mount.create(folder, "data")]), folder / name, tmp_path / "dest"
+    )
+    assert final == tmp_path / "dest" / name
+    assert final.is_file() and final.read_bytes() == b"predictions"
+    assert [f.name for f in (tmp_path / "dest").iterdir()] == [name]
+
+
+async def test_a_folder_with_odd_names_arrives_as_that_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    (folder / "run été #1" / "viz").mkdir(parents=True)
+    (folder / "run été #1" / "best.ckpt").write_bytes(b"w")
+    (folder / "run été #1" / "viz" / "a, b.png").write_bytes(b"png")
+    final = await _worker_to_client(
+        Mounts([Mount.create(folder, "data")]), folder / "run été #1", tmp_path / "dest"
+    )
+    assert final == tmp_path / "dest" / "run été #1" and final.is_dir()
+    assert (final / "viz" / "a, b.png").read_bytes() == b"png"
+
+
+async def test_a_name_with_a_control_character_is_refused_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    (folder / "run").mkdir(parents=True)
+    (folder / "run" / "evil\nname.txt").write_bytes(b"x")
+    with pytest.raises(ClientError, match=r"INVALID_NAME: .*rename it to download it"):
+        await _worker_to_client(
+            Mounts([Mount.create(folder, "data")]), folder / "run", tmp_path / "dest"
+        )

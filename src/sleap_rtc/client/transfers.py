@@ -120,7 +120,9 @@ async def receive_files(
         raise ClientError(f"{final} exists already; move it away or choose another --download")
     staging = dest / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()  # default permissions, unlike a private temp folder
-    single = len(begin.files) == 1 and begin.files[0].path == begin.name
+    single = not begin.folder
+    if single and len(begin.files) != 1:
+        raise ClientError(f"the worker announced one file but listed {len(begin.files)}")
     receiver = Receiver([(f.size, f.sha256) for f in begin.files])
     try:
         targets = [local_target(staging, f.path) for f in begin.files]

@@ -15,7 +15,7 @@ What a peer sends is checked here, once for both sides:
   one chunk's bytes (:meth:`Receiver.take`);
 * at the end every file must have its announced size and SHA-256
   (:meth:`Receiver.check`);
-* names a peer announces become plain ASCII file names (:func:`safe_name`), and a
+* names a peer announces become plain file names (:func:`safe_name`), and a
   relative path it sends may not leave its folder (:func:`safe_parts`).
 
 Every refusal is a :class:`TransferError` with a machine-readable code; the caller
@@ -30,10 +30,14 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
-from sleap_rtc.protocol.jobs import ACK_EVERY, CHUNK_BYTES, TRANSFER_WINDOW
-
-#: Characters a plain file name may hold besides ASCII letters and digits.
-_NAME_EXTRA = " ._+()-"
+from sleap_rtc.protocol.jobs import (
+    ACK_EVERY,
+    CHUNK_BYTES,
+    MAX_NAME_BYTES,
+    TRANSFER_WINDOW,
+    is_plain_name,
+    name_char_ok,
+)
 
 
 class TransferError(Exception):
@@ -67,26 +71,35 @@ def pieces(block: bytes) -> Iterator[bytes]:
 
 
 def safe_name(name: str, default: str) -> str:
-    """``name`` as a plain ASCII file name a message may carry (``default`` if nothing is left).
+    """``name`` as a plain file name a message may carry (``default`` if nothing is left).
 
-    Anything but ASCII letters, digits and `` ._+()-`` becomes ``_``; the result
-    starts with a letter or digit (never hidden, never an option) and has at most
-    255 characters.
+    Letters of any script, spaces, commas and ``#`` stay; path separators and control
+    or format characters become ``_``; leading ``.``, ``-`` and spaces and trailing
+    spaces go (never hidden, never an option); it is cut to 255 UTF-8 bytes at a
+    character boundary. The result always passes :func:`~sleap_rtc.protocol.jobs.is_plain_name`.
     """
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in _NAME_EXTRA) else "_" for c in name)
-    return cleaned[:255].lstrip(_NAME_EXTRA) or default
+    cleaned = "".join(c if name_char_ok(c) else "_" for c in name).lstrip(".- ").rstrip(" ")
+    encoded = cleaned.encode("utf-8", "surrogatepass")
+    if len(encoded) > MAX_NAME_BYTES:
+        cleaned = encoded[:MAX_NAME_BYTES].decode("utf-8", "ignore").rstrip(" ")
+    return cleaned if is_plain_name(cleaned) else default
 
 
 def safe_parts(relative: str) -> tuple[str, ...]:
     """The parts of a relative path a peer sent; ``INVALID_NAME`` if it could leave its folder.
 
-    Refused: an empty or absolute path, ``..``, backslashes and NUL bytes. The caller
-    still joins the parts under its own folder and checks the result stays inside
-    (a link on its disk is its business).
+    Refused: an empty or absolute path, ``..``, backslashes, and control or format
+    characters (NUL among them). The caller still joins the parts under its own folder
+    and checks the result stays inside (a link on its disk is its business).
     """
     path = PurePosixPath(relative)
     parts = path.parts
-    if not parts or path.is_absolute() or ".." in parts or "\\" in relative or "\0" in relative:
+    if (
+        not parts
+        or path.is_absolute()
+        or ".." in parts
+        or not all(name_char_ok(c) for c in relative if c != "/")
+    ):
         raise TransferError("INVALID_NAME", f"{relative[:200]!r} is not a safe relative name")
     return parts
 

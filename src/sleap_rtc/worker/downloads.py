@@ -18,6 +18,7 @@ import stat
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from sleap_rtc.jobs.digest import sha256_of_blocks
 from sleap_rtc.jobs.mounts import Mounts
@@ -65,10 +66,24 @@ def _listed(where: fsafe.Located, name: str, info: os.stat_result) -> ListedFile
         ) from None
     if len(name) > 4096:
         raise TransferError("INVALID_NAME", f"{echo(name)} is a path over 4096 characters")
+    if not all(p.name_char_ok(c) for c in name if c != "/"):
+        raise TransferError(
+            "INVALID_NAME",
+            f"{echo(name)} holds a control or format character; rename it to download it",
+        )
     return ListedFile(where, name, info.st_size, info.st_dev, info.st_ino)
 
 
-def list_download(mounts: Mounts, raw: str) -> tuple[Path, list[ListedFile]]:
+class Listing(NamedTuple):
+    """What a download sends: the real path asked for, its files, and whether it is a
+    folder (its files named relative to it) or one file."""
+
+    real: Path
+    files: list[ListedFile]
+    folder: bool
+
+
+def list_download(mounts: Mounts, raw: str) -> Listing:
     """The real path asked for and its files, all inside the mounts.
 
     A folder is walked through descriptors opened beneath its mount root. Inside
@@ -78,7 +93,7 @@ def list_download(mounts: Mounts, raw: str) -> tuple[Path, list[ListedFile]]:
     for a link while it is walked is left out too, never entered.
     """
 
-    def attempt() -> tuple[Path, list[ListedFile]]:
+    def attempt() -> Listing:
         real, problem = mounts.resolve("path", raw)
         if problem is not None or real is None:
             assert problem is not None
@@ -88,10 +103,10 @@ def list_download(mounts: Mounts, raw: str) -> tuple[Path, list[ListedFile]]:
         with fsafe.root_fd(where.mount) as root:
             info = fsafe.lstat_beneath(root, where.rel)
             if stat.S_ISREG(info.st_mode):
-                return real, [_listed(where, real.name, info)]
+                return Listing(real, [_listed(where, real.name, info)], folder=False)
             if not stat.S_ISDIR(info.st_mode):
                 raise TransferError("PATH_NOT_FOUND", f"Path not found: {clip(raw)}")
-            return real, _walk(mounts, where, root, raw)
+            return Listing(real, _walk(mounts, where, root, raw), folder=True)
 
     try:
         return fsafe.retry_on_link(attempt)
@@ -238,7 +253,7 @@ def hash_listed(file: ListedFile, stop: Callable[[], bool] = lambda: False) -> s
 
 
 def download_name(real: Path) -> str:
-    """The name a download is announced under: a plain ASCII file name."""
+    """The name a download is announced under: its own name, made plain if it must be."""
     return safe_name(real.name, "download")
 
 
@@ -327,7 +342,7 @@ class Downloads:
 
     async def _run(self, message: p.Download, download: _Download) -> None:
         try:
-            real, files = await asyncio.to_thread(list_download, self.mounts, message.path)
+            real, files, folder = await asyncio.to_thread(list_download, self.mounts, message.path)
             digests = await asyncio.to_thread(
                 lambda: [hash_listed(f, lambda: download.stopped) for f in files]
             )
@@ -335,6 +350,7 @@ class Downloads:
                 request_id=message.request_id,
                 transfer_id=download.id,
                 name=download_name(real),
+                folder=folder,
                 files=[
                     p.RemoteFile(path=f.name, size=f.size, sha256=digest)
                     for f, digest in zip(files, digests, strict=True)

@@ -364,13 +364,18 @@ def _check_child(folder: Path, name: str) -> None:
 
 
 def _stored_name(token: str, name: str) -> str:
-    """``<token>-<name>``, the name cut (its extension kept) so the result stays short."""
+    """``<token>-<name>``, the name cut (its extension kept) so the result stays short:
+    at most :data:`MAX_STORED_NAME` UTF-8 bytes, cut at a character boundary."""
     cleaned = safe_name(name, "upload")
     room = MAX_STORED_NAME - len(token) - 1
-    if len(cleaned) > room:
+
+    def cut(text: str, limit: int) -> str:
+        return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+    if len(cleaned.encode("utf-8")) > room:
         stem, dot, ext = cleaned.rpartition(".")
-        ext = f".{ext}" if dot and stem and len(ext) <= 16 else ""
-        cleaned = cleaned[: room - len(ext)] + ext if ext else cleaned[:room]
+        ext = f".{ext}" if dot and stem and len(ext.encode("utf-8")) <= 16 else ""
+        cleaned = cut(cleaned, room - len(ext.encode("utf-8"))) + ext if ext else cut(cleaned, room)
     return f"{token}-{cleaned}"
 
 
