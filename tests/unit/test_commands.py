@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleap_rtc.engine.commands import build_track_job, build_train_job, hydra_quote, unique_folder
+from sleap_rtc.engine.commands import (
+    build_track_job,
+    build_train_job,
+    hydra_quote,
+    trainer_device_keys,
+    unique_folder,
+)
 from sleap_rtc.jobs.frames import parse_frames
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.validation import ConfigPlan, TrackPlan, TrainPlan
@@ -175,3 +181,41 @@ def test_zmq_overrides_without_controller() -> None:
         "++trainer_config.zmq.controller_port=5001",
     ]
     assert zmq_overrides(5000, None) == ["++trainer_config.zmq.publish_port=5000"]
+
+
+@pytest.mark.parametrize(
+    ("device", "keys"),
+    [
+        ("auto", {}),
+        ("cpu", {"trainer_config.trainer_accelerator": "cpu"}),
+        ("mps", {"trainer_config.trainer_accelerator": "mps"}),
+        ("cuda", {"trainer_config.trainer_accelerator": "gpu"}),
+        (
+            "cuda:1",
+            {
+                "trainer_config.trainer_accelerator": "gpu",
+                "trainer_config.trainer_device_indices": [1],
+                "trainer_config.trainer_devices": None,
+            },
+        ),
+    ],
+)
+def test_the_workers_device_becomes_sleap_nn_trainer_keys(
+    device: str, keys: dict[str, object]
+) -> None:
+    # sleap-nn replaces an accelerator it doesn't know (e.g. "cuda:1") with "auto".
+    assert trainer_device_keys(device) == keys
+
+
+def test_training_on_cuda_n_is_written_into_the_effective_config(tmp_path: Path) -> None:
+    job = build_train_job(
+        _train_plan(tmp_path),
+        job_id="abcdef123456",
+        models_dir=tmp_path,
+        work_dir=tmp_path / "work",
+        sleap_nn=["sleap-nn"],
+        device="cuda:1",
+    )
+    trainer = job.steps[0].config["trainer_config"]
+    assert trainer["trainer_accelerator"] == "gpu"
+    assert trainer["trainer_device_indices"] == [1]
