@@ -346,3 +346,39 @@ def test_an_overwritten_output_must_be_a_plain_file_of_its_own(
     [problem] = _problems(plan_track, spec, mounts)
     expected = ProblemCode.CONFLICT if kind == "input" else ProblemCode.INVALID_PATH
     assert (problem.field, problem.code) == ("output_path", expected)
+
+
+def _model(folder: Path, *names: str) -> Path:
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    return folder
+
+
+def test_model_folders_in_both_layouts_and_a_path_to_their_checkpoint(
+    tree: dict[str, Path], mounts: Mounts
+) -> None:
+    mount = tree["mount"]
+    legacy = _model(mount / "legacy", "training_config.json", "best_model.h5")
+    named = [str(legacy), str(mount / "model" / "best.ckpt"), str(legacy / "training_config.json")]
+    spec = TrackSpec(data_path=str(mount / "data.slp"), model_paths=named)
+    plan = plan_track(spec, mounts)
+    assert plan.model_paths == [legacy.resolve(), (mount / "model").resolve(), legacy.resolve()]
+
+
+def test_a_model_folder_without_best_weights_says_what_is_missing(
+    tree: dict[str, Path], mounts: Mounts
+) -> None:
+    mount = tree["mount"]
+    last_only = _model(mount / "unfinished", "training_config.yaml", "last.ckpt")
+    spec = TrackSpec(
+        data_path=str(mount / "data.slp"),
+        model_paths=[str(last_only), str(mount / "empty_dir"), str(mount / "labels.slp")],
+    )
+    unfinished, empty, a_file = _problems(plan_track, spec, mounts)
+    assert unfinished.code is ProblemCode.NOT_A_MODEL
+    assert "last.ckpt but no best.ckpt" in unfinished.message
+    assert empty.code is ProblemCode.NOT_A_MODEL
+    for problem in (empty, a_file):
+        assert "best.ckpt (sleap-nn)" in problem.message
+        assert "best_model.h5 (SLEAP 1.4 and earlier)" in problem.message

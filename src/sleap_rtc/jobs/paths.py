@@ -17,8 +17,15 @@ from sleap_rtc.jobs.problems import Problem, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec
 
 DATA_SUFFIXES = (".slp", ".mp4", ".avi", ".mov", ".mkv", ".h5", ".hdf5")
+#: A trained model folder as sleap-nn loads it: its config and its best weights, in
+#: sleap-nn's layout (training_config.yaml + best.ckpt) or SLEAP ≤1.4's
+#: (training_config.json + best_model.h5).
 MODEL_CONFIG_NAMES = ("training_config.yaml", "training_config.json")
-MODEL_WEIGHT_GLOBS = ("*.ckpt", "best_model.h5")
+MODEL_WEIGHT_NAMES = ("best.ckpt", "best_model.h5")
+MODEL_LAYOUTS = (
+    "training_config.yaml and best.ckpt (sleap-nn), or training_config.json and "
+    "best_model.h5 (SLEAP 1.4 and earlier)"
+)
 #: Files sleap-nn loads as weights (``torch.load`` or Keras HDF5).
 CHECKPOINT_SUFFIXES = (".ckpt", ".h5")
 
@@ -127,11 +134,27 @@ def trusted(mounts: Mounts, name: str, raw: str, real: Path, problems: list[Prob
     return True
 
 
-def looks_like_model(folder: Path) -> bool:
-    """True if ``folder`` holds a trained model (a training config plus weights)."""
+def model_folder(path: Path) -> Path:
+    """The model folder a path names: a folder itself, or the folder of its config or
+    weights file (sleap-nn takes ``.../best.ckpt`` for its folder too)."""
+    if path.is_file() and path.name in (*MODEL_CONFIG_NAMES, *MODEL_WEIGHT_NAMES):
+        return path.parent
+    return path
+
+
+def model_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a model sleap-nn can load (None when it is)."""
     has_config = any((folder / name).is_file() for name in MODEL_CONFIG_NAMES)
-    has_weights = any(any(folder.glob(pattern)) for pattern in MODEL_WEIGHT_GLOBS)
-    return has_config and has_weights
+    has_weights = any((folder / name).is_file() for name in MODEL_WEIGHT_NAMES)
+    if has_config and has_weights:
+        return None
+    others = sorted(p.name for p in folder.glob("*.ckpt"))
+    if has_config and others:
+        return (
+            f"it holds {', '.join(others[:3])} but no best.ckpt, the checkpoint sleap-nn "
+            "loads (did training end before a best model was saved?)"
+        )
+    return f"it is not a trained model folder (expected {MODEL_LAYOUTS})"
 
 
 def plan_output(

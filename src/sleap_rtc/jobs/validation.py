@@ -25,9 +25,11 @@ from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.options import options_for
 from sleap_rtc.jobs.paths import (
     DATA_SUFFIXES,
+    MODEL_LAYOUTS,
     checkpoint,
     existing,
-    looks_like_model,
+    model_folder,
+    model_problem,
     plan_output,
     trusted,
 )
@@ -445,19 +447,25 @@ def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
     models: list[Path] = []
     for index, raw in enumerate(spec.model_paths):
         name = "model_paths" if len(spec.model_paths) == 1 else f"model_paths[{index}]"
-        real = existing(mounts, name, raw, problems, want="dir")
+        real = existing(mounts, name, raw, problems, want="any")
         if real is None:
             continue
-        if not looks_like_model(real):
+        real = model_folder(real)
+        if real.is_file():
             problems.append(
                 Problem(
                     field=name,
                     value=raw,
-                    code=ProblemCode.NOT_A_MODEL,
-                    message=(
-                        f"{raw} is not a trained model folder (expected "
-                        "training_config.yaml and best.ckpt inside)"
-                    ),
+                    code=ProblemCode.NOT_A_DIRECTORY,
+                    message=f"{raw} is a file; name the model folder (it holds {MODEL_LAYOUTS})",
+                )
+            )
+            continue
+        why = model_problem(real)
+        if why is not None:
+            problems.append(
+                Problem(
+                    field=name, value=raw, code=ProblemCode.NOT_A_MODEL, message=f"{raw}: {why}"
                 )
             )
             continue
