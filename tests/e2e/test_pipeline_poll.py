@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sleap_rtc.pipeline.driver import STOPPED_REASON
+from tests.labels import write_labels
 from tests.slurm import wait_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm")]
@@ -116,7 +117,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
     for stage in ("centroid", "centered_instance"):
         (root / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
     for dataset in JOB["datasets"]:
-        (root / f"{dataset}.slp").write_bytes(b"x")
+        write_labels(root / f"{dataset}.slp")
     registry = {d: {"labels": f"{d}.slp"} for d in JOB["datasets"]}
     (root / "datasets.json").write_text(json.dumps(registry))
     (root / "job.json").write_text(json.dumps(JOB))

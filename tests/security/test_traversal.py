@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.labels import write_labels
 from tests.security.conftest import Layout, RawPeer
 
 pytestmark = pytest.mark.slow
@@ -60,8 +61,8 @@ CONFIG_KEYS = {k: v + k if v.endswith(".") else v for k, v in CONFIG_KEYS.items(
 def _fixture_files(layout: Layout) -> dict[str, str]:
     data = layout.data
     (data / "configs").mkdir(exist_ok=True)
-    (data / "labels.slp").write_bytes(b"x")
-    (data / "in.slp").write_bytes(b"x")
+    write_labels(data / "labels.slp")
+    write_labels(data / "in.slp")
     (data / "model").mkdir(exist_ok=True)
     (data / "model" / "training_config.yaml").write_text("x: 1\n")
     (data / "model" / "best.ckpt").write_bytes(b"x")

@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from sleap_rtc.cli import cli
+from tests.labels import write_labels
 
 CONFIG = (
     "data_config:\n  train_labels_path: [../labels.slp]\nmodel_config: {}\ntrainer_config: {}\n"
@@ -19,7 +20,7 @@ CONFIG = (
 def _tree(tmp_path: Path) -> Path:
     (tmp_path / "proj" / "configs").mkdir(parents=True)
     (tmp_path / "proj" / "configs" / "c.yaml").write_text(CONFIG)
-    (tmp_path / "proj" / "labels.slp").write_bytes(b"x")
+    write_labels(tmp_path / "proj" / "labels.slp")
     return tmp_path / "proj"
 
 
@@ -150,7 +151,7 @@ def test_json_prints_the_protocol_s_messages(tmp_path: Path) -> None:
     (data / "model").mkdir(parents=True)
     (data / "model" / "training_config.yaml").write_text("a: 1\n")
     (data / "model" / "best.ckpt").write_bytes(b"w")
-    (data / "labels.slp").write_bytes(b"x")
+    write_labels(data / "labels.slp")
     fake = tmp_path / "fake-sleap-nn"
     fake.write_text(FAKE_SLEAP_NN)
     fake.chmod(0o755)

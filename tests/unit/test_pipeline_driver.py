@@ -33,6 +33,7 @@ from sleap_rtc.pipeline.record import NOT_SUBMITTED, WAITING, AlreadyDriven, rec
 from sleap_rtc.pipeline.run import status, submit
 from sleap_rtc.pipeline.sbatch import Layout
 from sleap_rtc.pipeline.spec import load_job
+from tests.labels import write_labels
 
 # -- the schedule alone ------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ def project(tmp_path: Path) -> Path:
         (root / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
     registry = {}
     for dataset in ("mice", "flies"):
-        (root / f"{dataset}.slp").write_bytes(b"x")
+        write_labels(root / f"{dataset}.slp")
         registry[dataset] = {"labels": f"{dataset}.slp"}
     (root / "datasets.json").write_text(json.dumps(registry))
     job = {

@@ -13,6 +13,7 @@ import pytest
 
 from sleap_rtc.pipeline.sbatch import Layout, generate
 from sleap_rtc.pipeline.spec import load_job
+from tests.labels import write_labels
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def project(tmp_path: Path) -> Path:
     (root / "configs").mkdir(parents=True)
     for stage in ("centroid", "centered_instance"):
         (root / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
-    (root / "mice.slp").write_bytes(b"x")
+    write_labels(root / "mice.slp")
     (root / "datasets.json").write_text(json.dumps({"mice": {"labels": "mice.slp"}}))
     return root
 
@@ -157,7 +158,7 @@ def test_training_stages_probe_for_their_batch_size_first(project: Path) -> None
 
 
 def test_the_probe_names_validation_labels_and_starts_from_the_config(project: Path) -> None:
-    (project / "val.slp").write_bytes(b"x")
+    write_labels(project / "val.slp")
     (project / "datasets.json").write_text(
         json.dumps({"mice": {"labels": "mice.slp", "val_labels": "val.slp"}})
     )

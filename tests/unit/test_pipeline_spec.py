@@ -10,6 +10,7 @@ import pytest
 
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.pipeline.spec import Resources, load_job
+from tests.labels import write_labels
 
 
 @pytest.fixture
@@ -19,8 +20,8 @@ def project(tmp_path: Path) -> Path:
         (tmp_path / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
     (tmp_path / "data").mkdir()
     for name in ("mice", "flies"):
-        (tmp_path / "data" / f"{name}.slp").write_bytes(b"x")
-    (tmp_path / "data" / "mice.val.slp").write_bytes(b"x")
+        write_labels(tmp_path / "data" / f"{name}.slp")
+    write_labels(tmp_path / "data" / "mice.val.slp")
     registry = {
         "mice": {"labels": "data/mice.slp", "val_labels": "data/mice.val.slp"},
         "flies": {"labels": "data/flies.slp"},

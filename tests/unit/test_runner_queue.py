@@ -18,6 +18,7 @@ from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
 from sleap_rtc.worker.runner import JobRunner
+from tests.labels import write_labels
 
 CONFIG = "data_config:\n  train_labels_path: [l.slp]\nmodel_config: {}\ntrainer_config: {}\n"
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -26,7 +27,7 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 def _runner(tmp_path: Path) -> tuple[JobRunner, TrainSpec]:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "c.yaml").write_text(CONFIG)
-    (tmp_path / "m" / "l.slp").write_bytes(b"x")
+    write_labels(tmp_path / "m" / "l.slp")
     config = WorkerConfig(
         mounts=[MountConfig(path=str(tmp_path / "m"))],
         models_dir=tmp_path / "models",
@@ -109,7 +110,7 @@ async def test_a_job_that_ran_removes_the_uploads_it_used_and_nothing_else(
     used = mine / "0123456789abcdef-pkg-unpacked"
     used.mkdir(parents=True)
     (used / "c.yaml").write_text(CONFIG)
-    (used / "l.slp").write_bytes(b"x")
+    write_labels(used / "l.slp")
     (mine / "0123456789abcdef-pkg.zip").write_bytes(b"zip")
     other = mine / "fedcba9876543210-other.slp"
     other.write_bytes(b"x")

@@ -11,6 +11,7 @@ from sleap_rtc.jobs.mounts import Mount, Mounts
 from sleap_rtc.jobs.problems import JobRejected, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.validation import plan_track, plan_train
+from tests.labels import write_labels
 
 CONFIG = """\
 data_config:
@@ -29,8 +30,8 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     (mount / "configs" / "good.yaml").write_text(CONFIG)
     (mount / "configs" / "broken.yaml").write_text("data_config: [unclosed\n")
     (mount / "configs" / "notcfg.yaml").write_text("- just\n- a list\n")
-    (mount / "labels.slp").write_bytes(b"x")
-    (mount / "data.slp").write_bytes(b"x")
+    write_labels(mount / "labels.slp")
+    write_labels(mount / "data.slp", frames=40)
     (mount / "model").mkdir()
     (mount / "model" / "training_config.yaml").write_text("x: 1\n")
     (mount / "model" / "best.ckpt").write_bytes(b"x")

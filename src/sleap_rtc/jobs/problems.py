@@ -32,6 +32,10 @@ class ProblemCode(StrEnum):
     UNKNOWN_FIELD = "UNKNOWN_FIELD"
     INVALID_TYPE = "INVALID_TYPE"
     UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    #: Not a SLEAP labels file sleap-io can read (corrupt, or another format).
+    LABELS_INVALID = "LABELS_INVALID"
+    #: A video a labels file references is not on this worker (field ``….videos[i]``).
+    VIDEO_NOT_FOUND = "VIDEO_NOT_FOUND"
 
 
 #: Codes the path-correction flow can fix by letting the user pick another path.

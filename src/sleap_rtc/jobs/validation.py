@@ -21,6 +21,7 @@ import yaml
 
 from sleap_rtc.jobs import config_keys
 from sleap_rtc.jobs.frames import FrameRange, FramesError, parse_frames
+from sleap_rtc.jobs.labels import LabelsReader, check_track_data
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.options import options_for
 from sleap_rtc.jobs.paths import (
@@ -225,8 +226,9 @@ def _config_labels(
     field_name: str,
     option: str,
     problems: list[Problem],
-) -> list[Path]:
-    """Check the label files a config names under ``data_config.<key>``."""
+) -> list[tuple[Path, str]]:
+    """Check the label files a config names under ``data_config.<key>``: each found
+    file with the path the config gave it."""
     if override is not None:
         return []
     entries = _as_list(data["data_config"].get(key))
@@ -242,7 +244,7 @@ def _config_labels(
                 ),
             )
         )
-    found: list[Path] = []
+    found: list[tuple[Path, str]] = []
     for entry in entries:
         if not isinstance(entry, str):
             problems.append(
@@ -266,7 +268,7 @@ def _config_labels(
                 }
             )
         if real is not None:
-            found.append(real)
+            found.append((real, entry))
     return found
 
 
@@ -360,12 +362,15 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
     """Check a train spec on the worker; raise :class:`JobRejected` with every problem."""
     problems = check_fields(spec)
     labels = val_labels = resume = None
+    read = LabelsReader(mounts, problems)
     if spec.labels_path is not None:
         labels = existing(mounts, "labels_path", spec.labels_path, problems, want="file")
+        read(labels, "labels_path", spec.labels_path)
     if spec.val_labels_path is not None:
         val_labels = existing(
             mounts, "val_labels_path", spec.val_labels_path, problems, want="file"
         )
+        read(val_labels, "val_labels_path", spec.val_labels_path)
     if spec.resume_ckpt_path is not None:
         resume = checkpoint(
             mounts, "resume_ckpt_path", spec.resume_ckpt_path, problems, suffixes=(".ckpt",)
@@ -403,14 +408,16 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
             "--val-labels",
             problems,
         )
+        for found, entry in [*train, *val]:
+            read(found, "labels_path" if (found, entry) in train else "val_labels_path", entry)
         paths = _config_paths(index, raw, real, data, mounts, problems)
         epochs = data["trainer_config"].get("max_epochs", 100)
         configs.append(
             ConfigPlan(
                 config_path=real,
                 stem=real.stem,
-                train_labels=train,
-                val_labels=val,
+                train_labels=[found for found, _ in train],
+                val_labels=[found for found, _ in val],
                 max_epochs=epochs if isinstance(epochs, int) else 100,
                 data=data,
                 paths=paths,
@@ -476,6 +483,8 @@ def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
     frames = None
     if spec.frames is not None and not any(p.field == "frames" for p in problems):
         frames = parse_frames(spec.frames)
+    if data is not None:
+        check_track_data(spec, data, frames, mounts, problems)
     if problems:
         raise JobRejected(problems)
     assert data is not None and output is not None

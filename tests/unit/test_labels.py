@@ -1,0 +1,138 @@
+"""The worker reads what is inside labels and videos before it accepts a job."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sleap_rtc.jobs.mounts import Mount, Mounts
+from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
+from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
+from sleap_rtc.jobs.validation import plan_track, plan_train
+from tests.labels import write_labels
+
+CONFIG = """\
+data_config:
+  train_labels_path: [{labels}]
+model_config: {{}}
+trainer_config:
+  max_epochs: 1
+"""
+
+
+@pytest.fixture()
+def mount(tmp_path: Path) -> Path:
+    folder = tmp_path / "mount"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture()
+def mounts(mount: Path) -> Mounts:
+    return Mounts([Mount.create(mount, "data")])
+
+
+def _model(mount: Path) -> str:
+    model = mount / "model"
+    model.mkdir()
+    (model / "training_config.yaml").write_text("x: 1\n")
+    (model / "best.ckpt").write_bytes(b"x")
+    return str(model)
+
+
+def _rejected(fn, spec, mounts: Mounts) -> list[Problem]:  # type: ignore[no-untyped-def]
+    with pytest.raises(JobRejected) as info:
+        fn(spec, mounts)
+    return info.value.problems
+
+
+def _config(mount: Path, labels: Path) -> str:
+    config = mount / "config.yaml"
+    config.write_text(CONFIG.format(labels=labels))
+    return str(config)
+
+
+@pytest.mark.parametrize("stored", ["/Volumes/lab/session1.mp4", "C:\\Users\\ana\\s1.mp4"])
+def test_labels_made_on_another_machine_name_the_missing_video(
+    mount: Path, mounts: Mounts, stored: str
+) -> None:
+    labels = write_labels(mount / "laptop.slp", video=stored)
+    [problem] = _rejected(plan_train, TrainSpec(config_paths=[_config(mount, labels)]), mounts)
+    assert problem.code is ProblemCode.VIDEO_NOT_FOUND
+    # sleap-io reads Windows paths with forward slashes.
+    shown = stored.replace("\\", "/")
+    assert problem.field == "labels_path.videos[0]" and problem.value == shown
+    assert f"video 0 of {labels} is {shown}" in problem.message
+
+
+def test_a_video_outside_the_mounts_is_refused(tmp_path: Path, mount: Path, mounts: Mounts) -> None:
+    elsewhere = write_labels(tmp_path / "elsewhere" / "x.slp")
+    labels = mount / "labels.slp"
+    shutil.copy(elsewhere, labels)  # its video stays outside the mount
+    [problem] = _rejected(plan_train, TrainSpec(config_paths=[_config(mount, labels)]), mounts)
+    assert problem.code is ProblemCode.VIDEO_NOT_FOUND
+    assert "not in any folder this worker mounts" in problem.message
+
+
+def test_a_corrupt_file_and_a_video_as_labels(mount: Path, mounts: Mounts) -> None:
+    corrupt = mount / "corrupt.slp"
+    corrupt.write_bytes(b"\x89HDF\r\n" + b"\0" * 64)
+    video = write_labels(mount / "v.slp").with_suffix(".mp4")
+    spec = TrainSpec(
+        config_paths=[_config(mount, corrupt)], labels_path=str(corrupt), val_labels_path=str(video)
+    )
+    problems = _rejected(plan_train, spec, mounts)
+    assert [(p.field, p.code) for p in problems] == [
+        ("labels_path", ProblemCode.LABELS_INVALID),
+        ("val_labels_path", ProblemCode.WRONG_FILE_TYPE),
+    ]
+    assert "is not a SLEAP labels file sleap-io can read" in problems[0].message
+
+
+def test_a_labels_file_shared_by_two_configs_is_reported_once(mount: Path, mounts: Mounts) -> None:
+    labels = write_labels(mount / "laptop.slp", video="/Volumes/lab/s1.mp4")
+    config = _config(mount, labels)
+    second = mount / "second.yaml"
+    shutil.copy(config, second)
+    problems = _rejected(plan_train, TrainSpec(config_paths=[config, str(second)]), mounts)
+    assert [p.code for p in problems] == [ProblemCode.VIDEO_NOT_FOUND]
+
+
+def test_track_frames_video_index_and_suggestions_fit_the_data(mount: Path, mounts: Mounts) -> None:
+    data = write_labels(mount / "session.slp", frames=166)
+    spec = TrackSpec(data_path=str(data), model_paths=[_model(mount)], frames="0-10,160-400")
+    [frames] = _rejected(plan_track, spec, mounts)
+    assert (frames.field, frames.code) == ("frames", ProblemCode.FRAMES_INVALID)
+    assert "160-400 go past the end of video 0" in frames.message
+    assert "which has 166 frames (0-165)" in frames.message
+    [index] = _rejected(plan_track, spec.model_copy(update={"video_index": 3}), mounts)
+    assert index.field == "video_index" and "it has 1 video(s)" in index.message
+    assert plan_track(spec.model_copy(update={"frames": "0-165"}), mounts).frames is not None
+    suggested_only = spec.model_copy(update={"frames": None, "only_suggested_frames": True})
+    [none] = _rejected(plan_track, suggested_only, mounts)
+    assert none.field == "only_suggested_frames" and "has no suggested frames" in none.message
+    suggested = write_labels(mount / "suggested.slp", suggestions=2)
+    assert plan_track(suggested_only.model_copy(update={"data_path": str(suggested)}), mounts)
+
+
+def test_track_on_a_raw_video_checks_frames_and_refuses_labels_options(
+    mount: Path, mounts: Mounts
+) -> None:
+    video = write_labels(mount / "clip.slp", frames=20).with_suffix(".mp4")
+    spec = TrackSpec(
+        data_path=str(video), model_paths=[_model(mount)], frames="15-25", video_index=0
+    )
+    problems = _rejected(plan_track, spec, mounts)
+    assert [(p.field, p.code) for p in problems] == [
+        ("video_index", ProblemCode.CONFLICT),
+        ("frames", ProblemCode.FRAMES_INVALID),
+    ]
+    assert "which has 20 frames" in problems[1].message
+    suggested = spec.model_copy(update={"frames": None, "video_index": None})
+    [only] = _rejected(
+        plan_track, suggested.model_copy(update={"only_suggested_frames": True}), mounts
+    )
+    assert only.field == "only_suggested_frames" and "is a video" in only.message
+    assert plan_track(suggested, mounts)
