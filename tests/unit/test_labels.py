@@ -136,3 +136,12 @@ def test_track_on_a_raw_video_checks_frames_and_refuses_labels_options(
     )
     assert only.field == "only_suggested_frames" and "is a video" in only.message
     assert plan_track(suggested, mounts)
+
+
+def test_a_long_stored_video_path_is_echoed_cut_short(mount: Path, mounts: Mounts) -> None:
+    stored = "/Volumes/" + "x" * 5000 + ".mp4"
+    labels = write_labels(mount / "long.slp", video=stored)
+    [problem] = _rejected(plan_train, TrainSpec(config_paths=[_config(mount, labels)]), mounts)
+    assert problem.code is ProblemCode.VIDEO_NOT_FOUND
+    assert problem.value is not None and len(problem.value) == 1024
+    assert len(problem.message) < 1600

@@ -24,6 +24,9 @@ from sleap_rtc.jobs.specs import TrackSpec
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".h5", ".hdf5")
 #: Longest reason from sleap-io or h5py quoted in a problem.
 _REASON_CHARS = 300
+#: Longest video path from inside a labels file quoted in a problem (the file is the
+#: peer's: what it says is echoed back cut short).
+_STORED_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -145,12 +148,13 @@ def check_labels(
         name = f"{field}.videos[{index}]"
         where = _video_problem(mounts, video.stored, real)
         if where is not None:
+            shown = video.stored[:_STORED_CHARS]
             problems.append(
                 Problem(
                     field=name,
-                    value=video.stored,
+                    value=shown,
                     code=ProblemCode.VIDEO_NOT_FOUND,
-                    message=f"video {index} of {raw} is {video.stored}, {where}",
+                    message=f"video {index} of {raw} is {shown}, {where}",
                 )
             )
     return info
