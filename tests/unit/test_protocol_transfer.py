@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sleap_rtc.jobs.digest import sha256_of
 from sleap_rtc.protocol import jobs as p
+from sleap_rtc.protocol.names import is_plain_name
 from sleap_rtc.protocol.transfer import (
     Receiver,
     TransferError,
@@ -124,7 +125,7 @@ def test_safe_name(name: str, expected: str) -> None:
 @given(st.text(max_size=400))
 def test_a_safe_name_is_always_a_name_the_protocol_carries(name: str) -> None:
     cleaned = safe_name(name, "download")
-    assert p.is_plain_name(cleaned) and len(cleaned.encode("utf-8", "surrogatepass")) <= 255
+    assert is_plain_name(cleaned) and len(cleaned.encode("utf-8", "surrogatepass")) <= 255
     p.UploadBegin(upload_id="u", name=cleaned, size=0, sha256="0" * 64)
 
 

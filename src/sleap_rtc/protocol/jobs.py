@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
 from sleap_rtc.protocol.codec import ProtocolError, load_object, validate
+from sleap_rtc.protocol.names import plain_name
 
 JOB_PROTOCOL_VERSION: Final = 1
 #: Largest message on a job channel: fits a WebRTC data channel message and a relay payload.
@@ -45,41 +45,7 @@ TRANSFER_WINDOW = 1024 * 1024
 ACK_EVERY = 256 * 1024
 _SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 _B64 = Annotated[str, Field(max_length=(CHUNK_BYTES * 4) // 3 + 8)]
-#: Longest file name on the wire, in UTF-8 bytes (what common file systems allow).
-MAX_NAME_BYTES = 255
-#: Unicode categories no name may hold: controls, format characters (bidi overrides
-#: that make a name display as another), surrogates, private use, line separators.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
-
-
-def name_char_ok(char: str) -> bool:
-    """Whether one character may stand in a file name a peer sends or is sent."""
-    return char not in "/\\" and unicodedata.category(char) not in _UNSAFE_CATEGORIES
-
-
-def is_plain_name(name: str) -> bool:
-    """A single file name in any script (``souris_été.slp``, ``r_preds, v1 #2.slp``):
-    no path separators or control/format characters, not hidden and not option-like
-    (no leading ``.``, ``-`` or space, no trailing space), at most 255 UTF-8 bytes."""
-    return (
-        bool(name)
-        and name[0] not in ".- "
-        and not name.endswith(" ")
-        and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
-        and all(name_char_ok(c) for c in name)
-    )
-
-
-def _plain_name(name: str) -> str:
-    if not is_plain_name(name):
-        raise ValueError(
-            "not a plain file name (no /, \\, control characters, leading '.', '-' or "
-            "space; at most 255 UTF-8 bytes)"
-        )
-    return name
-
-
-_FILE_NAME = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_plain_name)]
+_FILE_NAME = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(plain_name)]
 
 #: Every id a peer sends (jobs, requests, uploads, transfers): letters, digits, ``_`` and
 #: ``-`` only, so an id can never name a path, even by accident. The worker makes its

@@ -33,11 +33,9 @@ from pathlib import PurePosixPath
 from sleap_rtc.protocol.jobs import (
     ACK_EVERY,
     CHUNK_BYTES,
-    MAX_NAME_BYTES,
     TRANSFER_WINDOW,
-    is_plain_name,
-    name_char_ok,
 )
+from sleap_rtc.protocol.names import MAX_NAME_BYTES, is_plain_name, name_char_ok
 
 
 class TransferError(Exception):
@@ -76,7 +74,7 @@ def safe_name(name: str, default: str) -> str:
     Letters of any script, spaces, commas and ``#`` stay; path separators and control
     or format characters become ``_``; leading ``.``, ``-`` and spaces and trailing
     spaces go (never hidden, never an option); it is cut to 255 UTF-8 bytes at a
-    character boundary. The result always passes :func:`~sleap_rtc.protocol.jobs.is_plain_name`.
+    character boundary. The result always passes :func:`~sleap_rtc.protocol.names.is_plain_name`.
     """
     cleaned = "".join(c if name_char_ok(c) else "_" for c in name).lstrip(".- ").rstrip(" ")
     encoded = cleaned.encode("utf-8", "surrogatepass")

@@ -23,6 +23,7 @@ from typing import NamedTuple
 from sleap_rtc.jobs.digest import sha256_of_blocks
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.protocol import jobs as p
+from sleap_rtc.protocol.names import name_char_ok
 from sleap_rtc.protocol.transfer import (
     TransferError,
     WindowSender,
@@ -66,7 +67,7 @@ def _listed(where: fsafe.Located, name: str, info: os.stat_result) -> ListedFile
         ) from None
     if len(name) > 4096:
         raise TransferError("INVALID_NAME", f"{echo(name)} is a path over 4096 characters")
-    if not all(p.name_char_ok(c) for c in name if c != "/"):
+    if not all(name_char_ok(c) for c in name if c != "/"):
         raise TransferError(
             "INVALID_NAME",
             f"{echo(name)} holds a control or format character; rename it to download it",
