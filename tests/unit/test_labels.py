@@ -145,3 +145,121 @@ def test_a_long_stored_video_path_is_echoed_cut_short(mount: Path, mounts: Mount
     assert problem.code is ProblemCode.VIDEO_NOT_FOUND
     assert problem.value is not None and len(problem.value) == 1024
     assert len(problem.message) < 1600
+
+
+# -- video path maps ------------------------------------------------------------------
+
+
+def _video(folder: Path, name: str = "s1.mp4") -> Path:
+    """A real video at ``folder/name`` (made as the labels' neighbour, then kept)."""
+    made = write_labels(folder / "made.slp")
+    video = folder / name
+    made.with_suffix(".mp4").rename(video)
+    made.unlink()
+    return video
+
+
+@pytest.mark.parametrize(
+    ("stored", "old"),
+    [
+        ("/Volumes/lab/mice/s1.mp4", "/Volumes/lab"),
+        ("C:\\Users\\ana\\mice\\s1.mp4", "C:\\Users\\ana"),
+        ("C:\\Users\\ana\\mice\\s1.mp4", "c:/users/ana/"),
+    ],
+)
+@pytest.mark.parametrize("given_by", ["job", "worker"])
+def test_a_path_map_finds_the_videos_of_labels_made_elsewhere(
+    mount: Path, mounts: Mounts, stored: str, old: str, given_by: str
+) -> None:
+    from sleap_rtc.jobs.labels import read_labels, write_remapped
+    from sleap_rtc.jobs.pathmaps import PathMap
+
+    video = _video(mount / "data" / "mice")
+    labels = write_labels(mount / "laptop.slp", video=stored)
+    before = labels.read_bytes()
+    pair = (old, str(mount / "data"))
+    spec = TrainSpec(
+        config_paths=[_config(mount, labels)], path_map=[pair] if given_by == "job" else []
+    )
+    plan = plan_train(spec, mounts, [PathMap(*pair, "worker")] if given_by == "worker" else [])
+    assert plan.video_maps == {labels: {stored.replace("\\", "/"): str(video)}}
+    copy = mount / "work" / "copy.slp"
+    write_remapped(labels, plan.video_maps[labels], copy)
+    assert read_labels(copy).videos[0].stored == str(video)
+    assert labels.read_bytes() == before  # the user's file is never changed
+
+
+def test_a_map_to_nowhere_names_the_map_and_a_map_out_of_the_mounts_is_refused(
+    tmp_path: Path, mount: Path, mounts: Mounts
+) -> None:
+    outside = _video(tmp_path / "outside")
+    labels = write_labels(mount / "laptop.slp", video="/Volumes/lab/s1.mp4")
+    for target in (str(mount / "nothing"), str(outside.parent)):
+        spec = TrainSpec(config_paths=[_config(mount, labels)], path_map=[("/Volumes/lab", target)])
+        [problem] = _rejected(plan_train, spec, mounts)
+        assert problem.code is ProblemCode.VIDEO_NOT_FOUND
+        assert f"the path map /Volumes/lab → {target} makes {target}/s1.mp4" in problem.message
+        assert "not a file in any folder this worker mounts" in problem.message
+
+
+def test_bad_maps_are_refused_with_the_rest(mount: Path, mounts: Mounts) -> None:
+    labels = write_labels(mount / "laptop.slp", video="/Volumes/lab/s1.mp4")
+    spec = TrainSpec(config_paths=[_config(mount, labels)], path_map=[("/Volumes/lab", "rel")])
+    problems = _rejected(plan_train, spec, mounts)
+    assert [p.code for p in problems] == [ProblemCode.INVALID_VALUE, ProblemCode.VIDEO_NOT_FOUND]
+    assert problems[0].field == "path_map[0]"
+
+
+def test_a_video_beside_the_labels_or_relative_to_them_is_read_at_its_checked_path(
+    mount: Path, mounts: Mounts
+) -> None:
+    beside = _video(mount)
+    nested = _video(mount / "videos", "s2.mp4")
+    foreign = write_labels(mount / "a.slp", video="C:\\Users\\ana\\s1.mp4")
+    relative = write_labels(mount / "b.slp", video="videos/s2.mp4")
+    plan = plan_train(
+        TrainSpec(config_paths=[_config(mount, foreign)], val_labels_path=str(relative)), mounts
+    )
+    assert plan.video_maps == {
+        foreign: {"C:/Users/ana/s1.mp4": str(beside)},
+        relative: {"videos/s2.mp4": str(nested)},
+    }
+
+
+def test_track_reads_a_remapped_copy_in_the_jobs_folder(mount: Path, mounts: Mounts) -> None:
+    from sleap_rtc.engine.commands import build_track_job
+    from sleap_rtc.jobs.labels import read_labels
+
+    video = _video(mount / "data")
+    labels = write_labels(mount / "laptop.slp", video="/Volumes/lab/s1.mp4")
+    spec = TrackSpec(
+        data_path=str(labels),
+        model_paths=[_model(mount)],
+        path_map=[("/Volumes/lab", str(mount / "data"))],
+    )
+    plan = plan_track(spec, mounts)
+    work = mount / "work"
+    job = build_track_job(plan, job_id="j1", work_dir=work)
+    argv = job.steps[0].argv
+    copy = Path(argv[argv.index("--data_path") + 1])
+    assert copy.parent == work / "labels" and copy.name.endswith("laptop.slp")
+    assert read_labels(copy).videos[0].stored == str(video)
+    # The output stays beside the user's labels, not the copy.
+    assert argv[argv.index("--output_path") + 1] == str(mount / "predictions.slp")
+
+
+def test_train_reads_a_remapped_copy_and_a_dry_run_writes_none(mount: Path, mounts: Mounts) -> None:
+    from sleap_rtc.engine.commands import build_train_job
+
+    _video(mount / "data")
+    labels = write_labels(mount / "laptop.slp", video="/Volumes/lab/s1.mp4")
+    spec = TrainSpec(
+        config_paths=[_config(mount, labels)], path_map=[("/Volumes/lab", str(mount / "data"))]
+    )
+    plan = plan_train(spec, mounts)
+    dry = build_train_job(plan, job_id="j1", models_dir=mount / "models")
+    assert dry.steps[0].config["data_config"]["train_labels_path"] == ["<work>/labels/1-laptop.slp"]
+    work = mount / "work"
+    job = build_train_job(plan, job_id="j1", models_dir=mount / "models", work_dir=work)
+    [copy] = job.steps[0].config["data_config"]["train_labels_path"]
+    assert copy == str(work / "labels" / "1-laptop.slp") and Path(copy).is_file()

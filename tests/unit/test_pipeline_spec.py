@@ -207,7 +207,7 @@ def test_overrides_are_the_job_options_of_each_stage_s_kind(project: Path) -> No
     )
     assert found["stages.track.extra_args.max_epochs"] == (
         "unknown override 'max_epochs'; valid ones: "
-        "batch_size, frames, only_suggested_frames, peak_threshold"
+        "batch_size, frames, only_suggested_frames, path_map, peak_threshold"
     )
     assert "stages.track.extra_args.peak_threshold" not in found  # 0 is a threshold
     # A job that only trains may not set track's options.
@@ -218,3 +218,32 @@ def test_overrides_are_the_job_options_of_each_stage_s_kind(project: Path) -> No
         "valid ones: batch_size, learning_rate, max_epochs"
         in (problems(write(project, train_only))["extra_args.frames"])
     )
+
+
+def test_path_maps_from_the_job_file_and_the_registry_reach_each_stage_s_spec(
+    project: Path,
+) -> None:
+    from sleap_rtc.pipeline.sbatch import stage_spec
+
+    registry = json.loads((project / "datasets.json").read_text())
+    registry["mice"]["path_map"] = {"D:\\mice": "/vast/mice"}
+    (project / "datasets.json").write_text(json.dumps(registry))
+    job = {**TOPDOWN, "extra_args": {"path_map": {"/Volumes/lab": "/vast/lab"}}}
+    job["stages"] = {"track": {"extra_args": {"path_map": [["/Volumes/t", "/vast/t"]]}}}
+    pipeline = load_job(write(project, job))
+    specs = {(s.dataset.name, s.name): stage_spec(s) for s in pipeline.stages}
+    assert specs["mice", "centroid"].path_map == [
+        ("/Volumes/lab", "/vast/lab"),
+        ("D:\\mice", "/vast/mice"),
+    ]
+    assert specs["flies", "centroid"].path_map == [("/Volumes/lab", "/vast/lab")]
+    assert specs["flies", "track"].path_map == [("/Volumes/t", "/vast/t")]
+
+
+def test_bad_path_maps_in_a_job_file_or_registry_are_named(project: Path) -> None:
+    registry = json.loads((project / "datasets.json").read_text())
+    registry["mice"]["path_map"] = {"/Volumes/lab": "relative/folder"}
+    (project / "datasets.json").write_text(json.dumps(registry))
+    found = problems(write(project, {**TOPDOWN, "extra_args": {"path_map": ["/a", "/b"]}}))
+    assert found["extra_args.path_map"].startswith("path_map must map OLD to NEW folders")
+    assert "absolute folder on the worker" in found["datasets_registry.mice.path_map[0]"]

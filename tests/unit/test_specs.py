@@ -82,6 +82,9 @@ def test_the_option_table_names_every_spec_field_with_its_type() -> None:
             if option.multiple:
                 assert get_origin(annotation) is list, name
                 (annotation,) = get_args(annotation)
+            if option.nargs > 1:  # a tuple of nargs values
+                assert get_args(annotation) == (option.value_type,) * option.nargs, name
+                annotation = option.value_type
             assert annotation is option.value_type, name
             assert option.required == info.is_required(), name
 

@@ -35,6 +35,8 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
         ("bogus = 1", "bogus"),
         ("name = ", "not valid TOML"),
         ('[[mounts]]\npath = "relative"', "mounts[0]"),
+        ('[[path_maps]]\nfrom = "C:/lab"\nto = "data/lab"', "path_maps"),
+        ('[[path_maps]]\nto = "/data/lab"', "from"),
     ],
 )
 def test_errors_name_field_and_file(tmp_path: Path, text: str, fragment: str) -> None:
@@ -42,6 +44,19 @@ def test_errors_name_field_and_file(tmp_path: Path, text: str, fragment: str) ->
     path.write_text(text + "\n")
     with pytest.raises(WorkerConfigError, match=fragment.replace("[", r"\[")):
         load_worker_config(path).build_mounts()
+
+
+def test_path_maps_are_read_as_the_worker_s_maps(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        '[[path_maps]]\nfrom = "C:\\\\Users\\\\lab"\nto = "/data/lab"\n'
+        '[[path_maps]]\nfrom = "/Volumes/lab"\nto = "/data/lab"\n'
+    )
+    maps = load_worker_config(path).worker_path_maps()
+    assert [(m.old, m.new, m.source) for m in maps] == [
+        ("C:/Users/lab", "/data/lab", "worker"),
+        ("/Volumes/lab", "/data/lab", "worker"),
+    ]
 
 
 def test_missing_explicit_file(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ def click_option(option: JobOption, *, required: bool | None = None) -> Callable
         settings["type"] = option.value_type
     if option.multiple:
         settings["multiple"] = True
+    if option.nargs != 1:
+        settings["nargs"] = option.nargs
     if option.metavar is not None:
         settings["metavar"] = option.metavar
     if option.show_default:

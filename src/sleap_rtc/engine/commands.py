@@ -26,6 +26,7 @@ import yaml
 from sleap_rtc.engine.backend import EngineJob, Step
 from sleap_rtc.jobs.config_keys import set_key
 from sleap_rtc.jobs.frames import sleap_nn_frames_arg
+from sleap_rtc.jobs.labels import write_remapped
 from sleap_rtc.jobs.validation import ConfigPlan, TrackPlan, TrainPlan
 
 
@@ -108,6 +109,27 @@ def _literal(value: Any) -> Any:
     return value
 
 
+def labels_copies(
+    video_maps: dict[Path, dict[str, str]], work_dir: Path | None
+) -> dict[Path, Path]:
+    """Each labels file whose videos are read at other paths → the copy sleap-nn reads.
+
+    The copies (:func:`~sleap_rtc.jobs.labels.write_remapped`) are written into
+    ``work_dir/labels/``; without ``work_dir`` (a dry run) they are only named.
+    """
+    folder = (work_dir or Path("<work>")) / "labels"
+    copies: dict[Path, Path] = {}
+    for number, (source, remap) in enumerate(sorted(video_maps.items()), 1):
+        label = re.sub(r"[^A-Za-z0-9._-]", "_", source.name)[:64].lstrip(".") or "labels.slp"
+        dest = folder / f"{number}-{label}"
+        if not dest.name.endswith(".slp"):
+            dest = dest.with_name(dest.name + ".slp")
+        if work_dir is not None:
+            write_remapped(source, remap, dest)
+        copies[source] = dest
+    return copies
+
+
 def effective_config(
     plan: TrainPlan,
     config: ConfigPlan,
@@ -116,21 +138,23 @@ def effective_config(
     models_dir: Path,
     cache_dir: Path | None,
     device: str = "auto",
+    copies: dict[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """The config sleap-nn runs: the user's, with every path key checked or set here.
 
-    Label and checkpoint paths are the resolved ones validation checked; output
-    folders, caches, ports and logging are the worker's. Nothing in it is
-    interpolated by OmegaConf.
+    Label and checkpoint paths are the resolved ones validation checked (a labels file
+    whose videos were mapped is replaced by its copy in ``copies``); output folders,
+    caches, ports and logging are the worker's. Nothing in it is interpolated by OmegaConf.
     """
     spec = plan.spec
+    copies = copies or {}
     data = copy.deepcopy(config.data)
     for key, value in config.paths.items():
         set_key(data, key, value)
     labels = [plan.labels_path] if plan.labels_path else config.train_labels
-    set_key(data, "data_config.train_labels_path", [str(p) for p in labels] or None)
+    set_key(data, "data_config.train_labels_path", [str(copies.get(p, p)) for p in labels] or None)
     val = [plan.val_labels_path] if plan.val_labels_path else config.val_labels
-    set_key(data, "data_config.val_labels_path", [str(p) for p in val] or None)
+    set_key(data, "data_config.val_labels_path", [str(copies.get(p, p)) for p in val] or None)
     set_key(data, "data_config.cache_img_path", str(cache_dir) if cache_dir else None)
     set_key(data, "trainer_config.ckpt_dir", str(models_dir))
     set_key(data, "trainer_config.run_name", run_name)
@@ -204,6 +228,7 @@ def build_train_job(
     spec = plan.spec
     reserved = reserved if reserved is not None else set()
     configs_dir = (work_dir or Path("<work>")) / "configs"
+    copies = labels_copies(plan.video_maps, work_dir)
     steps: list[Step] = []
     for index, (config, wanted) in enumerate(
         zip(plan.configs, _run_names(plan, job_id), strict=True)
@@ -217,6 +242,7 @@ def build_train_job(
             models_dir=models_dir,
             cache_dir=work_dir / "cache" / str(index + 1) if work_dir else None,
             device=device,
+            copies=copies,
         )
         # The worker's own file name: a number, and a readable part of the config's name.
         label = re.sub(r"[^A-Za-z0-9._-]", "_", config.stem)[:64].lstrip(".") or "config"
@@ -240,14 +266,26 @@ def build_train_job(
 
 
 def build_track_job(
-    plan: TrackPlan, *, job_id: str, sleap_nn: list[str] | None = None, device: str = "auto"
+    plan: TrackPlan,
+    *,
+    job_id: str,
+    sleap_nn: list[str] | None = None,
+    device: str = "auto",
+    work_dir: Path | None = None,
 ) -> EngineJob:
-    """One ``sleap-nn track`` step, printing JSON progress lines (``--gui``)."""
+    """One ``sleap-nn track`` step, printing JSON progress lines (``--gui``).
+
+    Data whose videos are read at other paths is tracked from its copy in ``work_dir``
+    (:func:`labels_copies`); the output is still placed as checked.
+    """
     command = sleap_nn or default_sleap_nn_command()
     spec = plan.spec
+    data = plan.data_path
+    if plan.video_map:
+        data = labels_copies({plan.data_path: plan.video_map}, work_dir)[plan.data_path]
     # Options are separate argv items, so no quoting is needed: sleap-nn's own
     # click parser receives each path as one string.
-    argv = [*command, "track", "--data_path", str(plan.data_path)]
+    argv = [*command, "track", "--data_path", str(data)]
     for model in plan.model_paths:
         argv += ["--model_paths", str(model)]
     argv += ["--output_path", str(plan.output_path), "--device", device, "--gui"]

@@ -11,12 +11,16 @@ before anything runs.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from pathlib import Path, PureWindowsPath
+import dataclasses
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sleap_rtc.jobs.frames import FrameRange
 from sleap_rtc.jobs.mounts import Mounts
+from sleap_rtc.jobs.pathmaps import PathMap, is_windows, mapped, normalized
 from sleap_rtc.jobs.problems import Problem, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec
 
@@ -39,6 +43,8 @@ class VideoInfo:
     embedded: bool
     #: Frames, as SLEAP stored them; None when the file doesn't say.
     frames: int | None
+    #: Every stored name (an image sequence has one per image), as sleap-io reads them.
+    filenames: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ class LabelsInfo:
     suggestions: int
     tracks: int
     labeled_frames: int
+    #: Stored video name → the checked path on this worker, for each name that is not
+    #: read as stored (a path map, a relative name, a video found beside the labels).
+    remap: dict[str, str] = field(default_factory=dict)
 
 
 class LabelsError(ValueError):
@@ -75,15 +84,36 @@ def read_labels(path: Path) -> LabelsInfo:
     for video in labels.videos:
         metadata = dict(video.backend_metadata or {})
         filename = video.filename
-        stored = filename[0] if isinstance(filename, list) and filename else str(filename)
+        names = tuple(str(f) for f in filename) if isinstance(filename, list) else (str(filename),)
         embedded = bool(metadata.get("has_embedded_images"))
-        videos.append(VideoInfo(stored=stored, embedded=embedded, frames=_frames(metadata)))
+        videos.append(
+            VideoInfo(
+                stored=names[0] if names else "",
+                embedded=embedded,
+                frames=_frames(metadata),
+                filenames=names,
+            )
+        )
     return LabelsInfo(
         videos=videos,
         suggestions=len(labels.suggestions),
         tracks=len(labels.tracks),
         labeled_frames=len(labels.labeled_frames),
     )
+
+
+def write_remapped(source: Path, remap: dict[str, str], dest: Path) -> None:
+    """A copy of the labels ``source`` at ``dest`` whose videos have the paths in ``remap``.
+
+    The copy keeps embedded frames where they are (it refers to ``source`` for them),
+    so it is small whatever the labels hold.
+    """
+    import sleap_io as sio
+
+    labels = sio.load_slp(str(source), open_videos=False)
+    labels.replace_filenames(filename_map=dict(remap), open_videos=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    labels.save(str(dest), embed=False, restore_original_videos=False)
 
 
 def video_frames(path: Path) -> int | None:
@@ -104,21 +134,22 @@ def video_frames(path: Path) -> int | None:
             video.close()
 
 
-def _looks_foreign(stored: str) -> bool:
-    """A path written on another kind of machine (``C:\\...``, ``\\\\server\\share``)."""
-    return bool(PureWindowsPath(stored).drive) or stored.startswith("\\\\")
-
-
 def check_labels(
-    field: str, raw: str, real: Path, mounts: Mounts, problems: list[Problem]
+    field: str,
+    raw: str,
+    real: Path,
+    mounts: Mounts,
+    problems: list[Problem],
+    maps: Sequence[PathMap] = (),
 ) -> LabelsInfo | None:
     """Open the labels file ``real`` (named ``raw`` in ``field``) and check its videos.
 
     A video given where labels are wanted is ``WRONG_FILE_TYPE``; a file sleap-io
     can't read is ``LABELS_INVALID``; each referenced video that is not embedded
-    must be a file inside the mounts (``VIDEO_NOT_FOUND``, field
-    ``<field>.videos[i]``, the stored path as the value). Returns what the file
-    holds, or None when it could not be read.
+    must be a file inside the mounts, where ``maps`` say it is if one applies
+    (``VIDEO_NOT_FOUND``, field ``<field>.videos[i]``, the stored path as the value).
+    Returns what the file holds, with the checked path of every video that is not
+    read as stored in ``remap``; None when the file could not be read.
     """
     if real.suffix.lower() in VIDEO_SUFFIXES:
         problems.append(
@@ -142,64 +173,122 @@ def check_labels(
             )
         )
         return None
+    remap: dict[str, str] = {}
     for index, video in enumerate(info.videos):
         if video.embedded:
             continue
-        name = f"{field}.videos[{index}]"
-        where = _video_problem(mounts, video.stored, real)
-        if where is not None:
+        found, why = _locate(mounts, video, real, maps)
+        if why is not None:
             shown = video.stored[:_STORED_CHARS]
             problems.append(
                 Problem(
-                    field=name,
+                    field=f"{field}.videos[{index}]",
                     value=shown,
                     code=ProblemCode.VIDEO_NOT_FOUND,
-                    message=f"video {index} of {raw} is {shown}, {where}",
+                    message=f"video {index} of {raw} is {shown}, {why}",
                 )
             )
-    return info
+            continue
+        remap.update({old: new for old, new in found.items() if old != new})
+    return dataclasses.replace(info, remap=remap)
 
 
 class LabelsReader:
     """Reads each labels file of a job once (several configs often share one), so its
     problems are reported once too."""
 
-    def __init__(self, mounts: Mounts, problems: list[Problem]) -> None:
+    def __init__(
+        self, mounts: Mounts, problems: list[Problem], maps: Sequence[PathMap] = ()
+    ) -> None:
         self.mounts = mounts
         self.problems = problems
+        self.maps = maps
         self.seen: dict[Path, LabelsInfo | None] = {}
 
     def __call__(self, real: Path | None, field: str, raw: str) -> LabelsInfo | None:
         if real is None:
             return None
         if real not in self.seen:
-            self.seen[real] = check_labels(field, raw, real, self.mounts, self.problems)
+            self.seen[real] = check_labels(field, raw, real, self.mounts, self.problems, self.maps)
         return self.seen[real]
 
+    def remaps(self) -> dict[Path, dict[str, str]]:
+        """Each labels file whose videos are not all read as stored, with their paths."""
+        return {path: info.remap for path, info in self.seen.items() if info and info.remap}
 
-def _video_problem(mounts: Mounts, stored: str, labels: Path) -> str | None:
-    """Why the video stored as ``stored`` can't be read here (None: it can)."""
-    if _looks_foreign(stored):
-        return (
-            "a path on another kind of machine (the labels were made elsewhere); put the "
-            "video on storage this worker mounts and save the labels with its path here"
-        )
-    # sleap-io and sleap-nn resolve a relative video path against the labels' folder.
-    base = labels.parent if not Path(stored).is_absolute() else None
-    real, problem = mounts.resolve("video", stored, base=base)
+
+#: Images of one image-sequence video checked one by one (beyond, only the first is).
+_MAX_IMAGES_CHECKED = 100_000
+
+_NOT_MOUNTED = (
+    "which is not in any folder this worker mounts (were the labels made on another "
+    "machine?); give --path-map OLD NEW with the folder the videos are in here, or save "
+    "the labels with the videos' paths on this worker"
+)
+_NOT_HERE = (
+    "which does not exist on this worker (labels made on another machine?); give "
+    "--path-map OLD NEW with the folder the videos are in here, or put the video there"
+)
+_FOREIGN = (
+    "a path on another kind of machine (the labels were made elsewhere); give "
+    "--path-map OLD NEW with the folder the videos are in on this worker (e.g. "
+    "--path-map C:/Users/lab/videos /data/videos)"
+)
+
+
+def _checked(mounts: Mounts, path: str, base: Path | None = None) -> Path | None:
+    """``path`` resolved inside the mounts, when it is an existing file or folder there."""
+    real, problem = mounts.resolve("video", path, base=base)
     if problem is not None or real is None:
-        # Whether it exists out there is not said: that would let a peer probe the disk.
-        return (
-            "which is not in any folder this worker mounts (were the labels made on another "
-            "machine?); put the video in a mounted folder and save the labels with its path "
-            "on this worker"
-        )
-    if not real.is_file() and not real.is_dir():
-        return (
-            "which does not exist on this worker (labels made on another machine?); put "
-            "the video there or save the labels with the video's path on this worker"
-        )
-    return None
+        return None
+    return real if real.is_file() or real.is_dir() else None
+
+
+def _locate(
+    mounts: Mounts, video: VideoInfo, labels: Path, maps: Sequence[PathMap]
+) -> tuple[dict[str, str], str | None]:
+    """Where each stored name of ``video`` is on this worker, or why it can't be read.
+
+    In order: a path map that applies; the stored path itself (a relative one against
+    the labels' folder); the same file name beside the labels (sleap-io looks there
+    too). Whether a path outside the mounts exists is never said: that would let a
+    peer probe the disk.
+    """
+    names = video.filenames or (video.stored,)
+    hit = mapped(maps, video.stored)
+    if hit is not None:
+        path_map = hit[1]
+        found: dict[str, str] = {}
+        for name in names[:_MAX_IMAGES_CHECKED]:
+            each = mapped([path_map], name)
+            real = _checked(mounts, each[0]) if each else None
+            if real is None:
+                where = each[0] if each else name
+                return {}, (
+                    f"which the path map {path_map} makes {where[:_STORED_CHARS]}; that is "
+                    "not a file in any folder this worker mounts (check the map's NEW folder)"
+                )
+            found[name] = str(real)
+        return found, None
+    foreign = is_windows(video.stored)
+    if not foreign:
+        base = None if Path(video.stored).is_absolute() else labels.parent
+        found = {}
+        for name in names[:_MAX_IMAGES_CHECKED]:
+            real = _checked(mounts, name, base)
+            if real is None:
+                break
+            found[name] = str(real)
+        else:
+            return found, None
+    if len(names) == 1:
+        beside = _checked(mounts, posixpath.basename(normalized(video.stored)), labels.parent)
+        if beside is not None and beside.is_file():
+            return {video.stored: str(beside)}, None
+    if foreign:
+        return {}, _FOREIGN
+    real, problem = mounts.resolve("video", video.stored, base=labels.parent)
+    return {}, (_NOT_MOUNTED if problem is not None or real is None else _NOT_HERE)
 
 
 def check_frames(
@@ -230,9 +319,11 @@ def check_track_data(
     frames: list[FrameRange] | None,
     mounts: Mounts,
     problems: list[Problem],
-) -> None:
+    maps: Sequence[PathMap] = (),
+) -> dict[str, str]:
     """What is inside the data: its videos, and whether ``video_index``, ``frames`` and
-    ``only_suggested_frames`` fit it."""
+    ``only_suggested_frames`` fit it. Returns the data's video paths that are not read
+    as stored (:attr:`LabelsInfo.remap`)."""
 
     def problem(field: str, value: object, code: ProblemCode, message: str) -> None:
         problems.append(Problem(field=field, value=str(value), code=code, message=message))
@@ -246,7 +337,7 @@ def check_track_data(
                 ProblemCode.WRONG_FILE_TYPE,
                 f"{spec.data_path} can't be opened as a video here",
             )
-            return
+            return {}
         if spec.video_index is not None:
             problem(
                 "video_index",
@@ -264,10 +355,10 @@ def check_track_data(
                 f"{spec.data_path} is a video (give the .slp, or use --frames)",
             )
         check_frames(frames or [], total, spec.data_path, problems)
-        return
-    info = check_labels("data_path", spec.data_path, data, mounts, problems)
+        return {}
+    info = check_labels("data_path", spec.data_path, data, mounts, problems, maps)
     if info is None:
-        return
+        return {}
     count = len(info.videos)
     if spec.video_index is not None and spec.video_index >= count:
         problem(
@@ -289,3 +380,4 @@ def check_track_data(
             ProblemCode.CONFLICT,
             f"{spec.data_path} has no suggested frames; add suggestions in SLEAP, or use --frames",
         )
+    return info.remap

@@ -54,6 +54,8 @@ class JobOption:
     value_type: type = str
     #: Repeatable flag; the spec field is a list.
     multiple: bool = False
+    #: Values the flag takes (2: ``--path-map OLD NEW``; each item is then a pair).
+    nargs: int = 1
     metavar: str | None = None
     #: Show the spec's default in ``--help``.
     show_default: bool = False
@@ -72,6 +74,23 @@ class JobOption:
 
 
 _BATCH_SIZE = Range(1, 4096, "between 1 and 4096")
+
+
+def _path_map(kind: JobKind) -> JobOption:
+    return JobOption(
+        kind,
+        "path_map",
+        ("--path-map",),
+        "Videos the labels store under OLD are under NEW on the worker (labels made on "
+        "another machine), e.g. --path-map /Volumes/lab/mice /data/mice or "
+        "--path-map C:/Users/lab/mice /data/mice. Repeatable; the longest OLD that "
+        "matches wins.",
+        multiple=True,
+        nargs=2,
+        metavar="OLD NEW",
+        job_file=True,
+    )
+
 
 #: Every job option, in ``--help`` order per kind.
 OPTIONS: tuple[JobOption, ...] = (
@@ -103,6 +122,7 @@ OPTIONS: tuple[JobOption, ...] = (
         metavar="PATH",
         path=True,
     ),
+    _path_map("train"),
     JobOption(
         "train",
         "max_epochs",
@@ -159,6 +179,7 @@ OPTIONS: tuple[JobOption, ...] = (
         required=True,
         path=True,
     ),
+    _path_map("track"),
     JobOption(
         "track",
         "output_path",

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sleap_rtc.jobs.options import options_for
+from sleap_rtc.jobs.pathmaps import MAX_PATH_MAPS
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 
 #: The spec version this code writes and reads. A worker rejects other versions
@@ -53,6 +54,8 @@ class TrainSpec(BaseModel):
     config_paths: list[str] = Field(min_length=1, max_length=MAX_CONFIGS)
     labels_path: str | None = None
     val_labels_path: str | None = None
+    #: ``[OLD, NEW]`` prefixes of the labels' video paths (:mod:`sleap_rtc.jobs.pathmaps`).
+    path_map: list[tuple[str, str]] = Field(default_factory=list, max_length=MAX_PATH_MAPS)
     max_epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -72,6 +75,7 @@ class TrackSpec(BaseModel):
     version: int = SPEC_VERSION
     data_path: str
     model_paths: list[str] = Field(min_length=1, max_length=MAX_MODELS)
+    path_map: list[tuple[str, str]] = Field(default_factory=list, max_length=MAX_PATH_MAPS)
     output_path: str = "predictions.slp"
     batch_size: int | None = None
     peak_threshold: float | None = None

@@ -13,17 +13,17 @@ from the option table (:mod:`sleap_rtc.jobs.options`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sleap_rtc.jobs import config_keys
+from sleap_rtc.jobs.configs import config_labels, config_paths, load_config
 from sleap_rtc.jobs.frames import FrameRange, FramesError, parse_frames
 from sleap_rtc.jobs.labels import LabelsReader, check_track_data
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.options import options_for
+from sleap_rtc.jobs.pathmaps import PathMap, check_pairs, job_maps
 from sleap_rtc.jobs.paths import (
     DATA_SUFFIXES,
     MODEL_LAYOUTS,
@@ -37,30 +37,7 @@ from sleap_rtc.jobs.paths import (
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import SPEC_VERSION, TrackSpec, TrainSpec
 
-#: Largest config YAML the worker will parse.
-MAX_CONFIG_BYTES = 1024 * 1024
-
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-CONFIG_SECTIONS = ("data_config", "model_config", "trainer_config")
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: a few hundred bytes of nested ``*refs`` can expand to
-    gigabytes once walked or written out (the "billion laughs"), and configs never
-    need them."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in a config", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-def load_yaml(text: str) -> Any:
-    """Parse YAML the way the worker parses everything a peer wrote: safe, no aliases."""
-    return yaml.load(text, Loader=_NoAliasLoader)
 
 
 @dataclass(frozen=True)
@@ -88,6 +65,9 @@ class TrainPlan:
     labels_path: Path | None
     val_labels_path: Path | None
     resume_ckpt_path: Path | None
+    #: Labels files whose videos are not all read as stored: stored name → checked path.
+    #: sleap-nn reads a copy of each with these paths (the user's file is not changed).
+    video_maps: dict[Path, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +77,8 @@ class TrackPlan:
     model_paths: list[Path]
     output_path: Path
     frames: list[FrameRange] | None
+    #: The data's videos that are not read as stored (see :attr:`TrainPlan.video_maps`).
+    video_map: dict[str, str] = field(default_factory=dict)
 
 
 def _out_of_range(name: str, value: object, rule: str) -> Problem:
@@ -127,6 +109,7 @@ def check_fields(spec: TrainSpec | TrackSpec) -> list[Problem]:
         value = getattr(spec, option.field)
         if option.range is not None and value is not None and not option.range.admits(value):
             problems.append(_out_of_range(option.field, value, option.range.rule))
+    problems += check_pairs("path_map", spec.path_map)
     if isinstance(spec, TrainSpec):
         if spec.run_name is not None and not RUN_NAME_PATTERN.match(spec.run_name):
             problems.append(
@@ -173,196 +156,22 @@ def _config_field(spec: TrainSpec, index: int) -> str:
     return "config_path" if len(spec.config_paths) == 1 else f"config_paths[{index}]"
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
+def _maps(
+    spec: TrainSpec | TrackSpec, problems: list[Problem], worker: Sequence[PathMap]
+) -> list[PathMap]:
+    """The job's path maps (when they are well formed), then the worker's."""
+    ok = not any(p.field.startswith("path_map") for p in problems)
+    return [*(job_maps(spec.path_map) if ok else []), *worker]
 
 
-def _load_config(name: str, raw: str, real: Path, problems: list[Problem]) -> dict[str, Any] | None:
-    def invalid(message: str) -> None:
-        problems.append(
-            Problem(field=name, value=raw, code=ProblemCode.CONFIG_INVALID, message=message)
-        )
+def plan_train(spec: TrainSpec, mounts: Mounts, worker_maps: Sequence[PathMap] = ()) -> TrainPlan:
+    """Check a train spec on the worker; raise :class:`JobRejected` with every problem.
 
-    size = real.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        invalid(f"{raw} is {size} bytes; a sleap-nn config is expected to be under 1 MiB")
-        return None
-    try:
-        data = load_yaml(real.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        what = getattr(exc, "problem", None) or "not valid YAML"
-        if "aliases" not in str(what):
-            what = "not valid YAML"
-        invalid(f"{raw} is {what}{where}; fix the file or choose another config")
-        return None
-    except UnicodeDecodeError:
-        invalid(f"{raw} is not a text file; choose a sleap-nn config YAML")
-        return None
-    if not isinstance(data, dict):
-        invalid(
-            f"{raw} does not hold a sleap-nn config (expected a mapping with "
-            f"{', '.join(CONFIG_SECTIONS)})"
-        )
-        return None
-    missing = [s for s in CONFIG_SECTIONS if not isinstance(data.get(s), dict)]
-    if missing:
-        invalid(f"{raw} is missing the section(s) {', '.join(missing)} of a sleap-nn config")
-        return None
-    return data
-
-
-def _config_labels(
-    spec: TrainSpec,
-    mounts: Mounts,
-    config_raw: str,
-    config_real: Path,
-    data: dict[str, Any],
-    key: str,
-    override: str | None,
-    field_name: str,
-    option: str,
-    problems: list[Problem],
-) -> list[tuple[Path, str]]:
-    """Check the label files a config names under ``data_config.<key>``: each found
-    file with the path the config gave it."""
-    if override is not None:
-        return []
-    entries = _as_list(data["data_config"].get(key))
-    if not entries and key == "train_labels_path":
-        problems.append(
-            Problem(
-                field=field_name,
-                value=None,
-                code=ProblemCode.MISSING_FIELD,
-                message=(
-                    f"{config_raw} names no data_config.{key} and no {option} was given; "
-                    f"pass {option} PATH"
-                ),
-            )
-        )
-    found: list[tuple[Path, str]] = []
-    for entry in entries:
-        if not isinstance(entry, str):
-            problems.append(
-                Problem(
-                    field=field_name,
-                    value=str(entry),
-                    code=ProblemCode.CONFIG_INVALID,
-                    message=f"data_config.{key} in {config_raw} must hold paths, got {entry!r}",
-                )
-            )
-            continue
-        before = len(problems)
-        real = existing(mounts, field_name, entry, problems, want="file", base=config_real.parent)
-        if len(problems) > before:
-            # Say where the path came from and how to override it.
-            last = problems[-1]
-            problems[-1] = last.model_copy(
-                update={
-                    "message": f"{last.message} (named in {config_raw} as data_config.{key}; "
-                    f"pass {option} to override)"
-                }
-            )
-        if real is not None:
-            found.append((real, entry))
-    return found
-
-
-def _config_paths(
-    index: int,
-    config_raw: str,
-    config_real: Path,
-    data: dict[str, Any],
-    mounts: Mounts,
-    problems: list[Problem],
-) -> dict[str, Any]:
-    """Check every key of a config that can make sleap-nn touch a path.
-
-    Labels are checked by :func:`_config_labels` (they may be overridden); keys the
-    worker sets are ignored here; the rest are resolved against the config's folder
-    and checked inside the mounts. Returns the resolved values by dotted key.
+    ``worker_maps`` are the worker's own video path maps, tried after the job's.
     """
-    base = config_real.parent
-    resolved: dict[str, Any] = {}
-
-    def problem(key: str, value: Any, code: ProblemCode, message: str) -> None:
-        problems.append(
-            Problem(
-                field=f"config[{index}].{key}",
-                value=None if value is None else str(value)[:500],
-                code=code,
-                message=f"{message} (in {config_raw})",
-            )
-        )
-
-    for key, value in config_keys.leaves(data):
-        if config_keys.has_interpolation(value):
-            problem(
-                key,
-                value,
-                ProblemCode.CONFIG_INVALID,
-                f"{key} uses an interpolation (${{...}}), which a worker does not resolve; "
-                "write the value out",
-            )
-            continue
-        rule = config_keys.rule_for(key)
-        if rule in ("labels", "worker") or value is None:
-            continue
-        if rule is None:
-            if config_keys.looks_like_path_key(key) and not isinstance(value, bool | int | float):
-                problem(
-                    key,
-                    value,
-                    ProblemCode.UNKNOWN_FIELD,
-                    f"{key} is not a sleap-nn setting sleap-rtc knows, and its name says it "
-                    "takes a path; remove it (a worker runs only paths it checked)",
-                )
-            continue
-        entries = value if isinstance(value, list) else [value]
-        if not all(isinstance(e, str) for e in entries) or (
-            rule == "checkpoint" and isinstance(value, list)
-        ):
-            problem(key, value, ProblemCode.CONFIG_INVALID, f"{key} must be a path")
-            continue
-        field_name = f"config[{index}].{key}"
-        found: list[Path] = []
-        for entry in entries:
-            before = len(problems)
-            if rule == "checkpoint":
-                real = checkpoint(mounts, field_name, entry, problems, base=base)
-            else:
-                real = existing(mounts, field_name, entry, problems, want="file", base=base)
-                if real is not None and real.suffix.lower() not in DATA_SUFFIXES:
-                    problems.append(
-                        Problem(
-                            field=field_name,
-                            value=entry,
-                            code=ProblemCode.WRONG_FILE_TYPE,
-                            message=f"{entry} is not a labels (.slp) or video file",
-                        )
-                    )
-                    real = None
-            for i in range(before, len(problems)):
-                last = problems[i]
-                problems[i] = last.model_copy(
-                    update={"message": f"{last.message} (named in {config_raw} as {key})"}
-                )
-            if real is not None:
-                found.append(real)
-        if len(found) == len(entries):
-            resolved[key] = [str(p) for p in found] if isinstance(value, list) else str(found[0])
-    return resolved
-
-
-def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
-    """Check a train spec on the worker; raise :class:`JobRejected` with every problem."""
     problems = check_fields(spec)
     labels = val_labels = resume = None
-    read = LabelsReader(mounts, problems)
+    read = LabelsReader(mounts, problems, _maps(spec, problems, worker_maps))
     if spec.labels_path is not None:
         labels = existing(mounts, "labels_path", spec.labels_path, problems, want="file")
         read(labels, "labels_path", spec.labels_path)
@@ -381,10 +190,10 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
         real = existing(mounts, name, raw, problems, want="file")
         if real is None:
             continue
-        data = _load_config(name, raw, real, problems)
+        data = load_config(name, raw, real, problems)
         if data is None:
             continue
-        train = _config_labels(
+        train = config_labels(
             spec,
             mounts,
             raw,
@@ -396,7 +205,7 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
             "--labels",
             problems,
         )
-        val = _config_labels(
+        val = config_labels(
             spec,
             mounts,
             raw,
@@ -410,7 +219,7 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
         )
         for found, entry in [*train, *val]:
             read(found, "labels_path" if (found, entry) in train else "val_labels_path", entry)
-        paths = _config_paths(index, raw, real, data, mounts, problems)
+        paths = config_paths(index, raw, real, data, mounts, problems)
         epochs = data["trainer_config"].get("max_epochs", 100)
         configs.append(
             ConfigPlan(
@@ -431,12 +240,17 @@ def plan_train(spec: TrainSpec, mounts: Mounts) -> TrainPlan:
         labels_path=labels,
         val_labels_path=val_labels,
         resume_ckpt_path=resume,
+        video_maps=read.remaps(),
     )
 
 
-def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
-    """Check a track spec on the worker; raise :class:`JobRejected` with every problem."""
+def plan_track(spec: TrackSpec, mounts: Mounts, worker_maps: Sequence[PathMap] = ()) -> TrackPlan:
+    """Check a track spec on the worker; raise :class:`JobRejected` with every problem.
+
+    ``worker_maps`` are the worker's own video path maps, tried after the job's.
+    """
     problems = check_fields(spec)
+    maps = _maps(spec, problems, worker_maps)
     data = existing(mounts, "data_path", spec.data_path, problems, want="file")
     if data is not None and data.suffix.lower() not in DATA_SUFFIXES:
         problems.append(
@@ -483,11 +297,17 @@ def plan_track(spec: TrackSpec, mounts: Mounts) -> TrackPlan:
     frames = None
     if spec.frames is not None and not any(p.field == "frames" for p in problems):
         frames = parse_frames(spec.frames)
+    video_map: dict[str, str] = {}
     if data is not None:
-        check_track_data(spec, data, frames, mounts, problems)
+        video_map = check_track_data(spec, data, frames, mounts, problems, maps)
     if problems:
         raise JobRejected(problems)
     assert data is not None and output is not None
     return TrackPlan(
-        spec=spec, data_path=data, model_paths=models, output_path=output, frames=frames
+        spec=spec,
+        data_path=data,
+        model_paths=models,
+        output_path=output,
+        frames=frames,
+        video_map=video_map,
     )

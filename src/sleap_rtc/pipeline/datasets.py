@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sleap_rtc.jobs.pathmaps import check_pairs
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import problems_from_validation_error
 
@@ -33,6 +34,9 @@ class DatasetEntry(BaseModel):
     val_labels: str | None = None
     #: What ``track`` runs on; the labels file if unset.
     track: str | None = None
+    #: Where this dataset's videos are, when its labels were made on another machine:
+    #: ``{OLD: NEW}`` folders (:mod:`sleap_rtc.jobs.pathmaps`).
+    path_map: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Dataset:
     labels: Path
     val_labels: Path | None
     track: Path
+    path_map: tuple[tuple[str, str], ...] = ()
 
 
 def read_mapping(path: Path, what: str, field_name: str) -> dict[str, Any]:
@@ -108,7 +113,10 @@ def load_registry(path: Path) -> dict[str, Dataset]:
                         message=f"Path not found: {value} (dataset {name!r} in {path})",
                     )
                 )
-        found[str(name)] = Dataset(str(name), labels, val, track)
+        pairs = list(entry.path_map.items())
+        for p in check_pairs("path_map", pairs):
+            problems.append(p.model_copy(update={"field": f"datasets_registry.{name}.{p.field}"}))
+        found[str(name)] = Dataset(str(name), labels, val, track, tuple(pairs))
     if problems:
         raise JobRejected(problems)
     return found

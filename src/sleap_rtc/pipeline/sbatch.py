@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sleap_rtc.jobs.options import option
+from sleap_rtc.jobs.pathmaps import as_pairs
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.pipeline.manifest import (
@@ -137,6 +138,10 @@ def stage_spec(stage: Stage, pinned: Manifest | None = None) -> TrainSpec | Trac
     the experiment root moves. A probed batch size is left out: the script passes it.
     """
     args = dict(stage.extra_args)
+    # The job file's maps first, then the dataset's (the longest prefix wins anyway).
+    maps = [*(as_pairs(args.pop("path_map", None)) or []), *stage.dataset.path_map]
+    if maps:
+        args["path_map"] = maps
     if stage.name != "track":
         assert stage.config is not None
         if stage.optimize_batch_size:

@@ -46,6 +46,7 @@ from pydantic import (
 
 from sleap_rtc.engine.backends.slurm.resources import Resources, single_line
 from sleap_rtc.jobs.options import JobKind, JobOption, job_file_options
+from sleap_rtc.jobs.pathmaps import as_pairs, check_pairs
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import problems_from_validation_error
 from sleap_rtc.pipeline.datasets import NAME, Dataset, load_registry, local_path, read_mapping
@@ -315,6 +316,9 @@ def _check_args(
             )
             continue
         option = allowed[key]
+        if option.nargs == 2:
+            problems += _pairs_problems(key, value, f"{where}.{key}")
+            continue
         want = option.value_type
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -339,6 +343,26 @@ def _check_args(
                 )
             )
     return problems
+
+
+def _pairs_problems(key: str, value: Any, where: str) -> list[Problem]:
+    """A ``path_map``: ``{OLD: NEW}`` (or ``[[OLD, NEW], ...]``) with well-formed paths."""
+    pairs = as_pairs(value)
+    if pairs is None:
+        shown = json.dumps(value, default=str)[:200]
+        return [
+            _problem(
+                where,
+                shown,
+                ProblemCode.INVALID_TYPE,
+                f'{key} must map OLD to NEW folders, e.g. {{"/Volumes/lab": "/data/lab"}}; '
+                f"got {shown}",
+            )
+        ]
+    return [
+        p.model_copy(update={"field": p.field.replace(key, where, 1)})
+        for p in check_pairs(key, pairs)
+    ]
 
 
 def _overrides_valid(d: _Draft) -> list[Problem]:

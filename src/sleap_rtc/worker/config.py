@@ -59,6 +59,7 @@ from sleap_rtc.engine import sandbox
 from sleap_rtc.engine.backend import Backend, BackendContext, BackendPlugin
 from sleap_rtc.engine.backends import BACKENDS, DEFAULT_BACKEND, backend_plugin
 from sleap_rtc.jobs.mounts import Mount, Mounts
+from sleap_rtc.jobs.pathmaps import MAX_PATH_MAPS, PathMap, check_pairs
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -73,6 +74,22 @@ class MountConfig(BaseModel):
     path: str
     label: str | None = None
     read_only: bool = False
+
+
+class PathMapConfig(BaseModel):
+    """``[[path_maps]]``: videos that labels store under ``from`` are under ``to`` here."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from", min_length=1, max_length=4096)
+    to: str = Field(min_length=1, max_length=4096)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        problems = check_pairs("path_maps", [(self.from_, self.to)])
+        if problems:
+            raise ValueError(problems[0].message)
+        return self
 
 
 class DeclaredGpu(BaseModel):
@@ -129,6 +146,8 @@ class WorkerConfig(BaseModel):
     #: More environment variables jobs inherit, as names or shell patterns ("MY_LAB_*").
     #: Names that look like secrets (SLEAP_RTC_*, *TOKEN*, *_KEY, ...) never pass.
     job_env: list[str] = Field(default_factory=list)
+    #: Video path maps every job gets after its own (labels made on lab laptops).
+    path_maps: list[PathMapConfig] = Field(default_factory=list, max_length=MAX_PATH_MAPS)
     #: Uploads older than this are removed when no live job uses them.
     upload_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
 
@@ -184,6 +203,10 @@ class WorkerConfig(BaseModel):
         if not _DEVICE.match(value):
             raise ValueError(f"device {value!r} must be auto, cpu, mps, cuda or cuda:N")
         return value
+
+    def worker_path_maps(self) -> list[PathMap]:
+        """The ``[[path_maps]]`` of this worker, tried after a job's own maps."""
+        return [PathMap(m.from_, m.to, "worker") for m in self.path_maps]
 
     def resolved_models_dir(self) -> Path:
         return (self.models_dir or locations.data_dir() / "models").expanduser().absolute()

@@ -72,9 +72,10 @@ class JobPlanner:
     def plan(self, spec: TrainSpec | TrackSpec, owner: str | None) -> TrainPlan | TrackPlan:
         """Check ``spec`` for ``owner``; raises :class:`~sleap_rtc.jobs.problems.JobRejected`."""
         mounts = self.mounts_for(owner)
+        maps = self.config.worker_path_maps()
         if isinstance(spec, TrainSpec):
-            return plan_train(spec, mounts)
-        return plan_track(spec, mounts)
+            return plan_train(spec, mounts, maps)
+        return plan_track(spec, mounts, maps)
 
     def _work_dir(self, job_id: str) -> Path:
         """The job's own folder (HOME, TMPDIR, effective configs), made by the worker."""
@@ -114,7 +115,9 @@ class JobPlanner:
                 reserved=reserved,
                 stop_early=self.config.stop_early,
             )
-        return build_track_job(plan, job_id=job_id, sleap_nn=command, device=self.config.device)
+        return build_track_job(
+            plan, job_id=job_id, sleap_nn=command, device=self.config.device, work_dir=work_dir
+        )
 
     def engine_job(
         self, job_id: str, plan: TrainPlan | TrackPlan, owner: str | None, reserved: set[str]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ class JobRunner:
         self._cancel_requested: set[str] = set()
         self._watchers: dict[str, list[_Watcher]] = {}
         self._reserved_runs: set[str] = set()
+        #: Jobs' folders are made off the event loop; run names are reserved one at a time.
+        self._reserve_lock = threading.Lock()
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
         #: Called after every job state change (e.g. to tell the server we are busy).
@@ -277,10 +280,16 @@ class JobRunner:
             self._execute(job_id, plan), name=f"runner-{job_id}"
         )
 
-    def _engine_job(self, job_id: str, plan: TrainPlan | TrackPlan) -> EngineJob:
+    async def _engine_job(self, job_id: str, plan: TrainPlan | TrackPlan) -> EngineJob:
         record = self.store.get(job_id)
         owner = record.owner if record is not None else None
-        return self.planner.engine_job(job_id, plan, owner, self._reserved_runs)
+
+        def make() -> EngineJob:
+            with self._reserve_lock:
+                return self.planner.engine_job(job_id, plan, owner, self._reserved_runs)
+
+        # Off the loop: it writes configs and copies of remapped labels.
+        return await asyncio.to_thread(make)
 
     async def _execute(self, job_id: str, plan: TrainPlan | TrackPlan) -> None:
         engine_job: EngineJob | None = None
@@ -305,7 +314,7 @@ class JobRunner:
                     )
                     return
                 try:
-                    engine_job = self._engine_job(job_id, plan)
+                    engine_job = await self._engine_job(job_id, plan)
                     backend_job = await self.backend.submit(engine_job)
                 except Exception as exc:
                     self._record_transition(
@@ -324,7 +333,8 @@ class JobRunner:
             if engine_job is not None:
                 for step in engine_job.steps:
                     if step.kind == "train" and step.output is not None:
-                        self._reserved_runs.discard(step.output.name)
+                        with self._reserve_lock:
+                            self._reserved_runs.discard(step.output.name)
 
     async def _follow(self, job_id: str, backend_job: BackendJob) -> None:
         """Follow a running job a previous worker process started."""
