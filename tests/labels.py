@@ -40,3 +40,26 @@ def write_labels(
         labels.suggestions.append(sio.SuggestionFrame(video=clip, frame_idx=index))
     sio.save_slp(labels, os.fspath(path))
     return path
+
+
+def labels_from_elsewhere(pkg: Path, out: Path, *, stored: str, video: Path) -> Path:
+    """The labels of ``pkg`` (a ``.pkg.slp``) as if saved on another machine: a plain
+    ``.slp`` at ``out`` whose one video is stored as ``stored``, with the frames written
+    as a real ``.mp4`` at ``video`` (where that machine's video is on this one)."""
+    import imageio.v3 as iio
+    import numpy as np
+    import sleap_io as sio
+
+    labels = sio.load_slp(os.fspath(pkg))
+    [source] = labels.videos
+    frames = np.stack([source[i] for i in range(source.shape[0])])
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    video.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(video, frames, fps=10, codec="libx264", quality=10)
+    elsewhere = sio.Video(filename=stored, open_backend=False)
+    labels.replace_videos(old_videos=[source], new_videos=[elsewhere])
+    labels.suggestions.clear()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sio.save_slp(labels, os.fspath(out), embed=False)
+    return out

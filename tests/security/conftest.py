@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sleap_rtc.protocol.session import REPLIES
+from tests.configs import MODEL_CONFIG
 from tests.servers import Room, open_room
 
 pytest.importorskip("sleap_nn", reason="the hostile-peer suite runs a real worker")
@@ -51,7 +52,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     outside.mkdir()
     (outside / "secret.slp").write_bytes(b"SECRET-LABELS")
     (outside / "secret.ckpt").write_bytes(b"SECRET-CKPT")
-    (outside / "cfg.yaml").write_text("data_config: {}\nmodel_config: {}\ntrainer_config: {}\n")
+    (outside / "cfg.yaml").write_text("data_config: {}\n" + MODEL_CONFIG + "trainer_config: {}\n")
     (data / "link_out").symlink_to(outside)
     (data / "public.txt").write_text("public\n")
     return Layout(root=root, data=data, outside=outside, worker_home=root / "worker-home")

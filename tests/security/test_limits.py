@@ -25,7 +25,7 @@ f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
 g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
 h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
 data_config: {train_labels_path: *h}
-model_config: {}
+model_config: {backbone_config: {unet: {}}, head_configs: {single_instance: {}}}
 trainer_config: {}
 """
 

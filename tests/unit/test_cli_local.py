@@ -10,10 +10,11 @@ import yaml
 from click.testing import CliRunner
 
 from sleap_rtc.cli import cli
+from tests.configs import MODEL_CONFIG
 from tests.labels import write_labels
 
 CONFIG = (
-    "data_config:\n  train_labels_path: [../labels.slp]\nmodel_config: {}\ntrainer_config: {}\n"
+    "data_config:\n  train_labels_path: [../labels.slp]\n" + MODEL_CONFIG + "trainer_config: {}\n"
 )
 
 

@@ -296,7 +296,7 @@ def test_a_failed_derivation_falls_back_to_the_snapshot(
     monkeypatch.setattr(config_schema.subprocess, "run", fail)
     with caplog.at_level(logging.WARNING):
         assert schema_for("2.0", tmp_path) == (load_snapshot(), False)
-    assert "could not read the settings of sleap-nn 2.0" in caplog.text
+    assert "no settings for sleap-nn 2.0 (" in caplog.text and "using 0.3.5's" in caplog.text
     assert not list(tmp_path.iterdir())
 
 

@@ -16,7 +16,7 @@ from tests.labels import write_labels
 CONFIG = """\
 data_config:
   train_labels_path: [{labels}]
-model_config: {{}}
+model_config: {{backbone_config: {{unet: {{}}}}, head_configs: {{single_instance: {{}}}}}}
 trainer_config:
   max_epochs: 1
 """
@@ -263,3 +263,32 @@ def test_train_reads_a_remapped_copy_and_a_dry_run_writes_none(mount: Path, moun
     job = build_train_job(plan, job_id="j1", models_dir=mount / "models", work_dir=work)
     [copy] = job.steps[0].config["data_config"]["train_labels_path"]
     assert copy == str(work / "labels" / "1-laptop.slp") and Path(copy).is_file()
+
+
+def test_the_worker_names_a_missing_video_found_by_name_and_the_map_that_uses_it(
+    tmp_path: Path, mount: Path
+) -> None:
+    import shlex
+
+    from sleap_rtc.worker.config import WorkerConfig
+    from sleap_rtc.worker.planning import JobPlanner
+
+    video = _video(mount / "lab videos" / "mice")
+    labels = write_labels(mount / "laptop.slp", video="C:\\Users\\ana\\mice\\s1.mp4")
+    planner = JobPlanner(
+        WorkerConfig(mounts=[{"path": str(mount), "label": "data"}], state_dir=tmp_path / "s")
+    )
+    spec = TrainSpec(config_paths=[_config(mount, labels)])
+    with pytest.raises(JobRejected) as info:
+        planner.plan(spec, None)
+    [problem] = info.value.problems
+    new = str(mount / "lab videos")
+    assert problem.message.endswith(
+        f"found by name on this worker: {video} — to use it, add --path-map "
+        f"C:/Users/ana {shlex.quote(new)}"
+    )
+    fixed = spec.model_copy(update={"path_map": [("C:/Users/ana", new)]})
+    plan = planner.plan(fixed, None)
+    assert plan.video_maps == {
+        labels: {"C:/Users/ana/s1.mp4".replace("ana/", "ana/mice/"): str(video)}
+    }

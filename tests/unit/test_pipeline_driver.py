@@ -33,6 +33,7 @@ from sleap_rtc.pipeline.record import NOT_SUBMITTED, WAITING, AlreadyDriven, rec
 from sleap_rtc.pipeline.run import status, submit
 from sleap_rtc.pipeline.sbatch import Layout
 from sleap_rtc.pipeline.spec import load_job
+from tests.configs import MODEL_CONFIG
 from tests.labels import write_labels
 
 # -- the schedule alone ------------------------------------------------------------------
@@ -125,7 +126,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "lab"
     (root / "configs").mkdir(parents=True)
     for stage in ("centroid", "centered_instance"):
-        (root / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
+        (root / "configs" / f"{stage}.yaml").write_text(MODEL_CONFIG)
     registry = {}
     for dataset in ("mice", "flies"):
         write_labels(root / f"{dataset}.slp")

@@ -13,6 +13,7 @@ import pytest
 
 from sleap_rtc.pipeline.sbatch import Layout, generate
 from sleap_rtc.pipeline.spec import load_job
+from tests.configs import MODEL_CONFIG
 from tests.labels import write_labels
 
 
@@ -21,7 +22,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "lab data"  # a space, as real folders have
     (root / "configs").mkdir(parents=True)
     for stage in ("centroid", "centered_instance"):
-        (root / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
+        (root / "configs" / f"{stage}.yaml").write_text(MODEL_CONFIG)
     write_labels(root / "mice.slp")
     (root / "datasets.json").write_text(json.dumps({"mice": {"labels": "mice.slp"}}))
     return root
@@ -247,7 +248,7 @@ def test_a_stage_script_runs_its_spec_with_sleap_rtc_local(project: Path, tmp_pa
 
     for stage in ("centroid", "centered_instance"):
         (project / "configs" / f"{stage}.yaml").write_text(
-            "data_config: {}\nmodel_config: {}\ntrainer_config: {}\n"
+            "data_config: {}\n" + MODEL_CONFIG + "trainer_config: {}\n"
         )
     runs = tmp_path / "runs"
     for stage in ("centroid", "centered_instance"):  # what the training stages would leave

@@ -10,6 +10,7 @@ import pytest
 
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.pipeline.spec import Resources, load_job
+from tests.configs import MODEL_CONFIG
 from tests.labels import write_labels
 
 
@@ -17,7 +18,7 @@ from tests.labels import write_labels
 def project(tmp_path: Path) -> Path:
     (tmp_path / "configs").mkdir()
     for stage in ("centroid", "centered_instance", "single_instance"):
-        (tmp_path / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
+        (tmp_path / "configs" / f"{stage}.yaml").write_text(MODEL_CONFIG)
     (tmp_path / "data").mkdir()
     for name in ("mice", "flies"):
         write_labels(tmp_path / "data" / f"{name}.slp")

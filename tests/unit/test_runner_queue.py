@@ -18,9 +18,10 @@ from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
 from sleap_rtc.worker.runner import JobRunner
+from tests.configs import MODEL_CONFIG
 from tests.labels import write_labels
 
-CONFIG = "data_config:\n  train_labels_path: [l.slp]\nmodel_config: {}\ntrainer_config: {}\n"
+CONFIG = "data_config:\n  train_labels_path: [l.slp]\n" + MODEL_CONFIG + "trainer_config: {}\n"
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 

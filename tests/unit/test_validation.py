@@ -17,7 +17,7 @@ CONFIG = """\
 data_config:
   train_labels_path: [../labels.slp]
   val_labels_path: null
-model_config: {}
+model_config: {backbone_config: {unet: {}}, head_configs: {single_instance: {}}}
 trainer_config:
   max_epochs: 7
 """
@@ -265,7 +265,11 @@ def _config_with(tree: dict[str, Path], name: str, text: str) -> TrainSpec:
 
 def test_every_path_key_of_a_config_is_checked(tree: dict[str, Path], mounts: Mounts) -> None:
     outside = tree["outside"]
-    text = CONFIG.replace("model_config: {}", "model_config:\n  pretrained_head_weights: x.ckpt")
+    text = CONFIG.replace(
+        "model_config: {backbone_config: {unet: {}}, head_configs: {single_instance: {}}}",
+        "model_config:\n  pretrained_head_weights: x.ckpt\n  backbone_config: {unet: {}}\n"
+        "  head_configs: {single_instance: {}}",
+    )
     text += f"  resume_ckpt_path: {outside / 'x.ckpt'}\n"
     text = text.replace(
         "  val_labels_path: null", f"  val_labels_path: null\n  test_file_path: [{outside}/t.slp]"
@@ -284,7 +288,9 @@ def test_good_path_keys_are_resolved_for_the_effective_config(
 ) -> None:
     (tree["mount"] / "w.ckpt").write_bytes(b"x")
     text = CONFIG.replace(
-        "model_config: {}", "model_config:\n  pretrained_backbone_weights: ../w.ckpt"
+        "model_config: {backbone_config: {unet: {}}, head_configs: {single_instance: {}}}",
+        "model_config:\n  pretrained_backbone_weights: ../w.ckpt\n  backbone_config: {unet: {}}\n"
+        "  head_configs: {single_instance: {}}",
     ).replace("  val_labels_path: null", "  val_labels_path: null\n  test_file_path: ../data.slp")
     plan = plan_train(_config_with(tree, "ok.yaml", text), mounts)
     assert plan.configs[0].paths == {
@@ -296,8 +302,8 @@ def test_good_path_keys_are_resolved_for_the_effective_config(
 @pytest.mark.parametrize(
     ("addition", "code", "word"),
     [
-        ("  my_output_dir: /tmp/x\n", ProblemCode.UNKNOWN_FIELD, "takes a path"),
-        ("  note: ${oc.env:HOME}\n", ProblemCode.CONFIG_INVALID, "interpolation"),
+        ("  my_output_dir: /tmp/x\n", ProblemCode.CONFIG_INVALID, "not a sleap-nn setting"),
+        ("  ckpt_dir: ${oc.env:HOME}\n", ProblemCode.CONFIG_INVALID, "interpolation"),
     ],
 )
 def test_unknown_path_keys_and_interpolations_are_refused(
@@ -383,3 +389,33 @@ def test_a_model_folder_without_best_weights_says_what_is_missing(
     for problem in (empty, a_file):
         assert "best.ckpt (sleap-nn)" in problem.message
         assert "best_model.h5 (SLEAP 1.4 and earlier)" in problem.message
+
+
+def test_every_sleap_nn_key_that_may_hold_a_path_has_a_rule() -> None:
+    """A key of sleap-nn's schema that can hold text and is named like a path must be
+    checked or set by the worker (config_keys), not merely refused at run time."""
+    from sleap_rtc.jobs import config_keys
+    from sleap_rtc.jobs.config_schema import load_snapshot
+
+    keys = load_snapshot().keys
+    unruled = [
+        key
+        for key, spec in keys.items()
+        if spec["kind"] in ("str", "any", "list", "dict") and config_keys.looks_like_path_key(key)
+    ]
+    assert unruled == []
+    assert [key for key in config_keys.PATH_KEYS if key not in keys] == []
+
+
+def test_a_config_typo_is_refused_with_the_closest_key(
+    tree: dict[str, Path], mounts: Mounts
+) -> None:
+    text = CONFIG.replace("unet: {}", "unet: {filtres: 16}").replace(
+        "trainer_config:", "trainer_config:\n  min_train_steps_per_epoch: many"
+    )
+    spec = _config_with(tree, "typo.yaml", text)
+    found = {p.field: p for p in _problems(plan_train, spec, mounts)}
+    typo = found["config[0].model_config.backbone_config.unet.filtres"]
+    assert typo.code is ProblemCode.CONFIG_INVALID and "did you mean filters?" in typo.message
+    assert typo.message.endswith(f"(in {spec.config_paths[0]})")
+    assert found["config[0].trainer_config.min_train_steps_per_epoch"].value == "many"

@@ -3,12 +3,15 @@
 For each path the worker rejected, the user is asked whether to browse; files
 named like the bad one are offered first, then the browser opens at the nearest
 folder that exists inside a mount, filtered for the kind of file the field
-takes. The corrected spec is returned for resubmission.
+takes. A video the labels name where the worker has none is picked the same way,
+and becomes a path map (``--path-map OLD NEW``) on the job, printed to reuse.
+The corrected spec is returned for resubmission.
 """
 
 from __future__ import annotations
 
 import posixpath
+import shlex
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -29,6 +32,15 @@ from sleap_rtc.client.browse import (
     target_for,
 )
 from sleap_rtc.client.jobs import WorkerError, WorkerSession
+from sleap_rtc.client.remap import (
+    covered,
+    labels_folder,
+    stored_path,
+    video_filter,
+    video_name,
+    video_problems,
+    with_video,
+)
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 
@@ -43,10 +55,12 @@ async def correct_paths(
     console: Console,
 ) -> TrainSpec | TrackSpec | None:
     """Walk the user through each rejected path; the corrected spec, or None to give up."""
-    fixable = path_problems(errors)
+    videos = video_problems(errors)
+    fixable = [e for e in path_problems(errors) if e not in videos]
     targets = [(e, target_for(e.field, spec)) for e in fixable]
-    others = [e for e in errors if e.field not in {f.field for f in fixable}]
-    if not fixable or others or any(t is None for _, t in targets):
+    handled = {e.field for e in fixable} | {e.field for e in videos}
+    others = [e for e in errors if e.field not in handled]
+    if not (fixable or videos) or others or any(t is None for _, t in targets):
         if fixable:
             console.print(
                 "Fix the problems above on the command line and submit again; the browser "
@@ -81,11 +95,56 @@ async def correct_paths(
             return None
         spec = apply_path(spec, target, chosen)
         changes.append((error.field, bad, current_value(spec, target) or chosen))
+    maps: list[tuple[str, str]] = []
+    for error in videos:
+        if covered(error, maps):
+            continue  # the map picked for a neighbour finds it too
+        chosen = await _pick_video(session, source, spec, error, console)
+        if chosen is None:
+            console.print("cancelled; the job was not submitted")
+            return None
+        spec, pair = with_video(spec, error, chosen)
+        maps.append(pair)
+        changes.append((error.field, stored_path(error), chosen))
     for field, old, new in changes:
         console.print(
             f"  {safe(field)}: {safe(old)} → {safe(new)}", highlight=False, soft_wrap=True
         )
+    if maps:
+        flags = " ".join(f"--path-map {shlex.quote(old)} {shlex.quote(new)}" for old, new in maps)
+        console.print(
+            f"To reuse (next time, or for other labels made there): {safe(flags)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return spec
+
+
+async def _pick_video(
+    session: WorkerSession,
+    source: SessionSource,
+    spec: TrainSpec | TrackSpec,
+    error: p.ProblemView,
+    console: Console,
+) -> str | None:
+    """The file on the worker the user picks for a missing video (None: gave up)."""
+    console.print()
+    console.print(
+        f"Video not found for '{safe(error.field)}': {safe(stored_path(error))}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not await confirm("Would you like to browse the worker filesystem to find the video?"):
+        return None
+    pattern = video_filter(error)
+    target = PathTarget(error.field, "path_map", None, "file", pattern)
+    chosen = await _offer_candidates(session, stored_path(error), target, console)
+    if chosen is not None:
+        return chosen
+    start = labels_folder(spec)
+    model = BrowserModel(source, want="file", filter_text=pattern)
+    await model.start(await nearest_folder(source, [start]) if start else None)
+    return await browse(model, f"Select the video {video_name(error)} for '{error.field}':")
 
 
 async def _offer_candidates(

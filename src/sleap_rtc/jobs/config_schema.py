@@ -31,7 +31,6 @@ the schema is kept as plain data:
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import functools
 import importlib.metadata
@@ -281,7 +280,7 @@ def schema_for(version: str | None, cache_dir: Path | None = None) -> tuple[Sche
         cached = cache_dir / f"sleap_nn_schema-{safe}.json"
         try:
             return Schema.from_json(json.loads(cached.read_text(encoding="utf-8"))), True
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
     command = [sys.executable, "-m", "sleap_rtc.jobs.config_schema", "--dump"]
     try:
@@ -289,14 +288,10 @@ def schema_for(version: str | None, cache_dir: Path | None = None) -> tuple[Sche
             command, capture_output=True, text=True, timeout=DERIVE_TIMEOUT_S, check=True
         )
         schema = Schema.from_json(json.loads(done.stdout))
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
-        log.warning(
-            "could not read the settings of sleap-nn %s (%s); checking configs against "
-            "sleap-nn %s's",
-            version,
-            exc,
-            shipped.sleap_nn_version,
-        )
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as exc:
+        why = " ".join([str(exc), *(getattr(exc, "stderr", None) or "").splitlines()[-1:]])
+        fallback = shipped.sleap_nn_version
+        log.warning("no settings for sleap-nn %s (%s); using %s's", version, why, fallback)
         return shipped, False
     if schema.sleap_nn_version != version:
         log.warning("sleap-nn %s is installed, not %s", schema.sleap_nn_version, version)
@@ -316,7 +311,10 @@ def schema_for(version: str | None, cache_dir: Path | None = None) -> tuple[Sche
 
 
 def _show(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 1] + "…"
 
 
@@ -425,13 +423,15 @@ class _Checker:
             self.add(path, value, message, "INVALID_VALUE")
 
     def required(self, data: Mapping[Any, Any]) -> None:
+        """A ``required`` section must set one variant (unless it is already wrong)."""
+        flagged = {issue.key for issue in self.issues}
         for path, spec in self.schema.keys.items():
+            if not spec.get("required") or path in flagged:
+                continue
             node: Any = data
-            for part in path.split(".") if spec.get("required") else ():
+            for part in path.split("."):
                 node = node.get(part) if isinstance(node, dict) else None
-            if node is not data and (
-                not isinstance(node, dict) or all(v is None for v in node.values())
-            ):
+            if node is None or all(v is None for v in node.values()):
                 names = ", ".join(self.schema.children.get(path, ()))
                 self.add(path, None, f"{path} must set one of {names}", "MISSING_FIELD")
 
@@ -474,16 +474,7 @@ def check_override(key: str, raw_value: str, schema: Schema | None = None) -> li
     return checker.issues
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dump", action="store_true", help="print the installed schema")
-    args = parser.parse_args(argv)
-    if not args.dump:
-        parser.print_help()
-        return 2
-    sys.stdout.write(dump_schema())
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    if sys.argv[1:] != ["--dump"]:
+        raise SystemExit("usage: python -m sleap_rtc.jobs.config_schema --dump")
+    sys.stdout.write(dump_schema())

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from sleap_rtc.jobs import config_keys
+from sleap_rtc.jobs.config_schema import check_config
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.paths import DATA_SUFFIXES, checkpoint, existing
 from sleap_rtc.jobs.problems import Problem, ProblemCode
@@ -52,7 +53,13 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def load_config(name: str, raw: str, real: Path, problems: list[Problem]) -> dict[str, Any] | None:
+def load_config(
+    index: int, name: str, raw: str, real: Path, problems: list[Problem]
+) -> dict[str, Any] | None:
+    """Config ``index`` of the job (named ``raw`` in ``name``), parsed, or None if it is
+    not a sleap-nn config at all. Keys sleap-nn would refuse are problems on the field
+    ``config[index].<key>``; the config is still returned so its paths are checked too."""
+
     def invalid(message: str) -> None:
         problems.append(
             Problem(field=name, value=raw, code=ProblemCode.CONFIG_INVALID, message=message)
@@ -85,6 +92,15 @@ def load_config(name: str, raw: str, real: Path, problems: list[Problem]) -> dic
     if missing:
         invalid(f"{raw} is missing the section(s) {', '.join(missing)} of a sleap-nn config")
         return None
+    for issue in check_config(data):
+        problems.append(
+            Problem(
+                field=f"config[{index}].{issue.key}" if issue.key else name,
+                value=issue.value,
+                code=ProblemCode.CONFIG_INVALID,
+                message=f"{issue.message} (in {raw})",
+            )
+        )
     return data
 
 
@@ -161,6 +177,7 @@ def config_paths(
     """
     base = config_real.parent
     resolved: dict[str, Any] = {}
+    reported = {p.field for p in problems}
 
     def problem(key: str, value: Any, code: ProblemCode, message: str) -> None:
         problems.append(
@@ -186,6 +203,8 @@ def config_paths(
         if rule in ("labels", "worker") or value is None:
             continue
         if rule is None:
+            if f"config[{index}].{key}" in reported:
+                continue  # not a sleap-nn setting at all: said by the schema check
             if config_keys.looks_like_path_key(key) and not isinstance(value, bool | int | float):
                 problem(
                     key,

@@ -221,18 +221,15 @@ class LabelsReader:
 _MAX_IMAGES_CHECKED = 100_000
 
 _NOT_MOUNTED = (
-    "which is not in any folder this worker mounts (were the labels made on another "
-    "machine?); give --path-map OLD NEW with the folder the videos are in here, or save "
-    "the labels with the videos' paths on this worker"
+    "which is not in any folder this worker mounts (were the labels made on another machine?)"
 )
-_NOT_HERE = (
-    "which does not exist on this worker (labels made on another machine?); give "
-    "--path-map OLD NEW with the folder the videos are in here, or put the video there"
-)
-_FOREIGN = (
-    "a path on another kind of machine (the labels were made elsewhere); give "
-    "--path-map OLD NEW with the folder the videos are in on this worker (e.g. "
-    "--path-map C:/Users/lab/videos /data/videos)"
+_NOT_HERE = "which does not exist on this worker (were the labels made on another machine?)"
+_FOREIGN = "a path on another kind of machine (the labels were made elsewhere)"
+#: What to do about a missing video, ending its problem's message.
+VIDEO_ADVICE = (
+    "; give --path-map OLD NEW with the folder the videos are in on this worker "
+    "(e.g. --path-map C:/Users/lab/videos /data/videos), or save the labels with "
+    "the videos' paths there"
 )
 
 
@@ -286,9 +283,10 @@ def _locate(
         if beside is not None and beside.is_file():
             return {video.stored: str(beside)}, None
     if foreign:
-        return {}, _FOREIGN
+        return {}, _FOREIGN + VIDEO_ADVICE
     real, problem = mounts.resolve("video", video.stored, base=labels.parent)
-    return {}, (_NOT_MOUNTED if problem is not None or real is None else _NOT_HERE)
+    why = _NOT_MOUNTED if problem is not None or real is None else _NOT_HERE
+    return {}, why + VIDEO_ADVICE
 
 
 def check_frames(

@@ -190,7 +190,7 @@ def plan_train(spec: TrainSpec, mounts: Mounts, worker_maps: Sequence[PathMap] =
         real = existing(mounts, name, raw, problems, want="file")
         if real is None:
             continue
-        data = load_config(name, raw, real, problems)
+        data = load_config(index, name, raw, real, problems)
         if data is None:
             continue
         train = config_labels(

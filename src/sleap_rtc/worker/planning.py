@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from sleap_rtc.engine.backend import EngineJob
 from sleap_rtc.engine.commands import build_track_job, build_train_job
 from sleap_rtc.engine.sandbox import SandboxPolicy
+from sleap_rtc.jobs.labels import VIDEO_ADVICE
 from sleap_rtc.jobs.mounts import Mount, Mounts
+from sleap_rtc.jobs.pathmaps import implied_map, normalized
+from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.validation import TrackPlan, TrainPlan, plan_track, plan_train
 from sleap_rtc.worker.config import WorkerConfig, WorkerConfigError
+from sleap_rtc.worker.files import FileService, FsError
 from sleap_rtc.worker.uploads import user_folder_name
 
 #: The job id a preview plans under (a real job gets its id when it is submitted).
@@ -38,6 +44,40 @@ class Preview:
     work_dir: Path
     #: How the job would be confined, in one line (or why it could not start here).
     sandbox: str
+
+
+#: Videos found by name for one missing video, named in its problem.
+MAX_LIKELY_VIDEOS = 3
+
+
+def with_likely_videos(problems: list[Problem], mounts: Mounts) -> list[Problem]:
+    """``problems``, each missing video's message ending with the files of its name found
+    in ``mounts`` and the path map that would use the first."""
+    files = FileService(mounts, find_time_limit_s=2.0, find_max_results=MAX_LIKELY_VIDEOS * 4)
+    out = []
+    for problem in problems:
+        name = posixpath.basename(normalized(problem.value or ""))
+        if problem.code is not ProblemCode.VIDEO_NOT_FOUND or len(name) < 2:
+            out.append(problem)
+            continue
+        try:
+            found = files.find(name, limit=MAX_LIKELY_VIDEOS * 4)
+        except FsError:
+            out.append(problem)
+            continue
+        same = [m.entry.path for m in found.matches if m.rank == 0][:MAX_LIKELY_VIDEOS]
+        if not same:
+            out.append(problem)
+            continue
+        old, new = implied_map(problem.value or "", same[0])
+        hint = (
+            f"; found by name on this worker: {', '.join(same)} — to use "
+            f"{'it' if len(same) == 1 else 'the first'}, add --path-map {shlex.quote(old)} "
+            f"{shlex.quote(new)}"
+        )
+        message = problem.message.removesuffix(VIDEO_ADVICE) + hint
+        out.append(problem.model_copy(update={"message": message}))
+    return out
 
 
 class JobPlanner:
@@ -70,12 +110,20 @@ class JobPlanner:
         return Mounts(narrowed)
 
     def plan(self, spec: TrainSpec | TrackSpec, owner: str | None) -> TrainPlan | TrackPlan:
-        """Check ``spec`` for ``owner``; raises :class:`~sleap_rtc.jobs.problems.JobRejected`."""
+        """Check ``spec`` for ``owner``; raises :class:`~sleap_rtc.jobs.problems.JobRejected`.
+
+        A video that is not where its labels say is looked for by name in the owner's
+        mounts; the rejection then names what was found and the ``--path-map`` that
+        would use it.
+        """
         mounts = self.mounts_for(owner)
         maps = self.config.worker_path_maps()
-        if isinstance(spec, TrainSpec):
-            return plan_train(spec, mounts, maps)
-        return plan_track(spec, mounts, maps)
+        try:
+            if isinstance(spec, TrainSpec):
+                return plan_train(spec, mounts, maps)
+            return plan_track(spec, mounts, maps)
+        except JobRejected as exc:
+            raise JobRejected(with_likely_videos(exc.problems, mounts), exc.job_id) from None
 
     def _work_dir(self, job_id: str) -> Path:
         """The job's own folder (HOME, TMPDIR, effective configs), made by the worker."""
