@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sleap_rtc.demo.data import make_demo_data
+from tests.labels import labels_from_elsewhere
 from tests.servers import Room, cli_env, open_room
 from tests.tmux import Terminal, need_tmux
 
@@ -282,3 +283,49 @@ def test_ctrl_c_during_training_offers_to_stop_early_and_keeps_the_model(
     assert term.exit_code(timeout=120) == 0, term.screen()
     assert re.search(r"job \w+ complete \(stopped early\)", term.screen())
     assert (mount / "models" / "stopped-early" / "best.ckpt").is_file()
+
+
+def test_a_video_of_labels_made_elsewhere_is_picked_and_becomes_a_path_map(
+    room: Room, mount: Path, term: Terminal
+) -> None:
+    """Labels saved on a Windows laptop name C:\\...; the worker has the video elsewhere.
+    The user picks it from the files found by name; the job trains with the map it
+    implies, and the CLI prints that map to reuse."""
+    project = mount / PROJECT
+    videos = mount / "mouse videos"  # beside the project, so other tests' folders keep
+    labels = labels_from_elsewhere(
+        project / "demo.pkg.slp",
+        mount / "from laptop" / "laptop.slp",
+        stored="C:\\Users\\ana\\mice\\demo.mp4",
+        video=videos / "demo.mp4",
+    )
+    argv = cli(
+        "train",
+        "--room",
+        "lab",
+        "--config",
+        str(project / "configs" / "single_instance.yaml"),
+        "--labels",
+        str(labels),
+        "--max-epochs",
+        "1",
+        "--run-name",
+        "mapped-in-terminal",
+        "--no-logs",
+    )
+    term.start(argv, env(room))
+    screen = term.wait_for(r"find the video\?\n\[y/N\]:$", 90)
+    assert "labels_path.videos[0]: video 0 of" in screen
+    assert "Video not found for 'labels_path.videos[0]': C:/Users/ana/mice/demo.mp4" in screen
+    term.type("y")
+    term.send("Enter")
+    screen = term.wait_for(r"Use one \[1-\d\], or b to browse")
+    assert "Likely matches for 'demo.mp4' on the worker:" in screen
+    assert f"  1. {videos}/demo.mp4" in screen
+    term.type("1")
+    term.send("Enter")
+    screen = term.wait_for(r"accepted by lab-cpu", 60)
+    assert f"labels_path.videos[0]: C:/Users/ana/mice/demo.mp4 → {videos}/demo.mp4" in screen
+    assert f"--path-map C:/Users/ana/mice '{videos}'" in screen  # quoted: a space
+    assert term.exit_code(timeout=240) == 0, term.screen()
+    assert (mount / "models" / "mapped-in-terminal" / "best.ckpt").is_file()

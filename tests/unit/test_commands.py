@@ -163,7 +163,7 @@ def test_track_job_argv() -> None:
     )
     [step] = build_track_job(plan, job_id="j", sleap_nn=["sleap-nn"], device="cpu").steps
     argv = step.argv
-    assert argv[:4] == ["sleap-nn", "track", "--data_path", "/d/my data.slp"]
+    assert argv[:4] == ["sleap-nn", "predict", "--data_path", "/d/my data.slp"]
     assert argv.count("--model_paths") == 2
     assert argv[argv.index("--output_path") + 1] == "/d/out, 1.slp"
     expected = ",".join(str(i) for i in [*range(0, 101), *range(500, 601)])

@@ -27,6 +27,8 @@ def click_option(option: JobOption, *, required: bool | None = None) -> Callable
     settings: dict[str, Any] = {"help": option.help}
     if option.value_type is bool:
         settings["is_flag"] = True
+    elif option.choices is not None:
+        settings["type"] = click.Choice(option.choices)
     elif option.value_type is not str:
         settings["type"] = option.value_type
     if option.multiple:

@@ -27,6 +27,9 @@ from sleap_rtc.engine.backend import EngineJob, Step
 from sleap_rtc.jobs.config_keys import set_key
 from sleap_rtc.jobs.frames import sleap_nn_frames_arg
 from sleap_rtc.jobs.labels import write_remapped
+from sleap_rtc.jobs.options import options_for
+from sleap_rtc.jobs.paths import analysis_h5_argument
+from sleap_rtc.jobs.specs import TrackSpec
 from sleap_rtc.jobs.validation import ConfigPlan, TrackPlan, TrainPlan
 
 
@@ -160,7 +163,13 @@ def effective_config(
     set_key(data, "trainer_config.run_name", run_name)
     set_key(data, "trainer_config.save_ckpt", True)
     set_key(data, "trainer_config.enable_progress_bar", False)
-    set_key(data, "trainer_config.use_wandb", False)
+    set_key(data, "trainer_config.use_wandb", spec.wandb)
+    if spec.wandb:
+        # Offline only: a key to an online account would reach every job on the worker.
+        set_key(data, "trainer_config.wandb.wandb_mode", "offline")
+        set_key(data, "trainer_config.wandb.api_key", None)
+        set_key(data, "trainer_config.wandb.delete_local_logs", False)
+        set_key(data, "trainer_config.wandb.name", run_name)
     set_key(data, "trainer_config.zmq.publish_port", None)
     set_key(data, "trainer_config.zmq.controller_port", None)
     data["filename"] = ""
@@ -265,6 +274,24 @@ def build_train_job(
     return EngineJob(job_id=job_id, kind="train", steps=steps, stop_early=stop_early)
 
 
+def track_option_args(spec: TrackSpec) -> list[str]:
+    """sleap-nn's flags for the set track options the table passes through
+    (:attr:`~sleap_rtc.jobs.options.JobOption.sleap_nn`; sleap-nn's names are the fields')."""
+    args: list[str] = []
+    for option in options_for("track"):
+        name = option.field
+        value = getattr(spec, name)
+        if not option.sleap_nn:
+            continue
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(f"--{name}")
+        else:
+            args += [f"--{name}", repr(value) if isinstance(value, float) else str(value)]
+    return args
+
+
 def build_track_job(
     plan: TrackPlan,
     *,
@@ -273,22 +300,37 @@ def build_track_job(
     device: str = "auto",
     work_dir: Path | None = None,
 ) -> EngineJob:
-    """One ``sleap-nn track`` step, printing JSON progress lines (``--gui``).
+    """One ``sleap-nn predict`` step, printing JSON progress lines (``--gui``).
+
+    ``predict`` rather than the legacy ``track``: sleap-nn 0.3.5 calls ``track`` its
+    legacy pipeline, and only ``predict`` writes Analysis HDF5 files (``--output_format``)
+    or filters by centroid distance. Run on a real model, ``predict`` takes every option
+    used before (``--gui`` progress lines of the same shape, ``--frames``,
+    ``--video_index``, ``--only_suggested_frames``, ``--peak_threshold``, ``--batch_size``,
+    ``--device``) and the tracker options, and loads both model folder layouts
+    (SLEAP 1.4's ``best_model.h5`` through its legacy-model converter).
 
     Data whose videos are read at other paths is tracked from its copy in ``work_dir``
-    (:func:`labels_copies`); the output is still placed as checked.
+    (:func:`labels_copies`); the output is still placed as checked. With
+    ``output_format`` analysis_h5 the step's output is the Analysis HDF5 file the plan
+    checked; sleap-nn is given the .slp name it derives that file's name from.
     """
     command = sleap_nn or default_sleap_nn_command()
     spec = plan.spec
     data = plan.data_path
     if plan.video_map:
         data = labels_copies({plan.data_path: plan.video_map}, work_dir)[plan.data_path]
+    output = plan.output_path
+    if spec.output_format == "analysis_h5":
+        output = analysis_h5_argument(plan.output_path)
     # Options are separate argv items, so no quoting is needed: sleap-nn's own
     # click parser receives each path as one string.
-    argv = [*command, "track", "--data_path", str(data)]
+    argv = [*command, "predict", "--data_path", str(data)]
     for model in plan.model_paths:
         argv += ["--model_paths", str(model)]
-    argv += ["--output_path", str(plan.output_path), "--device", device, "--gui"]
+    argv += ["--output_path", str(output), "--device", device, "--gui"]
+    if spec.output_format != "slp":
+        argv += ["--output_format", spec.output_format]
     if spec.batch_size is not None:
         argv += ["--batch_size", str(spec.batch_size)]
     if spec.peak_threshold is not None:
@@ -302,6 +344,7 @@ def build_track_job(
         video_index = 0  # sleap-nn applies --frames to one video of a .slp
     if video_index is not None:
         argv += ["--video_index", str(video_index)]
+    argv += track_option_args(spec)
     step = Step(
         name=plan.data_path.name, kind="track", argv=argv, index=1, total=1, output=plan.output_path
     )

@@ -2,7 +2,7 @@
 
 Training progress comes from sleap-nn's ZMQ publisher (JSON dicts with
 ``event`` = train_begin, epoch_begin, batch_end, epoch_end, train_end);
-tracking progress from the JSON lines ``sleap-nn track --gui`` prints.
+tracking progress from the JSON lines ``sleap-nn predict --gui`` prints.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class TrainProgressTracker:
 
 
 def parse_track_line(line: str) -> TrackProgress | str | None:
-    """A ``track --gui`` line: progress, an error message (str), or None if neither."""
+    """A ``predict --gui`` line: progress, an error message (str), or None if neither."""
     text = line.strip()
     if not text.startswith("{"):
         return None

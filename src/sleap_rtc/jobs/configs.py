@@ -57,8 +57,7 @@ def load_config(
     index: int, name: str, raw: str, real: Path, problems: list[Problem]
 ) -> dict[str, Any] | None:
     """Config ``index`` of the job (named ``raw`` in ``name``), parsed, or None if it is
-    not a sleap-nn config at all. Keys sleap-nn would refuse are problems on the field
-    ``config[index].<key>``; the config is still returned so its paths are checked too."""
+    not a sleap-nn config at all (its keys are checked by :func:`schema_problems`)."""
 
     def invalid(message: str) -> None:
         problems.append(
@@ -92,6 +91,14 @@ def load_config(
     if missing:
         invalid(f"{raw} is missing the section(s) {', '.join(missing)} of a sleap-nn config")
         return None
+    return data
+
+
+def schema_problems(
+    index: int, name: str, raw: str, data: dict[str, Any], problems: list[Problem]
+) -> None:
+    """Keys of config ``index`` sleap-nn would refuse, as problems on the field
+    ``config[index].<key>`` (the config's paths are still checked after them)."""
     for issue in check_config(data):
         problems.append(
             Problem(
@@ -101,7 +108,6 @@ def load_config(
                 message=f"{issue.message} (in {raw})",
             )
         )
-    return data
 
 
 def config_labels(

@@ -116,12 +116,13 @@ def write_remapped(source: Path, remap: dict[str, str], dest: Path) -> None:
     labels.save(str(dest), embed=False, restore_original_videos=False)
 
 
-def video_frames(path: Path) -> int | None:
-    """How many frames the video at ``path`` has (None if sleap-io can't open it)."""
+def video_frames(path: Path, **options: str) -> int | None:
+    """How many frames the video at ``path`` has (None if sleap-io can't open it);
+    ``options`` are sleap-io's for the video (an HDF5 video's ``dataset``…)."""
     import sleap_io as sio
 
     try:
-        video = sio.load_video(str(path))
+        video = sio.load_video(str(path), **options)
     except Exception:
         return None
     try:
@@ -326,8 +327,18 @@ def check_track_data(
     def problem(field: str, value: object, code: ProblemCode, message: str) -> None:
         problems.append(Problem(field=field, value=str(value), code=code, message=message))
 
+    hdf5 = data.suffix.lower() in (".h5", ".hdf5")
+    for name in ("video_dataset", "video_input_format"):
+        if getattr(spec, name) is not None and not hdf5:
+            problem(
+                name,
+                getattr(spec, name),
+                ProblemCode.CONFLICT,
+                f"{name} is for HDF5 videos (.h5); {spec.data_path} is not one (leave it out)",
+            )
     if data.suffix.lower() != ".slp":
-        total = video_frames(data)
+        options = {"dataset": spec.video_dataset, "input_format": spec.video_input_format}
+        total = video_frames(data, **{k: v for k, v in options.items() if v and hdf5})
         if total is None:
             problem(
                 "data_path",
@@ -352,6 +363,15 @@ def check_track_data(
                 "only_suggested_frames uses a labels file's suggestions; "
                 f"{spec.data_path} is a video (give the .slp, or use --frames)",
             )
+        for name in ("only_labeled_frames", "exclude_user_labeled", "only_predicted_frames"):
+            if getattr(spec, name):
+                problem(
+                    name,
+                    True,
+                    ProblemCode.CONFLICT,
+                    f"{name} filters the frames of a labels file by their labels; "
+                    f"{spec.data_path} is a video (give the .slp, or use --frames)",
+                )
         check_frames(frames or [], total, spec.data_path, problems)
         return {}
     info = check_labels("data_path", spec.data_path, data, mounts, problems, maps)
@@ -371,6 +391,19 @@ def check_track_data(
         if index is not None:
             video = info.videos[index]
             check_frames(frames, video.frames, f"video {index} of {spec.data_path}", problems)
+    if (
+        spec.output_format == "analysis_h5"
+        and count > 1
+        and spec.video_index is None
+        and not frames
+    ):
+        problem(
+            "output_format",
+            spec.output_format,
+            ProblemCode.CONFLICT,
+            f"an analysis_h5 file holds one video and {spec.data_path} has {count}; "
+            "add --video-index N (0 to {}) to predict one of them".format(count - 1),
+        )
     if spec.only_suggested_frames and info.suggestions == 0:
         problem(
             "only_suggested_frames",

@@ -7,7 +7,7 @@ Each :class:`JobOption` is one field of a :class:`~sleap_rtc.jobs.specs.TrainSpe
   ``sleap-rtc local train/track``; :mod:`sleap_rtc.cli.options` makes click options of them);
 - whether a pipeline job file may set it under ``extra_args`` (:mod:`sleap_rtc.pipeline.spec`
   checks those keys and values against this table);
-- the range a worker accepts (:func:`sleap_rtc.jobs.validation.check_fields`);
+- the range or the choices a worker accepts (:func:`sleap_rtc.jobs.validation.check_fields`);
 - whether it names a path (so a spec file's relative paths can be anchored to its folder).
 
 A new option is one entry here plus its spec field; nothing else is written by hand.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 JobKind = Literal["train", "track"]
 
@@ -66,6 +66,10 @@ class JobOption:
     #: The value names a file or folder on the machine that runs the job.
     path: bool = False
     range: Range | None = None
+    #: The only values a str option takes (click.Choice; checked by the worker too).
+    choices: tuple[str, ...] | None = None
+    #: Passed to ``sleap-nn predict`` as ``--<field>`` when set (a bool as a bare flag).
+    sleap_nn: bool = False
 
     @property
     def flag(self) -> str:
@@ -74,6 +78,8 @@ class JobOption:
 
 
 _BATCH_SIZE = Range(1, 4096, "between 1 and 4096")
+_COUNT = Range(1, 10_000, "between 1 and 10000")
+_FRACTION = Range(0, 1, "between 0.0 and 1.0")
 
 
 def _path_map(kind: JobKind) -> JobOption:
@@ -90,6 +96,13 @@ def _path_map(kind: JobKind) -> JobOption:
         metavar="OLD NEW",
         job_file=True,
     )
+
+
+def _predict(field: str, help: str, **settings: Any) -> JobOption:
+    """A track option given to ``sleap-nn predict`` as it is (``--<field>``), its flag
+    the field's name, and settable in a job file."""
+    flag = "--" + field.replace("_", "-")
+    return JobOption("track", field, (flag,), help, job_file=True, sleap_nn=True, **settings)
 
 
 #: Every job option, in ``--help`` order per kind.
@@ -158,6 +171,26 @@ OPTIONS: tuple[JobOption, ...] = (
         "Checkpoint (.ckpt) on the worker to resume training from.",
         metavar="PATH",
         path=True,
+    ),
+    JobOption(
+        "train",
+        "overrides",
+        ("--set",),
+        "Set any sleap-nn config key in every config of the job, checked against "
+        "sleap-nn's schema first, e.g. --set trainer_config.train_steps_per_epoch=50. "
+        "Repeatable.",
+        multiple=True,
+        metavar="KEY=VALUE",
+        job_file=True,
+    ),
+    JobOption(
+        "train",
+        "wandb",
+        ("--wandb",),
+        "Log the run with Weights & Biases in offline mode: it is kept in the model "
+        "folder; upload it later with `wandb sync`.",
+        value_type=bool,
+        job_file=True,
     ),
     # -- track ---------------------------------------------------------------------------
     JobOption(
@@ -228,6 +261,149 @@ OPTIONS: tuple[JobOption, ...] = (
         "Video of a multi-video .slp that --frames refers to [default: 0].",
         value_type=int,
         range=Range(0, 100_000, "a non-negative video number"),
+    ),
+    _predict(
+        "only_labeled_frames",
+        "Only run inference on user-labeled frames of a .slp (e.g. to compare with ground truth).",
+        value_type=bool,
+    ),
+    _predict(
+        "exclude_user_labeled",
+        "Skip frames of a .slp that have user-labeled instances.",
+        value_type=bool,
+    ),
+    _predict(
+        "only_predicted_frames",
+        "Only run inference on frames of a .slp that already have predictions "
+        "(re-predict with another model).",
+        value_type=bool,
+    ),
+    _predict(
+        "max_instances",
+        "Keep at most this many instances per frame (multi-instance models).",
+        value_type=int,
+        range=_COUNT,
+    ),
+    _predict(
+        "input_scale",
+        "Scale the input images by this factor instead of the training config's.",
+        value_type=float,
+        range=Range(0, 10, "greater than 0 and at most 10 (e.g. 0.5)", low_open=True),
+    ),
+    _predict(
+        "video_dataset",
+        "Dataset of an HDF5 video (.h5) that holds the frames, e.g. /box.",
+    ),
+    _predict(
+        "video_input_format",
+        "Axis order of an HDF5 video's frames [default: channels_last].",
+        choices=("channels_last", "channels_first"),
+    ),
+    JobOption(
+        "track",
+        "output_format",
+        ("--output-format",),
+        "slp: a SLEAP predictions file; analysis_h5: a SLEAP Analysis HDF5 file instead, "
+        "named after --output with .analysis.h5 (predictions.slp -> "
+        "predictions.analysis.h5), or --output itself when it ends in .analysis.h5.",
+        show_default=True,
+        job_file=True,
+        choices=("slp", "analysis_h5"),
+    ),
+    _predict(
+        "filter_overlapping",
+        "Remove overlapping instances after inference (greedy NMS), keeping the "
+        "higher-scoring one.",
+        value_type=bool,
+    ),
+    _predict(
+        "filter_overlapping_method",
+        "How --filter-overlapping measures overlap: iou (bounding boxes) or oks "
+        "(keypoints) [default: iou].",
+        choices=("iou", "oks"),
+    ),
+    _predict(
+        "filter_overlapping_threshold",
+        "Overlap above which --filter-overlapping removes an instance, 0.3 (aggressive) "
+        "to 0.8 (permissive) [default: 0.8].",
+        value_type=float,
+        range=_FRACTION,
+    ),
+    _predict(
+        "filter_min_visible_nodes",
+        "Remove instances with fewer visible keypoints than this.",
+        value_type=int,
+        range=Range(0, 10_000, "between 0 and 10000"),
+    ),
+    _predict(
+        "filter_min_visible_node_fraction",
+        "Remove instances with a smaller fraction of the skeleton's nodes visible (0.0-1.0).",
+        value_type=float,
+        range=_FRACTION,
+    ),
+    _predict(
+        "filter_min_mean_node_score",
+        "Remove instances whose visible nodes score lower than this on average (0.0-1.0).",
+        value_type=float,
+        range=_FRACTION,
+    ),
+    _predict(
+        "filter_min_instance_score",
+        "Remove instances whose overall score is lower than this.",
+        value_type=float,
+        range=Range(0, 1_000_000, "0 or more"),
+    ),
+    _predict(
+        "filter_min_centroid_distance",
+        "Remove instances whose centroid is closer than this many pixels to a "
+        "higher-scoring one's.",
+        value_type=float,
+        range=Range(0, 1_000_000, "0 or more (pixels)"),
+    ),
+    _predict(
+        "tracking",
+        "Link the predicted instances across frames into tracks.",
+        value_type=bool,
+    ),
+    _predict(
+        "max_tracks",
+        "Create at most this many tracks (uses the local_queues candidates method).",
+        value_type=int,
+        range=_COUNT,
+    ),
+    _predict(
+        "tracking_window_size",
+        "Past frames the tracker matches new instances against [default: 5].",
+        value_type=int,
+        range=Range(1, 1000, "between 1 and 1000"),
+    ),
+    _predict(
+        "candidates_method",
+        "Tracks a new instance may join: fixed_window (those seen in the last "
+        "--tracking-window-size frames) or local_queues (each track's last instances; "
+        "needed for --max-tracks) [default: fixed_window].",
+        choices=("fixed_window", "local_queues"),
+    ),
+    _predict(
+        "track_matching_method",
+        "How instances are matched to tracks: hungarian or greedy [default: hungarian].",
+        choices=("hungarian", "greedy"),
+    ),
+    _predict(
+        "use_flow",
+        "Move past instances by optical flow before matching (helps with fast motion).",
+        value_type=bool,
+    ),
+    _predict(
+        "tracking_target_instance_count",
+        "Animals expected per frame; --post-connect-single-breaks needs it (or --max-instances).",
+        value_type=int,
+        range=_COUNT,
+    ),
+    _predict(
+        "post_connect_single_breaks",
+        "After tracking, join tracks broken for a single frame.",
+        value_type=bool,
     ),
     JobOption(
         "track",

@@ -157,11 +157,38 @@ def model_problem(folder: Path) -> str | None:
     return f"it is not a trained model folder (expected {MODEL_LAYOUTS})"
 
 
+#: How an Analysis HDF5 file's name ends (sleap-nn names it after the .slp output).
+ANALYSIS_SUFFIX = ".analysis.h5"
+
+
+def analysis_h5_path(path: Path) -> Path:
+    """The Analysis HDF5 file sleap-nn writes for the output ``path`` of one video, as
+    sleap-nn names it: ``x.slp`` and ``x.predictions.slp`` give ``x.analysis.h5``; a
+    name that already ends in ``.analysis.h5`` is kept."""
+    name = path.name
+    if name.endswith(ANALYSIS_SUFFIX):
+        return path
+    for suffix in (".predictions.slp", ".slp"):
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ANALYSIS_SUFFIX)
+    return path.with_name(path.stem + ANALYSIS_SUFFIX)
+
+
+def analysis_h5_argument(h5: Path) -> Path:
+    """The ``--output_path`` that makes sleap-nn write the Analysis HDF5 file ``h5``
+    (it strips ``.predictions.slp`` and adds ``.analysis.h5``; no .slp is written)."""
+    return h5.with_name(h5.name[: -len(ANALYSIS_SUFFIX)] + ".predictions.slp")
+
+
 def plan_output(
     spec: TrackSpec, mounts: Mounts, data: Path | None, problems: list[Problem]
 ) -> Path | None:
     """Where tracking writes: a new .slp (or one ``overwrite`` allows) of its own, in a
-    folder that exists and the worker may write; a relative name lands beside the data."""
+    folder that exists and the worker may write; a relative name lands beside the data.
+
+    With ``output_format`` analysis_h5 the file written, and so checked and returned, is
+    the Analysis HDF5 file :func:`analysis_h5_path` names (``output_path`` may end in
+    .slp or .analysis.h5); no .slp is written then."""
     raw = spec.output_path
     relative = isinstance(raw, str) and raw.strip() != "" and not raw.startswith(("/", "~"))
     if relative and data is None:
@@ -173,13 +200,17 @@ def plan_output(
         problems.append(problem)
         return None
     assert real is not None
-    if real.suffix.lower() != ".slp":
+    h5 = spec.output_format == "analysis_h5"
+    if h5 and (real.suffix.lower() == ".slp" or real.name.endswith(ANALYSIS_SUFFIX)):
+        real = analysis_h5_path(real)
+    elif real.suffix.lower() != ".slp":
         problems.append(
             Problem(
                 field="output_path",
                 value=raw,
                 code=ProblemCode.WRONG_FILE_TYPE,
-                message=f"output_path {raw} must end in .slp",
+                message=f"output_path {raw} must end in "
+                + (".slp or .analysis.h5 (output_format analysis_h5)" if h5 else ".slp"),
             )
         )
         return None
@@ -217,6 +248,8 @@ def plan_output(
         )
         return None
     named = os.path.join(data.parent, raw) if relative and data else raw
+    if h5:
+        named = str(analysis_h5_path(Path(named)))
     if real.exists() or os.path.lexists(real) or os.path.lexists(named):
         try:
             info = os.lstat(real)

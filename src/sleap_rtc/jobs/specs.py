@@ -32,6 +32,8 @@ SPEC_VERSION = 1
 #: Limits on list fields, so a hostile spec can't make the worker do unbounded work.
 MAX_CONFIGS = 8
 MAX_MODELS = 4
+#: Most ``--set KEY=VALUE`` overrides one train job may carry.
+MAX_OVERRIDES = 64
 
 #: Largest encoded spec accepted by :func:`parse_spec`.
 MAX_SPEC_BYTES = 64 * 1024
@@ -61,6 +63,9 @@ class TrainSpec(BaseModel):
     learning_rate: float | None = None
     run_name: str | None = None
     resume_ckpt_path: str | None = None
+    #: ``KEY=VALUE`` settings merged into every config (:mod:`sleap_rtc.jobs.overrides`).
+    overrides: list[str] = Field(default_factory=list, max_length=MAX_OVERRIDES)
+    wandb: bool = False
 
 
 class TrackSpec(BaseModel):
@@ -82,6 +87,31 @@ class TrackSpec(BaseModel):
     only_suggested_frames: bool = False
     frames: str | None = None
     video_index: int | None = None
+    only_labeled_frames: bool = False
+    exclude_user_labeled: bool = False
+    only_predicted_frames: bool = False
+    max_instances: int | None = None
+    input_scale: float | None = None
+    video_dataset: str | None = None
+    video_input_format: str | None = None
+    #: ``slp`` or ``analysis_h5`` (:func:`sleap_rtc.jobs.paths.plan_output` names the file).
+    output_format: str = "slp"
+    filter_overlapping: bool = False
+    filter_overlapping_method: str | None = None
+    filter_overlapping_threshold: float | None = None
+    filter_min_visible_nodes: int | None = None
+    filter_min_visible_node_fraction: float | None = None
+    filter_min_mean_node_score: float | None = None
+    filter_min_instance_score: float | None = None
+    filter_min_centroid_distance: float | None = None
+    tracking: bool = False
+    max_tracks: int | None = None
+    tracking_window_size: int | None = None
+    candidates_method: str | None = None
+    track_matching_method: str | None = None
+    use_flow: bool = False
+    tracking_target_instance_count: int | None = None
+    post_connect_single_breaks: bool = False
     overwrite: bool = False
 
 

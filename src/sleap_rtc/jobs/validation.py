@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sleap_rtc.jobs.configs import config_labels, config_paths, load_config
+from sleap_rtc.jobs.configs import config_labels, config_paths, load_config, schema_problems
 from sleap_rtc.jobs.frames import FrameRange, FramesError, parse_frames
-from sleap_rtc.jobs.labels import LabelsReader, check_track_data
+from sleap_rtc.jobs.labels import LabelsInfo, LabelsReader, check_track_data
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.options import options_for
+from sleap_rtc.jobs.overrides import apply_overrides, check_overrides
 from sleap_rtc.jobs.pathmaps import PathMap, check_pairs, job_maps
 from sleap_rtc.jobs.paths import (
     DATA_SUFFIXES,
@@ -109,8 +110,21 @@ def check_fields(spec: TrainSpec | TrackSpec) -> list[Problem]:
         value = getattr(spec, option.field)
         if option.range is not None and value is not None and not option.range.admits(value):
             problems.append(_out_of_range(option.field, value, option.range.rule))
+        if option.choices is not None and value is not None and value not in option.choices:
+            problems.append(
+                Problem(
+                    field=option.field,
+                    value=str(value),
+                    code=ProblemCode.INVALID_VALUE,
+                    message=(
+                        f"{option.field} is {value!r}; it must be one of "
+                        f"{', '.join(option.choices)} ({option.flag})"
+                    ),
+                )
+            )
     problems += check_pairs("path_map", spec.path_map)
     if isinstance(spec, TrainSpec):
+        problems += check_overrides(spec.overrides)
         if spec.run_name is not None and not RUN_NAME_PATTERN.match(spec.run_name):
             problems.append(
                 Problem(
@@ -145,6 +159,96 @@ def check_fields(spec: TrainSpec | TrackSpec) -> list[Problem]:
                         message="use either frames or only_suggested_frames, not both",
                     )
                 )
+        problems += _track_conflicts(spec)
+    return problems
+
+
+#: Options of sleap-nn's tracker: they do something only with ``tracking``.
+TRACKER_FIELDS = (
+    "max_tracks",
+    "tracking_window_size",
+    "candidates_method",
+    "track_matching_method",
+    "use_flow",
+    "tracking_target_instance_count",
+    "post_connect_single_breaks",
+)
+#: Frame filters of a .slp, in the order sleap-nn applies them (the first set one wins).
+FRAME_FILTERS = (
+    "only_labeled_frames",
+    "only_suggested_frames",
+    "exclude_user_labeled",
+    "only_predicted_frames",
+)
+
+
+def _set(value: object) -> bool:
+    return value is not None and value is not False
+
+
+def _track_conflicts(spec: TrackSpec) -> list[Problem]:
+    """Track options that sleap-nn refuses together, or that do nothing without another."""
+    problems: list[Problem] = []
+
+    def conflict(field: str, value: object, message: str) -> None:
+        problems.append(
+            Problem(field=field, value=str(value), code=ProblemCode.CONFLICT, message=message)
+        )
+
+    if not spec.tracking:
+        for name in TRACKER_FIELDS:
+            value = getattr(spec, name)
+            if _set(value):
+                conflict(
+                    name,
+                    value,
+                    f"{name} is a tracker option and tracking is off; add --tracking, "
+                    f"or leave {name} out",
+                )
+    elif spec.max_tracks is not None and spec.candidates_method == "fixed_window":
+        conflict(
+            "candidates_method",
+            spec.candidates_method,
+            "max_tracks works only with candidates_method local_queues (fixed_window "
+            "ignores it); use --candidates-method local_queues, or leave it out",
+        )
+    if (
+        spec.tracking
+        and spec.post_connect_single_breaks
+        and spec.tracking_target_instance_count is None
+        and spec.max_instances is None
+    ):
+        conflict(
+            "post_connect_single_breaks",
+            True,
+            "post_connect_single_breaks needs the number of animals per frame; add "
+            "--tracking-target-instance-count N (or --max-instances N)",
+        )
+    if not spec.filter_overlapping:
+        for name in ("filter_overlapping_method", "filter_overlapping_threshold"):
+            value = getattr(spec, name)
+            if value is not None:
+                conflict(
+                    name,
+                    value,
+                    f"{name} applies to filter_overlapping, which is off; add "
+                    f"--filter-overlapping, or leave {name} out",
+                )
+    chosen = [name for name in FRAME_FILTERS if getattr(spec, name)]
+    if spec.only_labeled_frames and spec.exclude_user_labeled:
+        conflict(
+            "exclude_user_labeled",
+            True,
+            "only_labeled_frames and exclude_user_labeled leave no frames to predict "
+            "(sleap-nn refuses the pair); choose one",
+        )
+    elif len(chosen) > 1:
+        conflict(
+            chosen[1],
+            True,
+            f"{' and '.join(chosen)} are frame filters, and sleap-nn applies only one "
+            f"({chosen[0]}, the first set of {', '.join(FRAME_FILTERS)}); choose one",
+        )
     return problems
 
 
@@ -162,6 +266,36 @@ def _maps(
     """The job's path maps (when they are well formed), then the worker's."""
     ok = not any(p.field.startswith("path_map") for p in problems)
     return [*(job_maps(spec.path_map) if ok else []), *worker]
+
+
+#: Heads that learn animal identities from tracks (sleap-nn's multi-class models).
+ID_HEADS = ("multi_class_bottomup", "multi_class_topdown")
+
+
+def _id_needs_tracks(
+    name: str,
+    raw: str,
+    data: dict[str, Any],
+    infos: list[LabelsInfo | None],
+    problems: list[Problem],
+) -> None:
+    """An ID (multi-class) model learns from tracks: its labels must have some."""
+    heads = data["model_config"].get("head_configs")
+    wanted = [h for h in ID_HEADS if isinstance(heads, dict) and heads.get(h) is not None]
+    untracked = [i for i in infos if i is not None and i.tracks == 0]
+    if wanted and untracked:
+        problems.append(
+            Problem(
+                field=name,
+                value=raw,
+                code=ProblemCode.CONFLICT,
+                message=(
+                    f"{raw} trains an ID model ({wanted[0]}), which learns identities from "
+                    "tracks, and its labels have none; assign tracks in SLEAP, or train a "
+                    "model without identities (e.g. centered_instance)"
+                ),
+            )
+        )
 
 
 def plan_train(spec: TrainSpec, mounts: Mounts, worker_maps: Sequence[PathMap] = ()) -> TrainPlan:
@@ -193,6 +327,11 @@ def plan_train(spec: TrainSpec, mounts: Mounts, worker_maps: Sequence[PathMap] =
         data = load_config(index, name, raw, real, problems)
         if data is None:
             continue
+        bad = {p.field for p in problems if p.field.startswith("overrides[")}
+        apply_overrides(
+            data, [o for i, o in enumerate(spec.overrides) if f"overrides[{i}]" not in bad]
+        )
+        schema_problems(index, name, raw, data, problems)
         train = config_labels(
             spec,
             mounts,
@@ -220,6 +359,9 @@ def plan_train(spec: TrainSpec, mounts: Mounts, worker_maps: Sequence[PathMap] =
         for found, entry in [*train, *val]:
             read(found, "labels_path" if (found, entry) in train else "val_labels_path", entry)
         paths = config_paths(index, raw, real, data, mounts, problems)
+        _id_needs_tracks(name, raw, data, [read.seen.get(f) for f, _ in train], problems)
+        if labels is not None:
+            _id_needs_tracks(name, raw, data, [read.seen.get(labels)], problems)
         epochs = data["trainer_config"].get("max_epochs", 100)
         configs.append(
             ConfigPlan(

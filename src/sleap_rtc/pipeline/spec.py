@@ -319,6 +319,18 @@ def _check_args(
         if option.nargs == 2:
             problems += _pairs_problems(key, value, f"{where}.{key}")
             continue
+        if option.multiple:  # a list of values, e.g. overrides: ["KEY=VALUE", ...]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                shown = json.dumps(value, default=str)[:200]
+                problems.append(
+                    _problem(
+                        f"{where}.{key}",
+                        shown,
+                        ProblemCode.INVALID_TYPE,
+                        f"{key} must be a list of strings, got {shown}",
+                    )
+                )
+            continue
         want = option.value_type
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -331,6 +343,15 @@ def _check_args(
                     shown,
                     ProblemCode.INVALID_TYPE,
                     f"{key} must be {want.__name__}, got {shown}",
+                )
+            )
+        elif option.choices is not None and value not in option.choices:
+            problems.append(
+                _problem(
+                    f"{where}.{key}",
+                    str(value),
+                    ProblemCode.INVALID_VALUE,
+                    f"{key} is {value!r}; it must be one of {', '.join(option.choices)}",
                 )
             )
         elif option.range is not None and not option.range.admits(0) and value <= 0:

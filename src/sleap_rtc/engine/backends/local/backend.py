@@ -212,7 +212,7 @@ class LocalJob(QueuedJob):
                 f"sleap-nn train ({step.name}) finished without writing {step.output / 'best.ckpt'}"
             )
         if step.kind == "track" and not step.output.is_file():
-            return f"sleap-nn track finished without writing {step.output}"
+            return f"sleap-nn predict finished without writing {step.output}"
         return None
 
     async def _run_step(self, step: Step) -> tuple[int, deque[str], str | None]:
@@ -307,7 +307,7 @@ class LocalJob(QueuedJob):
                         self.emit(ProgressUpdate(parsed))
                         continue
                     if isinstance(parsed, str) and not error:
-                        error.append(f"sleap-nn track failed: {parsed}")
+                        error.append(f"sleap-nn predict failed: {parsed}")
                 tail.append(text)
                 self.emit(LogLine(text))
 
