@@ -158,6 +158,7 @@ def worker(
 
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
     from sleap_rtc.engine import BackendError
+    from sleap_rtc.jobs.devices import device_problem
     from sleap_rtc.worker import (
         JobRunner,
         StoreLocked,
@@ -168,7 +169,14 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
 
     try:
         caps, refresh = await asyncio.to_thread(advertised, config)
-        runner = JobRunner(config, config.build_backend())
+        # The GPUs announced are the ones jobs get, except on a scheduler's login node.
+        count = (
+            len(caps.gpus) if config.gpus is not None or config.backend_plugin.local_gpus else None
+        )
+        wrong = device_problem(config.device, count)
+        if wrong is not None:
+            raise WorkerConfigError(wrong)
+        runner = JobRunner(config, config.build_backend(), gpu_count=lambda: count)
     except (WorkerConfigError, StoreLocked, BackendError) as exc:
         raise click.ClickException(str(exc)) from None
     worker_id = load_worker_id(config.resolved_state_dir())

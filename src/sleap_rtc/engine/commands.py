@@ -182,28 +182,32 @@ def effective_config(
         set_key(data, "trainer_config.optimizer.lr", spec.learning_rate)
     if plan.resume_ckpt_path is not None:
         set_key(data, "trainer_config.resume_ckpt_path", str(plan.resume_ckpt_path))
-    for key, value in trainer_device_keys(device).items():
+    for key, value in trainer_device_keys(device, spec.gpus).items():
         set_key(data, key, value)
     return {key: _literal_tree(value) for key, value in data.items()}
 
 
-def trainer_device_keys(device: str) -> dict[str, Any]:
+def trainer_device_keys(device: str, gpus: int | None = None) -> dict[str, Any]:
     """The sleap-nn trainer keys that make training run on the worker's ``device``.
 
     sleap-nn's accelerator is Lightning's (``cpu``, ``gpu``, ``mps``, ``auto``): a torch
     device name such as ``cuda:1`` there is replaced by ``auto`` (any GPU). So ``cuda``
     becomes ``gpu``, and ``cuda:N`` becomes ``gpu`` on device index N. ``auto`` leaves
-    the config's own choice.
+    the config's own choice. ``gpus`` (a job's ``--gpus``, already checked against the
+    worker) asks for that many GPUs.
     """
-    if device == "auto":
-        return {}
-    if device == "cuda" or device.startswith("cuda:"):
-        keys: dict[str, Any] = {"trainer_config.trainer_accelerator": "gpu"}
-        if device.startswith("cuda:"):
-            keys["trainer_config.trainer_device_indices"] = [int(device.split(":", 1)[1])]
-            keys["trainer_config.trainer_devices"] = None
-        return keys
-    return {"trainer_config.trainer_accelerator": device}
+    keys: dict[str, Any] = {}
+    if device == "cuda" or device.startswith("cuda:") or gpus is not None:
+        keys["trainer_config.trainer_accelerator"] = "gpu"
+    elif device != "auto":
+        keys["trainer_config.trainer_accelerator"] = device
+    if device.startswith("cuda:"):
+        keys["trainer_config.trainer_device_indices"] = [int(device.split(":", 1)[1])]
+        keys["trainer_config.trainer_devices"] = None
+    elif gpus is not None:
+        keys["trainer_config.trainer_devices"] = gpus
+        keys["trainer_config.trainer_device_indices"] = None
+    return keys
 
 
 def _literal_tree(value: Any) -> Any:

@@ -163,6 +163,16 @@ OPTIONS: tuple[JobOption, ...] = (
         job_file=True,
         range=Range(0, 1, "greater than 0 and at most 1 (e.g. 0.0001)", low_open=True),
     ),
+    JobOption(
+        "train",
+        "gpus",
+        ("--gpus",),
+        "Train on this many GPUs of the worker at once (sleap-nn's multi-GPU training); "
+        "checked against the worker's GPUs.",
+        value_type=int,
+        job_file=True,
+        range=Range(1, 64, "between 1 and 64"),
+    ),
     JobOption("train", "run_name", ("--run-name",), "Name of the run (its checkpoint folder)."),
     JobOption(
         "train",

@@ -61,6 +61,7 @@ class TrainSpec(BaseModel):
     max_epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
+    gpus: int | None = None
     run_name: str | None = None
     resume_ckpt_path: str | None = None
     #: ``KEY=VALUE`` settings merged into every config (:mod:`sleap_rtc.jobs.overrides`).

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sleap_rtc.jobs.configs import config_labels, config_paths, load_config, schema_problems
+from sleap_rtc.jobs.devices import Devices, check_gpus
 from sleap_rtc.jobs.frames import FrameRange, FramesError, parse_frames
 from sleap_rtc.jobs.labels import LabelsInfo, LabelsReader, check_track_data
 from sleap_rtc.jobs.mounts import Mounts
@@ -298,12 +299,19 @@ def _id_needs_tracks(
         )
 
 
-def plan_train(spec: TrainSpec, mounts: Mounts, worker_maps: Sequence[PathMap] = ()) -> TrainPlan:
+def plan_train(
+    spec: TrainSpec,
+    mounts: Mounts,
+    worker_maps: Sequence[PathMap] = (),
+    devices: Devices | None = None,
+) -> TrainPlan:
     """Check a train spec on the worker; raise :class:`JobRejected` with every problem.
 
-    ``worker_maps`` are the worker's own video path maps, tried after the job's.
+    ``worker_maps`` are the worker's own video path maps, tried after the job's;
+    ``devices`` what it offers a job (``gpus`` is checked against it).
     """
     problems = check_fields(spec)
+    problems += check_gpus(spec.gpus, devices or Devices())
     labels = val_labels = resume = None
     read = LabelsReader(mounts, problems, _maps(spec, problems, worker_maps))
     if spec.labels_path is not None:

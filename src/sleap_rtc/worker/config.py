@@ -204,6 +204,19 @@ class WorkerConfig(BaseModel):
             raise ValueError(f"device {value!r} must be auto, cpu, mps, cuda or cuda:N")
         return value
 
+    def job_gpu_count(self) -> int | None:
+        """GPUs this worker's jobs can use: the declared ones, none on the CPU, None when
+        the backend's jobs run elsewhere (a scheduler's nodes); else those detected here."""
+        if self.gpus is not None:
+            return len(self.gpus)
+        if self.device == "cpu":
+            return 0
+        if not self.backend_plugin.local_gpus:
+            return None
+        from sleap_rtc.engine.gpus import detect_gpus
+
+        return len(detect_gpus(use_torch=True)[0])
+
     def worker_path_maps(self) -> list[PathMap]:
         """The ``[[path_maps]]`` of this worker, tried after a job's own maps."""
         return [PathMap(m.from_, m.to, "worker") for m in self.path_maps]

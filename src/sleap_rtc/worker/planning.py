@@ -9,15 +9,18 @@ needs the job store. A preview writes nothing: no work folder, no effective conf
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import posixpath
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sleap_rtc.engine.backend import EngineJob
 from sleap_rtc.engine.commands import build_track_job, build_train_job
 from sleap_rtc.engine.sandbox import SandboxPolicy
+from sleap_rtc.jobs.devices import Devices
 from sleap_rtc.jobs.labels import VIDEO_ADVICE
 from sleap_rtc.jobs.mounts import Mount, Mounts
 from sleap_rtc.jobs.pathmaps import implied_map, normalized
@@ -83,8 +86,16 @@ def with_likely_videos(problems: list[Problem], mounts: Mounts) -> list[Problem]
 class JobPlanner:
     """One worker's rules for turning a spec into an engine job."""
 
-    def __init__(self, config: WorkerConfig, work_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        work_root: Path | None = None,
+        gpu_count: Callable[[], int | None] | None = None,
+    ) -> None:
+        """``gpu_count`` says how many GPUs jobs can use (by default detected the first
+        time a job asks for ``--gpus``)."""
         self.config = config
+        self._gpu_count = functools.cache(gpu_count or config.job_gpu_count)
         self.mounts: Mounts = config.build_mounts()
         self.models_dir = config.resolved_models_dir()
         self.uploads_dir = config.resolved_upload_dir().resolve()
@@ -120,7 +131,9 @@ class JobPlanner:
         maps = self.config.worker_path_maps()
         try:
             if isinstance(spec, TrainSpec):
-                return plan_train(spec, mounts, maps)
+                gpus = self._gpu_count() if spec.gpus is not None else None
+                devices = Devices(device=self.config.device, gpus=gpus)
+                return plan_train(spec, mounts, maps, devices)
             return plan_track(spec, mounts, maps)
         except JobRejected as exc:
             raise JobRejected(with_likely_videos(exc.problems, mounts), exc.job_id) from None

@@ -97,12 +97,14 @@ class JobRunner:
         store: JobStore | None = None,
         *,
         shared: bool = True,
+        gpu_count: Callable[[], int | None] | None = None,
     ) -> None:
         """``shared=False`` for one person's own jobs (``sleap-rtc local``): the worker's
-        state may then sit inside a mount, since no one else submits jobs."""
+        state may then sit inside a mount, since no one else submits jobs. ``gpu_count``
+        says how many GPUs jobs can use (see :class:`JobPlanner`)."""
         self.config = config
         self.backend = backend
-        self.planner = JobPlanner(config, backend.work_root)
+        self.planner = JobPlanner(config, backend.work_root, gpu_count)
         self.mounts: Mounts = self.planner.mounts
         #: One line on how jobs are confined, for the worker's start-up log.
         self.sandbox_note = config.check_sandbox(self.mounts, shared=shared)
