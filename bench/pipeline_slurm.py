@@ -48,7 +48,9 @@ def make_project(root: Path, datasets: int, stages: list[str]) -> Path:
     (root / "datasets.json").write_text(json.dumps(registry))
     training = [s for s in stages if s != "track"]
     for stage in training:
-        (root / "configs" / f"{stage}.yaml").write_text("model_config: {}\n")
+        (root / "configs" / f"{stage}.yaml").write_text(
+            "model_config: {backbone_config: {unet: {}}, head_configs: {single_instance: {}}}\n"
+        )
     job = {
         "name": "bench",
         "datasets": "all",
