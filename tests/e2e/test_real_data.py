@@ -9,6 +9,7 @@ command line, or in ``worker.toml``) the same labels train and track, with
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,16 @@ def test_labels_from_another_machine_train_and_track_with_a_path_map(
     )
     assert mapped.returncode == 0, mapped.stdout + mapped.stderr
     model = demo_root / "models" / "mapped"
+    # Quiet by default: the accepted line, the bar, and a summary with the next command.
+    lines = mapped.stdout.splitlines()
+    assert len(lines) <= 15, mapped.stdout
+    assert re.search(r"^job \w+ complete in \d+:\d\d:\d\d$", mapped.stdout, re.M)
+    assert f"  model: {model}" in lines
+    assert any(re.match(r"    1 epoch · best val loss [\d.e-]+ \(epoch 1\)", x) for x in lines)
+    assert (
+        f"  next: sleap-rtc local track --mount {demo_root}:lab --data-path {labels} "
+        f"--model-paths {model}"
+    ) in lines
     assert (model / "best.ckpt").is_file()
     saved = yaml.safe_load((model / "training_config.yaml").read_text())
     assert saved["trainer_config"]["train_steps_per_epoch"] == 3

@@ -25,7 +25,7 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from sleap_rtc.cli import browser as browser_mod
-from sleap_rtc.cli import cli, correct, files, follow, submit, targets
+from sleap_rtc.cli import cli, correct, files, submit, summary, targets
 from sleap_rtc.cli.exitcodes import run_client
 from sleap_rtc.cli.render import JobProgressView, plain, print_rejection, safe
 from sleap_rtc.client import ClientError, locate
@@ -153,7 +153,7 @@ def test_a_failed_jobs_reason_and_log_tail_are_text() -> None:
         reason=f"sbatch: error: [slurm] partition {EVIL}",
         log_tail=["Traceback [slurm]", f"\x1b]8;;https://evil.example\x07{EVIL}"],
     )
-    follow.print_result(console, failed)
+    summary.print_result(console, failed)
     output = out.getvalue()
     assert_literal(output)
     assert "job abc123 failed: sbatch: error: [slurm] partition " + SHOWN in output
@@ -161,10 +161,18 @@ def test_a_failed_jobs_reason_and_log_tail_are_text() -> None:
     assert "\\x1b]8;;https://evil.example\\x07" in output and "\x07" not in output
 
 
-def test_a_completed_jobs_outputs_are_text() -> None:
+def test_a_completed_jobs_outputs_and_results_are_text() -> None:
+    from sleap_rtc.jobs.results import StepResult
+
     console, out = recording()
-    follow.print_result(console, p.JobComplete(job_id="abc123", outputs=[f"/m/{EVIL}"]))
+    summary.print_result(console, p.JobComplete(job_id="abc123", outputs=[f"/m/{EVIL}"]))
     assert_literal(out.getvalue(), f"  output: /m/{SHOWN}")
+    console, out = recording()
+    result = StepResult(output=f"/m/{EVIL}", kind="train", epochs=3)
+    done = p.JobComplete(job_id="abc123", outputs=[f"/m/{EVIL}"], results=[result])
+    summary.print_result(console, done, [f"sleap-rtc track --model-paths /m/{EVIL}"])
+    assert_literal(out.getvalue(), f"  model: /m/{SHOWN}")
+    assert f"  next: sleap-rtc track --model-paths /m/{SHOWN}" in out.getvalue()
 
 
 class FakeServer:
@@ -612,7 +620,9 @@ def test_local_jobs_list_status_and_logs_show_text_literally(
 
 def test_a_local_failure_prints_reason_and_log_tail_literally() -> None:
     console, out = recording()
-    local._print_outcome(console, FakeStore().record, ["[slurm] tail", EVIL])
+    from sleap_rtc.worker import terminal_message
+
+    summary.print_result(console, terminal_message(FakeStore().record, ["[slurm] tail", EVIL]))
     output = out.getvalue()
     assert_literal(output)
     assert f"job abc123 failed: [slurm] {SHOWN}" in output and "  [slurm] tail" in output

@@ -59,3 +59,34 @@ def test_unfinished_and_prefix(tmp_path: Path) -> None:
     assert store.find("aaa") is None  # ambiguous
     assert store.find("bb").problems == [{"field": "x"}]  # type: ignore[union-attr]
     store.close()
+
+
+def test_results_and_elapsed_are_kept_and_an_older_store_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    # A store made before jobs kept results (or owners): its jobs table lacks both.
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    db.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, spec TEXT NOT NULL, "
+        "state TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, reason TEXT, "
+        "exit_code INTEGER, outputs TEXT NOT NULL DEFAULT '[]', problems TEXT NOT NULL "
+        "DEFAULT '[]', progress TEXT, native_id TEXT, stopped_early INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.commit()
+    db.close()
+    store = JobStore(tmp_path)
+    store.create("job1", "train", {"kind": "train"}, JobState.QUEUED)
+    assert store.elapsed("job1") is None
+    store.transition("job1", JobState.RUNNING)
+    assert store.elapsed("job1") is None  # still running
+    result = {"output": "/m/x", "kind": "train", "epochs": 3}
+    store.transition("job1", JobState.COMPLETE, outputs=["/m/x"], results=[result])
+    store.close()
+    again = JobStore(tmp_path)
+    record = again.get("job1")
+    assert record is not None and record.results == [result]
+    history = again.history("job1")
+    assert again.elapsed("job1") == pytest.approx(history[-1].at - history[1].at)
+    again.close()

@@ -20,7 +20,8 @@ from rich.console import Console
 
 from sleap_rtc.cli.ask import choose
 from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from sleap_rtc.cli.render import JobProgressView, plain, safe
+from sleap_rtc.cli.render import JobProgressView, safe
+from sleap_rtc.cli.summary import print_result
 from sleap_rtc.client.jobs import JobHandle, WorkerError
 from sleap_rtc.protocol import jobs as p
 
@@ -28,7 +29,11 @@ from sleap_rtc.protocol import jobs as p
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--logs/--no-logs and --json, for commands that follow a job."""
     func = click.option(
-        "--logs/--no-logs", default=True, show_default=True, help="Show the worker's log lines."
+        "--logs/--no-logs",
+        default=False,
+        show_default=True,
+        help="Stream the job's log (sleap-nn's output) above the progress bar; "
+        "`sleap-rtc jobs logs ID` always has all of it.",
     )(func)
     func = click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON event per line, for scripts."
@@ -79,12 +84,19 @@ async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bo
 
 
 async def follow(
-    handle: JobHandle, console: Console, *, as_json: bool, logs: bool, interactive: bool
+    handle: JobHandle,
+    console: Console,
+    *,
+    as_json: bool,
+    logs: bool,
+    interactive: bool,
+    next_steps: Callable[[p.JobComplete], list[str]] | None = None,
 ) -> int:
     """Show the job's events until it ends; the exit code its result means.
 
     Ctrl-C asks what to do (or cancels, without a terminal); detaching leaves the
-    job running and says how to attach again.
+    job running and says how to attach again. ``next_steps`` gives the commands the
+    summary suggests after a completed job.
     """
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
@@ -138,25 +150,8 @@ async def follow(
     if result is None:
         return EXIT_FAILED
     if not as_json:
-        print_result(console, result)
+        steps = next_steps(result) if next_steps and isinstance(result, p.JobComplete) else []
+        print_result(console, result, steps)
     if isinstance(result, p.JobComplete):
         return EXIT_OK
     return EXIT_INTERRUPTED if cancelled and result.state == "CANCELLED" else EXIT_FAILED
-
-
-def print_result(console: Console, result: p.JobComplete | p.JobFailed) -> None:
-    """The job's end: its outputs, or its reason and last log lines."""
-    if isinstance(result, p.JobComplete):
-        note = " (stopped early)" if result.stopped_early else ""
-        console.print(f"[green]job {safe(result.job_id)} complete{note}[/green]")
-        for output in result.outputs:
-            console.print(f"  output: {safe(output)}", highlight=False)
-        return
-    console.print(
-        f"[red]job {safe(result.job_id)} {safe(result.state.lower())}[/red]: {safe(result.reason)}",
-        highlight=False,
-    )
-    if result.state == "FAILED" and result.log_tail:
-        console.print("last log lines:")
-        for line in result.log_tail[-15:]:
-            console.print(f"  {plain(line)}", highlight=False, markup=False)

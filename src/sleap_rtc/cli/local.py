@@ -31,6 +31,8 @@ from sleap_rtc.cli.options import (
     train_spec_from,
 )
 from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection, safe
+from sleap_rtc.cli.summary import print_result
+from sleap_rtc.client.next_steps import after
 from sleap_rtc.jobs.mounts import Mount
 from sleap_rtc.jobs.options import JobKind, options_for
 from sleap_rtc.jobs.problems import JobRejected
@@ -92,7 +94,12 @@ def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """How a submitted job is shown: --dry-run, --json, --logs."""
-    func = click.option("--logs", is_flag=True, help="Also print sleap-nn's log lines.")(func)
+    func = click.option(
+        "--logs",
+        is_flag=True,
+        help="Stream the job's log (sleap-nn's output) above the progress bar; "
+        "`sleap-rtc local jobs logs ID` always has all of it.",
+    )(func)
     func = click.option(
         "--json",
         "as_json",
@@ -136,14 +143,25 @@ LOCAL_REQUEST_ID = "local"
 
 
 def _run(
-    config: WorkerConfig, spec: TrainSpec | TrackSpec, *, dry_run: bool, as_json: bool, logs: bool
+    config: WorkerConfig,
+    spec: TrainSpec | TrackSpec,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    logs: bool,
+    mounts: tuple[str, ...] = (),
 ) -> None:
+    """Run ``spec`` here and follow it; ``mounts`` are the ``--mount`` values given, for
+    the command the summary suggests next."""
     console = make_console(stderr=as_json)
+    track_here = ["sleap-rtc", "local", "track"]
+    for mount in mounts:
+        track_here += ["--mount", mount]
     if dry_run:
         _dry_run(config, spec, console)
         return
     from sleap_rtc.engine import LocalBackend
-    from sleap_rtc.worker import JobRunner, rejection
+    from sleap_rtc.worker import JobRunner, rejection, terminal_message
 
     async def go() -> int:
         try:
@@ -185,7 +203,13 @@ def _run(
                 return EXIT_INTERRUPTED
             final = await runner.wait(record.id)
             if not as_json:
-                _print_outcome(console, final, runner.store.read_log(final.id, tail=15))
+                message = terminal_message(
+                    final, runner.store.read_log(final.id, tail=15), runner.store.elapsed(final.id)
+                )
+                steps = (
+                    after(track_here, spec, message) if isinstance(message, p.JobComplete) else []
+                )
+                print_result(console, message, steps)
             return 0 if final.state is JobState.COMPLETE else EXIT_FAILED
         finally:
             await runner.close()
@@ -235,24 +259,9 @@ def _messages(
         return [p.JobProgress(job_id=event.job_id, lines=c) for c in p.chunk_lines([event.line])]
     record = event.record
     if record.finished:
-        return [terminal_message(record, runner.store.read_log(record.id, tail=30))]
+        tail = runner.store.read_log(record.id, tail=30)
+        return [terminal_message(record, tail, runner.store.elapsed(record.id))]
     return [p.JobProgress(job_id=record.id, state=record.state.value)]
-
-
-def _print_outcome(console: Console, record: JobRecord, tail: list[str]) -> None:
-    if record.state is JobState.COMPLETE:
-        note = " (stopped early)" if record.stopped_early else ""
-        console.print(f"[green]job {record.id} complete{note}[/green]")
-        for output in record.outputs:
-            console.print(f"  output: {safe(output)}", highlight=False)
-    else:
-        console.print(
-            f"[red]job {record.id} {record.state.value.lower()}[/red]: {safe(record.reason)}"
-        )
-        if record.state is JobState.FAILED and tail:
-            console.print("last log lines:")
-            for line in tail:
-                console.print(f"  {plain(line)}", highlight=False, markup=False)
 
 
 def spec_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -282,8 +291,16 @@ def train(dry_run: bool, as_json: bool, logs: bool, **options: Any) -> None:
       sleap-rtc local train --mount /vast/project:project \\
           --spec /vast/project/runs/centroid/spec.json --batch-size 16
     """
+    mounts = tuple(options.get("mounts") or ())
     config = _config(options)
-    _run(config, _spec("train", options), dry_run=dry_run, as_json=as_json, logs=logs)
+    _run(
+        config,
+        _spec("train", options),
+        dry_run=dry_run,
+        as_json=as_json,
+        logs=logs,
+        mounts=mounts,
+    )
 
 
 @local.command()

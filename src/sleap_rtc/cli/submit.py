@@ -32,6 +32,7 @@ from sleap_rtc.cli.targets import interactive, select, selection_options
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.ice import ice_servers
 from sleap_rtc.client.jobs import JobRejectedError, SessionClosed, WorkerSession
+from sleap_rtc.client.next_steps import after
 from sleap_rtc.client.packages import upload_package
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
@@ -101,12 +102,14 @@ def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) 
                         highlight=False,
                     )
                 try:
+                    track_here = ["sleap-rtc", "track", "--room", room]
                     code = await follow(
                         handle,
                         console,
                         as_json=as_json,
                         logs=options["logs"],
                         interactive=prompts,
+                        next_steps=lambda result: after(track_here, spec, result),
                     )
                     if code == 0 and download is not None:
                         assert isinstance(handle.result, p.JobComplete)

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
+from sleap_rtc.jobs.results import StepResult
 from sleap_rtc.protocol.codec import ProtocolError, load_object, validate
 from sleap_rtc.protocol.names import plain_name
 
@@ -275,6 +276,10 @@ class JobComplete(_Msg):
     job_id: _JOB_ID
     outputs: list[Annotated[str, Field(max_length=4096)]] = Field(max_length=64)
     stopped_early: bool = False
+    #: Seconds from the job's start to its end.
+    elapsed_s: float | None = None
+    #: What each output holds: epochs, best validation loss, evaluation metrics, frames.
+    results: list[StepResult] = Field(default_factory=list, max_length=64)
 
 
 class JobFailed(_Msg):
@@ -283,6 +288,7 @@ class JobFailed(_Msg):
     #: FAILED, or CANCELLED when someone cancelled it.
     state: Literal["FAILED", "CANCELLED"] = "FAILED"
     exit_code: int | None = None
+    elapsed_s: float | None = None
     reason: _TEXT = ""
     log_tail: list[_LINE] = Field(default_factory=list, max_length=MAX_LOG_LINES)
 

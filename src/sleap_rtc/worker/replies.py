@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
+from sleap_rtc.jobs.results import StepResult
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.worker.files import Entry, FileService
@@ -64,18 +65,38 @@ def progress_of(data: dict[str, Any] | None) -> TrainProgress | TrackProgress | 
         return None
 
 
-def terminal_message(record: JobRecord, log_tail: list[str]) -> p.JobComplete | p.JobFailed:
+def terminal_message(
+    record: JobRecord, log_tail: list[str], elapsed_s: float | None = None
+) -> p.JobComplete | p.JobFailed:
+    """The message that ends a job for its followers: its outputs and what they hold,
+    or its reason and last log lines."""
     if record.state is JobState.COMPLETE:
         return p.JobComplete(
-            job_id=record.id, outputs=record.outputs[:64], stopped_early=record.stopped_early
+            job_id=record.id,
+            outputs=record.outputs[:64],
+            stopped_early=record.stopped_early,
+            elapsed_s=elapsed_s,
+            results=_results(record),
         )
     return p.JobFailed(
         job_id=record.id,
         state="CANCELLED" if record.state is JobState.CANCELLED else "FAILED",
         exit_code=record.exit_code,
+        elapsed_s=elapsed_s,
         reason=(record.reason or "")[:2000],
         log_tail=p.clip_lines(log_tail, budget=p.MAX_JOB_MESSAGE_BYTES // 3),
     )
+
+
+def _results(record: JobRecord) -> list[StepResult]:
+    """The record's results that still read as results (a store may be older)."""
+    found = []
+    for data in record.results[:64]:
+        try:
+            found.append(StepResult.model_validate(data))
+        except ValueError:
+            continue
+    return found
 
 
 def rejection(request_id: str, job_id: str | None, problems: list[Any]) -> p.JobRejected:

@@ -29,6 +29,7 @@ from sleap_rtc.engine.backend import (
     StepStarted,
     Submitted,
 )
+from sleap_rtc.engine.results import results_of
 from sleap_rtc.jobs.events import Progress
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.problems import JobRejected
@@ -328,7 +329,7 @@ class JobRunner:
                 if job_id in self._cancel_requested:
                     await backend_job.cancel()
                 async for event in backend_job.events():
-                    self._handle(job_id, event)
+                    await self._on_event(job_id, event)
         finally:
             self._running.pop(job_id, None)
             self._tasks.pop(job_id, None)
@@ -344,12 +345,14 @@ class JobRunner:
             async with self._slots:
                 self._running[job_id] = backend_job
                 async for event in backend_job.events():
-                    self._handle(job_id, event)
+                    await self._on_event(job_id, event)
         finally:
             self._running.pop(job_id, None)
             self._tasks.pop(job_id, None)
 
-    def _handle(self, job_id: str, event: object) -> None:
+    def _handle(
+        self, job_id: str, event: object, results: list[dict[str, Any]] | None = None
+    ) -> None:
         if isinstance(event, LogLine):
             self.store.append_log(job_id, event.text)
             self._publish(LogEvent(job_id, event.text))
@@ -376,7 +379,18 @@ class JobRunner:
                 exit_code=event.exit_code,
                 outputs=event.outputs,
                 stopped_early=event.stopped_early,
+                results=results,
             )
+
+    async def _on_event(self, job_id: str, event: object) -> None:
+        """:meth:`_handle`, reading a completed job's results (its files) off the loop."""
+        results = None
+        if isinstance(event, Finished) and event.state is JobState.COMPLETE:
+            record = self.store.get(job_id)
+            kind = record.kind if record is not None else "train"
+            found = await asyncio.to_thread(results_of, kind, event.outputs)
+            results = [r.model_dump(mode="json") for r in found]
+        self._handle(job_id, event, results)
 
     def _record_transition(self, job_id: str, state: JobState, **fields: Any) -> None:
         try:

@@ -404,7 +404,8 @@ class _Session:
                             )
                     if record.finished:
                         tail = self.runner.store.read_log(job_id, tail=30)
-                        await self.send(terminal_message(record, tail))
+                        elapsed = self.runner.store.elapsed(job_id)
+                        await self.send(terminal_message(record, tail, elapsed))
                         return
                     continue
                 if isinstance(event, LogEvent):
@@ -421,7 +422,8 @@ class _Session:
                     record = event.record
                     if record.finished:
                         tail = self.runner.store.read_log(job_id, tail=30)
-                        await self.send(terminal_message(record, tail))
+                        elapsed = self.runner.store.elapsed(job_id)
+                        await self.send(terminal_message(record, tail, elapsed))
                         return
                     await self.send(p.JobProgress(job_id=job_id, state=record.state.value))
         except ChannelClosed:

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT,
     native_id TEXT,
     stopped_early INTEGER NOT NULL DEFAULT 0,
-    owner TEXT
+    owner TEXT,
+    results TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS job_states (
     job_id TEXT NOT NULL REFERENCES jobs(id),
@@ -72,6 +73,8 @@ class JobRecord:
     stopped_early: bool = False
     #: Who submitted it (the user a peer ticket named); None for local jobs.
     owner: str | None = None
+    #: What each output of a completed job holds (:class:`~sleap_rtc.jobs.results.StepResult`).
+    results: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -105,6 +108,8 @@ class JobStore:
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "owner" not in columns:  # stores made before jobs had owners
             self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+        if "results" not in columns:  # stores made before jobs kept their results
+            self._db.execute("ALTER TABLE jobs ADD COLUMN results TEXT NOT NULL DEFAULT '[]'")
         self._logs: dict[str, TextIO] = {}
 
     def close(self) -> None:
@@ -160,6 +165,7 @@ class JobStore:
         exit_code: int | None = None,
         outputs: list[str] | None = None,
         stopped_early: bool | None = None,
+        results: list[dict[str, Any]] | None = None,
     ) -> JobRecord:
         """Move a job to ``state``; raises TransitionError on an illegal edge."""
         now = time.time()
@@ -172,7 +178,8 @@ class JobStore:
             self._db.execute(
                 "UPDATE jobs SET state=?, updated_at=?, reason=COALESCE(?, reason), "
                 "exit_code=COALESCE(?, exit_code), outputs=COALESCE(?, outputs), "
-                "stopped_early=COALESCE(?, stopped_early) WHERE id=?",
+                "stopped_early=COALESCE(?, stopped_early), results=COALESCE(?, results) "
+                "WHERE id=?",
                 (
                     state.value,
                     now,
@@ -180,6 +187,7 @@ class JobStore:
                     exit_code,
                     json.dumps(outputs) if outputs is not None else None,
                     int(stopped_early) if stopped_early is not None else None,
+                    json.dumps(results) if results is not None else None,
                     job_id,
                 ),
             )
@@ -264,6 +272,16 @@ class JobStore:
         ).fetchall()
         return [StateChange(r["at"], JobState(r["state"]), r["reason"]) for r in rows]
 
+    def elapsed(self, job_id: str) -> float | None:
+        """Seconds from the job's first RUNNING to its end (None if it never ran or runs)."""
+        started = ended = None
+        for change in self.history(job_id):
+            if change.state is JobState.RUNNING and started is None:
+                started = change.at
+            elif change.state in TERMINAL_STATES:
+                ended = change.at
+        return ended - started if started is not None and ended is not None else None
+
 
 def _take_lock(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -297,4 +315,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         native_id=row["native_id"],
         stopped_early=bool(row["stopped_early"]),
         owner=row["owner"],
+        results=json.loads(row["results"]),
     )
