@@ -98,7 +98,7 @@ def test_seed_flow_login_room_key_worker_online_then_offline(
     assert reused.returncode == 0  # already a member: joining again changes nothing
     carol = users.add("carol")
     used_up = sleap_rtc(carol, "rooms", "join", invite["code"])
-    assert used_up.returncode == 1 and "invite code is not valid" in used_up.stderr
+    assert used_up.returncode == 2 and "invite code is not valid" in used_up.stderr
 
     # A GPU filter the worker can't meet hides it.
     none = users.json("alice", "rooms", "workers", "--room", "my-room", "--min-gpu-memory", "1")

@@ -657,3 +657,33 @@ async def test_the_worker_announces_its_room_on_one_line(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert capsys.readouterr().out == f"worker gpu-1 (worker-abc123) online in room {SHOWN}\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, 2), (400, 2), (422, 2), (403, 1), (500, 1), (401, 1)]
+)
+def test_a_room_or_invite_the_server_does_not_know_exits_2(
+    monkeypatch: pytest.MonkeyPatch, status: int, code: int
+) -> None:
+    from sleap_rtc.client.errors import ServerError
+
+    class Refusing:
+        async def __aenter__(self) -> None:
+            raise ServerError(
+                status, "NOT_FOUND", "room 'nope' not found (or you are not a member)"
+            )
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(rooms, "ServerClient", SimpleNamespace(from_config=lambda s: Refusing()))
+    result = CliRunner().invoke(cli, ["rooms", "join", "CODE"])
+    assert result.exit_code == code, result.output
+    assert "room 'nope' not found" in result.output
+
+    async def fail() -> int:
+        raise ServerError(status, "NOT_FOUND", "room 'nope' not found")
+
+    with pytest.raises(SystemExit) as exited:
+        run_client(fail)
+    assert exited.value.code == code

@@ -7,10 +7,13 @@ Python process keeps the runner busy so the queue itself can be exercised fast.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from sleap_rtc.engine.backends.local.backend import LocalBackend
 from sleap_rtc.jobs.problems import JobRejected, ProblemCode
@@ -65,6 +68,25 @@ async def test_queued_job_cancels_at_once_and_slots_are_respected(tmp_path: Path
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     finally:
         await runner.close()
+
+
+async def test_the_worker_console_says_when_a_job_runs_and_how_it_ended(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner, spec = _runner(tmp_path)
+    caplog.set_level(logging.INFO, logger="sleap_rtc.worker.runner")
+    try:
+        record = runner.submit(spec)
+        await _pid_of(runner, record.id)
+        await asyncio.wait_for(runner.cancel(record.id), 10)
+    finally:
+        await runner.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "sleap_rtc.worker.runner"]
+    assert f"job {record.id} (train) running" in lines
+    assert any(
+        re.fullmatch(rf"job {record.id} \(train\) cancelled after \d+ s: .+", line)
+        for line in lines
+    ), lines
 
 
 async def test_cancel_right_after_submit_leaves_no_process(tmp_path: Path) -> None:

@@ -25,18 +25,30 @@ EXIT_REFUSED: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code a client error means: :data:`EXIT_REJECTED` for a worker that
+    couldn't be chosen, a room, worker or invite the server doesn't know, an invalid
+    request or a rejected job; else :data:`EXIT_FAILED`."""
+    from sleap_rtc.client.errors import JobRejectedError, ServerError
+    from sleap_rtc.client.select import Ambiguous, NoWorker
+
+    if isinstance(exc, JobRejectedError | NoWorker | Ambiguous):
+        return EXIT_REJECTED
+    if isinstance(exc, ServerError) and exc.status in (400, 404, 422):
+        return EXIT_REJECTED
+    return EXIT_FAILED
+
+
 def run_client(action: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     """Run a command's client coroutine and exit with its code.
 
-    Client errors are printed as one line on stderr: a worker that couldn't be
-    chosen or a rejected job exits :data:`EXIT_REJECTED`, anything else
-    :data:`EXIT_FAILED`; Ctrl-C exits :data:`EXIT_INTERRUPTED`.
+    Client errors are printed as one line on stderr and exit with
+    :func:`exit_code_for`'s code; Ctrl-C exits :data:`EXIT_INTERRUPTED`.
     """
     from sleap_rtc.cli.render import make_console, safe
     from sleap_rtc.client.config import ConfigError
     from sleap_rtc.client.errors import ClientError
     from sleap_rtc.client.jobs import JobRejectedError
-    from sleap_rtc.client.select import Ambiguous, NoWorker
 
     code: int
     try:
@@ -49,5 +61,5 @@ def run_client(action: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
         make_console(stderr=True).print(
             f"[red]Error:[/red] {safe(exc)}", highlight=False, soft_wrap=True
         )
-        code = EXIT_REJECTED if isinstance(exc, NoWorker | Ambiguous) else EXIT_FAILED
+        code = exit_code_for(exc)
     sys.exit(code)

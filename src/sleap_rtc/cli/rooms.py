@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 
 from sleap_rtc.cli.durations import Duration
+from sleap_rtc.cli.exitcodes import EXIT_REJECTED, exit_code_for
 from sleap_rtc.cli.render import make_console, plain, safe
 from sleap_rtc.client import ClientError, ServerClient
 from sleap_rtc.client.config import ConfigError, resolve_room
@@ -28,6 +29,12 @@ server_option = click.option(
 )
 
 
+class _Rejected(click.ClickException):
+    """A client error that means the input was refused (an unknown room, an invalid code)."""
+
+    exit_code = EXIT_REJECTED
+
+
 def run_client(server: str | None, action: Callable[[ServerClient], Coroutine[Any, Any, T]]) -> T:
     """Run ``action`` with a client for ``server``; client errors become clean exits."""
 
@@ -38,7 +45,8 @@ def run_client(server: str | None, action: Callable[[ServerClient], Coroutine[An
     try:
         return asyncio.run(go())
     except (ClientError, ConfigError) as exc:
-        raise click.ClickException(plain(exc)) from None  # relayed from the server
+        failure = _Rejected if exit_code_for(exc) == EXIT_REJECTED else click.ClickException
+        raise failure(plain(exc)) from None  # relayed from the server
 
 
 def room_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

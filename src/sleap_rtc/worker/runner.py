@@ -36,6 +36,7 @@ from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec, parse_spec
 from sleap_rtc.jobs.states import TERMINAL_STATES, JobState, TransitionError
 from sleap_rtc.jobs.validation import TrackPlan, TrainPlan
+from sleap_rtc.protocol.signaling import loggable
 from sleap_rtc.worker.config import WorkerConfig
 from sleap_rtc.worker.planning import JobPlanner, Preview
 from sleap_rtc.worker.store import JobRecord, JobStore
@@ -401,6 +402,7 @@ class JobRunner:
             return
         if state in (JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED):
             self._release_uploads(record)
+        _log_transition(record, self.store.elapsed(job_id))
         self._publish(StateEvent(job_id, record))
         for listener in self.state_listeners:
             try:
@@ -500,3 +502,24 @@ class JobRunner:
             self._watchers[job_id].remove(watcher)
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
+
+
+def _log_transition(record: JobRecord, elapsed_s: float | None) -> None:
+    """The worker's console line for a job starting and ending (submissions log their own)."""
+    if record.state is JobState.RUNNING:
+        log.info("job %s (%s) running", record.id, record.kind)
+    elif record.finished:
+        took = f" after {elapsed_s:.0f} s" if elapsed_s is not None else ""
+        outcome = (
+            f"; outputs: {', '.join(record.outputs[:4])}"
+            if record.state is JobState.COMPLETE
+            else f": {record.reason or 'no reason given'}"
+        )
+        log.info(
+            "job %s (%s) %s%s%s",
+            record.id,
+            record.kind,
+            record.state.value.lower(),
+            took,
+            loggable(outcome[:2000]),
+        )
