@@ -301,3 +301,6 @@ def test_logout_revokes_the_session_on_the_server(
     assert answer.json()["error"]["code"] == "INVALID_REFRESH"
     after = users.run("alice", "whoami", "--server", server.url)
     assert after.returncode == 1 and "not logged in" in after.stderr
+    # Without --server: the server logged out of is still the one meant.
+    plain = users.run("alice", "whoami")
+    assert plain.returncode == 1 and f"not logged in to {server.url}" in plain.stderr

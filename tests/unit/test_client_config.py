@@ -199,6 +199,8 @@ def test_put_get_remove_round_trip() -> None:
     assert store.remove("http://a:8000") == alice
     assert store.get("http://a:8000") is None
     assert store.remove("http://a:8000") is None
+    # The server logged out of stays the default: "not logged in to it", not "no server".
+    assert store.default_server() == "http://a:8000"
 
 
 def test_put_replaces_the_session_for_a_server() -> None:
@@ -302,8 +304,8 @@ def test_default_server_follows_puts_and_removes() -> None:
     assert store.default_server() == "http://a"
     store.remove("http://a")
     assert store.default_server() == "http://b"
-    store.remove("http://b")
-    assert store.default_server() is None
+    store.remove("http://b")  # the last: it stays the server meant, now logged out
+    assert store.default_server() == "http://b"
     assert store.get("http://b") is None
 
 

@@ -35,7 +35,8 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, JobRejectedError | NoWorker | Ambiguous):
         return EXIT_REJECTED
     if isinstance(exc, ServerError) and exc.status in (400, 404, 422):
-        return EXIT_REJECTED
+        # The server's own refusal; a page from something else at that address is not.
+        return EXIT_REJECTED if exc.code != "NOT_SLEAP_RTC" else EXIT_FAILED
     return EXIT_FAILED
 
 

@@ -106,9 +106,12 @@ class CredentialStore:
         self._write(data)
 
     def remove(self, server: str) -> StoredSession | None:
+        """Forget the session for ``server``. It stays the default server unless another
+        is logged in, so the next command says "not logged in to <server>" rather than
+        that no server is configured."""
         data = self._read()
         removed = data.servers.pop(server, None)
-        if data.default == server:
-            data.default = next(iter(data.servers), None)
+        if data.default == server and data.servers:
+            data.default = next(iter(data.servers))
         self._write(data)
         return removed

@@ -88,14 +88,33 @@ class ServerClient:
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.url, str(exc) or type(exc).__name__) from None
 
-    @staticmethod
-    def _error(response: httpx.Response) -> ServerError:
+    def _error(self, response: httpx.Response) -> ServerError:
         try:
             body = api.ErrorResponse.model_validate_json(response.content)
             return ServerError(response.status_code, body.error.code, body.error.message)
         except ValidationError:
-            text = response.text.strip()[:200] or response.reason_phrase
-            return ServerError(response.status_code, "HTTP_ERROR", f"server said: {text}")
+            # Not a sleap-rtc answer (a proxy's or another server's page): say so, and
+            # don't print the page.
+            return ServerError(
+                response.status_code,
+                "NOT_SLEAP_RTC",
+                f"{self.url} answered HTTP {response.status_code} "
+                f"{response.reason_phrase or ''}".rstrip()
+                + " with something that isn't a sleap-rtc answer; is it the sleap-rtc server's "
+                "address (`sleap-rtc server` prints it)?",
+            )
+
+    async def check_server(self) -> api.HealthView:
+        """The server's ``/health``: ServerUnreachable if nothing answers, ClientError if
+        what answers is not a sleap-rtc server."""
+        response = await self._send("GET", "/health", token=None)
+        try:
+            return api.HealthView.model_validate_json(response.content)
+        except ValidationError:
+            raise ClientError(
+                f"{self.url} answered, but it is not a sleap-rtc server (its /health said "
+                f"HTTP {response.status_code}); check the address (`sleap-rtc server` prints it)"
+            ) from None
 
     @staticmethod
     def _parse(response: httpx.Response, model: Any) -> Any:
@@ -114,7 +133,13 @@ class ServerClient:
         return stored
 
     async def access_token(self, *, force_refresh: bool = False) -> str:
-        """A valid access token, refreshed (under the credentials lock) when needed."""
+        """A valid access token, refreshed (under the credentials lock) when needed.
+
+        With no session for this server, the server is asked first, so a mistyped
+        address says it can't be reached (or isn't sleap-rtc) rather than "not logged in".
+        """
+        if self.store.get(self.url) is None:
+            await self.check_server()
         stored = self.session()
         if not force_refresh and stored.access_valid_for() > REFRESH_MARGIN_S:
             return stored.access_token
