@@ -71,6 +71,22 @@ def test_bad_paths_are_invalid(files: FileService, tree: dict[str, Path], raw: s
     assert caught.value.code == "INVALID_PATH"
 
 
+def test_a_path_may_start_with_a_mount_label(files: FileService, tree: dict[str, Path]) -> None:
+    real = tree["mount"].resolve()
+    assert files.stat("data").path == str(real)
+    assert files.stat("data/project/labels.slp").path == str(real / "project" / "labels.slp")
+    assert [e.name for e in files.list("data/project/configs").entries][:1] == [
+        "centered_instance.yaml"
+    ]
+    for escape in ("data/../outside", "data/link_out/secret.slp"):
+        with pytest.raises(FsError) as caught:
+            files.stat(escape)
+        assert caught.value.code == "ACCESS_DENIED"
+    with pytest.raises(FsError) as caught:
+        files.stat("nolabel/x")
+    assert caught.value.code == "INVALID_PATH"
+
+
 def test_listing_puts_folders_first_and_hides_what_leads_outside(
     files: FileService, tree: dict[str, Path]
 ) -> None:

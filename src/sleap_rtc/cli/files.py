@@ -48,6 +48,7 @@ def fs() -> None:
     Examples:
       sleap-rtc fs mounts --room my-room
       sleap-rtc fs ls --room my-room /vast/project --filter '*.yaml'
+      sleap-rtc fs ls --room my-room project/configs   # a path may start with a mount label
       sleap-rtc fs find --room my-room centroid.yaml
     """
 
@@ -90,7 +91,16 @@ def fs_mounts(room: str, as_json: bool, **options: Any) -> None:
 def fs_ls(
     path: str, room: str, as_json: bool, pattern: str | None, show_all: bool, **options: Any
 ) -> None:
-    """List a folder on the worker: folders first, then files, with sizes."""
+    """List a folder on the worker: folders first, then files, with sizes.
+
+    PATH is absolute on the worker, or starts with a mount's label (`fs mounts` lists
+    them): `demo` is that mount's folder, `demo/configs` a folder in it.
+
+    \b
+    Examples:
+      sleap-rtc fs ls --room my-room /vast/project/configs --filter '*.yaml'
+      sleap-rtc fs ls --room my-room demo --all
+    """
 
     async def go() -> int:
         async with (

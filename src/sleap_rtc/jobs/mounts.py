@@ -80,6 +80,17 @@ class Mounts:
     def __len__(self) -> int:
         return len(self._mounts)
 
+    def by_label(self, raw: str) -> str | None:
+        """``LABEL`` or ``LABEL/rest`` as the absolute path it names in that mount (None
+        when ``raw`` is absolute or starts with no mount's label)."""
+        if raw.startswith("/"):
+            return None
+        label, _, rest = raw.partition("/")
+        for mount in self._mounts:
+            if mount.label == label:
+                return os.path.join(mount.path, rest) if rest else str(mount.path)
+        return None
+
     def containing(self, real: Path) -> Mount | None:
         """The mount whose folder holds the already-resolved path ``real``, if any."""
         inside = [m for m in self._mounts if real.is_relative_to(m.path)]

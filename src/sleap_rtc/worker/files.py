@@ -127,8 +127,9 @@ class FileService:
     # -- paths ----------------------------------------------------------------------------
 
     def resolve(self, raw: str) -> Path:
-        """The real path for ``raw`` inside a mount; FsError otherwise."""
-        real, problem = self.mounts.resolve("path", raw)
+        """The real path for ``raw`` inside a mount; FsError otherwise. A path may start
+        with a mount's label instead of its folder (``demo/configs``)."""
+        real, problem = self.mounts.resolve("path", self.mounts.by_label(raw) or raw)
         if problem is not None or real is None:
             assert problem is not None
             if problem.code == "ACCESS_DENIED":
