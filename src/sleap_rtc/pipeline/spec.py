@@ -29,9 +29,8 @@ datasets registry, to the registry's folder.
 
 from __future__ import annotations
 
-import json
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,10 +45,10 @@ from pydantic import (
 
 from sleap_rtc.engine.backends.slurm.resources import Resources, single_line
 from sleap_rtc.jobs.options import JobKind, JobOption, job_file_options
-from sleap_rtc.jobs.pathmaps import as_pairs, check_pairs
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import problems_from_validation_error
 from sleap_rtc.pipeline.datasets import NAME, Dataset, load_registry, local_path, read_mapping
+from sleap_rtc.pipeline.extra_args import check_args
 
 TRAINING_STAGES = ("single_instance", "centroid", "centered_instance", "bottomup")
 STAGES = (*TRAINING_STAGES, "track")
@@ -299,103 +298,16 @@ def _configs_exist(d: _Draft) -> list[Problem]:
     return problems
 
 
-def _check_args(
-    args: Mapping[str, Any], allowed: Mapping[str, JobOption], where: str
-) -> list[Problem]:
-    """Overrides are options of the option table a job file may set, of the right type."""
-    problems = []
-    for key, value in args.items():
-        if key not in allowed:
-            problems.append(
-                _problem(
-                    f"{where}.{key}",
-                    str(value),
-                    ProblemCode.UNKNOWN_FIELD,
-                    f"unknown override {key!r}; valid ones: {', '.join(sorted(allowed))}",
-                )
-            )
-            continue
-        option = allowed[key]
-        if option.nargs == 2:
-            problems += _pairs_problems(key, value, f"{where}.{key}")
-            continue
-        if option.multiple:  # a list of values, e.g. overrides: ["KEY=VALUE", ...]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                shown = json.dumps(value, default=str)[:200]
-                problems.append(
-                    _problem(
-                        f"{where}.{key}",
-                        shown,
-                        ProblemCode.INVALID_TYPE,
-                        f"{key} must be a list of strings, got {shown}",
-                    )
-                )
-            continue
-        want = option.value_type
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            shown = json.dumps(value)
-            problems.append(
-                _problem(
-                    f"{where}.{key}",
-                    shown,
-                    ProblemCode.INVALID_TYPE,
-                    f"{key} must be {want.__name__}, got {shown}",
-                )
-            )
-        elif option.choices is not None and value not in option.choices:
-            problems.append(
-                _problem(
-                    f"{where}.{key}",
-                    str(value),
-                    ProblemCode.INVALID_VALUE,
-                    f"{key} is {value!r}; it must be one of {', '.join(option.choices)}",
-                )
-            )
-        elif option.range is not None and not option.range.admits(0) and value <= 0:
-            problems.append(
-                _problem(
-                    f"{where}.{key}",
-                    str(value),
-                    ProblemCode.OUT_OF_RANGE,
-                    f"{key} must be greater than 0",
-                )
-            )
-    return problems
-
-
-def _pairs_problems(key: str, value: Any, where: str) -> list[Problem]:
-    """A ``path_map``: ``{OLD: NEW}`` (or ``[[OLD, NEW], ...]``) with well-formed paths."""
-    pairs = as_pairs(value)
-    if pairs is None:
-        shown = json.dumps(value, default=str)[:200]
-        return [
-            _problem(
-                where,
-                shown,
-                ProblemCode.INVALID_TYPE,
-                f'{key} must map OLD to NEW folders, e.g. {{"/Volumes/lab": "/data/lab"}}; '
-                f"got {shown}",
-            )
-        ]
-    return [
-        p.model_copy(update={"field": p.field.replace(key, where, 1)})
-        for p in check_pairs(key, pairs)
-    ]
-
-
 def _overrides_valid(d: _Draft) -> list[Problem]:
     """Job-wide overrides may set any option of the kinds of stage the job runs."""
     kinds = {stage_kind(s) for s in d.stages}
     wide: dict[str, JobOption] = {}
     for kind in kinds:
         wide.update(job_file_options(kind))
-    problems = _check_args(d.job.extra_args, wide, "extra_args")
+    problems = check_args(d.job.extra_args, wide, "extra_args")
     for stage, settings in d.settings.items():
         allowed = job_file_options(stage_kind(stage))
-        problems += _check_args(settings.extra_args, allowed, f"stages.{stage}.extra_args")
+        problems += check_args(settings.extra_args, allowed, f"stages.{stage}.extra_args")
     return problems
 
 
