@@ -112,6 +112,11 @@ def _literal(value: Any) -> Any:
     return value
 
 
+def file_label(name: str, fallback: str) -> str:
+    """A readable part of a user's file name for a file the worker names itself."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip(".") or fallback
+
+
 def labels_copies(
     video_maps: dict[Path, dict[str, str]], work_dir: Path | None
 ) -> dict[Path, Path]:
@@ -123,7 +128,7 @@ def labels_copies(
     folder = (work_dir or Path("<work>")) / "labels"
     copies: dict[Path, Path] = {}
     for number, (source, remap) in enumerate(sorted(video_maps.items()), 1):
-        label = re.sub(r"[^A-Za-z0-9._-]", "_", source.name)[:64].lstrip(".") or "labels.slp"
+        label = file_label(source.name, "labels.slp")
         dest = folder / f"{number}-{label}"
         if not dest.name.endswith(".slp"):
             dest = dest.with_name(dest.name + ".slp")
@@ -258,7 +263,7 @@ def build_train_job(
             copies=copies,
         )
         # The worker's own file name: a number, and a readable part of the config's name.
-        label = re.sub(r"[^A-Za-z0-9._-]", "_", config.stem)[:64].lstrip(".") or "config"
+        label = file_label(config.stem, "config")
         path = configs_dir / f"{index + 1}-{label}.yaml"
         if work_dir is not None:
             configs_dir.mkdir(parents=True, exist_ok=True)
