@@ -15,7 +15,7 @@ from sleap_rtc.jobs.options import job_file_options, option, options_for
 from sleap_rtc.jobs.problems import JobRejected, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec
 from sleap_rtc.jobs.validation import TRACKER_FIELDS, TrackPlan, check_fields, plan_track
-from sleap_rtc.pipeline.spec import _check_args
+from sleap_rtc.pipeline.extra_args import check_args as _check_args
 from tests.labels import write_labels
 
 NEW = (
