@@ -25,7 +25,7 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from sleap_rtc.cli import browser as browser_mod
-from sleap_rtc.cli import cli, correct, files, submit, summary, targets
+from sleap_rtc.cli import cli, correct, downloads, files, summary, targets
 from sleap_rtc.cli.exitcodes import run_client
 from sleap_rtc.cli.render import JobProgressView, plain, print_rejection, safe
 from sleap_rtc.client import ClientError, locate
@@ -178,8 +178,11 @@ def test_a_completed_jobs_outputs_and_results_are_text() -> None:
 class FakeServer:
     """What the commands ask of a ServerClient, from canned answers."""
 
-    def __init__(self, workers: list[api.WorkerView]) -> None:
+    def __init__(
+        self, workers: list[api.WorkerView], jobs: list[api.JobDetail] | None = None
+    ) -> None:
         self._workers = workers
+        self._jobs = jobs or []
 
     async def __aenter__(self) -> FakeServer:
         return self
@@ -189,6 +192,17 @@ class FakeServer:
 
     async def workers(self, room: str, min_gpu_memory: int | None = None) -> list[Any]:
         return self._workers
+
+    async def room_jobs(self, room: str, **filters: Any) -> api.JobPage:
+        return api.JobPage(jobs=list(self._jobs), total=len(self._jobs), offset=0, limit=20)
+
+    async def room_job(self, room: str, job: str) -> api.JobDetail:
+        from sleap_rtc.client.errors import ServerError
+
+        for found in self._jobs:
+            if found.job_id.startswith(job):
+                return found
+        raise ServerError(404, "NO_SUCH_JOB", f"no job {job!r}")
 
 
 class FakeHandle:
@@ -278,6 +292,26 @@ def job_summary() -> p.JobSummary:
     )
 
 
+def job_detail() -> api.JobDetail:
+    """The same job as the server's index has it."""
+    return api.JobDetail(
+        job_id="abc123",
+        kind="train",
+        state="FAILED",
+        created_at=1.0,
+        updated_at=2.0,
+        reason="[slurm] partition gpu is down",
+        owner="[red]ana[/red]",  # the index keeps printable text only
+        summary="/vast/[slurm]/c.yaml",
+        outputs=[f"/m/{EVIL}"],
+        room="lab",
+        worker_id="worker-abc123",
+        worker_name=EVIL,
+        worker_status="online",
+        reported_at=NOW,
+    )
+
+
 @pytest.fixture
 def fake_remote(monkeypatch: pytest.MonkeyPatch) -> FakeSession:
     session = FakeSession(
@@ -292,7 +326,7 @@ def fake_remote(monkeypatch: pytest.MonkeyPatch) -> FakeSession:
     async def open_session(*args: Any, **kwargs: Any) -> FakeSession:
         return session
 
-    server = SimpleNamespace(from_config=lambda url: FakeServer([worker_view()]))
+    server = SimpleNamespace(from_config=lambda url: FakeServer([worker_view()], [job_detail()]))
     # The package attribute ``jobs`` is the click group; patch the module itself.
     monkeypatch.setattr(importlib.import_module("sleap_rtc.cli.jobs"), "ServerClient", server)
     monkeypatch.setattr(locate, "WorkerSession", SimpleNamespace(open=open_session))
@@ -306,17 +340,20 @@ def test_jobs_list_table_shows_names_literally(fake_remote: FakeSession) -> None
     assert_literal(result.output)
     lines = result.output.splitlines()
     header = next(line for line in lines if "job" in line and "owner" in line)
-    assert [cell.strip() for cell in header.strip("┃").split("┃")] == [
+    assert header.split() == [
         "job",
-        "worker",
         "kind",
-        "state",
         "owner",
-        "what",
+        "worker",
+        "state",
+        "submitted",
+        "took",
+        "progress",
+        "val",
+        "loss",
     ]
     row = next(line for line in lines if "abc123" in line)
-    assert row.count(SHOWN) == 2  # the worker and the owner, one line each
-    assert "train /vast/[slurm]/c.yaml" in row
+    assert "gpu-[red]1[/red]" in row and "FAILED" in row
 
 
 def test_jobs_status_shows_reason_and_outputs_literally(fake_remote: FakeSession) -> None:
@@ -325,7 +362,9 @@ def test_jobs_status_shows_reason_and_outputs_literally(fake_remote: FakeSession
     )
     assert result.exit_code == 0, result.output
     assert_literal(result.output)
-    assert f"job abc123 (train, {SHOWN}): FAILED" in result.output
+    assert "job abc123 (train, [red]ana[/red]): FAILED" in result.output
+    assert f"  worker: {SHOWN} (worker-abc123, online)" in result.output
+    assert "  what: /vast/[slurm]/c.yaml" in result.output
     assert "  reason: [slurm] partition gpu is down" in result.output
     assert f"  output: /m/{SHOWN}" in result.output
 
@@ -361,7 +400,7 @@ async def test_download_progress_shows_a_file_name_literally(tmp_path: Path) -> 
     console, out = recording()
     session: Any = FakeSession()
     name = "[slurm][red]best[/red]\x1b[2J\nFAKE.ckpt".replace("/", "")
-    await submit._download_outputs(session, [f"/m/run/{name}"], tmp_path, console, as_json=False)
+    await downloads.download_outputs(session, [f"/m/run/{name}"], tmp_path, console, as_json=False)
     output = out.getvalue()
     shown = "[slurm][red]best[red]\\x1b[2J\\nFAKE.ckpt"
     assert_literal(output, f"download {shown} ")
@@ -470,7 +509,7 @@ async def test_path_correction_lists_candidates_literally(monkeypatch: pytest.Mo
         return "b"
 
     monkeypatch.setattr(correct, "choose", choose)
-    target = SimpleNamespace(want="file", filter="*.yaml")
+    target = SimpleNamespace(want="file", filter="*.yaml", model=False)
     assert await correct._offer_candidates(session, "/v/[slurm]/c.yaml", target, console) is None  # type: ignore[arg-type]
     output = out.getvalue()
     assert_literal(output, f"  1. /v/{SHOWN}/c.yaml  (10 bytes)")

@@ -27,12 +27,15 @@ EXIT_INTERRUPTED: Final = 130
 
 def exit_code_for(exc: BaseException) -> int:
     """The exit code a client error means: :data:`EXIT_REJECTED` for a worker that
-    couldn't be chosen, a room, worker or invite the server doesn't know, an invalid
-    request or a rejected job; else :data:`EXIT_FAILED`."""
-    from sleap_rtc.client.errors import JobRejectedError, ServerError
+    couldn't be chosen, a room, worker, job or invite the server doesn't know (or a job
+    id prefix that fits several), an invalid request or a rejected job; else
+    :data:`EXIT_FAILED`."""
+    from sleap_rtc.client.errors import JobRejectedError, NoSuchJob, ServerError
     from sleap_rtc.client.select import Ambiguous, NoWorker
 
-    if isinstance(exc, JobRejectedError | NoWorker | Ambiguous):
+    if isinstance(exc, JobRejectedError | NoWorker | Ambiguous | NoSuchJob):
+        return EXIT_REJECTED
+    if isinstance(exc, ServerError) and exc.code == "AMBIGUOUS_JOB":
         return EXIT_REJECTED
     if isinstance(exc, ServerError) and exc.status in (400, 404, 422):
         # The server's own refusal; a page from something else at that address is not.

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
-from sleap_rtc.cli.exitcodes import run_client
+from sleap_rtc.cli.downloads import download_outputs
+from sleap_rtc.cli.durations import Duration
+from sleap_rtc.cli.exitcodes import EXIT_REJECTED, run_client
 from sleap_rtc.cli.follow import follow, output_options
+from sleap_rtc.cli.jobview import jobs_table, print_job, print_show
 from sleap_rtc.cli.render import make_console, plain, safe
+from sleap_rtc.cli.rooms import room_option, server_option
 from sleap_rtc.cli.targets import interactive, worker_session_options
 from sleap_rtc.client import ServerClient
-from sleap_rtc.client.locate import find_job, online_workers, open_session
+from sleap_rtc.client.locate import find_job, indexed_job
 from sleap_rtc.protocol import jobs as p
-from sleap_rtc.protocol.api import WorkerView
 
 _jobs_options = worker_session_options("The worker [default: every online worker].")
 
@@ -32,40 +37,80 @@ def jobs() -> None:
     """
 
 
+_STATES = ["QUEUED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED", "REJECTED"]
+
+
 @jobs.command("list")
-@_jobs_options
-@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@server_option
+@room_option()
+@click.option(
+    "--worker", "-w", metavar="ID_OR_NAME", help="Only jobs of this worker (online or not)."
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(_STATES, case_sensitive=False),
+    help="Only jobs in this state (repeatable).",
+)
+@click.option("--user", metavar="NAME", help="Only jobs this user submitted.")
+@click.option("--kind", type=click.Choice(["train", "track"]), help="Only this kind of job.")
+@click.option(
+    "--since",
+    type=Duration(),
+    metavar="DURATION",
+    help="Only jobs submitted in the last 2h, 3d, ...",
+)
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def jobs_list(room: str, limit: int, as_json: bool, **options: Any) -> None:
-    """List recent jobs on the room's online workers."""
+def jobs_list(
+    server: str | None,
+    room: str,
+    worker: str | None,
+    states: tuple[str, ...],
+    user: str | None,
+    kind: str | None,
+    since: timedelta | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List the room's jobs, newest first: every worker's, online or not.
+
+    Reads the server's job index, so jobs of an offline worker show too (a
+    queued or running one is marked "worker offline": it may have moved on).
+
+    \b
+    Examples:
+      sleap-rtc jobs list --room my-room
+      sleap-rtc jobs list --room my-room --state running --state queued
+      sleap-rtc jobs list --room my-room --user ana --since 3d --json
+    """
 
     async def go() -> int:
-        rows: list[tuple[WorkerView, p.JobSummary]] = []
-        async with ServerClient.from_config(options["server"]) as server:
-            for worker in await online_workers(server, room, options["worker_id"]):
-                async with await open_session(
-                    server, room, worker.id, transport=options["transport"]
-                ) as session:
-                    rows.extend((worker, job) for job in await session.jobs(limit))
-        rows.sort(key=lambda r: r[1].created_at, reverse=True)
+        async with ServerClient.from_config(server) as client:
+            page = await client.room_jobs(
+                room,
+                states=[s.upper() for s in states] or None,
+                owner=user,
+                worker=worker,
+                kind=kind,
+                since=time.time() - since.total_seconds() if since is not None else None,
+                limit=limit,
+            )
         if as_json:
-            click.echo(
-                json.dumps(
-                    [{"worker_id": w.id, **j.model_dump(mode="json")} for w, j in rows], indent=2
-                )
-            )
+            click.echo(json.dumps([j.model_dump(mode="json") for j in page.jobs], indent=2))
             return 0
-        table = Table("job", "worker", "kind", "state", "owner", "what")
-        for worker, job in rows:
-            table.add_row(
-                safe(job.job_id),
-                safe(worker.name),
-                safe(job.kind),
-                safe(job.state),
-                safe(job.owner or "-"),
-                safe(job.summary),
+        console = make_console()
+        if not page.jobs:
+            console.print(f"no jobs in room {safe(room)} match", highlight=False)
+            return 0
+        if not console.is_terminal:
+            console.width = max(console.width, 140)  # piped: whole rows, for grep and files
+        console.print(jobs_table(page.jobs))
+        if page.total > len(page.jobs):
+            console.print(
+                f"{len(page.jobs)} of {page.total} jobs; see more with --limit", highlight=False
             )
-        make_console().print(table)
         return 0
 
     run_client(go)
@@ -76,26 +121,113 @@ def jobs_list(room: str, limit: int, as_json: bool, **options: Any) -> None:
 @_jobs_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def jobs_status(job_id: str, room: str, as_json: bool, **options: Any) -> None:
-    """Show one job's state, progress and outputs."""
+    """Show one job's state, progress and outputs (JOB_ID: its id or a unique prefix).
+
+    \b
+    Example:
+      sleap-rtc jobs status 7c79 --room my-room
+    """
+
+    async def go() -> int:
+        async with ServerClient.from_config(options["server"]) as server:
+            indexed = await indexed_job(server, room, job_id)
+            if indexed is None:  # too new for the index: ask the workers
+                session, summary = await find_job(
+                    server,
+                    room,
+                    job_id,
+                    worker_id=options["worker_id"],
+                    transport=options["transport"],
+                )
+                await session.close()
+        if indexed is not None:
+            if as_json:
+                click.echo(indexed.model_dump_json(indent=2, exclude={"points"}))
+            else:
+                print_job(make_console(), indexed)
+            return 0
+        if as_json:
+            click.echo(summary.model_dump_json(indent=2))
+        else:
+            console = make_console()
+            console.print(
+                f"job {safe(summary.job_id)} ({safe(summary.kind)}, {safe(summary.owner or '-')}): "
+                f"{safe(summary.state)}",
+                highlight=False,
+            )
+            if summary.reason:
+                console.print(f"  reason: {safe(summary.reason)}", highlight=False)
+            for output in summary.outputs:
+                console.print(f"  output: {safe(output)}", highlight=False)
+        return 0
+
+    run_client(go)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@server_option
+@room_option()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the record and its points).")
+def jobs_show(job_id: str, server: str | None, room: str, as_json: bool) -> None:
+    """Show a job's record and its loss / val-loss curves (JOB_ID: id or unique prefix).
+
+    \b
+    Example:
+      sleap-rtc jobs show 7c79 --room my-room
+    """
+
+    async def go() -> int:
+        async with ServerClient.from_config(server) as client:
+            found = await client.room_job(room, job_id)
+        if as_json:
+            click.echo(found.model_dump_json(indent=2))
+        else:
+            print_show(make_console(), found)
+        return 0
+
+    run_client(go)
+
+
+@jobs.command("download")
+@click.argument("job_id")
+@click.argument(
+    "dest", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", default="."
+)
+@_jobs_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per file.")
+def jobs_download(job_id: str, dest: Path, room: str, as_json: bool, **options: Any) -> None:
+    """Download a completed job's outputs (model folders or predictions) into DIR.
+
+    Every file's size and SHA-256 is checked; nothing half-written is left if a
+    transfer fails. The job's worker must be online.
+
+    \b
+    Examples:
+      sleap-rtc jobs download 7c79 ./models --room my-room
+      sleap-rtc jobs download 7c79a1b2c3d4 . --room my-room --json
+    """
+    console = make_console(stderr=as_json)
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
             session, job = await find_job(
                 server, room, job_id, worker_id=options["worker_id"], transport=options["transport"]
             )
-            await session.close()
-        if as_json:
-            click.echo(job.model_dump_json(indent=2))
-        else:
-            console = make_console()
-            console.print(
-                f"job {safe(job.job_id)} ({safe(job.kind)}, {safe(job.owner or '-')}): "
-                f"{safe(job.state)}"
-            )
-            if job.reason:
-                console.print(f"  reason: {safe(job.reason)}", highlight=False)
-            for output in job.outputs:
-                console.print(f"  output: {safe(output)}", highlight=False)
+            async with session:
+                if job.state != "COMPLETE":
+                    console.print(
+                        f"[red]job {safe(job.job_id)} is {safe(job.state)}[/red]: only a "
+                        "completed job has outputs to download; "
+                        f"see `sleap-rtc jobs status {safe(job.job_id)} --room {safe(room)}`",
+                        highlight=False,
+                    )
+                    return EXIT_REJECTED
+                if not job.outputs:
+                    console.print(f"job {safe(job.job_id)} has no outputs", highlight=False)
+                    return EXIT_REJECTED
+                dest.mkdir(parents=True, exist_ok=True)
+                await download_outputs(session, job.outputs, dest, console, as_json)
         return 0
 
     run_client(go)
@@ -107,7 +239,13 @@ def jobs_status(job_id: str, room: str, as_json: bool, **options: Any) -> None:
 @click.option("--tail", type=click.IntRange(0, 10_000), default=200, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends.")
 def jobs_logs(job_id: str, room: str, tail: int, follow: bool, **options: Any) -> None:
-    """Print a job's log (the last --tail lines)."""
+    """Print a job's log (the last --tail lines); the worker keeps the whole log.
+
+    \b
+    Examples:
+      sleap-rtc jobs logs 7c79 --room my-room
+      sleap-rtc jobs logs 7c79 --room my-room --tail 0 --follow   # only new lines
+    """
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
@@ -135,7 +273,13 @@ def jobs_logs(job_id: str, room: str, tail: int, follow: bool, **options: Any) -
 @output_options
 @click.option("--non-interactive", is_flag=True, help="Never prompt.")
 def jobs_attach(job_id: str, room: str, as_json: bool, logs: bool, **options: Any) -> None:
-    """Replay a job's progress and recent log, then follow it live."""
+    """Replay a job's progress and recent log, then follow it live.
+
+    \b
+    Examples:
+      sleap-rtc jobs attach 7c79 --room my-room
+      sleap-rtc jobs attach 7c79 --room my-room --logs   # with the log lines
+    """
     console = make_console(stderr=as_json)
 
     async def go() -> int:
@@ -160,7 +304,12 @@ def jobs_attach(job_id: str, room: str, as_json: bool, logs: bool, **options: An
 @click.argument("job_id")
 @_jobs_options
 def jobs_cancel(job_id: str, room: str, **options: Any) -> None:
-    """Cancel a queued or running job (yours)."""
+    """Cancel a queued or running job (yours); `jobs stop` ends training and keeps the model.
+
+    \b
+    Example:
+      sleap-rtc jobs cancel 7c79 --room my-room
+    """
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
@@ -179,7 +328,12 @@ def jobs_cancel(job_id: str, room: str, **options: Any) -> None:
 @click.argument("job_id")
 @_jobs_options
 def jobs_stop(job_id: str, room: str, **options: Any) -> None:
-    """Stop a training job after the current batch; the model is kept."""
+    """Stop a training job after the current batch; the model is kept.
+
+    \b
+    Example:
+      sleap-rtc jobs stop 7c79 --room my-room
+    """
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:

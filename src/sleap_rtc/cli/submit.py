@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
 from sleap_rtc.cli.correct import correct_paths
+from sleap_rtc.cli.downloads import download_outputs
 from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_REJECTED, run_client
 from sleap_rtc.cli.follow import emit_dict, follow, output_options
 from sleap_rtc.cli.options import (
@@ -32,7 +25,7 @@ from sleap_rtc.cli.targets import interactive, select, selection_options
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.ice import ice_servers
 from sleap_rtc.client.jobs import JobRejectedError, SessionClosed, WorkerSession
-from sleap_rtc.client.next_steps import after
+from sleap_rtc.client.next_steps import after, fetch
 from sleap_rtc.client.packages import upload_package
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
@@ -109,11 +102,14 @@ def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) 
                         as_json=as_json,
                         logs=options["logs"],
                         interactive=prompts,
-                        next_steps=lambda result: after(track_here, spec, result),
+                        next_steps=lambda result: [
+                            *after(track_here, spec, result),
+                            *fetch(room, result),
+                        ],
                     )
                     if code == 0 and download is not None:
                         assert isinstance(handle.result, p.JobComplete)
-                        await _download_outputs(
+                        await download_outputs(
                             session, handle.result.outputs, download, console, as_json
                         )
                     return code
@@ -126,30 +122,6 @@ def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) 
                     return EXIT_FAILED
 
     run_client(go)
-
-
-async def _download_outputs(
-    session: WorkerSession, outputs: list[str], dest: Path, console: Console, as_json: bool
-) -> None:
-    for remote in outputs:
-        with Progress(
-            TextColumn("download {task.description}", markup=False),  # a worker's file name
-            BarColumn(bar_width=24),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-            disable=as_json,
-        ) as bar:
-            task = bar.add_task(plain(PurePosixPath(remote).name), total=None)
-
-            def show(done: int, total: int, task: TaskID = task) -> None:
-                bar.update(task, completed=done, total=total)
-
-            local = await session.download(remote, dest, on_progress=show)
-        if as_json:
-            emit_dict({"type": "DOWNLOADED", "remote": remote, "local": str(local)})
-        else:
-            console.print(f"  downloaded: {safe(local)}", highlight=False)
 
 
 PKG_DEPRECATION = """\

@@ -44,6 +44,10 @@ class NoServerConfigured(ClientError):
         )
 
 
+class NoSuchJob(ClientError):
+    """No job of the room has this id (or id prefix): not in the index, nor on a worker."""
+
+
 class WorkerError(ClientError):
     """The worker answered a request with an ERROR (``code`` is machine-readable)."""
 

@@ -7,6 +7,11 @@ on when the job named them, else a placeholder for the data to track)::
     >>> done = p.JobComplete(job_id="j1", outputs=["/vast/models/m1"])
     >>> after(["sleap-rtc", "track", "--room", "lab"], TrainSpec(config_paths=["/c.yaml"]), done)
     ['sleap-rtc track --room lab --data-path VIDEO_OR_SLP --model-paths /vast/models/m1']
+
+Across a room, also the command that fetches the outputs (any time later)::
+
+    >>> fetch("lab", done)
+    ['sleap-rtc jobs download j1 . --room lab']
 """
 
 from __future__ import annotations
@@ -34,3 +39,10 @@ def after(
     for model in models:
         argv += ["--model-paths", model]
     return [shlex.join(argv)]
+
+
+def fetch(room: str, result: p.JobComplete) -> list[str]:
+    """The command that downloads a room job's outputs (none without outputs)."""
+    if not result.outputs:
+        return []
+    return [shlex.join(["sleap-rtc", "jobs", "download", result.job_id, ".", "--room", room])]

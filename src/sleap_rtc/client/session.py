@@ -284,6 +284,37 @@ class ServerClient:
         )
         return result
 
+    async def room_jobs(
+        self,
+        room: str,
+        *,
+        states: list[str] | None = None,
+        owner: str | None = None,
+        worker: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> api.JobPage:
+        """A page of the room's job index, newest first (every worker, online or not)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if states:
+            params["state"] = states
+        for name, value in (("owner", owner), ("worker", worker), ("kind", kind), ("since", since)):
+            if value is not None:
+                params[name] = value
+        page: api.JobPage = await self._call(
+            "GET", f"/v1/rooms/{_seg(room)}/jobs", api.JobPage, params=params
+        )
+        return page
+
+    async def room_job(self, room: str, job: str) -> api.JobDetail:
+        """One job of the room's index by its id or a unique prefix, with its loss points."""
+        found: api.JobDetail = await self._call(
+            "GET", f"/v1/rooms/{_seg(room)}/jobs/{_seg(job)}", api.JobDetail
+        )
+        return found
+
     async def ticket(self, room: str, worker_id: str) -> api.TicketView:
         """A short-lived ticket that lets this user open a channel to ``worker_id``."""
         result: api.TicketView = await self._call(

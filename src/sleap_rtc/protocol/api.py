@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sleap_rtc.protocol.index import IndexedJob, LossPoint
 from sleap_rtc.protocol.signaling import Gpu
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -176,3 +177,31 @@ class HealthView(_Body):
     version: str
     database: str
     schema_revision: str | None
+
+
+class JobView(IndexedJob):
+    """A job of the room's index, with where it runs and whether that worker is online."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    room: str
+    worker_id: str
+    worker_name: str
+    #: The worker's presence now: a QUEUED or RUNNING job of an offline worker may
+    #: have ended meanwhile; the index catches up when the worker is back.
+    worker_status: PresenceStatus
+    #: When the worker last reported this job (the server's clock).
+    reported_at: datetime
+
+
+class JobPage(_Body):
+    jobs: list[JobView]
+    total: int
+    offset: int
+    limit: int
+
+
+class JobDetail(JobView):
+    """A job with its loss points, for ``jobs show`` and the dashboard."""
+
+    points: list[LossPoint] = Field(default_factory=list)

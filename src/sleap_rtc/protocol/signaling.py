@@ -5,10 +5,11 @@ of sockets. Every message is one JSON object with a ``type`` and a protocol
 version ``v``; anything else is refused with a :class:`ProtocolError` whose
 ``code`` goes back to the peer in an :class:`ErrorMessage`.
 
-Workers send ``register`` first, then ``heartbeat`` and ``status``; both kinds of
-peer send ``relay`` (an opaque payload for another member of the same room). The
-server answers ``registered`` / ``welcome`` and delivers ``relay`` with a ``sender``
-it filled in from the authenticated connection — a ``from`` in the body is ignored.
+Workers send ``register`` first, then ``heartbeat`` and ``job_report`` (their
+jobs, for the server's job index); both kinds of peer send ``relay`` (an opaque
+payload for another member of the same room). The server answers ``registered``
+/ ``welcome`` and delivers ``relay`` with a ``sender`` it filled in from the
+authenticated connection — a ``from`` in the body is ignored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from sleap_rtc.protocol.codec import ProtocolError, load_object, validate
+from sleap_rtc.protocol.index import MAX_POINTS_PER_REPORT, IndexedJob, LossPoint
 
 PROTOCOL_VERSION: Final = 1
 #: Largest message either side accepts, in bytes of encoded JSON.
@@ -149,8 +151,20 @@ class Ping(_Message):
     nonce: Annotated[str, Field(max_length=64)] = ""
 
 
+class JobReport(_Message):
+    """A worker's job as it is now, for the server's job index (workers only).
+
+    ``points`` are loss points the server hasn't had yet; a long series comes in
+    several reports.
+    """
+
+    type: Literal["job_report"] = "job_report"
+    job: IndexedJob
+    points: list[LossPoint] = Field(default_factory=list, max_length=MAX_POINTS_PER_REPORT)
+
+
 PeerMessage = Annotated[
-    Register | Heartbeat | Relay | Reauth | Ping,
+    Register | Heartbeat | Relay | Reauth | Ping | JobReport,
     Field(discriminator="type"),
 ]
 
@@ -165,6 +179,10 @@ class Registered(_Message):
     #: The server's public key (PEM) and issuer name: the worker checks peer tickets with it.
     ticket_public_key: Annotated[str, Field(max_length=4096)] | None = None
     issuer: Annotated[str, Field(max_length=256)] | None = None
+    #: The latest ``updated_at`` (the worker's clock) of this worker's jobs in the
+    #: server's index: the worker reports every job that changed since. None: the
+    #: index has none of its jobs.
+    index_since: float | None = None
 
 
 class Welcome(_Message):
@@ -247,7 +265,7 @@ def _load(text: str | bytes) -> dict[str, Any]:
     return load_object(text, max_bytes=MAX_MESSAGE_BYTES, version=PROTOCOL_VERSION, name="protocol")
 
 
-def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Ping:
+def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Ping | JobReport:
     """Parse a message a worker or client sent; raises :class:`ProtocolError`."""
     message = validate(_PEER, _load(text))
     if isinstance(message, Relay):

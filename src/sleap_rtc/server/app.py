@@ -27,7 +27,7 @@ from sleap_rtc.server.auth import TokenSigner
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import Hub
 from sleap_rtc.server.limits import BodyLimit, LoginLimiter
-from sleap_rtc.server.routes import accounts, health, keys, rooms, workers
+from sleap_rtc.server.routes import accounts, health, jobs, keys, rooms, workers
 from sleap_rtc.server.service.relay import RelayBudget
 from sleap_rtc.server.settings import ServerSettings
 from sleap_rtc.server.state import ServerState
@@ -77,7 +77,14 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
         exception_handlers={ApiError: _api_error, RequestValidationError: _invalid},
     )
     app.state.server = state
-    for router in (health.router, accounts.router, rooms.router, workers.router, keys.router):
+    for router in (
+        health.router,
+        accounts.router,
+        rooms.router,
+        workers.router,
+        jobs.router,
+        keys.router,
+    ):
         app.include_router(router)
     app.include_router(sockets.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

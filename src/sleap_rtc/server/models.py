@@ -136,3 +136,64 @@ class SigningKey(Base):
     kid: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     private_key_pem: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IndexedJob(Base):
+    """A job as its worker last reported it (the worker's store is the source of truth).
+
+    A job is named by room, worker and the worker's job id: a worker can only
+    report, and so only overwrite, its own jobs. Times are the worker's clock;
+    ``worker_updated`` keeps its raw value, so the worker can be told exactly up to
+    when the index has its records.
+    """
+
+    __tablename__ = "job_index"
+    __table_args__ = (
+        sa.Index("ix_job_index_room_created", "room_id", "created_at"),
+        sa.Index("ix_job_index_room_owner", "room_id", "owner"),
+    )
+
+    room_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    worker_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    summary: Mapped[str] = mapped_column(sa.Text, default="")
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    exit_code: Mapped[int | None] = mapped_column()
+    stopped_early: Mapped[bool] = mapped_column(default=False)
+    elapsed_s: Mapped[float | None] = mapped_column(sa.Float)
+    notify: Mapped[bool | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    worker_updated: Mapped[float] = mapped_column(sa.Float)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    history: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    outputs: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    results: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+
+
+class LossPoint(Base):
+    """Losses at the end of one epoch of one model of an indexed training job."""
+
+    __tablename__ = "job_points"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["room_id", "worker_id", "job_id"],
+            ["job_index.room_id", "job_index.worker_id", "job_index.job_id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    room_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    model: Mapped[int] = mapped_column(primary_key=True)
+    epoch: Mapped[int] = mapped_column(primary_key=True)
+    loss: Mapped[float | None] = mapped_column(sa.Float)
+    val_loss: Mapped[float | None] = mapped_column(sa.Float)
+    at: Mapped[float] = mapped_column(sa.Float)

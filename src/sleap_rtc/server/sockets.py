@@ -28,6 +28,7 @@ from sleap_rtc.protocol.signaling import (
     CLOSE_UNAUTHORIZED,
     ErrorMessage,
     Heartbeat,
+    JobReport,
     Ping,
     Pong,
     ProtocolError,
@@ -43,7 +44,7 @@ from sleap_rtc.server.deps import StateDep, bearer, verify_access
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import ClientConn, Connection, WorkerConn
 from sleap_rtc.server.logs import log
-from sleap_rtc.server.service import keys, relay, workers
+from sleap_rtc.server.service import jobindex, keys, relay, workers
 from sleap_rtc.server.state import ServerState
 
 #: A connection that sends this many bad messages is closed.
@@ -146,6 +147,7 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
         )
         await _refuse(ws, exc.code, exc.message, CLOSE_FORBIDDEN)
         return
+    since = await state.database.run(jobindex.index_since, room.id, register.worker_id)
     conn = Connection(ws, state.settings.send_queue_limit)
     worker = WorkerConn(
         conn=conn,
@@ -171,6 +173,7 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
             heartbeat_interval=state.settings.heartbeat_interval_s,
             ticket_public_key=state.signer.public_pem(),
             issuer=state.signer.issuer,
+            index_since=since,
         )
     )
     log.info(
@@ -238,6 +241,8 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
                 worker.set_gpus(list(message.gpus))
         elif isinstance(message, Relay):
             await relay.from_worker(state.database, state.hub, worker, message)
+        elif isinstance(message, JobReport):
+            await _job_report(state, worker, message)
         elif isinstance(message, Ping):
             conn.send(Pong(nonce=message.nonce))
         else:
@@ -247,6 +252,15 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
                     message=f"a registered worker can't send {message.type!r}",
                 )
             )
+
+
+async def _job_report(state: ServerState, worker: WorkerConn, report: JobReport) -> None:
+    """Index a worker's job; the connection says whose it is, so it can't write others'."""
+    try:
+        await state.database.run(jobindex.record_report, worker.room_id, worker.worker_id, report)
+    except Exception:
+        log.exception("indexing job %s of worker %s failed", report.job.job_id, worker.worker_id)
+        worker.conn.send(ErrorMessage(code="INDEX_FAILED", message="the job index is unavailable"))
 
 
 async def _client_loop(state: ServerState, client: ClientConn) -> None:

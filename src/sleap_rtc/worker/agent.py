@@ -6,12 +6,15 @@ runner (it opens the job store) and decides how to report what happens.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from sleap_rtc.protocol.signaling import Capabilities, Gpu, Registered, WorkerStatus
 from sleap_rtc.worker.endpoint import PeerEndpoint
 from sleap_rtc.worker.presence import PresenceLink
+from sleap_rtc.worker.reports import IndexReporter
 from sleap_rtc.worker.runner import JobRunner
 from sleap_rtc.worker.service import JobService
 from sleap_rtc.worker.tickets import SeenTickets, TicketVerifier
@@ -53,6 +56,8 @@ class WorkerAgent:
             max_backoff_s=max_backoff_s,
         )
         runner.state_listeners.append(lambda _record: self.link.status_changed())
+        self.reporter = IndexReporter(runner.store, self.link.send)
+        runner.store.listeners.append(self.reporter.changed)
 
     def status(self) -> tuple[WorkerStatus, int]:
         """Busy when every job slot is taken; and how many jobs are running."""
@@ -60,6 +65,7 @@ class WorkerAgent:
         return ("busy" if busy else "idle", self.runner.running_jobs)
 
     def _registered(self, info: Registered) -> None:
+        self.reporter.registered(info.index_since)
         # Tickets are checked with the key of the server this worker registered with.
         if info.ticket_public_key and info.issuer and info.room_id:
             self.service.verifier = TicketVerifier(
@@ -76,7 +82,13 @@ class WorkerAgent:
 
     async def run(self) -> None:
         """Stay registered until cancelled; raises WorkerRefused if the server refuses."""
-        await self.link.run()
+        reporting = asyncio.create_task(self.reporter.run(), name="index-reporter")
+        try:
+            await self.link.run()
+        finally:
+            reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporting
 
     async def close(self) -> None:
         await self.endpoint.close()

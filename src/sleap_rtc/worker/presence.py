@@ -28,6 +28,7 @@ from sleap_rtc.protocol.signaling import (
     ErrorMessage,
     Gpu,
     Heartbeat,
+    JobReport,
     ProtocolError,
     Register,
     Registered,
@@ -141,11 +142,15 @@ class PresenceLink:
 
     async def relay(self, to: str, payload: dict[str, Any]) -> bool:
         """Send ``payload`` to client session ``to``; False when not connected."""
+        return await self.send(Relay(to=to, payload=payload))
+
+    async def send(self, message: Relay | JobReport) -> bool:
+        """Send a message to the server; False when not connected."""
         ws = self._ws
         if ws is None:
             return False
         try:
-            await ws.send(encode(Relay(to=to, payload=payload)))
+            await ws.send(encode(message))
         except ConnectionClosed:
             return False
         return True

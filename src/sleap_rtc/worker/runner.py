@@ -32,7 +32,7 @@ from sleap_rtc.engine.backend import (
     Submitted,
 )
 from sleap_rtc.engine.results import results_of
-from sleap_rtc.jobs.events import Progress
+from sleap_rtc.jobs.events import Progress, TrainProgress
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec, parse_spec
@@ -360,8 +360,13 @@ class JobRunner:
             self.store.append_log(job_id, event.text)
             self._publish(LogEvent(job_id, event.text))
         elif isinstance(event, ProgressUpdate):
-            self.store.set_progress(job_id, event.progress.model_dump(mode="json"))
-            self._publish(ProgressEvent(job_id, event.progress))
+            progress = event.progress
+            self.store.set_progress(job_id, progress.model_dump(mode="json"))
+            if isinstance(progress, TrainProgress) and progress.epoch_done:
+                self.store.add_point(
+                    job_id, progress.model_index, progress.epoch, progress.loss, progress.val_loss
+                )
+            self._publish(ProgressEvent(job_id, progress))
         elif isinstance(event, Submitted):
             self.store.set_native_id(job_id, event.native_id)
             self.store.append_log(job_id, event.note)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,6 +48,16 @@ CREATE TABLE IF NOT EXISTS job_states (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS job_states_job ON job_states(job_id);
+CREATE TABLE IF NOT EXISTS job_points (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    model INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    loss REAL,
+    val_loss REAL,
+    at REAL NOT NULL,
+    PRIMARY KEY (job_id, model, epoch)
+);
+CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(updated_at);
 """
 
 
@@ -54,6 +66,22 @@ class StateChange:
     at: float
     state: JobState
     reason: str | None
+
+
+@dataclass(frozen=True)
+class Point:
+    """The losses at the end of one epoch of one model of a training job."""
+
+    seq: int
+    model: int
+    epoch: int
+    loss: float | None
+    val_loss: float | None
+    at: float
+
+
+#: Told the id of a job whose record changed, and whether its state did.
+ChangeListener = Callable[[str, bool], None]
 
 
 @dataclass(frozen=True)
@@ -111,6 +139,12 @@ class JobStore:
         if "results" not in columns:  # stores made before jobs kept their results
             self._db.execute("ALTER TABLE jobs ADD COLUMN results TEXT NOT NULL DEFAULT '[]'")
         self._logs: dict[str, TextIO] = {}
+        #: Called after every change of a job's record (e.g. to report it to the server).
+        self.listeners: list[ChangeListener] = []
+
+    def _changed(self, job_id: str, state: bool) -> None:
+        for listener in self.listeners:
+            listener(job_id, state)
 
     def close(self) -> None:
         for handle in self._logs.values():
@@ -155,6 +189,7 @@ class JobStore:
             self._db.execute(
                 "INSERT INTO job_states VALUES (?, ?, ?, ?)", (job_id, now, state.value, reason)
             )
+        self._changed(job_id, True)
 
     def transition(
         self,
@@ -200,6 +235,7 @@ class JobStore:
                 handle.close()
         record = self.get(job_id)
         assert record is not None
+        self._changed(job_id, True)
         return record
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
@@ -207,6 +243,21 @@ class JobStore:
             "UPDATE jobs SET progress=?, updated_at=? WHERE id=?",
             (json.dumps(progress), time.time(), job_id),
         )
+        self._changed(job_id, False)
+
+    def add_point(
+        self, job_id: str, model: int, epoch: int, loss: float | None, val_loss: float | None
+    ) -> None:
+        """Keep the losses at the end of an epoch (a repeated epoch replaces the old)."""
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO job_points VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, model, epoch, _finite(loss), _finite(val_loss), now),
+            )
+            self._db.execute("UPDATE jobs SET updated_at=? WHERE id=?", (now, job_id))
+        self._changed(job_id, False)
 
     def set_native_id(self, job_id: str, native_id: str) -> None:
         self._db.execute("UPDATE jobs SET native_id=? WHERE id=?", (native_id, job_id))
@@ -272,6 +323,28 @@ class JobStore:
         ).fetchall()
         return [StateChange(r["at"], JobState(r["state"]), r["reason"]) for r in rows]
 
+    def points(self, job_id: str, *, after: int = 0, limit: int = 10_000) -> list[Point]:
+        """A training job's loss points in the order they were kept, after ``seq`` ``after``."""
+        rows = self._db.execute(
+            "SELECT rowid, model, epoch, loss, val_loss, at FROM job_points "
+            "WHERE job_id=? AND rowid>? ORDER BY rowid LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
+        return [Point(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def changed_since(self, since: float | None, *, limit: int) -> list[str]:
+        """Ids of jobs updated at or after ``since``, oldest change first; with None,
+        the ``limit`` most recently updated."""
+        if since is None:
+            rows = self._db.execute(
+                "SELECT id FROM jobs ORDER BY updated_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+            return [r[0] for r in reversed(rows)]
+        rows = self._db.execute(
+            "SELECT id FROM jobs WHERE updated_at>=? ORDER BY updated_at LIMIT ?", (since, limit)
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def elapsed(self, job_id: str) -> float | None:
         """Seconds from the job's first RUNNING to its end (None if it never ran or runs)."""
         started = ended = None
@@ -281,6 +354,10 @@ class JobStore:
             elif change.state in TERMINAL_STATES:
                 ended = change.at
         return ended - started if started is not None and ended is not None else None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _take_lock(path: Path) -> int:
