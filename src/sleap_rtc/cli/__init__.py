@@ -6,6 +6,7 @@ import click
 
 from sleap_rtc import __version__
 from sleap_rtc.cli.demo import demo, make_demo_data
+from sleap_rtc.cli.doctor import doctor
 from sleap_rtc.cli.files import browse, fs
 from sleap_rtc.cli.jobs import jobs
 from sleap_rtc.cli.local import local
@@ -44,6 +45,7 @@ for command in (
     fs,
     browse,
     pipeline,
+    doctor,
 ):
     cli.add_command(command)
 
