@@ -56,7 +56,7 @@ class WorkerAgent:
             max_backoff_s=max_backoff_s,
         )
         runner.state_listeners.append(lambda _record: self.link.status_changed())
-        self.reporter = IndexReporter(runner.store, self.link.send)
+        self.reporter = IndexReporter(runner.store, self.link.send, drained=self.link.drained)
         runner.store.listeners.append(self.reporter.changed)
 
     def status(self) -> tuple[WorkerStatus, int]:

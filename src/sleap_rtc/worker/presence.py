@@ -144,6 +144,23 @@ class PresenceLink:
         """Send ``payload`` to client session ``to``; False when not connected."""
         return await self.send(Relay(to=to, payload=payload))
 
+    async def drained(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the server has read everything sent so far (a ping's pong comes
+        back only then); False when not connected or it took longer than ``timeout_s``.
+
+        A sender of many messages in a row waits on this now and then, so the server's
+        read queue never holds so much that its own keepalive pings time out.
+        """
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, timeout_s)
+        except (ConnectionClosed, TimeoutError):
+            return False
+        return True
+
     async def send(self, message: Relay | JobReport) -> bool:
         """Send a message to the server; False when not connected."""
         ws = self._ws

@@ -29,7 +29,11 @@ log = logging.getLogger("sleap_rtc.worker")
 SYNC_LIMIT = 1_000
 FIRST_SYNC_LIMIT = 200
 
+#: Reports sent before waiting for the server to have read them.
+REPORTS_PER_DRAIN = 20
+
 SendFn = Callable[[JobReport], Awaitable[bool]]
+DrainFn = Callable[[], Awaitable[bool]]
 
 
 def _text(value: str | None, limit: int) -> str | None:
@@ -94,12 +98,24 @@ def fit(report: JobReport) -> JobReport:
     return report
 
 
+async def _always() -> bool:
+    return True
+
+
 class IndexReporter:
     """Sends jobs the store says changed; call :meth:`changed` from the store's listeners."""
 
-    def __init__(self, store: JobStore, send: SendFn, *, progress_interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        send: SendFn,
+        *,
+        drained: DrainFn | None = None,
+        progress_interval_s: float = 2.0,
+    ) -> None:
         self.store = store
         self._send = send
+        self._drained = drained or _always
         self.progress_interval_s = progress_interval_s
         self._dirty: set[str] = set()
         self._urgent = asyncio.Event()
@@ -178,6 +194,9 @@ class IndexReporter:
             if not await self._send(report):
                 return False
             self.reports_sent += 1
+            # A catch-up of many jobs waits for the server to keep up with it.
+            if self.reports_sent % REPORTS_PER_DRAIN == 0 and not await self._drained():
+                return False
             if report.points:
                 after = points[len(report.points) - 1].seq
                 self._points_sent[job_id] = after

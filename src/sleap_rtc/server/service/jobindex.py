@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -150,17 +151,28 @@ def _add_points(
         }
         for p in points[:room]
     ]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(LossPoint).values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=["room_id", "worker_id", "job_id", "model", "epoch"],
-        set_={
-            "loss": statement.excluded.loss,
-            "val_loss": statement.excluded.val_loss,
-            "at": statement.excluded.at,
-        },
-    )
-    session.execute(statement)
+    # One statement, executed for many rows: compiled once and cached, however many
+    # points a report carries.
+    session.execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    """The insert-or-replace of one loss point, per database dialect."""
+    if dialect not in _UPSERTS:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert(LossPoint)
+        _UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=["room_id", "worker_id", "job_id", "model", "epoch"],
+            set_={
+                "loss": statement.excluded.loss,
+                "val_loss": statement.excluded.val_loss,
+                "at": statement.excluded.at,
+            },
+        )
+    return _UPSERTS[dialect]
 
 
 # ------------------------------------------------------------------------- reading
@@ -269,8 +281,8 @@ def find_job(session: Session, room_id: str, room_name: str, ref: str) -> IndexR
 
 
 def job_points(session: Session, room_id: str, worker_id: str, job_id: str) -> list[ix.LossPoint]:
-    rows = session.scalars(
-        select(LossPoint)
+    rows = session.execute(
+        select(LossPoint.model, LossPoint.epoch, LossPoint.loss, LossPoint.val_loss, LossPoint.at)
         .where(
             LossPoint.room_id == room_id,
             LossPoint.worker_id == worker_id,
@@ -279,6 +291,6 @@ def job_points(session: Session, room_id: str, worker_id: str, job_id: str) -> l
         .order_by(LossPoint.model, LossPoint.epoch)
     ).all()
     return [
-        ix.LossPoint(model=r.model, epoch=r.epoch, loss=r.loss, val_loss=r.val_loss, at=r.at)
-        for r in rows
+        ix.LossPoint.model_construct(model=m, epoch=e, loss=loss, val_loss=val, at=at)
+        for m, e, loss, val, at in rows
     ]
