@@ -342,12 +342,14 @@ def open_room(
     room: str = "lab",
     worker_name: str = "lab-cpu",
     worker_args: tuple[str, ...] = (),
+    server_args: tuple[str, ...] = (),
 ) -> Iterator[Room]:
     """Start the server and a CPU worker that mounts ``mount`` (as ``data``); stop both after.
 
-    ``worker_args`` are more ``sleap-rtc worker`` options (e.g. ``--backend slurm``).
+    ``worker_args`` are more ``sleap-rtc worker`` options (e.g. ``--backend slurm``),
+    ``server_args`` more ``sleap-rtc server`` ones (e.g. ``--allow-private-webhooks``).
     """
-    server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home").start()
+    server = ServerProcess(f"sqlite:///{root}/server.db", root / "server-home", server_args).start()
     worker: Proc | None = None
     opened: Room | None = None
     try:

@@ -10,6 +10,7 @@ from sleap_rtc.cli.doctor import doctor
 from sleap_rtc.cli.files import browse, fs
 from sleap_rtc.cli.jobs import jobs
 from sleap_rtc.cli.local import local
+from sleap_rtc.cli.notify import notify
 from sleap_rtc.cli.pipeline import pipeline
 from sleap_rtc.cli.rooms import keys, login, logout, rooms, whoami
 from sleap_rtc.cli.server import server
@@ -42,6 +43,7 @@ for command in (
     train,
     track,
     jobs,
+    notify,
     fs,
     browse,
     pipeline,

@@ -25,7 +25,12 @@ _SPECS: dict[str, type[BaseModel]] = {"train": TrainSpec, "track": TrackSpec}
 def click_option(option: JobOption, *, required: bool | None = None) -> Callable[[F], F]:
     """One table entry as a click option; ``required`` overrides the table's word."""
     settings: dict[str, Any] = {"help": option.help}
-    if option.value_type is bool:
+    flags = option.flags
+    if option.value_type is bool and option.negatable:
+        flags = (f"{option.flag}/--no-{option.flag[2:]}", *option.flags[1:])
+        settings["is_flag"] = True
+        settings["default"] = None
+    elif option.value_type is bool:
         settings["is_flag"] = True
     elif option.choices is not None:
         settings["type"] = click.Choice(option.choices)
@@ -42,7 +47,7 @@ def click_option(option: JobOption, *, required: bool | None = None) -> Callable
         settings["show_default"] = True
     if option.required if required is None else required:
         settings["required"] = True
-    return click.option(*option.flags, option.field, **settings)
+    return click.option(*flags, option.field, **settings)
 
 
 def _apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
@@ -54,21 +59,27 @@ def _apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     return decorator
 
 
-def job_options(kind: JobKind, *, required: bool = True) -> Callable[[F], F]:
+def job_options(kind: JobKind, *, required: bool = True, remote: bool = False) -> Callable[[F], F]:
     """Every option of a ``kind`` job; with ``required=False`` none is required (the
-    command then checks what a job needs itself, e.g. from a spec file)."""
+    command then checks what a job needs itself, e.g. from a spec file); ``remote``
+    adds those only a job sent through a server has (``--notify``)."""
     return _apply(
-        [click_option(o, required=None if required else False) for o in options_for(kind)]
+        [
+            click_option(o, required=None if required else False)
+            for o in options_for(kind)
+            if remote or not o.remote_only
+        ]
     )
 
 
 def make_train_options(config_required: bool = True) -> Callable[[F], F]:
-    """The train options; ``config_required=False`` when another option may stand in."""
-    return job_options("train", required=config_required)
+    """The train options of ``sleap-rtc train``; ``config_required=False`` when another
+    option may stand in."""
+    return job_options("train", required=config_required, remote=True)
 
 
 #: The track options, as ``sleap-rtc track`` takes them.
-track_options = job_options("track")
+track_options = job_options("track", remote=True)
 
 
 def spec_fields(

@@ -119,6 +119,14 @@ def _bind(host: str, port: int) -> socket.socket:
     help="Failed logins allowed per minute for one address and username.",
 )
 @click.option(
+    "--allow-private-webhooks",
+    is_flag=True,
+    envvar="SLEAP_RTC_ALLOW_PRIVATE_WEBHOOKS",
+    help="Post notifications to webhooks on loopback, private and link-local addresses "
+    "too (a chat server inside your network) [env SLEAP_RTC_ALLOW_PRIVATE_WEBHOOKS; "
+    "default: public addresses only].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -135,6 +143,7 @@ def server(
     heartbeat_interval: float,
     heartbeat_timeout: float,
     login_failures_per_minute: int,
+    allow_private_webhooks: bool,
     log_level: str,
 ) -> None:
     """Run the server: accounts, rooms, worker keys, presence and signaling.
@@ -146,6 +155,7 @@ def server(
     Examples:
       sleap-rtc server                                  # SQLite in the data folder
       sleap-rtc server --host 0.0.0.0 --port 8000 --database-url postgresql://sleap@db/sleap
+      sleap-rtc server --allow-private-webhooks         # notify a chat server in the lab
       sleap-rtc server add-user alice --admin
     """
     if ctx.invoked_subcommand is not None:
@@ -176,6 +186,7 @@ def server(
         heartbeat_interval_s=heartbeat_interval,
         heartbeat_timeout_s=heartbeat_timeout,
         login_failures_per_minute=login_failures_per_minute,
+        allow_private_webhooks=allow_private_webhooks,
     )
     try:
         state = build_state(settings)
@@ -259,7 +270,14 @@ def add_user(
 def set_password(
     username: str, password_stdin: bool, data_dir: Path | None, database_url: str | None
 ) -> None:
-    """Set an account's password; its sessions everywhere are ended."""
+    """Set an account's password; its sessions everywhere are ended.
+
+    \b
+    Examples:
+      sleap-rtc server set-password alice          # asks for the new password twice
+      printf '%s\\n' "$PASSWORD" | sleap-rtc server set-password alice --password-stdin
+      sleap-rtc server set-password alice --database-url postgresql://sleap@db/sleap_rtc
+    """
     _import_server()
     from sleap_rtc.server.db import DatabaseError, create_engine, session_factory, upgrade
     from sleap_rtc.server.errors import ApiError

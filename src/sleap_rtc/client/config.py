@@ -4,12 +4,17 @@ Example ``config.toml``::
 
     server = "https://sleap-rtc.lab.example.org"
     room = "my-room"          # default for --room
+
+    [notify]                  # pushed to the server by `sleap-rtc notify sync`
+    webhook = "https://hooks.slack.com/services/T000/B000/XXXX"
+    on_start = false          # also when a job starts running
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -64,3 +69,32 @@ def resolve_server(flag: str | None, fallback: str | None = None) -> str | None:
 def resolve_room(flag: str | None) -> str | None:
     value = flag or os.environ.get(ROOM_ENV) or load_config().get("room")
     return str(value) if value else None
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """The ``[notify]`` table: your webhook (None if not given) and whether it hears starts."""
+
+    webhook: str | None = None
+    on_start: bool = False
+
+
+def notify_settings() -> NotifySettings:
+    """``[notify]`` of config.toml; ConfigError naming the key when a value is of the wrong type."""
+    table = load_config().get("notify", {})
+    where = config_path()
+    if not isinstance(table, dict):
+        raise ConfigError(f'notify in {where} must be a table ([notify] with webhook = "...")')
+    webhook = table.get("webhook")
+    if webhook is not None and not isinstance(webhook, str):
+        raise ConfigError(f"notify.webhook in {where} must be a string (the webhook URL)")
+    on_start = table.get("on_start", False)
+    if not isinstance(on_start, bool):
+        raise ConfigError(f"notify.on_start in {where} must be true or false, not {on_start!r}")
+    unknown = sorted(set(table) - {"webhook", "on_start"})
+    if unknown:
+        raise ConfigError(
+            f"notify in {where} has unknown keys {', '.join(unknown)}; "
+            "it takes webhook and on_start"
+        )
+    return NotifySettings((webhook or "").strip() or None, on_start)

@@ -325,6 +325,47 @@ class ServerClient:
         )
         return result
 
+    # -- webhooks ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _webhook_path(room: str | None) -> str:
+        return "/v1/me/webhook" if room is None else f"/v1/rooms/{_seg(room)}/webhook"
+
+    async def set_webhook(
+        self, url: str, *, on_start: bool = False, room: str | None = None
+    ) -> api.WebhookView:
+        """Set your webhook, or (``room``, owners only) the room's; replaces the one before."""
+        try:
+            body = api.SetWebhook(url=url, on_start=on_start).model_dump()
+        except ValidationError as exc:
+            raise ClientError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+        result: api.WebhookView = await self._call(
+            "PUT", self._webhook_path(room), api.WebhookView, json=body
+        )
+        return result
+
+    async def webhook(self, room: str | None = None) -> api.WebhookView:
+        """Your webhook, or whether ``room`` has one (where it goes only for its owners)."""
+        result: api.WebhookView = await self._call("GET", self._webhook_path(room), api.WebhookView)
+        return result
+
+    async def delete_webhook(self, room: str | None = None) -> bool:
+        """Remove your webhook or the room's; False when none was set."""
+        try:
+            await self._call("DELETE", self._webhook_path(room))
+        except ServerError as exc:
+            if exc.code == "NO_WEBHOOK":
+                return False
+            raise
+        return True
+
+    async def test_webhook(self, room: str | None = None) -> api.WebhookTest:
+        """Have the server post a test message to your webhook (or the room's) now."""
+        result: api.WebhookTest = await self._call(
+            "POST", self._webhook_path(room) + "/test", api.WebhookTest
+        )
+        return result
+
     # -- worker keys ------------------------------------------------------------------------
 
     async def create_key(self, room: str, name: str | None = None) -> api.NewKey:

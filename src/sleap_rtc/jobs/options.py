@@ -70,6 +70,11 @@ class JobOption:
     choices: tuple[str, ...] | None = None
     #: Passed to ``sleap-nn predict`` as ``--<field>`` when set (a bool as a bare flag).
     sleap_nn: bool = False
+    #: A bool that also has ``--no-<flag>``; given neither, the field is None ("as
+    #: set elsewhere").
+    negatable: bool = False
+    #: Only for jobs sent through a server (``sleap-rtc train/track``), not ``local``.
+    remote_only: bool = False
 
     @property
     def flag(self) -> str:
@@ -95,6 +100,19 @@ def _path_map(kind: JobKind) -> JobOption:
         nargs=2,
         metavar="OLD NEW",
         job_file=True,
+    )
+
+
+def _notify(kind: JobKind) -> JobOption:
+    return JobOption(
+        kind,
+        "notify",
+        ("--notify",),
+        "Post to your webhook and the room's when the job ends; --no-notify: to none "
+        "for this job [default: post wherever `sleap-rtc notify` set a webhook].",
+        value_type=bool,
+        negatable=True,
+        remote_only=True,
     )
 
 
@@ -202,6 +220,7 @@ OPTIONS: tuple[JobOption, ...] = (
         value_type=bool,
         job_file=True,
     ),
+    _notify("train"),
     # -- track ---------------------------------------------------------------------------
     JobOption(
         "track",
@@ -422,6 +441,7 @@ OPTIONS: tuple[JobOption, ...] = (
         "Replace the output file if it exists.",
         value_type=bool,
     ),
+    _notify("track"),
 )
 
 

@@ -67,6 +67,9 @@ class TrainSpec(BaseModel):
     #: ``KEY=VALUE`` settings merged into every config (:mod:`sleap_rtc.jobs.overrides`).
     overrides: list[str] = Field(default_factory=list, max_length=MAX_OVERRIDES)
     wandb: bool = False
+    #: Whether the server posts to webhooks when the job ends: None follows the
+    #: webhooks set (:mod:`sleap_rtc.server.notify`); the worker only reports it.
+    notify: bool | None = None
 
 
 class TrackSpec(BaseModel):
@@ -114,6 +117,7 @@ class TrackSpec(BaseModel):
     tracking_target_instance_count: int | None = None
     post_connect_single_breaks: bool = False
     overwrite: bool = False
+    notify: bool | None = None
 
 
 JobSpec = Annotated[TrainSpec | TrackSpec, Field(discriminator="kind")]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sleap_rtc.protocol.index import IndexedJob, LossPoint
 from sleap_rtc.protocol.signaling import Gpu
@@ -205,3 +206,99 @@ class JobDetail(JobView):
     """A job with its loss points, for ``jobs show`` and the dashboard."""
 
     points: list[LossPoint] = Field(default_factory=list)
+
+
+# -- notifications ------------------------------------------------------------------------
+
+#: Longest webhook URL accepted.
+MAX_WEBHOOK_URL = 2048
+#: Where a webhook URL's problems show it, cut to this many characters.
+SHOWN_URL_CHARS = 40
+WEBHOOK_EXAMPLE = "e.g. https://hooks.slack.com/services/T000/B000/XXXX"
+
+
+def _shown_url(url: str) -> str:
+    text = url if url.isprintable() else url.encode("unicode_escape").decode("ascii")
+    return repr(text if len(text) <= SHOWN_URL_CHARS else text[:SHOWN_URL_CHARS] + "…")
+
+
+def check_webhook_url(url: str) -> str:
+    """``url`` if it is a usable webhook address (http or https, a host, at most
+    :data:`MAX_WEBHOOK_URL` characters); else ValueError naming the field, the value
+    (cut short: the URL is a secret) and what to do."""
+    text = url.strip()
+    shown = _shown_url(text)
+    if not text:
+        raise ValueError(
+            f"url is empty; give the webhook URL your chat service made, {WEBHOOK_EXAMPLE}"
+        )
+    if len(text) > MAX_WEBHOOK_URL:
+        raise ValueError(
+            f"url {shown} is {len(text)} characters; a webhook URL may have at most "
+            f"{MAX_WEBHOOK_URL}: check that you pasted only the URL"
+        )
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError(
+            f"url {shown} holds spaces or control characters; paste the URL alone, "
+            + WEBHOOK_EXAMPLE
+        )
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"url {shown} is not a URL ({exc}); {WEBHOOK_EXAMPLE}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(
+            f"url {shown} must start with https:// (or http://), not "
+            f"{(parts.scheme or 'nothing')[:16]!r}; {WEBHOOK_EXAMPLE}"
+        )
+    if not parts.hostname:
+        raise ValueError(f"url {shown} names no host; {WEBHOOK_EXAMPLE}")
+    if port == 0:
+        raise ValueError(f"url {shown} names port 0; leave the port out or give the real one")
+    return text
+
+
+def webhook_hint(url: str) -> str:
+    """What a webhook URL may show of itself: scheme, host and port, never the path
+    or the user info that hold its secret (``https://hooks.slack.com``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{host}{port}"
+
+
+WebhookUrl = Annotated[
+    str, Field(max_length=8 * MAX_WEBHOOK_URL), AfterValidator(check_webhook_url)
+]
+
+
+class SetWebhook(_Body):
+    url: WebhookUrl
+    #: Also post when a job starts running (every hook hears when a job ends).
+    on_start: bool = False
+
+
+class WebhookView(_Body):
+    """A user's or a room's webhook. Its URL is a secret: only where it goes is shown
+    (``hint``), and to room members that aren't owners not even that."""
+
+    scope: Literal["user", "room"]
+    #: The user (scope user) or the room (scope room) it belongs to.
+    name: str
+    set: bool
+    on_start: bool = False
+    hint: str | None = None
+    created_at: datetime | None = None
+
+
+class WebhookTest(_Body):
+    """What a test post to a webhook got."""
+
+    delivered: bool
+    #: The hook's HTTP status, when it answered.
+    status: int | None = None
+    attempts: int = 0
+    message: str

@@ -27,7 +27,8 @@ from sleap_rtc.server.auth import TokenSigner
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import Hub
 from sleap_rtc.server.limits import BodyLimit, LoginLimiter
-from sleap_rtc.server.routes import accounts, health, jobs, keys, rooms, workers
+from sleap_rtc.server.notify import Notifier
+from sleap_rtc.server.routes import accounts, health, jobs, keys, notify, rooms, workers
 from sleap_rtc.server.service.relay import RelayBudget
 from sleap_rtc.server.settings import ServerSettings
 from sleap_rtc.server.state import ServerState
@@ -41,13 +42,15 @@ def build_state(settings: ServerSettings) -> ServerState:
     sessions = db.session_factory(engine)
     with sessions() as session:
         signer = TokenSigner.load_or_create(session, settings.issuer)
+    database = db.Database(engine, sessions)
     return ServerState(
         settings=settings,
-        database=db.Database(engine, sessions),
+        database=database,
         signer=signer,
         hub=Hub(),
         logins=LoginLimiter(settings.login_failures_per_minute, settings.address_login_failures),
         relay_budget=RelayBudget(settings.relay_kib_per_second),
+        notifier=Notifier(database, allow_private=settings.allow_private_webhooks),
     )
 
 
@@ -58,6 +61,7 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(sweep(state))
+        await state.notifier.start()
         try:
             yield
         finally:
@@ -65,6 +69,7 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             state.hub.close_all(CLOSE_GOING_AWAY, "server is shutting down")
+            await state.notifier.stop(drain_s=2.0)
             await run_in_threadpool(save_last_seen, state)
             state.database.engine.dispose()
 
@@ -84,6 +89,7 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
         workers.router,
         jobs.router,
         keys.router,
+        notify.router,
     ):
         app.include_router(router)
     app.include_router(sockets.router)

@@ -197,3 +197,28 @@ class LossPoint(Base):
     loss: Mapped[float | None] = mapped_column(sa.Float)
     val_loss: Mapped[float | None] = mapped_column(sa.Float)
     at: Mapped[float] = mapped_column(sa.Float)
+
+
+class Webhook(Base):
+    """Where a user's or a room's notifications go: exactly one of ``user_id`` and ``room_id``.
+
+    The URL is a secret (it alone lets anyone post to the channel): it is never
+    logged and never returned by the API, only its scheme and host.
+    """
+
+    __tablename__ = "webhooks"
+    __table_args__ = (
+        sa.CheckConstraint("(user_id IS NULL) <> (room_id IS NULL)", name="ck_webhooks_one_owner"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    room_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("rooms.id", ondelete="CASCADE"), unique=True
+    )
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    #: Also post when a job starts running.
+    on_start: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

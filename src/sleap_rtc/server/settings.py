@@ -39,6 +39,10 @@ class ServerSettings(BaseModel):
     relay_kib_per_second: int = Field(default=128 * 1024, ge=64)
     #: Largest HTTP request body accepted (the API's bodies are small JSON objects).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Post notifications to webhooks on loopback, private and link-local addresses
+    #: too (a chat server inside the lab); off, only public addresses are posted to,
+    #: so a webhook can't make the server reach its own network.
+    allow_private_webhooks: bool = False
 
     @property
     def address_login_failures(self) -> int:

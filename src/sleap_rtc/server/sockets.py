@@ -44,6 +44,7 @@ from sleap_rtc.server.deps import StateDep, bearer, verify_access
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import ClientConn, Connection, WorkerConn
 from sleap_rtc.server.logs import log
+from sleap_rtc.server.notify import RoomRef, WorkerRef
 from sleap_rtc.server.service import jobindex, keys, relay, workers
 from sleap_rtc.server.state import ServerState
 
@@ -257,10 +258,19 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
 async def _job_report(state: ServerState, worker: WorkerConn, report: JobReport) -> None:
     """Index a worker's job; the connection says whose it is, so it can't write others'."""
     try:
-        await state.database.run(jobindex.record_report, worker.room_id, worker.worker_id, report)
+        recorded = await state.database.run(
+            jobindex.record_report, worker.room_id, worker.worker_id, report
+        )
     except Exception:
         log.exception("indexing job %s of worker %s failed", report.job.job_id, worker.worker_id)
         worker.conn.send(ErrorMessage(code="INDEX_FAILED", message="the job index is unavailable"))
+        return
+    if recorded.changed:
+        state.notifier.job_changed(
+            RoomRef(worker.room_id, worker.room_name),
+            WorkerRef(worker.worker_id, worker.capabilities.name),
+            recorded,
+        )
 
 
 async def _client_loop(state: ServerState, client: ClientConn) -> None:

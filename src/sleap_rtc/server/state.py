@@ -14,6 +14,7 @@ from sleap_rtc.server.auth import TokenSigner
 from sleap_rtc.server.db import Database
 from sleap_rtc.server.hub import Hub
 from sleap_rtc.server.limits import LoginLimiter
+from sleap_rtc.server.notify import Notifier
 from sleap_rtc.server.service.relay import RelayBudget
 from sleap_rtc.server.settings import ServerSettings
 
@@ -27,3 +28,5 @@ class ServerState:
     hub: Hub
     logins: LoginLimiter
     relay_budget: RelayBudget
+    #: Job notifications by webhook (its sender task runs with the app).
+    notifier: Notifier
