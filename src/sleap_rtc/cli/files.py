@@ -56,7 +56,13 @@ def fs() -> None:
 @fs.command("mounts")
 @_fs_options
 def fs_mounts(room: str, as_json: bool, **options: Any) -> None:
-    """List the worker's mounts and their free space."""
+    """List the worker's mounts and their free space.
+
+    \b
+    Examples:
+      sleap-rtc fs mounts --room my-room
+      sleap-rtc fs mounts --room my-room --worker-id worker-abc123 --json
+    """
 
     async def go() -> int:
         async with (
@@ -144,7 +150,13 @@ def fs_ls(
 def fs_find(
     pattern: str, room: str, as_json: bool, under: str | None, limit: int, **options: Any
 ) -> None:
-    """Find files by name (e.g. centroid.yaml) or glob (e.g. '*.slp'), best matches first."""
+    """Find files by name (e.g. centroid.yaml) or glob (e.g. '*.slp'), best matches first.
+
+    \b
+    Examples:
+      sleap-rtc fs find --room my-room centroid.yaml
+      sleap-rtc fs find --room my-room '*.slp' --under /vast/data --limit 50
+    """
 
     async def go() -> int:
         async with (
@@ -181,10 +193,12 @@ def browse(room: str, start: str | None, pattern: str, folders: bool, **options:
       typing              edit the filter (*.yaml, or a word the name contains)
       Ctrl-U              clear filter   Esc or Ctrl-C   cancel (exit 130)
 
-    The browser draws on the terminal even when the output is captured:
+    The browser draws on the terminal even when the output is captured.
 
     \b
+    Examples:
       config=$(sleap-rtc browse --room my-room --filter '*.yaml')
+      sleap-rtc browse --room my-room --folders --start /vast/models   # pick a model folder
     """
     if not sys.stdin.isatty():
         click.echo(

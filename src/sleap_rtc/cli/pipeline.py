@@ -334,7 +334,13 @@ def _drive(
 def status_command(
     job_file: Path, output_dir: Path, as_json: bool, watch: bool, interval: float
 ) -> None:
-    """Every stage of every dataset with its SLURM state (one sacct call per refresh)."""
+    """Every stage of every dataset with its SLURM state (one sacct call per refresh).
+
+    \b
+    Examples:
+      sleap-rtc pipeline status --job jobs/topdown.json
+      sleap-rtc pipeline status --job jobs/topdown.json --watch --interval 30
+    """
     import time
 
     from rich.live import Live
@@ -376,7 +382,13 @@ def status_command(
 @job_option
 @output_option
 def cancel_command(job_file: Path, output_dir: Path) -> None:
-    """Cancel every job of this pipeline that is still pending or running."""
+    """Cancel every job of this pipeline that is still pending or running.
+
+    \b
+    Examples:
+      sleap-rtc pipeline cancel --job jobs/topdown.json
+      sleap-rtc pipeline cancel --job jobs/topdown.json --output-dir /vast/runs
+    """
     from sleap_rtc.pipeline.run import cancel
 
     loaded, layout = _load(job_file, output_dir)
@@ -419,7 +431,16 @@ def manifest_write(
     portable: bool,
     experiment_root: Path | None,
 ) -> None:
-    """Hash the model folders under ROOT into ROOT/manifest.json."""
+    """Hash the model folders under ROOT into ROOT/manifest.json.
+
+    \b
+    Examples:
+      sleap-rtc pipeline manifest write experiment_runs/topdown/mice/centroid \\
+          --job topdown --dataset mice --stage centroid --model model
+      sleap-rtc pipeline manifest write /vast/runs/topdown/mice/centroid --portable \\
+          --experiment-root /vast/runs --job topdown --dataset mice --stage centroid \\
+          --model model --slurm-job-id 123456
+    """
     from sleap_rtc.pipeline.manifest import default_experiment_root, portable_root, write_manifest
 
     if experiment_root is not None and not portable:
@@ -459,7 +480,14 @@ def manifest_write(
     "$SLEAP_RTC_EXPERIMENT_ROOT, else ./experiment_runs].",
 )
 def manifest_verify(path: Path, experiment_root: Path | None) -> None:
-    """Check that every file a manifest pins exists with its size and SHA-256 (exit 2 if not)."""
+    """Check that every file a manifest pins exists with its size and SHA-256 (exit 2 if not).
+
+    \b
+    Examples:
+      sleap-rtc pipeline manifest verify experiment_runs/topdown/mice/centroid/manifest.json
+      sleap-rtc pipeline manifest verify /vast/runs/topdown/mice/centroid/manifest.json \\
+          --experiment-root /vast/runs
+    """
     from sleap_rtc.pipeline.manifest import verify_manifest
 
     found, problems = verify_manifest(path, "manifest", experiment_root)

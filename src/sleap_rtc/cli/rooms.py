@@ -142,7 +142,13 @@ def login(server: str | None, username: str | None, password_stdin: bool) -> Non
 @click.command()
 @server_option
 def logout(server: str | None) -> None:
-    """End the session: the server revokes it and this machine forgets it."""
+    """End the session: the server revokes it and this machine forgets it.
+
+    \b
+    Examples:
+      sleap-rtc logout
+      sleap-rtc logout --server http://gpu-server.lab:8000
+    """
 
     async def go(client: ServerClient) -> tuple[str, bool]:
         return client.url, await client.logout()
@@ -155,7 +161,13 @@ def logout(server: str | None) -> None:
 @server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def whoami(server: str | None, as_json: bool) -> None:
-    """Show who you are logged in as."""
+    """Show who you are logged in as.
+
+    \b
+    Examples:
+      sleap-rtc whoami
+      sleap-rtc whoami --server http://gpu-server.lab:8000 --json
+    """
 
     async def go(client: ServerClient) -> tuple[str, api.UserView]:
         return client.url, await client.whoami()
@@ -194,7 +206,13 @@ def rooms() -> None:
 )
 @server_option
 def rooms_create(name: str, expires: timedelta | None, server: str | None) -> None:
-    """Create a room; you become its owner."""
+    """Create a room; you become its owner.
+
+    \b
+    Examples:
+      sleap-rtc rooms create my-room
+      sleap-rtc rooms create workshop-2025 --expires 30d   # deleted by itself in 30 days
+    """
     room = run_client(server, lambda c: c.create_room(name, expires))
     until = f", expires {_when(room.expires_at)}" if room.expires_at else ""
     click.echo(f"room {plain(room.name)} created{until}")
@@ -205,7 +223,13 @@ def rooms_create(name: str, expires: timedelta | None, server: str | None) -> No
 @server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rooms_list(server: str | None, as_json: bool) -> None:
-    """List the rooms you belong to."""
+    """List the rooms you belong to.
+
+    \b
+    Examples:
+      sleap-rtc rooms list
+      sleap-rtc rooms list --json
+    """
     found = run_client(server, lambda c: c.rooms())
     if as_json:
         _print_json([r.model_dump(mode="json") for r in found])
@@ -232,7 +256,14 @@ def rooms_list(server: str | None, as_json: bool) -> None:
 @server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rooms_info(name: str | None, room: str | None, server: str | None, as_json: bool) -> None:
-    """Show a room: members, keys, workers."""
+    """Show a room: members, keys, workers.
+
+    \b
+    Examples:
+      sleap-rtc rooms info my-room
+      sleap-rtc rooms info --room my-room --json
+      sleap-rtc rooms info          # the room in SLEAP_RTC_ROOM or config.toml
+    """
     target = name or room
     if not target:
         raise click.UsageError("name the room: sleap-rtc rooms info ROOM")
@@ -261,7 +292,13 @@ def rooms_info(name: str | None, room: str | None, server: str | None, as_json: 
 @click.option("--yes", "-y", is_flag=True, help="Don't ask for confirmation.")
 @server_option
 def rooms_delete(name: str, yes: bool, server: str | None) -> None:
-    """Delete a room (owners only): its keys stop working and its workers are disconnected."""
+    """Delete a room (owners only): its keys stop working and its workers are disconnected.
+
+    \b
+    Examples:
+      sleap-rtc rooms delete workshop-2025
+      sleap-rtc rooms delete workshop-2025 --yes     # no question: for scripts
+    """
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("add --yes to delete without a terminal to confirm on")
@@ -287,7 +324,13 @@ def rooms_delete(name: str, yes: bool, server: str | None) -> None:
 def rooms_invite(
     name: str, expires: timedelta, uses: int, server: str | None, as_json: bool
 ) -> None:
-    """Make an invite code for a room (owners only)."""
+    """Make an invite code for a room (owners only).
+
+    \b
+    Examples:
+      sleap-rtc rooms invite my-room                  # one person, for 7 days
+      sleap-rtc rooms invite my-room --expires 2d --uses 20 --json
+    """
     invite = run_client(server, lambda c: c.invite(name, expires, uses))
     if as_json:
         _print_json(invite.model_dump(mode="json"))
@@ -301,7 +344,12 @@ def rooms_invite(
 @click.argument("code")
 @server_option
 def rooms_join(code: str, server: str | None) -> None:
-    """Join a room with an invite code."""
+    """Join a room with an invite code.
+
+    \b
+    Example:
+      sleap-rtc rooms join k7m2q3xwatbn5hcz     # the code from `rooms invite`
+    """
     room = run_client(server, lambda c: c.join(code))
     click.echo(
         f"joined room {plain(room.name)} ({room.members} members, "
@@ -336,7 +384,13 @@ def _gpu_text(worker: api.WorkerView) -> tuple[str, str]:
 @server_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def rooms_workers(room: str, min_gpu_memory: int | None, server: str | None, as_json: bool) -> None:
-    """List the workers of a room: online, busy or offline."""
+    """List the workers of a room: online, busy or offline.
+
+    \b
+    Examples:
+      sleap-rtc rooms workers --room my-room
+      sleap-rtc rooms workers --room my-room --min-gpu-memory 8000 --json
+    """
     found = run_client(server, lambda c: c.workers(room, min_gpu_memory))
     if as_json:
         _print_json([w.model_dump(mode="json") for w in found])
@@ -392,7 +446,13 @@ def keys() -> None:
 @server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (includes the secret).")
 def keys_create(room: str, name: str | None, server: str | None, as_json: bool) -> None:
-    """Create a worker key. The secret is shown once; the server keeps only a digest."""
+    """Create a worker key. The secret is shown once; the server keeps only a digest.
+
+    \b
+    Examples:
+      sleap-rtc keys create --room my-room --name lab-gpu-1
+      sleap-rtc keys create --room my-room --name cluster --json   # the secret is in it
+    """
     key = run_client(server, lambda c: c.create_key(room, name))
     if as_json:
         _print_json(key.model_dump(mode="json"))
@@ -411,7 +471,13 @@ def keys_create(room: str, name: str | None, server: str | None, as_json: bool) 
 @server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_list(room: str, server: str | None, as_json: bool) -> None:
-    """List a room's worker keys (never their secrets)."""
+    """List a room's worker keys (never their secrets).
+
+    \b
+    Examples:
+      sleap-rtc keys list --room my-room
+      sleap-rtc keys list --room my-room --json
+    """
     found = run_client(server, lambda c: c.keys(room))
     if as_json:
         _print_json([k.model_dump(mode="json") for k in found])
@@ -434,6 +500,12 @@ def keys_list(room: str, server: str | None, as_json: bool) -> None:
 @room_option()
 @server_option
 def keys_revoke(key: str, room: str, server: str | None) -> None:
-    """Revoke a key (by name or id); workers using it are disconnected at once."""
+    """Revoke a key (by name or id); workers using it are disconnected at once.
+
+    \b
+    Examples:
+      sleap-rtc keys revoke --room my-room lab-gpu-1
+      sleap-rtc keys revoke --room my-room key_3f9a1c0d5e7b2a64   # by id (`keys list`)
+    """
     revoked = run_client(server, lambda c: c.revoke_key(room, key))
     click.echo(f"worker key {plain(revoked.name)} ({plain(revoked.id)}) revoked")
