@@ -311,3 +311,152 @@ async def test_the_browser_starts_at_the_nearest_folder_inside_a_mount(
     )
     assert await nearest_folder(two, start_candidates("/etc/passwd", spec)) is None
     assert await nearest_folder(two, []) is None
+
+
+# -- picking a folder: typing filters, models are marked ----------------------------------
+
+
+class FindingSource(LocalSource):
+    """:class:`LocalSource` that also searches, as the worker answers FS_FIND."""
+
+    async def find(self, query: str, *, limit: int) -> p.FsFindReply:
+        reply = self._ask(p.FsFind(request_id="r", query=query, limit=limit))  # type: ignore[arg-type]
+        assert isinstance(reply, p.FsFindReply)
+        return reply
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """A models folder as training leaves it: two complete models (both layouts), a run
+    cancelled before it saved best weights, and a folder that is no model at all."""
+    root = (tmp_path / "lab").resolve()
+    models = root / "models"
+    for name, files in {
+        "mice_centroid": ["training_config.yaml", "best.ckpt", "initial_config.yaml"],
+        "mice_centroid-2": ["training_config.yaml", "initial_config.yaml", "labels_gt.train.slp"],
+        "legacy_mice": ["training_config.json", "best_model.h5"],
+        "notes": ["readme.txt"],
+    }.items():
+        (models / name).mkdir(parents=True)
+        for file in files:
+            (models / name / file).write_bytes(b"x")
+    (models / "mice_centroid" / "viz").mkdir()
+    return root
+
+
+async def test_typing_in_folder_mode_filters_the_folders_and_jumps_to_the_first(
+    tree: Path, source: LocalSource
+) -> None:
+    model = BrowserModel(source, want="dir")
+    await model.start(str(tree))
+    assert names(model) == ["[ use this folder ]", "configs", "data", "models"]
+    await model.type("d")
+    assert model.filter == "d" and names(model) == ["[ use this folder ]", "data", "models"]
+    assert model.current is not None and model.current.name == "data"
+    await model.type("at")
+    assert names(model) == ["[ use this folder ]", "data"]
+    await model.type("zz")
+    assert names(model) == ["[ use this folder ]"] and model.total == 1
+    await model.clear_filter()
+    assert names(model) == ["[ use this folder ]", "configs", "data", "models"]
+    # A glob works as in the file browser, and Enter opens the match.
+    await model.type("mod*")
+    assert await model.enter() is None and model.path == str(tree / "models")
+    # The filter is of one folder's names: the folder opened starts unfiltered.
+    assert model.filter == "" and names(model) == ["[ use this folder ]", "centroid"]
+    await model.type("cen")
+    await model.erase()
+    await model.erase()
+    await model.erase()
+    assert model.filter == "" and names(model) == ["[ use this folder ]", "centroid"]
+    await model.erase()  # no filter: up a folder, back where we came from
+    assert model.path == str(tree) and model.current is not None
+    assert model.current.name == "models"
+
+
+async def test_folder_filter_sees_every_page_of_a_large_folder(tmp_path: Path) -> None:
+    big = (tmp_path / "big").resolve()
+    for i in range(450):
+        (big / f"run{i:04d}").mkdir(parents=True)
+    source = LocalSource(FileService(Mounts([Mount(path=big, label="big")])))
+    model = BrowserModel(source, want="dir", page_size=100)
+    await model.start(str(big))
+    assert len(model.rows) == 101 and model.total == 451
+    await model.type("0449")  # on the last page, not loaded yet
+    assert names(model) == ["[ use this folder ]", "run0449"]
+    await model.clear_filter()
+    assert model.total == 451
+    await model.end()
+    assert model.current is not None and model.current.name == "run0449"
+
+
+async def test_the_terminal_folder_browser_filters_as_keys_are_typed(
+    tree: Path, source: LocalSource
+) -> None:
+    model = BrowserModel(source, want="dir")
+    await model.start(str(tree))
+    with create_pipe_input() as keys:
+        browser = Browser(model, "pick a folder", input=keys, output=DummyOutput())
+        # Type "mod": the cursor lands on models/; Enter opens it; Enter on the first
+        # row picks it.
+        keys.send_text("mod" + "\r")
+        task = asyncio.ensure_future(browser.run())
+        await asyncio.sleep(0.5)
+        assert model.path == str(tree / "models") and model.filter == ""
+        assert browser._filter_line()[1] == ("class:filter", "")
+        keys.send_text("\r")
+        assert await asyncio.wait_for(task, 10) == str(tree / "models")
+
+
+async def test_picking_a_model_marks_models_and_refuses_an_incomplete_one(runs: Path) -> None:
+    source = LocalSource(FileService(Mounts([Mount(path=runs, label="lab")])))
+    model = BrowserModel(source, want="dir", models=True)
+    await model.start(str(runs / "models"))
+    notes = {row.name: row.note for row in model.rows}
+    assert notes == {
+        "[ use this folder ]": "",
+        "legacy_mice": "model",
+        "mice_centroid": "model",
+        "mice_centroid-2": "incomplete",
+        "notes": "",
+    }
+    await model.type("-2")
+    assert await model.enter() is None and model.path == str(runs / "models" / "mice_centroid-2")
+    assert model.rows[0].note == "incomplete"
+    assert await model.enter() is None  # "use this folder" on the cancelled run
+    assert "is an incomplete model" in model.message and "best.ckpt" in model.message
+    assert (runs / "models" / "mice_centroid-2").is_dir()  # nothing is deleted
+    await model.back()
+    await model.open(str(runs / "models" / "notes"))
+    assert await model.enter() is None and "is not a model folder" in model.message
+    await model.open(str(runs / "models" / "mice_centroid"))
+    assert model.rows[0].note == "model"
+    assert await model.enter() == str(runs / "models" / "mice_centroid")
+    # Without models=True a folder is a folder: nothing is marked or refused.
+    plain_pick = BrowserModel(source, want="dir")
+    await plain_pick.start(str(runs / "models" / "mice_centroid-2"))
+    assert plain_pick.rows[0].note == ""
+    assert await plain_pick.enter() == str(runs / "models" / "mice_centroid-2")
+
+
+async def test_likely_models_are_complete_models_named_like_the_one_asked_for(
+    runs: Path,
+) -> None:
+    from sleap_rtc.client.browse import likely_models
+
+    source = FindingSource(FileService(Mounts([Mount(path=runs, label="lab")])))
+    found = await likely_models(source, "mice_centroid-2")
+    # The cancelled run of that very name is not offered; the complete one is.
+    assert found == [str(runs / "models" / "mice_centroid")]
+    assert set(await likely_models(source, "mice")) == {
+        str(runs / "models" / "legacy_mice"),
+        str(runs / "models" / "mice_centroid"),
+    }
+    assert await likely_models(source, "zebrafish") == []
+
+
+def test_a_model_path_target_is_marked_as_a_model() -> None:
+    track = TrackSpec(data_path="/d.slp", model_paths=["/m/a"], output_path="/out/pred.slp")
+    model = target_for("model_paths[0]", track)
+    output = target_for("output_path", track)
+    assert model is not None and model.model and output is not None and not output.model

@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sleap_rtc.client.select import Ambiguous, NoWorker, choose_worker, job_candidates
+from sleap_rtc.client.select import (
+    Ambiguous,
+    NoWorker,
+    SharedName,
+    choose_worker,
+    job_candidates,
+)
 from sleap_rtc.protocol.api import WorkerView
 from sleap_rtc.protocol.signaling import Gpu
 
@@ -80,3 +86,35 @@ def test_a_job_is_looked_for_on_every_online_worker_or_the_one_named() -> None:
         job_candidates(listed, "lab", worker_id="c")
     with pytest.raises(NoWorker, match="no worker is online in room lab"):
         job_candidates([worker("c", status="offline")], "lab")
+
+
+def twin(name: str, wid: str, status: str = "online", free: int = 1000) -> WorkerView:
+    return worker(name, status, free=free).model_copy(update={"id": wid, "hostname": f"{wid}-host"})
+
+
+def test_a_name_several_online_workers_share_is_an_error_listing_their_ids() -> None:
+    listing = [twin("gpu", "worker-1", free=1000), twin("gpu", "worker-2", "busy", free=9000)]
+    with pytest.raises(SharedName) as caught:
+        choose_worker(listing, "lab", worker_id="gpu")
+    message = str(caught.value)
+    assert "2 online workers in room lab are named 'gpu'" in message
+    assert "worker-2 on worker-2-host (busy); worker-1 on worker-1-host (online)" in message
+    assert "-w <id>" in message
+    assert [w.id for w in caught.value.candidates] == ["worker-2", "worker-1"]
+    # The same holds for finding a job by worker, and even with auto-select.
+    with pytest.raises(SharedName):
+        job_candidates(listing, "lab", worker_id="gpu")
+    with pytest.raises(SharedName):
+        choose_worker(listing, "lab", worker_id="gpu", auto_select=True)
+
+
+def test_an_id_is_exact_and_a_shared_name_with_one_online_worker_is_that_one() -> None:
+    listing = [twin("gpu", "worker-1"), twin("gpu", "worker-2"), twin("worker-1", "worker-3")]
+    assert choose_worker(listing, "lab", worker_id="worker-2").id == "worker-2"
+    # An id wins over a worker whose name is that id.
+    assert choose_worker(listing, "lab", worker_id="worker-1").id == "worker-1"
+    half_gone = [twin("gpu", "worker-1", "offline"), twin("gpu", "worker-2")]
+    assert choose_worker(half_gone, "lab", worker_id="gpu").id == "worker-2"
+    all_gone = [twin("gpu", "worker-1", "offline"), twin("gpu", "worker-2", "offline")]
+    with pytest.raises(NoWorker, match=r"every worker named 'gpu' is offline .*worker-1, worker-2"):
+        choose_worker(all_gone, "lab", worker_id="gpu")

@@ -6,7 +6,8 @@ terminal keeps its scrollback; it fits a plain 80×24 terminal. Keys:
 - ↑/↓, PgUp/PgDn, Home/End: move
 - Enter or →: open a folder, or select a file (or the "use this folder" row)
 - ← or Backspace: up one folder (Backspace first erases the filter, if there is one)
-- typing: edit the filter (``*.yaml``; a word without wildcards matches names containing it)
+- typing: edit the filter (``*.yaml``; a word without wildcards matches names containing it);
+  picking a folder, it narrows the folders shown and highlights the first match
 - Ctrl-U: clear the filter
 - Esc: cancel; Ctrl-C: interrupt (KeyboardInterrupt)
 """
@@ -182,6 +183,9 @@ class Browser:
         if model.path is None:
             return [("class:status", f"{model.total} mount{'' if model.total == 1 else 's'}")]
         shown = model.total - (1 if model.want == "dir" else 0)
+        if model.want == "dir" and model.filter and not shown:
+            text = f"no folder here matches {plain(model.filter)}"
+            return [("class:status", text)]
         if model.want == "dir":
             noun = "folder" if shown == 1 else "folders"
         else:
@@ -191,9 +195,9 @@ class Browser:
 
     def _filter_line(self) -> StyleAndTextTuples:
         model = self.model
-        if model.want == "dir":
-            return [("class:status", "Folders only")]
         hint = "  (type to replace)" if model.filter_preset else "_"
+        if model.want == "dir":
+            hint += "  Folders only"
         return [("", "Filter: "), ("class:filter", plain(model.filter)), ("class:status", hint)]
 
     def _keys_line(self) -> StyleAndTextTuples:

@@ -1,10 +1,12 @@
 """Interactive path correction: after a rejection for a bad path, find the right one.
 
 For each path the worker rejected, the user is asked whether to browse; files
-named like the bad one are offered first, then the browser opens at the nearest
-folder that exists inside a mount, filtered for the kind of file the field
-takes. A video the labels name where the worker has none is picked the same way,
-and becomes a path map (``--path-map OLD NEW``) on the job, printed to reuse.
+named like the bad one (for a model: complete model folders) are offered first,
+then the browser opens at the nearest folder that exists inside a mount, filtered
+for the kind of file the field takes (for a model, folders are marked as models or
+incomplete runs, and only a complete model can be picked). A video the labels
+name where the worker has none is picked the same way, and becomes a path map
+(``--path-map OLD NEW``) on the job, printed to reuse.
 The corrected spec is returned for resubmission.
 """
 
@@ -26,6 +28,7 @@ from sleap_rtc.client.browse import (
     SessionSource,
     apply_path,
     current_value,
+    likely_models,
     nearest_folder,
     path_problems,
     start_candidates,
@@ -41,6 +44,7 @@ from sleap_rtc.client.remap import (
     video_problems,
     with_video,
 )
+from sleap_rtc.jobs.paths import MODEL_CONFIG_NAMES, MODEL_WEIGHT_NAMES
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
 
@@ -87,7 +91,9 @@ async def correct_paths(
         chosen = await _offer_candidates(session, bad, target, console)
         if chosen is None:
             start = await nearest_folder(source, start_candidates(bad, spec))
-            model = BrowserModel(source, want=target.want, filter_text=target.filter)
+            model = BrowserModel(
+                source, want=target.want, filter_text=target.filter, models=target.model
+            )
             await model.start(start)
             chosen = await browse(model, f"Select correct path for '{error.field}':")
         if chosen is None:
@@ -150,32 +156,37 @@ async def _pick_video(
 async def _offer_candidates(
     session: WorkerSession, bad: str, target: PathTarget, console: Console
 ) -> str | None:
-    """Files on the worker named like the bad one; the one the user picks, if any."""
-    if target.want != "file":
-        return None
+    """Files (or complete model folders) on the worker named like the bad one; the one
+    the user picks, if any."""
     name = posixpath.basename(bad.rstrip("/"))
-    try:
-        found = await session.fs_find(name, limit=MAX_CANDIDATES * 4)
-    except WorkerError:
-        return None  # a name too short to search for: browse instead
-    wanted_ext = target.filter.lstrip("*") if target.filter.startswith("*.") else ""
-    matches = [
-        m
-        for m in found.matches
-        if m.rank <= 2 and m.entry.path and m.entry.path.lower().endswith(wanted_ext)
-    ][:MAX_CANDIDATES]
-    if not matches:
+    if target.model:
+        if name in MODEL_CONFIG_NAMES + MODEL_WEIGHT_NAMES:  # .../model/best.ckpt
+            name = posixpath.basename(posixpath.dirname(bad.rstrip("/")))
+        folders = await likely_models(SessionSource(session), name, limit=MAX_CANDIDATES)
+        offered = [(folder, "") for folder in folders]
+    elif target.want == "file":
+        try:
+            found = await session.fs_find(name, limit=MAX_CANDIDATES * 4)
+        except WorkerError:
+            return None  # a name too short to search for: browse instead
+        wanted_ext = target.filter.lstrip("*") if target.filter.startswith("*.") else ""
+        offered = [
+            (m.entry.path, f"  ({decimal(m.entry.size)})" if m.entry.size is not None else "")
+            for m in found.matches
+            if m.rank <= 2 and m.entry.path and m.entry.path.lower().endswith(wanted_ext)
+        ][:MAX_CANDIDATES]
+    else:
         return None
+    if not offered:
+        return None
+    what = "models" if target.model else "matches"
     console.print(
-        f"Likely matches for '{safe(name)}' on the worker:", highlight=False, soft_wrap=True
+        f"Likely {what} for '{safe(name)}' on the worker:", highlight=False, soft_wrap=True
     )
-    for number, match in enumerate(matches, 1):
-        size = f"  ({decimal(match.entry.size)})" if match.entry.size is not None else ""
-        console.print(
-            f"  {number}. {safe(match.entry.path)}{size}", highlight=False, soft_wrap=True
-        )
-    choices = [str(n) for n in range(1, len(matches) + 1)] + ["b"]
-    answer = await choose(f"Use one [1-{len(matches)}], or b to browse", choices, default="b")
+    for number, (path, size) in enumerate(offered, 1):
+        console.print(f"  {number}. {safe(path)}{size}", highlight=False, soft_wrap=True)
+    choices = [str(n) for n in range(1, len(offered) + 1)] + ["b"]
+    answer = await choose(f"Use one [1-{len(offered)}], or b to browse", choices, default="b")
     if answer == "b":
         return None
-    return matches[int(answer) - 1].entry.path
+    return offered[int(answer) - 1][0]

@@ -1,4 +1,5 @@
-"""Following a job live: the progress view, Ctrl-C choices, JSON events and the result.
+"""Following a job live: the progress view, Ctrl-C choices, JSON events, the result, and
+what a lost channel means for the job.
 
 ``--json`` prints one event per line: the job protocol's own messages
 (``JOB_ACCEPTED``, ``JOB_REJECTED``, ``JOB_PROGRESS``, ``JOB_COMPLETE``,
@@ -20,9 +21,10 @@ from rich.console import Console
 
 from sleap_rtc.cli.ask import choose
 from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from sleap_rtc.cli.render import JobProgressView, safe
+from sleap_rtc.cli.render import JobProgressView, plain, safe
 from sleap_rtc.cli.summary import print_result
 from sleap_rtc.client.jobs import JobHandle, WorkerError
+from sleap_rtc.client.lost import LostChannel
 from sleap_rtc.protocol import jobs as p
 
 
@@ -53,19 +55,39 @@ def emit_dict(data: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bool) -> str:
-    """What to do after Ctrl-C: stop early, cancel, detach, or keep watching."""
-    if not interactive:
-        await handle.cancel()
-        return "cancel"
-    console.print()
-    try:
-        answer = await choose(
+def _not_yours(handle: JobHandle) -> str:
+    job, owner = plain(handle.job_id), plain(handle.owner)
+    return f"Job {job} belongs to {owner}; only they can stop or cancel it"
+
+
+def interrupt_question(handle: JobHandle) -> tuple[str, list[str]]:
+    """The Ctrl-C question and its answers: stop and cancel only for the job's owner."""
+    if handle.can_control:
+        return (
             "Interrupted. [s]top early and keep the model, [c]ancel, [d]etach (job keeps "
             "running), or [w]atch on",
             ["s", "c", "d", "w"],
-            default="w",
         )
+    return (
+        f"Interrupted. {_not_yours(handle)}. [d]etach (job keeps running), or [w]atch on",
+        ["d", "w"],
+    )
+
+
+async def _ask_on_interrupt(handle: JobHandle, console: Console, interactive: bool) -> str:
+    """What to do after Ctrl-C: stop early, cancel, detach, or keep watching.
+
+    Without a terminal the job's owner cancels it; anyone else detaches.
+    """
+    if not interactive:
+        if not handle.can_control:
+            return "detach"
+        await handle.cancel()
+        return "cancel"
+    console.print()
+    question, answers = interrupt_question(handle)
+    try:
+        answer = await choose(question, answers, default="w")
     except KeyboardInterrupt:
         answer = "d"  # Ctrl-C again: leave, and lose nothing
     if answer == "s":
@@ -94,7 +116,8 @@ async def follow(
 ) -> int:
     """Show the job's events until it ends; the exit code its result means.
 
-    Ctrl-C asks what to do (or cancels, without a terminal); detaching leaves the
+    Ctrl-C asks what to do (without a terminal the job's owner cancels it, anyone
+    else detaches); only the owner is offered stop and cancel. Detaching leaves the
     job running and says how to attach again. ``next_steps`` gives the commands the
     summary suggests after a completed job.
     """
@@ -121,6 +144,8 @@ async def follow(
                     with view.paused() if view is not None else contextlib.nullcontext():
                         action = await _ask_on_interrupt(handle, console, interactive)
                     if action == "detach":
+                        if not handle.can_control and not interactive:
+                            console.print(_not_yours(handle), markup=False, highlight=False)
                         console.print(
                             f"detached; job {safe(handle.job_id)} keeps running. Follow it again "
                             f"with `sleap-rtc jobs attach {safe(handle.job_id)} --room "
@@ -155,3 +180,29 @@ async def follow(
     if isinstance(result, p.JobComplete):
         return EXIT_OK
     return EXIT_INTERRUPTED if cancelled and result.state == "CANCELLED" else EXIT_FAILED
+
+
+def print_lost_channel(console: Console, lost: LostChannel) -> None:
+    """What the job's lost channel means and what to run: attach only to an online worker."""
+    worker = f"{safe(lost.worker_name)} ({safe(lost.worker_id)})"
+    attach = f"`{safe(lost.attach_command)}`"
+    workers = f"`{safe(lost.workers_command)}`"
+    if lost.can_attach:
+        console.print(
+            f"Worker {worker} is still online; the job may still be running: {attach}",
+            highlight=False,
+        )
+    elif lost.worker_online is False:
+        console.print(
+            f"Worker {worker} went offline in room {safe(lost.room)}. Job "
+            f"{safe(lost.job_id)}'s record and log are kept on the worker; run {workers} "
+            f"to see when it is back, then {attach}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"Could not ask the server whether worker {worker} is online "
+            f"({safe(lost.unknown_because)}). Job {safe(lost.job_id)}'s record and log are "
+            f"kept on the worker; run {workers} to see whether it is online, then {attach}",
+            highlight=False,
+        )

@@ -33,6 +33,7 @@ from sleap_rtc.cli.options import (
 from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection, safe
 from sleap_rtc.cli.summary import print_result
 from sleap_rtc.client.next_steps import after
+from sleap_rtc.jobs.events import NOTE_PREFIX
 from sleap_rtc.jobs.mounts import Mount
 from sleap_rtc.jobs.options import JobKind, options_for
 from sleap_rtc.jobs.problems import JobRejected
@@ -236,6 +237,9 @@ def _dry_run(config: WorkerConfig, spec: TrainSpec | TrackSpec, console: Console
     console.print(f"# in {plain(str(preview.work_dir))}", highlight=False, markup=False)
     console.print(f"# {plain(preview.sandbox)}", highlight=False, markup=False, soft_wrap=True)
     for step in preview.job.steps:
+        for note in step.notes:
+            note = note.removeprefix(NOTE_PREFIX)
+            console.print(f"# note: {plain(note)}", highlight=False, markup=False, soft_wrap=True)
         console.print(plain(shlex.join(step.argv)), highlight=False, markup=False, soft_wrap=True)
         if step.config is not None:
             console.print(f"# {plain(step.argv[-1])}:", highlight=False, markup=False)
@@ -416,7 +420,14 @@ _worker_config_opt = click.option(
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def list_jobs(worker_config: Path | None, limit: int, as_json: bool) -> None:
-    """List recent jobs, newest first."""
+    """List recent jobs, newest first.
+
+    \b
+    Examples:
+      sleap-rtc local jobs list
+      sleap-rtc local jobs list --limit 5 --json
+      sleap-rtc local jobs list --worker-config /etc/sleap-rtc/worker.toml
+    """
     store = _store(worker_config)
     records = store.jobs(limit=limit)
     if as_json:
@@ -457,7 +468,13 @@ def _record_json(r: JobRecord) -> dict[str, Any]:
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
 def status(worker_config: Path | None, job_id: str, as_json: bool) -> None:
-    """Show a job's state, history, progress and outputs."""
+    """Show a job's state, history, progress and outputs.
+
+    \b
+    Examples:
+      sleap-rtc local jobs status 7c79a1          # a prefix of the id is enough
+      sleap-rtc local jobs status 7c79a1 --json
+    """
     store = _store(worker_config)
     record = _find(store, job_id)
     history = store.history(record.id)
@@ -486,7 +503,13 @@ def status(worker_config: Path | None, job_id: str, as_json: bool) -> None:
 @click.argument("job_id")
 @click.option("--tail", type=int, help="Only the last N lines.")
 def logs(worker_config: Path | None, job_id: str, tail: int | None) -> None:
-    """Print a job's full log."""
+    """Print a job's full log.
+
+    \b
+    Examples:
+      sleap-rtc local jobs logs 7c79a1
+      sleap-rtc local jobs logs 7c79a1 --tail 50
+    """
     store = _store(worker_config)
     record = _find(store, job_id)
     for line in store.read_log(record.id, tail=tail):

@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.table import Column
 from rich.text import Text
 
-from sleap_rtc.jobs.events import TrackProgress, TrainProgress
+from sleap_rtc.jobs.events import NOTE_PREFIX, TrackProgress, TrainProgress
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker import JobEvent, LogEvent, ProgressEvent, StateEvent
 
@@ -139,7 +139,11 @@ class JobProgressView:
                 self.complete(record.stopped_early)
 
     def log_line(self, line: str) -> None:
-        if self.show_logs:
+        """A log line, shown with ``show_logs``; the worker's notes are always shown."""
+        if line.startswith(NOTE_PREFIX):
+            note = "note: " + line.removeprefix(NOTE_PREFIX)
+            self.progress.console.print(Text(plain(note), style="yellow"), highlight=False)
+        elif self.show_logs:
             self.progress.console.print(Text(plain(line), style="dim"), highlight=False)
 
     def complete(self, stopped_early: bool) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 from sleap_rtc.cli.render import safe
 from sleap_rtc.cli.rooms import room_option, server_option
 from sleap_rtc.client import ServerClient
-from sleap_rtc.client.select import Ambiguous, choose_worker
+from sleap_rtc.client.select import Ambiguous, SharedName, choose_worker
 from sleap_rtc.protocol.api import WorkerView
 
 transport_option = click.option(
@@ -115,6 +115,7 @@ async def select(
             min_gpu_memory=options["min_gpu_memory"],
         )
     except Ambiguous as exc:
-        if not interactive(options["non_interactive"]):
+        # A shared name is an error even on a terminal: only an id names one worker.
+        if isinstance(exc, SharedName) or not interactive(options["non_interactive"]):
             raise
         return pick(exc.candidates, console)

@@ -11,12 +11,17 @@ a chosen path can be put back into the spec and the job resubmitted.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import difflib
+import fnmatch
 import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from sleap_rtc.jobs.paths import MODEL_CONFIG_NAMES, MODEL_WEIGHT_NAMES, ModelState, model_state
 from sleap_rtc.jobs.problems import PATH_CODES, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.protocol import jobs as p
@@ -54,6 +59,12 @@ class FileSource(Protocol):
     async def stat(self, path: str) -> p.FsEntry: ...
 
 
+class FindingSource(FileSource, Protocol):
+    """A :class:`FileSource` that also searches the mounts for files by name."""
+
+    async def find(self, query: str, *, limit: int) -> p.FsFindReply: ...
+
+
 class SessionSource:
     """A :class:`FileSource` over a :class:`~sleap_rtc.client.jobs.WorkerSession`."""
 
@@ -75,6 +86,9 @@ class SessionSource:
     async def stat(self, path: str) -> p.FsEntry:
         return await self._call(self.session.fs_stat(path))
 
+    async def find(self, query: str, *, limit: int) -> p.FsFindReply:
+        return await self._call(self.session.fs_find(query, limit=limit))
+
     @staticmethod
     async def _call(request: Awaitable[Any]) -> Any:
         from sleap_rtc.client.jobs import WorkerError
@@ -93,6 +107,73 @@ def glob_for(text: str) -> str | None:
     return text if _WILDCARDS.search(text) else f"*{text}*"
 
 
+def name_matches(name: str, text: str) -> bool:
+    """Whether ``name`` matches what the user typed, as the worker matches file names
+    (:func:`glob_for`, case-insensitive)."""
+    pattern = glob_for(text)
+    return pattern is None or fnmatch.fnmatchcase(name.lower(), pattern.lower())
+
+
+#: Folders checked at once for being models (one listing each) while a folder loads.
+MODEL_CHECKS_AT_ONCE = 8
+#: How a folder's row is marked while picking a model.
+MODEL_NOTES: dict[ModelState, str] = {"complete": "model", "incomplete": "incomplete"}
+
+
+async def folder_model_state(source: FileSource, path: str) -> ModelState | None:
+    """:func:`~sleap_rtc.jobs.paths.model_state` of the folder ``path``, from one listing
+    of it; raises :class:`BrowseError` when it can't be listed."""
+    page = await source.list(path, offset=0, limit=500, pattern=None, dirs_only=False)
+    return model_state({e.name for e in page.entries if e.kind == "file"})
+
+
+#: How alike a model folder's name must be to the one asked for, to be offered.
+CLOSE_NAME = 0.6
+
+
+async def likely_models(source: FindingSource, wanted: str, *, limit: int = 5) -> list[str]:
+    """Complete model folders on the worker named like ``wanted`` (a folder name), best
+    first. Folders are found by their weights file and each is checked with
+    :func:`~sleap_rtc.jobs.paths.model_state`, so a run that never saved best weights
+    (cancelled, failed) is not offered."""
+    wanted = wanted.lower()
+    if not wanted:
+        return []
+    found: dict[str, float] = {}
+    for weights in MODEL_WEIGHT_NAMES:
+        try:
+            reply = await source.find(weights, limit=100)
+        except BrowseError:
+            continue
+        for match in reply.matches:
+            path = match.entry.path
+            if match.rank != 0 or not path:
+                continue
+            folder = posixpath.dirname(path)
+            name = posixpath.basename(folder).lower()
+            score = 1.0 if name == wanted else difflib.SequenceMatcher(None, wanted, name).ratio()
+            if score >= CLOSE_NAME or wanted in name:
+                found[folder] = max(score, found.get(folder, 0.0))
+    chosen: list[str] = []
+    for folder in sorted(found, key=lambda f: (-found[f], f)):
+        try:
+            complete = await folder_model_state(source, folder) == "complete"
+        except BrowseError:
+            complete = False
+        if complete:
+            chosen.append(folder)
+            if len(chosen) == limit:
+                break
+    return chosen
+
+
+def incomplete_model_message(path: str) -> str:
+    return (
+        f"{path} is an incomplete model: its training ended (cancelled or failed) before "
+        "best.ckpt was saved; pick a model marked (model)"
+    )
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of the browser: a mount, a folder, a file, or "use this folder"."""
@@ -109,7 +190,10 @@ class BrowserModel:
 
     ``want`` says what may be selected: a file (Enter on a file picks it) or a
     folder (the first row, "use this folder", picks the folder shown). Folders
-    are opened with Enter. ``path`` is None while the mounts are shown.
+    are opened with Enter. ``path`` is None while the mounts are shown. Typing
+    filters: files by the worker's pattern (folders always show), or in folder
+    mode the subfolders by name, the cursor on the first match. ``models`` (folder
+    mode) marks model folders and lets only a complete model be picked.
     """
 
     def __init__(
@@ -119,9 +203,13 @@ class BrowserModel:
         want: Want = "file",
         filter_text: str = "",
         page_size: int = 200,
+        models: bool = False,
     ) -> None:
         self.source = source
         self.want = want
+        #: Picking a model folder: folders are marked (model) or (incomplete), and
+        #: only a complete model may be picked.
+        self.models = models and want == "dir"
         self.filter = filter_text
         #: The starting filter is replaced by the first key typed, like selected text.
         self.filter_preset = bool(filter_text)
@@ -133,6 +221,12 @@ class BrowserModel:
         self.top = 0
         self.message = ""
         self._mounts: list[p.FsMount] = []
+        #: Folder mode: the shown folder's subfolders loaded so far (before the filter),
+        #: and how many it has.
+        self._folders: list[Row] = []
+        self._folders_total = 0
+        self._model_states: dict[str, ModelState | None] = {}
+        self._unlisted: set[str] = set()  # folders that could not be checked
 
     # -- loading --------------------------------------------------------------------------
 
@@ -167,11 +261,70 @@ class BrowserModel:
             pattern=self._pattern,
             dirs_only=self.want == "dir",
         )
+        if self.want == "dir":
+            self._folders = [self._row(page.path, e) for e in page.entries]
+            self._folders_total = page.total
+            self.path = page.path
+            if self.filter:
+                await self._fill_folders(page.total)
+            await self._mark_models([page.path])
+            self._show_folders(highlight)
+            return
         self.path = page.path
-        here = [Row("here", "[ use this folder ]", page.path)] if self.want == "dir" else []
-        self.rows = here + [self._row(page.path, e) for e in page.entries]
-        self.total = len(here) + page.total
+        self.rows = [self._row(page.path, e) for e in page.entries]
+        self.total = page.total
         self._place(highlight)
+
+    # Folder mode filters the folder's subfolders here (the worker filters files only);
+    # with a filter, every subfolder is loaded first so none is missed.
+
+    def _show_folders(self, highlight: str | None) -> None:
+        assert self.path is not None
+        here = Row("here", "[ use this folder ]", self.path, note=self._model_note(self.path))
+        shown = [r for r in self._folders if name_matches(r.name, self.filter)]
+        self.rows = [here, *(self._with_model_note(r) for r in shown)]
+        self.total = len(self.rows) if self.filter else 1 + self._folders_total
+        self._place(highlight)
+
+    async def _fill_folders(self, upto: int) -> None:
+        """Load the shown folder's subfolders up to the ``upto``-th (or all there are)."""
+        while self.path is not None and len(self._folders) < min(upto, self._folders_total):
+            page = await self.source.list(
+                self.path,
+                offset=len(self._folders),
+                limit=self.page_size,
+                pattern=None,
+                dirs_only=True,
+            )
+            if not page.entries:
+                self._folders_total = len(self._folders)  # the folder shrank while we looked
+                break
+            self._folders.extend(self._row(self.path, e) for e in page.entries)
+
+    async def _mark_models(self, extra: Sequence[str] = ()) -> None:
+        """Picking a model: find out which loaded folders (and ``extra``) are models."""
+        if not self.models:
+            return
+        wanted = dict.fromkeys([*extra, *(r.path for r in self._folders)])
+        todo = [p for p in wanted if p not in self._model_states and p not in self._unlisted]
+        limit = asyncio.Semaphore(MODEL_CHECKS_AT_ONCE)
+
+        async def check(path: str) -> None:
+            async with limit:
+                try:
+                    self._model_states[path] = await folder_model_state(self.source, path)
+                except BrowseError:
+                    self._unlisted.add(path)  # not marked; the worker checks it if picked
+
+        await asyncio.gather(*(check(path) for path in todo))
+
+    def _model_note(self, path: str) -> str:
+        state = self._model_states.get(path)
+        return MODEL_NOTES[state] if self.models and state is not None else ""
+
+    def _with_model_note(self, row: Row) -> Row:
+        note = self._model_note(row.path)
+        return dataclasses.replace(row, note=note) if note else row
 
     def _place(self, highlight: str | None) -> None:
         self.cursor = self.top = 0
@@ -188,14 +341,22 @@ class BrowserModel:
 
     async def _fill(self, upto: int) -> None:
         """Fetch more of the folder until row ``upto`` is loaded (or the folder ends)."""
+        if self.want == "dir":
+            # With a filter every subfolder is loaded already.
+            if not self.filter and len(self.rows) <= upto < self.total:
+                loaded = len(self._folders)
+                await self._fill_folders(upto)  # row i is subfolder i - 1
+                await self._mark_models()
+                self.rows.extend(self._with_model_note(r) for r in self._folders[loaded:])
+                self.total = 1 + self._folders_total
+            return
         while self.path is not None and len(self.rows) <= upto and len(self.rows) < self.total:
-            loaded = len(self.rows) - (1 if self.want == "dir" else 0)
             page = await self.source.list(
                 self.path,
-                offset=loaded,
+                offset=len(self.rows),
                 limit=self.page_size,
                 pattern=self._pattern,
-                dirs_only=self.want == "dir",
+                dirs_only=False,
             )
             if not page.entries:
                 self.total = len(self.rows)  # the folder shrank while we looked
@@ -231,6 +392,11 @@ class BrowserModel:
             await self.open(row.path)
             return None
         if row.kind == "here":
+            # A folder that couldn't be checked is left to the worker's own check.
+            checked = row.path in self._model_states
+            if self.models and checked and self._model_states[row.path] != "complete":
+                self.message = self._not_a_model(row.path)
+                return None
             return row.path
         if self.want == "dir":
             self.message = "pick a folder: open it, then choose [ use this folder ]"
@@ -240,9 +406,30 @@ class BrowserModel:
             return None
         return row.path
 
+    def _not_a_model(self, path: str) -> str:
+        if self._model_states.get(path) == "incomplete":
+            return incomplete_model_message(path)
+        return (
+            f"{path} is not a model folder (no {' / '.join(MODEL_CONFIG_NAMES)} with "
+            f"{' / '.join(MODEL_WEIGHT_NAMES)}); open a folder marked (model)"
+        )
+
     async def open(self, path: str) -> None:
         self.message = ""
-        await self._run(self._load(path))
+        await self._run(self._open(path))
+
+    async def _open(self, path: str, highlight: str | None = None) -> None:
+        """Show another folder; in folder mode the filter (of subfolder names) starts anew."""
+        if self.want != "dir" or path == self.path:
+            await self._load(path, highlight)
+            return
+        kept = self.filter, self.filter_preset
+        self.filter, self.filter_preset = "", False
+        try:
+            await self._load(path, highlight)
+        except BrowseError:
+            self.filter, self.filter_preset = kept
+            raise
 
     async def back(self) -> None:
         """Go to the parent folder; from a mount's top folder, to the list of mounts."""
@@ -255,7 +442,7 @@ class BrowserModel:
             return
         parent = posixpath.dirname(here.rstrip("/")) or "/"
         try:
-            await self._load(parent, highlight=here)
+            await self._open(parent, highlight=here)
         except BrowseError:
             await self.show_mounts()
 
@@ -283,9 +470,22 @@ class BrowserModel:
 
     async def _refilter(self) -> None:
         self.message = ""
-        if self.path is not None:
-            keep = self.current.path if self.current else None
+        if self.path is None:
+            return
+        keep = self.current.path if self.current else None
+        if self.want == "dir":
+            await self._run(self._refilter_folders(keep))
+        else:
             await self._run(self._load(self.path, highlight=keep))
+
+    async def _refilter_folders(self, keep: str | None) -> None:
+        if self.filter:
+            await self._fill_folders(self._folders_total)
+            await self._mark_models()
+        self._show_folders(keep)
+        if self.filter and self.current is not None and self.current.kind == "here":
+            # Typing jumps to the first folder that matches, if there is one.
+            self.cursor = 1 if len(self.rows) > 1 else 0
 
     async def _run(self, action: Awaitable[None]) -> None:
         try:
@@ -332,6 +532,11 @@ class PathTarget:
     filter: str
     #: output_path: the user picks a folder and the file name is kept.
     keep_name: bool = False
+
+    @property
+    def model(self) -> bool:
+        """Whether the path is a trained model folder (only complete ones are offered)."""
+        return self.attr == "model_paths"
 
 
 _FIELD = re.compile(r"^(?P<attr>[a-z_]+)(?:\[(?P<index>\d+)\])?$")

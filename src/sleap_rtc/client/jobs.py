@@ -238,13 +238,13 @@ class WorkerSession:
         )
         if isinstance(reply, p.JobRejected):
             raise JobRejectedError(reply.job_id, list(reply.errors))
-        return self._handle(reply.job_id)
+        return self._handle(reply.job_id, owner=self.user or None)
 
-    def _handle(self, job_id: str) -> JobHandle:
+    def _handle(self, job_id: str, owner: str | None = None) -> JobHandle:
         queue = self._jobs.setdefault(job_id, asyncio.Queue())
         if self._closed is not None:
             queue.put_nowait(self._closed)
-        return JobHandle(self, job_id, queue)
+        return JobHandle(self, job_id, queue, owner=owner)
 
     async def attach(self, job_id: str, log_lines: int = 50) -> JobHandle:
         """Follow a job that is already there: its state and last log lines, then live.
@@ -254,11 +254,14 @@ class WorkerSession:
         """
         handle = self._handle(job_id)
         try:
-            await self._request(p.JobAttach(request_id=_rid(), job_id=job_id, log_lines=log_lines))
+            reply: p.JobStatusReply = await self._request(
+                p.JobAttach(request_id=_rid(), job_id=job_id, log_lines=log_lines)
+            )
         except WorkerError:
             self._jobs.pop(job_id, None)
             self.protocol.unfollow(job_id)
             raise
+        handle.owner = reply.job.owner
         return handle
 
     async def status(self, job_id: str) -> p.JobSummary:
@@ -412,12 +415,25 @@ class WorkerSession:
 
 class JobHandle:
     def __init__(
-        self, session: WorkerSession, job_id: str, queue: asyncio.Queue[JobEvent | SessionClosed]
+        self,
+        session: WorkerSession,
+        job_id: str,
+        queue: asyncio.Queue[JobEvent | SessionClosed],
+        *,
+        owner: str | None = None,
     ) -> None:
         self.session = session
         self.job_id = job_id
         self._queue = queue
         self.result: p.JobComplete | p.JobFailed | None = None
+        #: Who submitted the job (None for a job recorded without one).
+        self.owner = owner
+
+    @property
+    def can_control(self) -> bool:
+        """Whether this session may stop or cancel the job: the worker lets only its
+        owner do that (anyone, for a job recorded without an owner)."""
+        return self.owner is None or self.owner == self.session.user
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """Progress, then the final JOB_COMPLETE or JOB_FAILED; raises SessionClosed if lost."""

@@ -33,6 +33,37 @@ def rank(workers: Sequence[WorkerView]) -> list[WorkerView]:
     return sorted(workers, key=lambda w: (-w.best_gpu_memory_mb, w.running_jobs, w.name, w.id))
 
 
+class SharedName(Ambiguous):
+    """A name several online workers go by; only an id says which (``candidates``)."""
+
+
+def _named(workers: Sequence[WorkerView], room: str, worker_id: str) -> WorkerView:
+    """The online worker ``worker_id`` names: its id exactly, else a name only one uses."""
+    workers_help = f"see `sleap-rtc rooms workers --room {room}`"
+    by_id = [w for w in workers if w.id == worker_id]
+    named = by_id or [w for w in workers if w.name == worker_id]
+    if not named:
+        raise NoWorker(f"no worker {worker_id!r} in room {room}; {workers_help}")
+    online = [w for w in named if w.status != "offline"]
+    if len(online) == 1:
+        return online[0]
+    if len(named) == 1:
+        raise NoWorker(
+            f"worker {named[0].name} ({named[0].id}) is offline in room {room}; {workers_help}"
+        )
+    if not online:
+        ids = ", ".join(w.id for w in named)
+        raise NoWorker(
+            f"every worker named {worker_id!r} is offline in room {room} ({ids}); {workers_help}"
+        )
+    listed = "; ".join(f"{w.id} on {w.hostname} ({w.status})" for w in rank(online))
+    raise SharedName(
+        f"--worker-id {worker_id!r}: {len(online)} online workers in room {room} are named "
+        f"{worker_id!r}: {listed}. Pass the one you mean by id: -w <id>",
+        rank(online),
+    )
+
+
 def choose_worker(
     workers: Sequence[WorkerView],
     room: str,
@@ -41,24 +72,19 @@ def choose_worker(
     auto_select: bool = False,
     min_gpu_memory: int | None = None,
 ) -> WorkerView:
-    """The worker to use, or :class:`NoWorker` / :class:`Ambiguous` saying why not."""
+    """The worker to use, or :class:`NoWorker` / :class:`Ambiguous` saying why not.
+
+    ``worker_id`` is a worker's id (exact) or a name; a name several online workers
+    share is :class:`SharedName`, listing their ids.
+    """
     if worker_id is not None:
-        for worker in workers:
-            if worker.id == worker_id or worker.name == worker_id:
-                if worker.status == "offline":
-                    raise NoWorker(
-                        f"worker {worker.name} ({worker.id}) is offline in room {room}; "
-                        f"see `sleap-rtc rooms workers --room {room}`"
-                    )
-                if min_gpu_memory is not None and worker.best_gpu_memory_mb < min_gpu_memory:
-                    raise NoWorker(
-                        f"worker {worker.name} has {_memory(worker)}, less than "
-                        f"--min-gpu-memory {min_gpu_memory:,} MB"
-                    )
-                return worker
-        raise NoWorker(
-            f"no worker {worker_id!r} in room {room}; see `sleap-rtc rooms workers --room {room}`"
-        )
+        worker = _named(workers, room, worker_id)
+        if min_gpu_memory is not None and worker.best_gpu_memory_mb < min_gpu_memory:
+            raise NoWorker(
+                f"worker {worker.name} has {_memory(worker)}, less than "
+                f"--min-gpu-memory {min_gpu_memory:,} MB"
+            )
+        return worker
     online = [w for w in workers if w.status != "offline"]
     if not online:
         raise NoWorker(

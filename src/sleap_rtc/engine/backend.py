@@ -40,6 +40,9 @@ class Step:
     output: Path | None = None
     #: The effective sleap-nn config a training step runs (also written as a file).
     config: dict[str, Any] | None = None
+    #: Lines for the job's log when the step starts, such as a run name that was taken;
+    #: each starts with :data:`~sleap_rtc.jobs.events.NOTE_PREFIX`, so clients show it.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

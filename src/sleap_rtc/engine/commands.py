@@ -25,6 +25,7 @@ import yaml
 
 from sleap_rtc.engine.backend import EngineJob, Step
 from sleap_rtc.jobs.config_keys import set_key
+from sleap_rtc.jobs.events import NOTE_PREFIX
 from sleap_rtc.jobs.frames import sleap_nn_frames_arg
 from sleap_rtc.jobs.labels import write_remapped
 from sleap_rtc.jobs.options import options_for
@@ -101,6 +102,11 @@ def unique_folder(parent: Path, name: str, taken: set[str] | None = None) -> str
         n += 1
         candidate = f"{name}-{n}"
     return candidate
+
+
+def run_name_note(wanted: str, chosen: str) -> str:
+    """The log's note for a run that could not have the name asked for."""
+    return f"{NOTE_PREFIX}run name {wanted} is taken; this run is {chosen}"
 
 
 def _literal(value: Any) -> Any:
@@ -253,6 +259,8 @@ def build_train_job(
     ):
         run_name = unique_folder(models_dir, wanted, reserved)
         reserved.add(run_name)
+        # A run never replaces a model; a taken name gets a suffix, said in the log.
+        notes = (run_name_note(wanted, run_name),) if run_name != wanted else ()
         effective = effective_config(
             plan,
             config,
@@ -278,6 +286,7 @@ def build_train_job(
                 total_epochs=spec.max_epochs or config.max_epochs,
                 output=models_dir / run_name,
                 config=effective,
+                notes=notes,
             )
         )
     return EngineJob(job_id=job_id, kind="train", steps=steps, stop_early=stop_early)

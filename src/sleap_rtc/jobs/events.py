@@ -10,6 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+#: How a line of a job's log starts when it is a note for the user (a run name that
+#: was taken, ...): clients show these lines even when they don't show the log.
+NOTE_PREFIX = "[sleap-rtc] note: "
+
 
 class TrainProgress(BaseModel):
     """Where a training run is. ``model_index`` counts from 1 in multi-model jobs."""

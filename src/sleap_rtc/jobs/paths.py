@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Collection
 from pathlib import Path
+from typing import Literal
 
 from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.jobs.problems import Problem, ProblemCode
@@ -142,17 +144,42 @@ def model_folder(path: Path) -> Path:
     return path
 
 
+#: What sleap-nn writes into a run's folder when training starts, before any weights.
+RUN_START_NAMES = ("initial_config.yaml",)
+
+ModelState = Literal["complete", "incomplete"]
+
+
+def model_state(files: Collection[str]) -> ModelState | None:
+    """What a folder holding the files named ``files`` is: ``complete``, a model sleap-nn
+    can load (its config and its best weights); ``incomplete``, a training run's folder
+    without best weights (training was cancelled or failed before a best model was
+    saved); None, not a model folder at all."""
+    has_config = any(name in files for name in MODEL_CONFIG_NAMES)
+    if has_config and any(name in files for name in MODEL_WEIGHT_NAMES):
+        return "complete"
+    if has_config or any(name in files for name in RUN_START_NAMES):
+        return "incomplete"
+    return None
+
+
 def model_problem(folder: Path) -> str | None:
-    """Why ``folder`` is not a model sleap-nn can load (None when it is)."""
-    has_config = any((folder / name).is_file() for name in MODEL_CONFIG_NAMES)
-    has_weights = any((folder / name).is_file() for name in MODEL_WEIGHT_NAMES)
-    if has_config and has_weights:
+    """Why ``folder`` is not a model sleap-nn can load (None when it is; the rule is
+    :func:`model_state`'s)."""
+    names = (*MODEL_CONFIG_NAMES, *MODEL_WEIGHT_NAMES, *RUN_START_NAMES)
+    state = model_state([name for name in names if (folder / name).is_file()])
+    if state == "complete":
         return None
     others = sorted(p.name for p in folder.glob("*.ckpt"))
-    if has_config and others:
+    if state == "incomplete" and others:
         return (
             f"it holds {', '.join(others[:3])} but no best.ckpt, the checkpoint sleap-nn "
             "loads (did training end before a best model was saved?)"
+        )
+    if state == "incomplete":
+        return (
+            "it is a training run's folder without best.ckpt: training was cancelled or "
+            "failed before a best model was saved; name a model whose training completed"
         )
     return f"it is not a trained model folder (expected {MODEL_LAYOUTS})"
 

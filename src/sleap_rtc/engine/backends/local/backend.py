@@ -256,6 +256,8 @@ class LocalJob(QueuedJob):
             )
             proc = self._proc
             self.emit(StepStarted(step=step, native_id=native_id_of(proc.pid)))
+            for note in step.notes:
+                self.emit(LogLine(note))
             assert proc.stdout is not None
             helpers.append(asyncio.create_task(self._read_output(proc.stdout, step, tail, error)))
             if sub is not None and tracker is not None:
