@@ -44,3 +44,20 @@ def test_a_training_line_fits_and_keeps_loss_val_and_eta(width: int) -> None:
 def test_a_tracking_line_fits_80_columns() -> None:
     lines = render(80, TrackProgress(n_processed=1500, n_total=12000, rate=212.5, eta_s=49))
     assert len(lines[-1]) <= 80 and "1500/12000" in lines[-1] and "212.5 fps" in lines[-1]
+
+
+def test_a_queued_job_shows_its_place_until_it_starts() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=False, color_system=None)
+
+    def shown(view: JobProgressView) -> list[tuple[str, str]]:
+        return [(t.description, t.fields["detail"]) for t in view.progress.tasks]
+
+    with JobProgressView(console) as view:
+        view.queued(3)
+        assert shown(view) == [("queued", "2 jobs ahead")]
+        view.queued(1)
+        assert shown(view) == [("queued", "starts next")]
+        view.show_progress(TrainProgress(model_name="m", epoch=1, total_epochs=5))
+        assert [d for d, _ in shown(view)] == ["train m"]
+    assert "queued" not in out.getvalue()

@@ -20,7 +20,7 @@ from sleap_rtc.jobs.problems import JobRejected, ProblemCode
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
-from sleap_rtc.worker.runner import JobRunner
+from sleap_rtc.worker.runner import JobRunner, QueueEvent
 from tests.configs import MODEL_CONFIG
 from tests.labels import write_labels
 
@@ -66,6 +66,34 @@ async def test_queued_job_cancels_at_once_and_slots_are_respected(tmp_path: Path
         final = await asyncio.wait_for(runner.cancel(first.id), 10)
         assert final.state is JobState.CANCELLED
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    finally:
+        await runner.close()
+
+
+async def test_a_queued_job_hears_its_place_in_the_line_as_it_moves_up(tmp_path: Path) -> None:
+    runner, spec = _runner(tmp_path)
+    try:
+        first, second, third = (runner.submit(spec) for _ in range(3))
+        await _pid_of(runner, first.id)
+        assert runner.queue_position(first.id) is None  # it has its slot
+        assert (runner.queue_position(second.id), runner.queue_position(third.id)) == (1, 2)
+        heard: list[object] = []
+
+        async def watch() -> None:
+            async for event in runner.watch(third.id):
+                heard.append(event)
+                if isinstance(event, QueueEvent) and event.position == 1:
+                    return
+
+        watching = asyncio.create_task(watch())
+        await asyncio.sleep(0.1)
+        await runner.cancel(second.id)  # the one ahead leaves the line
+        await asyncio.wait_for(watching, 5)
+        positions = [e.position for e in heard if isinstance(e, QueueEvent)]
+        assert positions == [2, 1]
+        await runner.cancel(first.id)
+        await _pid_of(runner, third.id)
+        assert runner.queue_position(third.id) is None
     finally:
         await runner.close()
 

@@ -163,12 +163,19 @@ async def follow(
                     emit(event)
                 elif view is not None:
                     if isinstance(event, p.JobProgress):
+                        if event.queue_position is not None:
+                            view.queued(event.queue_position)
+                        elif event.state is not None and event.state != "QUEUED":
+                            view.started()
                         for line in event.lines:
                             view.log_line(line)
                         if event.progress is not None:
                             view.show_progress(event.progress)
                     elif isinstance(event, p.JobComplete):
+                        view.started()
                         view.complete(event.stopped_early)
+                    else:
+                        view.started()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
     result = handle.result

@@ -255,10 +255,12 @@ def _messages(
     runner: JobRunner, event: JobEvent
 ) -> list[p.JobProgress | p.JobComplete | p.JobFailed]:
     """A runner event as the protocol's messages, as a worker would send them."""
-    from sleap_rtc.worker import LogEvent, ProgressEvent, terminal_message
+    from sleap_rtc.worker import LogEvent, ProgressEvent, QueueEvent, terminal_message
 
     if isinstance(event, ProgressEvent):
         return [p.JobProgress(job_id=event.job_id, progress=event.progress)]
+    if isinstance(event, QueueEvent):
+        return [p.JobProgress(job_id=event.job_id, state="QUEUED", queue_position=event.position)]
     if isinstance(event, LogEvent):
         return [p.JobProgress(job_id=event.job_id, lines=c) for c in p.chunk_lines([event.line])]
     record = event.record

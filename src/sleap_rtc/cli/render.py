@@ -28,7 +28,7 @@ from rich.text import Text
 
 from sleap_rtc.jobs.events import NOTE_PREFIX, TrackProgress, TrainProgress
 from sleap_rtc.jobs.states import JobState
-from sleap_rtc.worker import JobEvent, LogEvent, ProgressEvent, StateEvent
+from sleap_rtc.worker import JobEvent, LogEvent, ProgressEvent, QueueEvent, StateEvent
 
 #: Characters that move the cursor, end a line, start an escape sequence or reorder text:
 #: C0 controls but tab, DEL, C1 controls, the Unicode line and paragraph separators, and
@@ -133,10 +133,27 @@ class JobProgressView:
             self.show_progress(event.progress)
         elif isinstance(event, LogEvent):
             self.log_line(event.line)
+        elif isinstance(event, QueueEvent):
+            self.queued(event.position)
         elif isinstance(event, StateEvent):
             record = event.record
+            if record.state is not JobState.QUEUED:
+                self.started()
             if record.state is JobState.COMPLETE:
                 self.complete(record.stopped_early)
+
+    def queued(self, position: int) -> None:
+        """Where the job waits for a slot on its worker (until its first progress)."""
+        ahead = position - 1
+        detail = "starts next" if ahead == 0 else f"{ahead} job{'s' if ahead != 1 else ''} ahead"
+        task = self._task("queued", "queued", None)
+        self.progress.update(task, detail=detail)
+
+    def started(self) -> None:
+        """The job got its slot: the queue line goes."""
+        task = self._tasks.pop("queued", None)
+        if task is not None:
+            self.progress.remove_task(task)
 
     def log_line(self, line: str) -> None:
         """A log line, shown with ``show_logs``; the worker's notes are always shown."""
@@ -156,6 +173,7 @@ class JobProgressView:
                 self.progress.update(task_id, completed=task.total)
 
     def show_progress(self, p: TrainProgress | TrackProgress) -> None:
+        self.started()
         if isinstance(p, TrainProgress):
             label = f"train {p.model_name}" + (
                 f" ({p.model_index}/{p.n_models})" if p.n_models > 1 else ""

@@ -269,6 +269,8 @@ class JobProgress(_Msg):
     lines: list[_LINE] = Field(default_factory=list, max_length=MAX_LOG_LINES)
     #: True while an attach is replaying what happened before it.
     replay: bool = False
+    #: A queued job's place in the line for a slot on its worker (1: next).
+    queue_position: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class JobComplete(_Msg):

@@ -21,7 +21,14 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "planning": ["JobPlanner", "Preview"],
         "presence": ["WorkerRefused", "load_worker_id"],
         "replies": ["rejection", "summarize", "terminal_message"],
-        "runner": ["JobEvent", "JobRunner", "LogEvent", "ProgressEvent", "StateEvent"],
+        "runner": [
+            "JobEvent",
+            "JobRunner",
+            "LogEvent",
+            "ProgressEvent",
+            "QueueEvent",
+            "StateEvent",
+        ],
         "store": ["JobRecord", "JobStore", "StoreLocked"],
     },
 )
@@ -36,6 +43,7 @@ __all__ = [
     "MountConfig",
     "Preview",
     "ProgressEvent",
+    "QueueEvent",
     "StateEvent",
     "StoreLocked",
     "WorkerAgent",
@@ -62,5 +70,12 @@ if TYPE_CHECKING:
     from sleap_rtc.worker.planning import JobPlanner, Preview
     from sleap_rtc.worker.presence import WorkerRefused, load_worker_id
     from sleap_rtc.worker.replies import rejection, summarize, terminal_message
-    from sleap_rtc.worker.runner import JobEvent, JobRunner, LogEvent, ProgressEvent, StateEvent
+    from sleap_rtc.worker.runner import (
+        JobEvent,
+        JobRunner,
+        LogEvent,
+        ProgressEvent,
+        QueueEvent,
+        StateEvent,
+    )
     from sleap_rtc.worker.store import JobRecord, JobStore, StoreLocked

@@ -69,7 +69,15 @@ class ProgressEvent:
     progress: Progress
 
 
-JobEvent = StateEvent | LogEvent | ProgressEvent
+@dataclass(frozen=True)
+class QueueEvent:
+    """A queued job's place in the line for a job slot: 1 starts next."""
+
+    job_id: str
+    position: int
+
+
+JobEvent = StateEvent | LogEvent | ProgressEvent | QueueEvent
 
 
 def _spec_paths(spec: dict[str, Any]) -> list[str]:
@@ -121,6 +129,8 @@ class JobRunner:
         self._cancel_requested: set[str] = set()
         self._watchers: dict[str, list[_Watcher]] = {}
         self._reserved_runs: set[str] = set()
+        #: Jobs waiting for a slot, in the order they get one.
+        self._waiting: list[str] = []
         #: Jobs' folders are made off the event loop; run names are reserved one at a time.
         self._reserve_lock = threading.Lock()
         self._closing = False
@@ -282,9 +292,26 @@ class JobRunner:
         return record
 
     def _launch(self, job_id: str, plan: TrainPlan | TrackPlan) -> None:
+        self._waiting.append(job_id)
         self._tasks[job_id] = asyncio.create_task(
             self._execute(job_id, plan), name=f"runner-{job_id}"
         )
+
+    def queue_position(self, job_id: str) -> int | None:
+        """Where a job waiting for a slot is in the line (1: next); None if not waiting."""
+        try:
+            return self._waiting.index(job_id) + 1
+        except ValueError:
+            return None
+
+    def _leave_queue(self, job_id: str) -> None:
+        """``job_id`` no longer waits: tell those behind it where they are now."""
+        if job_id not in self._waiting:
+            return
+        behind = self._waiting.index(job_id)
+        self._waiting.remove(job_id)
+        for position, waiting in enumerate(self._waiting[behind:], behind + 1):
+            self._publish(QueueEvent(waiting, position))
 
     async def _engine_job(self, job_id: str, plan: TrainPlan | TrackPlan) -> EngineJob:
         record = self.store.get(job_id)
@@ -301,6 +328,7 @@ class JobRunner:
         engine_job: EngineJob | None = None
         try:
             async with self._slots:
+                self._leave_queue(job_id)
                 if job_id in self._cancel_requested:
                     self._record_transition(
                         job_id, JobState.CANCELLED, reason="cancelled by the user before it started"
@@ -334,6 +362,7 @@ class JobRunner:
                 async for event in backend_job.events():
                     await self._on_event(job_id, event)
         finally:
+            self._leave_queue(job_id)
             self._running.pop(job_id, None)
             self._tasks.pop(job_id, None)
             if engine_job is not None:
@@ -500,6 +529,9 @@ class JobRunner:
             yield StateEvent(job_id, record)
             if record.finished:
                 return
+            position = self.queue_position(job_id)
+            if position is not None:
+                yield QueueEvent(job_id, position)
             while True:
                 event = await watcher.queue.get()
                 yield event

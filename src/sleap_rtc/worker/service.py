@@ -35,7 +35,13 @@ from sleap_rtc.worker.replies import (
     summarize,
     terminal_message,
 )
-from sleap_rtc.worker.runner import JobRunner, LogEvent, ProgressEvent, StateEvent
+from sleap_rtc.worker.runner import (
+    JobRunner,
+    LogEvent,
+    ProgressEvent,
+    QueueEvent,
+    StateEvent,
+)
 from sleap_rtc.worker.tickets import Peer, TicketError, TicketVerifier
 from sleap_rtc.worker.uploads import Uploads
 
@@ -418,6 +424,10 @@ class _Session:
                 await self._flush(job_id, pending)
                 if isinstance(event, ProgressEvent):
                     await self.send(p.JobProgress(job_id=job_id, progress=event.progress))
+                elif isinstance(event, QueueEvent):
+                    await self.send(
+                        p.JobProgress(job_id=job_id, state="QUEUED", queue_position=event.position)
+                    )
                 elif isinstance(event, StateEvent):
                     record = event.record
                     if record.finished:
