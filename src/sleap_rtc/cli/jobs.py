@@ -12,14 +12,16 @@ import click
 
 from sleap_rtc.cli.downloads import download_outputs
 from sleap_rtc.cli.durations import Duration
-from sleap_rtc.cli.exitcodes import EXIT_REJECTED, run_client
-from sleap_rtc.cli.follow import follow, output_options
+from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_REJECTED, run_client
+from sleap_rtc.cli.follow import follow, output_options, print_lost_channel
 from sleap_rtc.cli.jobview import jobs_table, print_job, print_show
 from sleap_rtc.cli.render import make_console, plain, safe
 from sleap_rtc.cli.rooms import room_option, server_option
 from sleap_rtc.cli.targets import interactive, worker_session_options
 from sleap_rtc.client import ServerClient
+from sleap_rtc.client.jobs import SessionClosed
 from sleap_rtc.client.locate import find_job, indexed_job
+from sleap_rtc.client.lost import after_lost_channel
 from sleap_rtc.protocol import jobs as p
 
 _jobs_options = worker_session_options("The worker [default: every online worker].")
@@ -249,11 +251,11 @@ def jobs_logs(job_id: str, room: str, tail: int, follow: bool, **options: Any) -
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
-            session, _ = await find_job(
+            session, found = await find_job(
                 server, room, job_id, worker_id=options["worker_id"], transport=options["transport"]
             )
             async with session:
-                handle = await session.attach(job_id, log_lines=tail)
+                handle = await session.attach(found.job_id, log_lines=tail)
                 async for event in handle.events():
                     if isinstance(event, p.JobProgress):
                         for line in event.lines:
@@ -284,18 +286,26 @@ def jobs_attach(job_id: str, room: str, as_json: bool, logs: bool, **options: An
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
-            session, _ = await find_job(
+            session, found = await find_job(
                 server, room, job_id, worker_id=options["worker_id"], transport=options["transport"]
             )
             async with session:
-                handle = await session.attach(job_id, log_lines=30)
-                return await follow(
-                    handle,
-                    console,
-                    as_json=as_json,
-                    logs=logs,
-                    interactive=interactive(options["non_interactive"]),
-                )
+                handle = await session.attach(found.job_id, log_lines=30)
+                try:
+                    return await follow(
+                        handle,
+                        console,
+                        as_json=as_json,
+                        logs=logs,
+                        interactive=interactive(options["non_interactive"]),
+                    )
+                except SessionClosed as exc:
+                    console.print(f"[red]{safe(exc)}[/red]", highlight=False)
+                    lost = await after_lost_channel(
+                        server, room, session.worker_id, session.worker_name, found.job_id
+                    )
+                    print_lost_channel(console, lost)
+                    return EXIT_FAILED
 
     run_client(go)
 
@@ -313,11 +323,11 @@ def jobs_cancel(job_id: str, room: str, **options: Any) -> None:
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
-            session, _ = await find_job(
+            session, found = await find_job(
                 server, room, job_id, worker_id=options["worker_id"], transport=options["transport"]
             )
             async with session:
-                job = await session.cancel(job_id)
+                job = await session.cancel(found.job_id)
         click.echo(f"job {plain(job.job_id)}: {plain(job.state)}")
         return 0
 
@@ -337,11 +347,11 @@ def jobs_stop(job_id: str, room: str, **options: Any) -> None:
 
     async def go() -> int:
         async with ServerClient.from_config(options["server"]) as server:
-            session, _ = await find_job(
+            session, found = await find_job(
                 server, room, job_id, worker_id=options["worker_id"], transport=options["transport"]
             )
             async with session:
-                job = await session.stop(job_id)
+                job = await session.stop(found.job_id)
         click.echo(f"job {plain(job.job_id)}: stop requested ({plain(job.state)})")
         return 0
 
