@@ -7,37 +7,23 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import click
 
 from sleap_rtc.cli.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED
 from sleap_rtc.cli.render import make_console, safe
 from sleap_rtc.cli.rooms import server_option
+from sleap_rtc.protocol.checks import Check
 
 #: The most characters of a check's detail or fix shown on a line.
 MAX_LINE_CHARS = 600
-
-
-class _Check(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def detail(self) -> str: ...
-
-    @property
-    def fix(self) -> str | None: ...
 
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
 
 
-def _print(checks: Sequence[_Check]) -> None:
+def _print(checks: Sequence[Check]) -> None:
     console = make_console()
     width = max((len(c.name) for c in checks), default=0)
     width = min(width, 32)
@@ -57,7 +43,7 @@ def _print(checks: Sequence[_Check]) -> None:
         console.print(f"all {len(checks)} checks ok", highlight=False)
 
 
-def _run_checks(server: str | None, room: str | None, worker_config: Path | None) -> list[_Check]:
+def _run_checks(server: str | None, room: str | None, worker_config: Path | None) -> list[Check]:
     """The client's checks, then the worker machine's when this is one."""
     from sleap_rtc.client.doctor import check_client
     from sleap_rtc.worker.doctor import check_worker_machine, worker_config_path
@@ -68,7 +54,7 @@ def _run_checks(server: str | None, room: str | None, worker_config: Path | None
         # As `sleap-rtc worker` picks them: the flag, then worker.toml, then the defaults.
         server = server or machine.config.server
         room = room or machine.config.room
-    checks: list[_Check] = []
+    checks: list[Check] = []
     checks.extend(asyncio.run(check_client(server, room, login_required=machine is None)))
     if machine is not None:
         checks.extend(machine.checks)

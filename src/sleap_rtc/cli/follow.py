@@ -23,8 +23,9 @@ from sleap_rtc.cli.ask import choose
 from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from sleap_rtc.cli.render import JobProgressView, plain, safe
 from sleap_rtc.cli.summary import print_result
+from sleap_rtc.client import ServerClient
 from sleap_rtc.client.jobs import JobHandle, WorkerError
-from sleap_rtc.client.lost import LostChannel
+from sleap_rtc.client.lost import LostChannel, after_lost_channel
 from sleap_rtc.protocol import jobs as p
 
 
@@ -187,6 +188,24 @@ async def follow(
     if isinstance(result, p.JobComplete):
         return EXIT_OK
     return EXIT_INTERRUPTED if cancelled and result.state == "CANCELLED" else EXIT_FAILED
+
+
+async def report_lost_channel(
+    console: Console,
+    server: ServerClient,
+    room: str,
+    worker_id: str,
+    worker_name: str,
+    job_id: str,
+    error: BaseException,
+) -> int:
+    """The channel to a followed job closed: say why, ask whether the worker is still
+    there, say what to run; the exit code for it."""
+    console.print(f"[red]{safe(error)}[/red]", highlight=False)
+    print_lost_channel(
+        console, await after_lost_channel(server, room, worker_id, worker_name, job_id)
+    )
+    return EXIT_FAILED
 
 
 def print_lost_channel(console: Console, lost: LostChannel) -> None:

@@ -12,8 +12,8 @@ import click
 
 from sleap_rtc.cli.downloads import download_outputs
 from sleap_rtc.cli.durations import Duration
-from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_REJECTED, run_client
-from sleap_rtc.cli.follow import follow, output_options, print_lost_channel
+from sleap_rtc.cli.exitcodes import EXIT_REJECTED, run_client
+from sleap_rtc.cli.follow import follow, output_options, report_lost_channel
 from sleap_rtc.cli.jobview import jobs_table, print_job, print_show
 from sleap_rtc.cli.render import make_console, plain, safe
 from sleap_rtc.cli.rooms import room_option, server_option
@@ -21,7 +21,6 @@ from sleap_rtc.cli.targets import interactive, worker_session_options
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.jobs import SessionClosed
 from sleap_rtc.client.locate import find_job, indexed_job
-from sleap_rtc.client.lost import after_lost_channel
 from sleap_rtc.protocol import jobs as p
 
 _jobs_options = worker_session_options("The worker [default: every online worker].")
@@ -300,12 +299,15 @@ def jobs_attach(job_id: str, room: str, as_json: bool, logs: bool, **options: An
                         interactive=interactive(options["non_interactive"]),
                     )
                 except SessionClosed as exc:
-                    console.print(f"[red]{safe(exc)}[/red]", highlight=False)
-                    lost = await after_lost_channel(
-                        server, room, session.worker_id, session.worker_name, found.job_id
+                    return await report_lost_channel(
+                        console,
+                        server,
+                        room,
+                        session.worker_id,
+                        session.worker_name,
+                        found.job_id,
+                        exc,
                     )
-                    print_lost_channel(console, lost)
-                    return EXIT_FAILED
 
     run_client(go)
 

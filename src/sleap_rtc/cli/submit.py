@@ -11,8 +11,8 @@ from rich.console import Console
 
 from sleap_rtc.cli.correct import correct_paths
 from sleap_rtc.cli.downloads import download_outputs
-from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_REJECTED, run_client
-from sleap_rtc.cli.follow import emit_dict, follow, output_options, print_lost_channel
+from sleap_rtc.cli.exitcodes import EXIT_REJECTED, run_client
+from sleap_rtc.cli.follow import emit_dict, follow, output_options, report_lost_channel
 from sleap_rtc.cli.options import (
     make_train_options,
     track_options,
@@ -25,7 +25,6 @@ from sleap_rtc.cli.targets import interactive, select, selection_options
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.ice import ice_servers
 from sleap_rtc.client.jobs import JobRejectedError, SessionClosed, WorkerSession
-from sleap_rtc.client.lost import after_lost_channel
 from sleap_rtc.client.next_steps import after, fetch
 from sleap_rtc.client.packages import upload_package
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
@@ -115,12 +114,9 @@ def _submit_command(make_spec: SpecFactory, room: str, options: dict[str, Any]) 
                         )
                     return code
                 except SessionClosed as exc:
-                    console.print(f"[red]{safe(exc)}[/red]", highlight=False)
-                    lost = await after_lost_channel(
-                        server, room, worker.id, worker.name, handle.job_id
+                    return await report_lost_channel(
+                        console, server, room, worker.id, worker.name, handle.job_id, exc
                     )
-                    print_lost_channel(console, lost)
-                    return EXIT_FAILED
 
     run_client(go)
 

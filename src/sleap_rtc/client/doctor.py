@@ -9,8 +9,7 @@ worker is cut to a bounded length, and the caller escapes it for its terminal.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Final
 
 from sleap_rtc import __version__
 from sleap_rtc.client.config import ConfigError, resolve_room, resolve_server
@@ -18,6 +17,7 @@ from sleap_rtc.client.credentials import CredentialStore
 from sleap_rtc.client.errors import ClientError, NotLoggedIn, ServerError, ServerUnreachable
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.protocol.api import WorkerView
+from sleap_rtc.protocol.checks import Check
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Check", "check_client", "clip", "describe_worker"]
 
@@ -32,19 +32,6 @@ _FIX_SERVER_URL = (
     "pass the address `sleap-rtc server` prints with --server URL "
     '(or set SLEAP_RTC_SERVER, or server = "..." in config.toml)'
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of a diagnosis: ``fix`` says what to do when ``ok`` is false."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def clip(text: object, limit: int = MAX_VALUE_CHARS) -> str:

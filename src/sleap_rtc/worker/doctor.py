@@ -14,14 +14,15 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from sleap_rtc.engine import gpus as gpu_probe
 from sleap_rtc.engine import sandbox
 from sleap_rtc.jobs.devices import device_problem
 from sleap_rtc.jobs.mounts import Mount, Mounts
+from sleap_rtc.protocol.checks import Check
 from sleap_rtc.worker.config import (
     MountConfig,
     WorkerConfig,
@@ -50,19 +51,6 @@ _GIB = float(1 << 30)
 #: (GPUs, accelerator) in a child Python (None: torch can't be imported there).
 SmiProbe = Callable[[], list[gpu_probe.GpuInfo] | None]
 TorchProbe = Callable[[], tuple[list[gpu_probe.GpuInfo], str] | None]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of a diagnosis: ``fix`` says what to do when ``ok`` is false."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
