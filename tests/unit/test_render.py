@@ -60,4 +60,6 @@ def test_a_queued_job_shows_its_place_until_it_starts() -> None:
         assert shown(view) == [("queued", "starts next")]
         view.show_progress(TrainProgress(model_name="m", epoch=1, total_epochs=5))
         assert [d for d, _ in shown(view)] == ["train m"]
+        view.complete(stopped_early=False)  # fills the bars that are left
+        assert [(t.completed, t.total) for t in view.progress.tasks] == [(5, 5)]
     assert "queued" not in out.getvalue()

@@ -167,10 +167,9 @@ class JobProgressView:
         """Fill the bars of a job that completed (unless it stopped early)."""
         if stopped_early:
             return
-        for task_id in self._tasks.values():
-            task = self.progress.tasks[task_id]
+        for task in self.progress.tasks:  # by id: a removed task shifts the list
             if task.total is not None:
-                self.progress.update(task_id, completed=task.total)
+                self.progress.update(task.id, completed=task.total)
 
     def show_progress(self, p: TrainProgress | TrackProgress) -> None:
         self.started()
