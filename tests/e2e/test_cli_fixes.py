@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sleap_rtc.client.browse import BrowserModel, SessionSource, likely_models
+from sleap_rtc.client.browse import BrowserModel, SessionSource
 from sleap_rtc.client.jobs import WorkerSession
+from sleap_rtc.client.pathfix import likely_models
 from tests.servers import Proc, Room, cli_env, ok, open_room, start_worker
 from tests.tmux import Terminal, need_tmux
 

@@ -16,11 +16,9 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from sleap_rtc.cli.browser import Browser, _fit
-from sleap_rtc.client.browse import (
-    BrowseError,
-    BrowserModel,
+from sleap_rtc.client.browse import BrowseError, BrowserModel, glob_for
+from sleap_rtc.client.pathfix import (
     apply_path,
-    glob_for,
     nearest_folder,
     path_problems,
     start_candidates,
@@ -442,7 +440,7 @@ async def test_picking_a_model_marks_models_and_refuses_an_incomplete_one(runs: 
 async def test_likely_models_are_complete_models_named_like_the_one_asked_for(
     runs: Path,
 ) -> None:
-    from sleap_rtc.client.browse import likely_models
+    from sleap_rtc.client.pathfix import likely_models
 
     source = FindingSource(FileService(Mounts([Mount(path=runs, label="lab")])))
     found = await likely_models(source, "mice_centroid-2")

@@ -39,6 +39,7 @@ from sleap_rtc.worker.store import JobRecord, StateChange
 
 # The package's names ``local``, ``rooms``, ... are its click commands: take the modules.
 local = importlib.import_module("sleap_rtc.cli.local")
+localjobs = importlib.import_module("sleap_rtc.cli.localjobs")
 rooms = importlib.import_module("sleap_rtc.cli.rooms")
 pipeline_mod = importlib.import_module("sleap_rtc.cli.pipeline")
 worker_mod = importlib.import_module("sleap_rtc.cli.worker")
@@ -520,7 +521,8 @@ async def test_path_correction_lists_candidates_literally(monkeypatch: pytest.Mo
 
 
 def _answer(monkeypatch: pytest.MonkeyPatch, value: Any) -> None:
-    monkeypatch.setattr(rooms, "run_client", lambda server, action: value)
+    for module in (rooms, importlib.import_module("sleap_rtc.cli.keys")):
+        monkeypatch.setattr(module, "run_client", lambda server, action: value)
 
 
 def test_rooms_workers_table_shows_names_literally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -644,7 +646,7 @@ class FakeStore:
 def test_local_jobs_list_status_and_logs_show_text_literally(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(local, "_store", lambda config: FakeStore())
+    monkeypatch.setattr(localjobs, "_store", lambda config: FakeStore())
     runner = CliRunner()
     listed = runner.invoke(cli, ["local", "jobs", "list"], catch_exceptions=False)
     assert listed.exit_code == 0, listed.output

@@ -9,10 +9,11 @@ from sleap_rtc.cli.demo import demo, make_demo_data
 from sleap_rtc.cli.doctor import doctor
 from sleap_rtc.cli.files import browse, fs
 from sleap_rtc.cli.jobs import jobs
+from sleap_rtc.cli.keys import keys
 from sleap_rtc.cli.local import local
 from sleap_rtc.cli.notify import notify
 from sleap_rtc.cli.pipeline import pipeline
-from sleap_rtc.cli.rooms import keys, login, logout, rooms, whoami
+from sleap_rtc.cli.rooms import login, logout, rooms, whoami
 from sleap_rtc.cli.server import server
 from sleap_rtc.cli.submit import track, train
 from sleap_rtc.cli.worker import worker

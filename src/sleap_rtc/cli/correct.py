@@ -22,10 +22,10 @@ from rich.filesize import decimal
 from sleap_rtc.cli.ask import choose, confirm
 from sleap_rtc.cli.browser import browse
 from sleap_rtc.cli.render import safe
-from sleap_rtc.client.browse import (
-    BrowserModel,
+from sleap_rtc.client.browse import BrowserModel, SessionSource
+from sleap_rtc.client.jobs import WorkerError, WorkerSession
+from sleap_rtc.client.pathfix import (
     PathTarget,
-    SessionSource,
     apply_path,
     current_value,
     likely_models,
@@ -34,7 +34,6 @@ from sleap_rtc.client.browse import (
     start_candidates,
     target_for,
 )
-from sleap_rtc.client.jobs import WorkerError, WorkerSession
 from sleap_rtc.client.remap import (
     covered,
     labels_folder,

@@ -10,10 +10,8 @@ protocol's messages, one per line, as ``sleap-rtc train --json`` does.
 from __future__ import annotations
 
 import asyncio
-import json
 import shlex
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 import click
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from sleap_rtc.cli.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REJECTED
+from sleap_rtc.cli.localjobs import jobs
 from sleap_rtc.cli.options import (
     job_options,
     spec_fields,
     track_spec_from,
     train_spec_from,
 )
-from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection, safe
+from sleap_rtc.cli.render import JobProgressView, make_console, plain, print_rejection
 from sleap_rtc.cli.summary import print_result
 from sleap_rtc.client.next_steps import after
 from sleap_rtc.jobs.events import NOTE_PREFIX
@@ -41,8 +39,6 @@ from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.worker import (
-    JobRecord,
-    JobStore,
     MountConfig,
     StoreLocked,
     WorkerConfig,
@@ -384,135 +380,4 @@ def _read_spec_file(kind: JobKind, path: Path) -> TrainSpec | TrackSpec:
 # ------------------------------------------------------------------- jobs
 
 
-@local.group()
-def jobs() -> None:
-    """Jobs this machine's worker has run (read from its job store)."""
-
-
-def _store(worker_config: Path | None) -> JobStore:
-    try:
-        config = load_worker_config(worker_config)
-    except WorkerConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    state = config.resolved_state_dir()
-    if not (state / "jobs.sqlite3").exists():
-        raise click.ClickException(f"no jobs have run here yet (no job store in {state})")
-    return JobStore(state)
-
-
-def _find(store: JobStore, job_id: str) -> JobRecord:
-    record = store.find(job_id)
-    if record is None:
-        raise click.ClickException(
-            f"no job matches {job_id!r}; see `sleap-rtc local jobs list` "
-            "(a prefix must match exactly one job)"
-        )
-    return record
-
-
-_worker_config_opt = click.option(
-    "--worker-config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Worker TOML config naming the state folder.",
-)
-
-
-@jobs.command("list")
-@_worker_config_opt
-@click.option("--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def list_jobs(worker_config: Path | None, limit: int, as_json: bool) -> None:
-    """List recent jobs, newest first.
-
-    \b
-    Examples:
-      sleap-rtc local jobs list
-      sleap-rtc local jobs list --limit 5 --json
-      sleap-rtc local jobs list --worker-config /etc/sleap-rtc/worker.toml
-    """
-    store = _store(worker_config)
-    records = store.jobs(limit=limit)
-    if as_json:
-        click.echo(json.dumps([_record_json(r) for r in records], indent=2))
-        return
-    table = Table("id", "kind", "state", "created", "reason / output")
-    for r in records:
-        detail = r.reason or (r.outputs[0] if r.outputs else "")
-        table.add_row(
-            r.id,
-            r.kind,
-            r.state.value,
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
-            safe(detail),
-        )
-    make_console().print(table)
-
-
-def _record_json(r: JobRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "kind": r.kind,
-        "state": r.state.value,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "reason": r.reason,
-        "exit_code": r.exit_code,
-        "outputs": r.outputs,
-        "problems": r.problems,
-        "progress": r.progress,
-        "stopped_early": r.stopped_early,
-        "spec": r.spec,
-    }
-
-
-@jobs.command()
-@_worker_config_opt
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
-def status(worker_config: Path | None, job_id: str, as_json: bool) -> None:
-    """Show a job's state, history, progress and outputs.
-
-    \b
-    Examples:
-      sleap-rtc local jobs status 7c79a1          # a prefix of the id is enough
-      sleap-rtc local jobs status 7c79a1 --json
-    """
-    store = _store(worker_config)
-    record = _find(store, job_id)
-    history = store.history(record.id)
-    if as_json:
-        payload = _record_json(record)
-        payload["history"] = [
-            {"at": h.at, "state": h.state.value, "reason": h.reason} for h in history
-        ]
-        click.echo(json.dumps(payload, indent=2))
-        return
-    console = make_console()
-    console.print(f"job {record.id} ({record.kind}): [bold]{record.state.value}[/bold]")
-    for h in history:
-        when = time.strftime("%H:%M:%S", time.localtime(h.at))
-        console.print(f"  {when}  {h.state.value}" + (f"  {safe(h.reason)}" if h.reason else ""))
-    if record.progress:
-        console.print(f"  last progress: {safe(record.progress)}", highlight=False)
-    for problem in record.problems:
-        console.print(f"  - {safe(problem['field'])}: {safe(problem['message'])}", highlight=False)
-    for output in record.outputs:
-        console.print(f"  output: {safe(output)}", highlight=False)
-
-
-@jobs.command()
-@_worker_config_opt
-@click.argument("job_id")
-@click.option("--tail", type=int, help="Only the last N lines.")
-def logs(worker_config: Path | None, job_id: str, tail: int | None) -> None:
-    """Print a job's full log.
-
-    \b
-    Examples:
-      sleap-rtc local jobs logs 7c79a1
-      sleap-rtc local jobs logs 7c79a1 --tail 50
-    """
-    store = _store(worker_config)
-    record = _find(store, job_id)
-    for line in store.read_log(record.id, tail=tail):
-        click.echo(plain(line))
+local.add_command(jobs)

@@ -1,6 +1,7 @@
 """``sleap-rtc pipeline``: spec-driven runs on SLURM (job files, SBATCH scripts, manifests).
 
-``tune-batch-size`` is in :mod:`sleap_rtc.cli.tune`.
+``tune-batch-size`` is in :mod:`sleap_rtc.cli.tune`, ``manifest …`` in
+:mod:`sleap_rtc.cli.manifests`.
 
 Every command talks to SLURM through the
 :class:`~sleap_rtc.engine.backends.slurm.tools.SlurmClient` found in the click
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from sleap_rtc.cli.exitcodes import EXIT_REJECTED
+from sleap_rtc.cli.manifests import manifest
 from sleap_rtc.cli.render import make_console, plain, print_rejection, safe
 from sleap_rtc.cli.tune import tune_batch_size_command
 from sleap_rtc.jobs.problems import JobRejected
@@ -396,108 +398,5 @@ def cancel_command(job_file: Path, output_dir: Path) -> None:
     click.echo(f"cancelled {len(ids)} job(s){': ' + ' '.join(ids) if ids else ''}")
 
 
-@pipeline.group()
-def manifest() -> None:
-    """Manifests that pin artifacts (paths, sizes, SHA-256)."""
-
-
-@manifest.command("write")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--job", required=True)
-@click.option("--dataset", required=True)
-@click.option("--stage", required=True)
-@click.option("--model", "models", multiple=True, required=True, help="Model folder under ROOT.")
-@click.option("--slurm-job-id", default="", help="The SLURM job that made the artifacts.")
-@click.option(
-    "--portable",
-    is_flag=True,
-    help="Write the root as {experiment_root}/... (when ROOT is under the experiment root), "
-    "so the manifest still checks out after the experiment root moves.",
-)
-@click.option(
-    "--experiment-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="With --portable: the experiment root [default: $SLEAP_RTC_EXPERIMENT_ROOT, else "
-    "./experiment_runs].",
-)
-def manifest_write(
-    root: Path,
-    job: str,
-    dataset: str,
-    stage: str,
-    models: tuple[str, ...],
-    slurm_job_id: str,
-    portable: bool,
-    experiment_root: Path | None,
-) -> None:
-    """Hash the model folders under ROOT into ROOT/manifest.json.
-
-    \b
-    Examples:
-      sleap-rtc pipeline manifest write experiment_runs/topdown/mice/centroid \\
-          --job topdown --dataset mice --stage centroid --model model
-      sleap-rtc pipeline manifest write /vast/runs/topdown/mice/centroid --portable \\
-          --experiment-root /vast/runs --job topdown --dataset mice --stage centroid \\
-          --model model --slurm-job-id 123456
-    """
-    from sleap_rtc.pipeline.manifest import default_experiment_root, portable_root, write_manifest
-
-    if experiment_root is not None and not portable:
-        raise click.UsageError("--experiment-root goes with --portable.")
-    base = None
-    if portable:
-        base = experiment_root or default_experiment_root()
-        if portable_root(root, base) is None:
-            click.echo(
-                f"{root.resolve()} is not under the experiment root {base.resolve()}: "
-                "the manifest keeps its absolute root",
-                err=True,
-            )
-    try:
-        path = write_manifest(
-            root,
-            job=job,
-            dataset=dataset,
-            stage=stage,
-            models=list(models),
-            slurm_job_id=slurm_job_id or None,
-            portable=portable,
-            experiment_root=base,
-        )
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(path)
-
-
-@manifest.command("verify")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--experiment-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="What a root starting with {experiment_root} expands to [default: "
-    "$SLEAP_RTC_EXPERIMENT_ROOT, else ./experiment_runs].",
-)
-def manifest_verify(path: Path, experiment_root: Path | None) -> None:
-    """Check that every file a manifest pins exists with its size and SHA-256 (exit 2 if not).
-
-    \b
-    Examples:
-      sleap-rtc pipeline manifest verify experiment_runs/topdown/mice/centroid/manifest.json
-      sleap-rtc pipeline manifest verify /vast/runs/topdown/mice/centroid/manifest.json \\
-          --experiment-root /vast/runs
-    """
-    from sleap_rtc.pipeline.manifest import verify_manifest
-
-    found, problems = verify_manifest(path, "manifest", experiment_root)
-    if problems:
-        print_rejection(
-            make_console(stderr=True), problems, header=f"Manifest {path} does not check out:"
-        )
-        sys.exit(EXIT_REJECTED)
-    assert found is not None
-    click.echo(f"{path}: {len(found.artifacts)} file(s) match")
-
-
 pipeline.add_command(tune_batch_size_command)
+pipeline.add_command(manifest)

@@ -1,4 +1,4 @@
-"""``login``, ``logout``, ``whoami``, ``rooms …`` and ``keys …``: talk to the server."""
+"""``login``, ``logout``, ``whoami`` and ``rooms …``: talk to the server."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def room_option(required: bool = True) -> Callable[[Callable[..., Any]], Callabl
     return decorate
 
 
-def _when(value: datetime | None) -> str:
+def when_text(value: datetime | None) -> str:
     if value is None:
         return "never"
     delta = datetime.now(UTC) - value
@@ -95,7 +95,7 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def _print_json(data: Any) -> None:
+def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
@@ -174,7 +174,7 @@ def whoami(server: str | None, as_json: bool) -> None:
 
     url, user = run_client(server, go)
     if as_json:
-        _print_json({"server": url, **user.model_dump()})
+        print_json({"server": url, **user.model_dump()})
     else:
         click.echo(f"{plain(user.username)}{' (admin)' if user.is_admin else ''} on {url}")
 
@@ -214,7 +214,7 @@ def rooms_create(name: str, expires: timedelta | None, server: str | None) -> No
       sleap-rtc rooms create workshop-2025 --expires 30d   # deleted by itself in 30 days
     """
     room = run_client(server, lambda c: c.create_room(name, expires))
-    until = f", expires {_when(room.expires_at)}" if room.expires_at else ""
+    until = f", expires {when_text(room.expires_at)}" if room.expires_at else ""
     click.echo(f"room {plain(room.name)} created{until}")
     click.echo(f"next: sleap-rtc keys create --room {plain(room.name)}   # a key for a worker")
 
@@ -232,7 +232,7 @@ def rooms_list(server: str | None, as_json: bool) -> None:
     """
     found = run_client(server, lambda c: c.rooms())
     if as_json:
-        _print_json([r.model_dump(mode="json") for r in found])
+        print_json([r.model_dump(mode="json") for r in found])
         return
     if not found:
         click.echo("you belong to no room yet: `sleap-rtc rooms create NAME` or `rooms join CODE`")
@@ -244,8 +244,8 @@ def rooms_list(server: str | None, as_json: bool) -> None:
             safe(room.role),
             str(room.members),
             str(room.workers_online),
-            _when(room.expires_at) if room.expires_at else "never",
-            _when(room.created_at),
+            when_text(room.expires_at) if room.expires_at else "never",
+            when_text(room.created_at),
         )
     make_console().print(table)
 
@@ -269,13 +269,13 @@ def rooms_info(name: str | None, room: str | None, server: str | None, as_json: 
         raise click.UsageError("name the room: sleap-rtc rooms info ROOM")
     info = run_client(server, lambda c: c.room(target))
     if as_json:
-        _print_json(info.model_dump(mode="json"))
+        print_json(info.model_dump(mode="json"))
         return
     console = make_console()
     console.print(f"[bold]{safe(info.name)}[/bold] (id {safe(info.id)}), you are {safe(info.role)}")
     console.print(
-        f"owner: {safe(info.owner or '-')}; created {_when(info.created_at)}; "
-        f"expires {_when(info.expires_at) if info.expires_at else 'never'}"
+        f"owner: {safe(info.owner or '-')}; created {when_text(info.created_at)}; "
+        f"expires {when_text(info.expires_at) if info.expires_at else 'never'}"
     )
     console.print(
         f"workers: {info.workers_online} online of {info.workers_known} known; "
@@ -283,7 +283,7 @@ def rooms_info(name: str | None, room: str | None, server: str | None, as_json: 
     )
     table = Table("member", "role", "joined")
     for member in info.member_list:
-        table.add_row(safe(member.username), safe(member.role), _when(member.joined_at))
+        table.add_row(safe(member.username), safe(member.role), when_text(member.joined_at))
     console.print(table)
 
 
@@ -333,7 +333,7 @@ def rooms_invite(
     """
     invite = run_client(server, lambda c: c.invite(name, expires, uses))
     if as_json:
-        _print_json(invite.model_dump(mode="json"))
+        print_json(invite.model_dump(mode="json"))
         return
     click.echo(f"invite code for {plain(invite.room)}: {plain(invite.code)}")
     click.echo(f"works {invite.max_uses} time(s), until {invite.expires_at:%Y-%m-%d %H:%M} UTC")
@@ -393,7 +393,7 @@ def rooms_workers(room: str, min_gpu_memory: int | None, server: str | None, as_
     """
     found = run_client(server, lambda c: c.workers(room, min_gpu_memory))
     if as_json:
-        _print_json([w.model_dump(mode="json") for w in found])
+        print_json([w.model_dump(mode="json") for w in found])
         return
     if not found:
         hint = " with that much GPU memory" if min_gpu_memory else ""
@@ -412,7 +412,7 @@ def rooms_workers(room: str, min_gpu_memory: int | None, server: str | None, as_
             safe(model),
             safe(memory),
             f"{worker.running_jobs}/{worker.max_concurrent_jobs}",
-            "now" if worker.status != "offline" else _when(worker.last_seen),
+            "now" if worker.status != "offline" else when_text(worker.last_seen),
         )
     console = make_console()
     console.print(table)
@@ -423,89 +423,3 @@ def rooms_workers(room: str, min_gpu_memory: int | None, server: str | None, as_
                 '(sandbox = "off"): a job there can read what its worker user can.',
                 highlight=False,
             )
-
-
-# -- keys -------------------------------------------------------------------------------------
-
-
-@click.group()
-def keys() -> None:
-    """Worker keys: how a worker proves it may join a room.
-
-    \b
-    Examples:
-      sleap-rtc keys create --room my-room --name lab-gpu-1
-      sleap-rtc keys list --room my-room
-      sleap-rtc keys revoke --room my-room lab-gpu-1
-    """
-
-
-@keys.command("create")
-@room_option()
-@click.option("--name", help="A name to recognise the key by [default: key-N].")
-@server_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (includes the secret).")
-def keys_create(room: str, name: str | None, server: str | None, as_json: bool) -> None:
-    """Create a worker key. The secret is shown once; the server keeps only a digest.
-
-    \b
-    Examples:
-      sleap-rtc keys create --room my-room --name lab-gpu-1
-      sleap-rtc keys create --room my-room --name cluster --json   # the secret is in it
-    """
-    key = run_client(server, lambda c: c.create_key(room, name))
-    if as_json:
-        _print_json(key.model_dump(mode="json"))
-        return
-    click.echo(f"worker key {plain(key.name)} ({plain(key.id)}) for room {plain(key.room)}:")
-    click.echo(f"  {plain(key.secret)}")
-    click.echo("It is shown only now. Start a worker with it:")
-    click.echo(
-        f"  SLEAP_RTC_WORKER_KEY={plain(key.secret)} sleap-rtc worker --room {plain(key.room)} "
-        "--mount /path/to/data"
-    )
-
-
-@keys.command("list")
-@room_option()
-@server_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def keys_list(room: str, server: str | None, as_json: bool) -> None:
-    """List a room's worker keys (never their secrets).
-
-    \b
-    Examples:
-      sleap-rtc keys list --room my-room
-      sleap-rtc keys list --room my-room --json
-    """
-    found = run_client(server, lambda c: c.keys(room))
-    if as_json:
-        _print_json([k.model_dump(mode="json") for k in found])
-        return
-    table = Table("name", "id", "created by", "created", "last used", "state")
-    for key in found:
-        table.add_row(
-            safe(key.name),
-            safe(key.id),
-            safe(key.created_by or "-"),
-            _when(key.created_at),
-            _when(key.last_used_at) if key.last_used_at else "never",
-            "revoked" if key.revoked_at else "active",
-        )
-    make_console().print(table)
-
-
-@keys.command("revoke")
-@click.argument("key")
-@room_option()
-@server_option
-def keys_revoke(key: str, room: str, server: str | None) -> None:
-    """Revoke a key (by name or id); workers using it are disconnected at once.
-
-    \b
-    Examples:
-      sleap-rtc keys revoke --room my-room lab-gpu-1
-      sleap-rtc keys revoke --room my-room key_3f9a1c0d5e7b2a64   # by id (`keys list`)
-    """
-    revoked = run_client(server, lambda c: c.revoke_key(room, key))
-    click.echo(f"worker key {plain(revoked.name)} ({plain(revoked.id)}) revoked")
