@@ -5,9 +5,10 @@ and is recorded too), then waits for one of ``max_concurrent_jobs`` slots. Every
 event is written to the :class:`JobStore` before it is passed on, so what a
 watcher sees is never more than what a later ``status``/``logs`` can show.
 Planning (checks, work folder, sandbox, argv) is the :class:`JobPlanner`'s, which
-also answers :meth:`JobRunner.preview`. The file is a little over 500 lines because
-the queue, the slots, cancellation and the event handling share one object's state;
-splitting them would pass that state around instead.
+also answers :meth:`JobRunner.preview`. The file is over 500 lines because the
+queue (its waiting line and each job's place in it), the slots, cancellation and the
+event handling share one object's state; splitting them would pass that state around
+instead.
 """
 
 from __future__ import annotations
