@@ -75,10 +75,9 @@ def progress_of(job: JobView) -> str:
 
 
 def best_val_loss(job: JobView) -> float | None:
-    """The best validation loss of its models (so far, from its latest progress)."""
-    found = [r.best_val_loss for r in job.results if r.best_val_loss is not None]
-    if found:
-        return min(found)
+    """The best validation loss of its models, or (while it trains) the latest one."""
+    if job.best_val_loss is not None:
+        return job.best_val_loss
     if job.progress is not None and job.progress.kind == "train":
         return job.progress.val_loss
     return None

@@ -97,3 +97,9 @@ class IndexedJob(BaseModel):
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def best_val_loss(self) -> float | None:
+        """The best validation loss of the models it made (None before it completed)."""
+        losses = [r.best_val_loss for r in self.results if r.best_val_loss is not None]
+        return min(losses) if losses else None

@@ -132,11 +132,6 @@ def recipients(job: ix.IndexedJob, hooks: JobHooks) -> list[Hook]:
     return unique
 
 
-def best_val_loss(job: ix.IndexedJob) -> float | None:
-    losses = [r.best_val_loss for r in job.results if r.best_val_loss is not None]
-    return min(losses) if losses else None
-
-
 def _clock(seconds: float) -> str:
     whole = round(seconds)
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
@@ -158,7 +153,7 @@ def message_text(event: JobEvent) -> str:
         head += f" {'in' if job.state == 'COMPLETE' else 'after'} {_clock(job.elapsed_s)}"
     who = f"owner {job.owner or 'unknown'}, worker {event.worker.name}, room {event.room.name}"
     text = f"{head} ({who})"
-    loss = best_val_loss(job)
+    loss = job.best_val_loss
     if loss is not None:
         text += f", best val loss {loss:.4g}"
     frames = [r.frames for r in job.results if r.frames is not None]
@@ -186,7 +181,7 @@ def payload(event: JobEvent) -> dict[str, Any]:
             "elapsed_s": job.elapsed_s,
             "stopped_early": job.stopped_early,
             "reason": job.reason,
-            "best_val_loss": best_val_loss(job),
+            "best_val_loss": job.best_val_loss,
             "outputs": list(job.outputs),
             "results": [r.model_dump(mode="json") for r in job.results],
         },
