@@ -15,6 +15,7 @@ from sleap_rtc.engine.gpus import (
     GpuInfo,
     detect_gpus,
     parse_nvidia_smi,
+    parse_usage,
     query_nvidia_smi,
     query_torch,
     refresh_free_memory,
@@ -156,7 +157,11 @@ def test_detect_gpus_and_refresh_with_nvidia_smi_on_path(
     _script(
         tmp_path,
         "nvidia-smi",
-        f'read free < "{free_file}"\necho "0, NVIDIA H100 80GB HBM3, 81559, $free"\n',
+        f'read free < "{free_file}"\n'
+        'case "$1" in\n'
+        '  *utilization*) echo "0, $free, 37" ;;\n'
+        '  *) echo "0, NVIDIA H100 80GB HBM3, 81559, $free" ;;\n'
+        "esac\n",
     )
     monkeypatch.setenv("PATH", str(tmp_path))
     gpus, accelerator = detect_gpus()
@@ -167,11 +172,16 @@ def test_detect_gpus_and_refresh_with_nvidia_smi_on_path(
     free_file.write_text("[N/A]")
     other = GpuInfo(index=5, name="gone", memory_total_mb=10, memory_free_mb=3)
     refreshed = refresh_free_memory([*gpus, other])
-    assert refreshed == [h100, other]
+    assert refreshed == [h100.model_copy(update={"utilization_pct": 37}), other]
     assert gpus[0].memory_free_mb == 80994  # the input is not modified
 
     free_file.write_text("512")
     assert refresh_free_memory(gpus)[0].memory_free_mb == 512
+
+
+def test_parse_usage_reads_free_memory_and_utilization() -> None:
+    text = "0, 30112, 37\n1, [N/A], [N/A]\nbroken line\n2, 10, 250\n"
+    assert parse_usage(text) == {0: (30112, 37), 1: (None, None), 2: (10, None)}
 
 
 @posix_only

@@ -22,6 +22,7 @@ __all__ = [
     "GpuInfo",
     "detect_gpus",
     "parse_nvidia_smi",
+    "parse_usage",
     "query_nvidia_smi",
     "query_torch",
     "refresh_free_memory",
@@ -30,6 +31,12 @@ __all__ = [
 
 NVIDIA_SMI_ARGS = (
     "--query-gpu=index,name,memory.total,memory.free",
+    "--format=csv,noheader,nounits",
+)
+
+#: What changes while a worker runs: free memory and how busy each GPU is.
+NVIDIA_SMI_USAGE_ARGS = (
+    "--query-gpu=index,memory.free,utilization.gpu",
     "--format=csv,noheader,nounits",
 )
 
@@ -79,6 +86,7 @@ class GpuInfo(BaseModel):
     name: str
     memory_total_mb: int = Field(ge=0)
     memory_free_mb: int | None = Field(default=None, ge=0)
+    utilization_pct: int | None = Field(default=None, ge=0, le=100)
 
 
 def _parse_count(field: str) -> int | None:
@@ -117,6 +125,22 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
             )
         )
     return gpus
+
+
+def parse_usage(text: str) -> dict[int, tuple[int | None, int | None]]:
+    """Free MiB and utilization % per GPU index from ``nvidia-smi`` with
+    :data:`NVIDIA_SMI_USAGE_ARGS`; a value it can't tell (``[N/A]``) is None."""
+    usage: dict[int, tuple[int | None, int | None]] = {}
+    for line in text.splitlines():
+        parts = line.split(",")
+        if len(parts) != 3:
+            continue
+        index = _parse_count(parts[0])
+        if index is None:
+            continue
+        busy = _parse_count(parts[2].removesuffix("%").strip())
+        usage[index] = (_parse_count(parts[1]), busy if busy is not None and busy <= 100 else None)
+    return usage
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -220,19 +244,23 @@ def detect_gpus(*, use_torch: bool = True) -> tuple[list[GpuInfo], str]:
     return [], "cpu"
 
 
-def refresh_free_memory(gpus: list[GpuInfo]) -> list[GpuInfo]:
-    """``gpus`` with free memory re-read from nvidia-smi, matched by index.
+def refresh_free_memory(gpus: list[GpuInfo], executable: str = "nvidia-smi") -> list[GpuInfo]:
+    """``gpus`` with free memory and utilization re-read from nvidia-smi, matched by index.
 
-    Unchanged if nvidia-smi is unavailable; a GPU it no longer lists keeps its old value.
+    Unchanged if nvidia-smi is unavailable; a GPU it no longer lists keeps its old values.
     """
-    fresh = query_nvidia_smi()
-    if fresh is None:
+    path = shutil.which(executable)
+    stdout = _run([path, *NVIDIA_SMI_USAGE_ARGS], 10.0) if path else None
+    if stdout is None:
         return list(gpus)
-    free = {gpu.index: gpu.memory_free_mb for gpu in fresh}
-    return [
-        gpu.model_copy(update={"memory_free_mb": free[gpu.index]}) if gpu.index in free else gpu
-        for gpu in gpus
-    ]
+    usage = parse_usage(stdout)
+    fresh = []
+    for gpu in gpus:
+        if gpu.index in usage:
+            free, busy = usage[gpu.index]
+            gpu = gpu.model_copy(update={"memory_free_mb": free, "utilization_pct": busy})
+        fresh.append(gpu)
+    return fresh
 
 
 def sleap_nn_version() -> str | None:

@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
-from sleap_rtc.protocol.index import IndexedJob, LossPoint
+from sleap_rtc.protocol.index import IndexedJob, LogLine, LossPoint
 from sleap_rtc.protocol.signaling import Gpu
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -34,6 +34,15 @@ class ErrorResponse(_Body):
 class LoginRequest(_Body):
     username: Annotated[str, Field(min_length=1, max_length=64)]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class WebSession(_Body):
+    """A browser's login: who, and the token its state-changing requests must send
+    back in the ``X-CSRF-Token`` header (the session itself is an HttpOnly cookie)."""
+
+    user: UserView
+    csrf_token: str
+    expires_at: datetime
 
 
 class RefreshRequest(_Body):
@@ -181,9 +190,13 @@ class HealthView(_Body):
 
 
 class JobView(IndexedJob):
-    """A job of the room's index, with where it runs and whether that worker is online."""
+    """A job of the room's index, with where it runs and whether that worker is online.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Fields this version doesn't know are ignored (not refused), so a client keeps
+    reading a newer server's listings; ``best_val_loss`` is always recomputed.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     room: str
     worker_id: str
@@ -193,6 +206,16 @@ class JobView(IndexedJob):
     worker_status: PresenceStatus
     #: When the worker last reported this job (the server's clock).
     reported_at: datetime
+    #: The ``sleap-rtc`` command that submits the same job to the same worker again.
+    command: str = ""
+    #: Whether the user asking owns the job and so may stop or cancel it.
+    can_control: bool = False
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def best_val_loss(self) -> float | None:
+        """The best validation loss of the models it made (None before it completed)."""
+        return IndexedJob.best_val_loss.fget(self)  # type: ignore[attr-defined]
 
 
 class JobPage(_Body):
@@ -206,6 +229,16 @@ class JobDetail(JobView):
     """A job with its loss points, for ``jobs show`` and the dashboard."""
 
     points: list[LossPoint] = Field(default_factory=list)
+    #: The newest lines of the job's log, oldest first.
+    log_tail: list[LogLine] = Field(default_factory=list)
+
+
+class JobControlView(_Body):
+    """What a stop or cancel asked of the job's worker came to."""
+
+    job_id: str
+    action: Literal["stop", "cancel"]
+    message: str
 
 
 # -- notifications ------------------------------------------------------------------------

@@ -27,6 +27,13 @@ MAX_HISTORY = 16
 MAX_POINTS_PER_REPORT = 200
 #: Most loss points the index keeps per job (one per epoch per model).
 MAX_POINTS_PER_JOB = 20_000
+#: Most log lines in one report, and the most the index keeps per job (the tail).
+MAX_LOG_LINES_PER_REPORT = 100
+MAX_LOG_LINES_PER_JOB = 200
+#: Longest log line kept; a longer one is cut.
+MAX_LOG_LINE = 512
+#: Most command-line arguments of the job's options (``IndexedJob.args``).
+MAX_ARGS = 256
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 
@@ -69,6 +76,15 @@ class LossPoint(BaseModel):
     at: _TIME
 
 
+class LogLine(BaseModel):
+    """One line of a job's log; ``n`` counts lines from 1, so a gap shows as a gap."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(ge=1)
+    text: Annotated[str, Field(max_length=MAX_LOG_LINE), AfterValidator(_printable)]
+
+
 class IndexedJob(BaseModel):
     """A job as its worker reports it."""
 
@@ -93,6 +109,11 @@ class IndexedJob(BaseModel):
     results: list[StepResult] = Field(default_factory=list, max_length=64)
     #: Whether the owner wants to hear when it ends: None follows their default.
     notify: bool | None = None
+    #: The job's options as ``sleap-rtc train/track`` flags (``--max-epochs 5 ...``),
+    #: so a reader can run it again (:func:`sleap_rtc.jobs.commandline.option_args`).
+    args: list[Annotated[str, Field(max_length=4096), AfterValidator(_printable)]] = Field(
+        default_factory=list, max_length=MAX_ARGS
+    )
 
     @property
     def finished(self) -> bool:

@@ -20,7 +20,13 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from sleap_rtc.protocol.codec import ProtocolError, load_object, validate
-from sleap_rtc.protocol.index import MAX_POINTS_PER_REPORT, IndexedJob, LossPoint
+from sleap_rtc.protocol.index import (
+    MAX_LOG_LINES_PER_REPORT,
+    MAX_POINTS_PER_REPORT,
+    IndexedJob,
+    LogLine,
+    LossPoint,
+)
 
 PROTOCOL_VERSION: Final = 1
 #: Largest message either side accepts, in bytes of encoded JSON.
@@ -83,6 +89,8 @@ class Gpu(BaseModel):
     name: _TEXT
     memory_total_mb: int = Field(ge=0)
     memory_free_mb: int | None = Field(default=None, ge=0)
+    #: How busy the GPU's cores are, in percent (None when the worker can't tell).
+    utilization_pct: int | None = Field(default=None, ge=0, le=100)
 
 
 WorkerStatus = Literal["idle", "busy"]
@@ -155,16 +163,31 @@ class JobReport(_Message):
     """A worker's job as it is now, for the server's job index (workers only).
 
     ``points`` are loss points the server hasn't had yet; a long series comes in
-    several reports.
+    several reports. ``log`` are the job's newest log lines since the last report
+    (numbered, so a reader sees where lines were skipped).
     """
 
     type: Literal["job_report"] = "job_report"
     job: IndexedJob
     points: list[LossPoint] = Field(default_factory=list, max_length=MAX_POINTS_PER_REPORT)
+    log: list[LogLine] = Field(default_factory=list, max_length=MAX_LOG_LINES_PER_REPORT)
+
+
+ControlAction = Literal["stop", "cancel"]
+
+
+class JobControlResult(_Message):
+    """A worker's answer to :class:`JobControl`: done (``ok``) or why not."""
+
+    type: Literal["job_control_result"] = "job_control_result"
+    request_id: _ID
+    ok: bool
+    code: Annotated[str, Field(max_length=64)] = ""
+    message: _TEXT = ""
 
 
 PeerMessage = Annotated[
-    Register | Heartbeat | Relay | Reauth | Ping | JobReport,
+    Register | Heartbeat | Relay | Reauth | Ping | JobReport | JobControlResult,
     Field(discriminator="type"),
 ]
 
@@ -229,8 +252,23 @@ class ErrorMessage(_Message):
     peer: _ID | None = None
 
 
+class JobControl(_Message):
+    """The server asks a worker to stop a job early or cancel it, for ``user``.
+
+    Sent when a member presses Stop early / Cancel on the dashboard (or calls the
+    API). The server checked that ``user`` owns the job in its index; the worker
+    checks it again against its own record, which is the one that counts.
+    """
+
+    type: Literal["job_control"] = "job_control"
+    request_id: _ID
+    job_id: _ID
+    action: ControlAction
+    user: _NAME
+
+
 ServerMessage = Annotated[
-    Registered | Welcome | Delivery | Pong | ErrorMessage,
+    Registered | Welcome | Delivery | Pong | ErrorMessage | JobControl,
     Field(discriminator="type"),
 ]
 
@@ -265,7 +303,9 @@ def _load(text: str | bytes) -> dict[str, Any]:
     return load_object(text, max_bytes=MAX_MESSAGE_BYTES, version=PROTOCOL_VERSION, name="protocol")
 
 
-def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Ping | JobReport:
+def decode_peer(
+    text: str | bytes,
+) -> Register | Heartbeat | Relay | Reauth | Ping | JobReport | JobControlResult:
     """Parse a message a worker or client sent; raises :class:`ProtocolError`."""
     message = validate(_PEER, _load(text))
     if isinstance(message, Relay):
@@ -283,9 +323,12 @@ def decode_peer(text: str | bytes) -> Register | Heartbeat | Relay | Reauth | Pi
     return message
 
 
-def decode_server(text: str | bytes) -> Registered | Welcome | Delivery | Pong | ErrorMessage:
+ServerMessageType = Registered | Welcome | Delivery | Pong | ErrorMessage | JobControl
+
+
+def decode_server(text: str | bytes) -> ServerMessageType:
     """Parse a message the server sent; raises :class:`ProtocolError`."""
-    result: Registered | Welcome | Delivery | Pong | ErrorMessage = validate(_SERVER, _load(text))
+    result: ServerMessageType = validate(_SERVER, _load(text))
     return result
 
 

@@ -22,13 +22,23 @@ from starlette.concurrency import run_in_threadpool
 from sleap_rtc import __version__
 from sleap_rtc.protocol import api
 from sleap_rtc.protocol.signaling import CLOSE_GOING_AWAY
-from sleap_rtc.server import db, sockets
+from sleap_rtc.server import dashboard, db, sockets
 from sleap_rtc.server.auth import TokenSigner
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import Hub
 from sleap_rtc.server.limits import BodyLimit, LoginLimiter
 from sleap_rtc.server.notify import Notifier
-from sleap_rtc.server.routes import accounts, health, jobs, keys, notify, rooms, workers
+from sleap_rtc.server.routes import (
+    accounts,
+    events,
+    health,
+    jobs,
+    keys,
+    notify,
+    rooms,
+    web,
+    workers,
+)
 from sleap_rtc.server.service.relay import RelayBudget
 from sleap_rtc.server.settings import ServerSettings
 from sleap_rtc.server.state import ServerState
@@ -69,6 +79,7 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             state.hub.close_all(CLOSE_GOING_AWAY, "server is shutting down")
+            state.events.end_all()
             await state.notifier.stop(drain_s=2.0)
             await run_in_threadpool(save_last_seen, state)
             state.database.engine.dispose()
@@ -90,10 +101,15 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
         jobs.router,
         keys.router,
         notify.router,
+        web.router,
+        events.router,
+        dashboard.router,
     ):
         app.include_router(router)
     app.include_router(sockets.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(dashboard.SecurityHeaders)
     return app
 
 

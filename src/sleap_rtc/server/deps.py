@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from sleap_rtc.server import websession
 from sleap_rtc.server.auth import AccessClaims, AuthError
 from sleap_rtc.server.db import Database
 from sleap_rtc.server.errors import ApiError
@@ -66,15 +67,34 @@ async def verify_access(state: ServerState, token: str) -> AccessClaims:
     return claims
 
 
+async def web_claims(state: ServerState, cookie: str) -> websession.WebClaims:
+    """The claims of a dashboard session cookie whose login session is still going."""
+    claims = websession.verify(state.signer, cookie)
+    if not await state.database.run(accounts.session_active, claims.access.session_id):
+        raise AuthError("SESSION_ENDED", "this dashboard session has ended; log in again")
+    return claims
+
+
 async def current_user(request: Request, state: StateDep) -> AccessClaims:
-    """The logged-in user of an HTTP request; 401 without a live access token."""
+    """The logged-in user of an HTTP request: a bearer access token (the CLI) or the
+    dashboard's session cookie (with its CSRF token for changes); 401 without either."""
     token = bearer(request.headers.get("authorization"))
-    if token is None:
+    if token is not None:
+        try:
+            return await verify_access(state, token)
+        except AuthError as exc:
+            raise ApiError(401, exc.code, exc.message) from None
+    cookie = request.cookies.get(websession.COOKIE)
+    if cookie is None:
         raise ApiError(401, "UNAUTHORIZED", "not logged in; run `sleap-rtc login`")
     try:
-        return await verify_access(state, token)
+        claims = await web_claims(state, cookie)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
+    refused = websession.check_request(request, claims)
+    if refused is not None:
+        raise ApiError(403, "CSRF_FAILED", f"refused: {refused}; reload the page and try again")
+    return claims.access
 
 
 UserDep = Annotated[AccessClaims, Depends(current_user)]

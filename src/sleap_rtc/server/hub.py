@@ -22,7 +22,13 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
-from sleap_rtc.protocol.signaling import Capabilities, Gpu, WorkerStatus, encode
+from sleap_rtc.protocol.signaling import (
+    Capabilities,
+    Gpu,
+    JobControlResult,
+    WorkerStatus,
+    encode,
+)
 from sleap_rtc.server.logs import log
 
 CLOSE_TOO_SLOW = 1013
@@ -154,6 +160,8 @@ class WorkerConn:
     gpus_dicts: list[dict[str, Any]] = field(default_factory=list)
     #: Users found to be members of this worker's room: user id -> checked until.
     members_checked: dict[int, float] = field(default_factory=dict)
+    #: Stop/cancel requests sent to this worker, waiting for its answer, by request id.
+    controls: dict[str, asyncio.Future[JobControlResult]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.capabilities_dict = self.capabilities.model_dump(mode="json")

@@ -175,6 +175,11 @@ class IndexedJob(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     outputs: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     results: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    #: The job's options as command-line flags.
+    args: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    #: The newest log lines, ``[n, text]`` pairs in order (at most MAX_LOG_LINES_PER_JOB);
+    #: read only for one job's page, not for listings.
+    log_tail: Mapped[list[Any] | None] = mapped_column(sa.JSON, deferred=True)
 
 
 class LossPoint(Base):

@@ -43,6 +43,15 @@ class ServerSettings(BaseModel):
     #: too (a chat server inside the lab); off, only public addresses are posted to,
     #: so a webhook can't make the server reach its own network.
     allow_private_webhooks: bool = False
+    #: How long a dashboard login lasts (its cookie), unless the user logs out.
+    web_session_ttl_s: float = Field(default=7 * 86400, gt=0)
+    #: Mark the dashboard's cookie ``Secure``: None decides per request (set when the
+    #: request came over https, as behind a TLS proxy that says so).
+    cookie_secure: bool | None = None
+
+    @property
+    def web_session_ttl(self) -> timedelta:
+        return timedelta(seconds=self.web_session_ttl_s)
 
     @property
     def address_login_failures(self) -> int:

@@ -28,6 +28,7 @@ from sleap_rtc.protocol.signaling import (
     CLOSE_UNAUTHORIZED,
     ErrorMessage,
     Heartbeat,
+    JobControlResult,
     JobReport,
     Ping,
     Pong,
@@ -39,13 +40,14 @@ from sleap_rtc.protocol.signaling import (
     Welcome,
     decode_peer,
 )
+from sleap_rtc.server import views
 from sleap_rtc.server.auth import AuthError
 from sleap_rtc.server.deps import StateDep, bearer, verify_access
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import ClientConn, Connection, WorkerConn
 from sleap_rtc.server.logs import log
 from sleap_rtc.server.notify import RoomRef, WorkerRef
-from sleap_rtc.server.service import jobindex, keys, relay, workers
+from sleap_rtc.server.service import control, jobindex, keys, relay, workers
 from sleap_rtc.server.state import ServerState
 
 #: A connection that sends this many bad messages is closed.
@@ -165,6 +167,7 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
         taken = workers.worker_id_taken(worker.worker_id, room.name)
         await _refuse(ws, taken.code, taken.message, CLOSE_FORBIDDEN)
         return
+    _worker_event(state, worker, online=True)
     conn.start()
     conn.send(
         Registered(
@@ -187,8 +190,11 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
         await _worker_loop(state, worker)
     finally:
         gone = state.hub.remove_worker(worker)
+        for waiting in worker.controls.values():
+            waiting.cancel()
         await conn.finish()
         if gone:
+            _worker_event(state, worker, online=False)
             log.info("worker %s (%s) offline", worker.worker_id, worker.capabilities.name)
             await state.database.run(
                 workers.touch_workers, [(worker.room_id, worker.worker_id, worker.last_seen)]
@@ -236,14 +242,19 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
     async for message in _messages(state, conn.ws, conn, worker.sender_key):
         worker.heard()
         if isinstance(message, Heartbeat):
+            before = (worker.status, worker.running_jobs, worker.gpus)
             worker.status = message.status
             worker.running_jobs = message.running_jobs
             if message.gpus is not None:
                 worker.set_gpus(list(message.gpus))
+            if (worker.status, worker.running_jobs, worker.gpus) != before:
+                _worker_event(state, worker, online=True)
         elif isinstance(message, Relay):
             await relay.from_worker(state.database, state.hub, worker, message)
         elif isinstance(message, JobReport):
             await _job_report(state, worker, message)
+        elif isinstance(message, JobControlResult):
+            control.answered(worker.controls, message)
         elif isinstance(message, Ping):
             conn.send(Pong(nonce=message.nonce))
         else:
@@ -265,12 +276,42 @@ async def _job_report(state: ServerState, worker: WorkerConn, report: JobReport)
         log.exception("indexing job %s of worker %s failed", report.job.job_id, worker.worker_id)
         worker.conn.send(ErrorMessage(code="INDEX_FAILED", message="the job index is unavailable"))
         return
+    _job_events(state, worker, report, recorded)
     if recorded.changed:
         state.notifier.job_changed(
             RoomRef(worker.room_id, worker.room_name),
             WorkerRef(worker.worker_id, worker.capabilities.name),
             recorded,
         )
+
+
+def _worker_event(state: ServerState, worker: WorkerConn, *, online: bool) -> None:
+    """Tell the room's dashboards a worker came, went or changed (status, GPUs)."""
+    state.events.publish(worker.room_id, "worker", views.live_worker_entry(worker, online))
+
+
+def _job_events(
+    state: ServerState, worker: WorkerConn, report: JobReport, recorded: jobindex.Recorded
+) -> None:
+    """Tell the room's dashboards what a report changed: the job, new epochs, new log."""
+    key = (worker.worker_id, report.job.job_id)
+    room_id = worker.room_id
+    view = views.job_view(
+        state.hub,
+        room_id,
+        worker.room_name,
+        worker.capabilities.name,
+        worker.worker_id,
+        recorded.job,
+        datetime.now(UTC),
+    )
+    state.events.publish(room_id, "job", view.model_dump(mode="json"), key)
+    if report.points:
+        points = [p.model_dump(mode="json") for p in report.points]
+        state.events.publish(room_id, "points", {"points": points}, key)
+    if report.log:
+        lines = [line.model_dump(mode="json") for line in report.log]
+        state.events.publish(room_id, "log", {"lines": lines}, key)
 
 
 async def _client_loop(state: ServerState, client: ClientConn) -> None:

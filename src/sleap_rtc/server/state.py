@@ -8,10 +8,11 @@ apps in one process (tests, the demo) never share presence or limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sleap_rtc.server.auth import TokenSigner
 from sleap_rtc.server.db import Database
+from sleap_rtc.server.events import EventBus
 from sleap_rtc.server.hub import Hub
 from sleap_rtc.server.limits import LoginLimiter
 from sleap_rtc.server.notify import Notifier
@@ -30,3 +31,5 @@ class ServerState:
     relay_budget: RelayBudget
     #: Job notifications by webhook (its sender task runs with the app).
     notifier: Notifier
+    #: What changed in each room, for the dashboard's live pages.
+    events: EventBus = field(default_factory=EventBus)

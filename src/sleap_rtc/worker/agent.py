@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sleap_rtc.protocol.signaling import Capabilities, Gpu, Registered, WorkerStatus
+from sleap_rtc.worker.control import answer_server
 from sleap_rtc.worker.endpoint import PeerEndpoint
 from sleap_rtc.worker.presence import PresenceLink
 from sleap_rtc.worker.reports import IndexReporter
@@ -52,6 +53,7 @@ class WorkerAgent:
             refresh_gpus=refresh_gpus,
             on_relay=self.endpoint.on_relay,
             on_registered=self._registered,
+            on_control=lambda message: answer_server(runner, message),
             expected_room=expected_room,
             max_backoff_s=max_backoff_s,
         )

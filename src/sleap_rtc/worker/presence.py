@@ -28,6 +28,8 @@ from sleap_rtc.protocol.signaling import (
     ErrorMessage,
     Gpu,
     Heartbeat,
+    JobControl,
+    JobControlResult,
     JobReport,
     ProtocolError,
     Register,
@@ -39,6 +41,8 @@ from sleap_rtc.protocol.signaling import (
 )
 
 log = logging.getLogger("sleap_rtc.worker")
+
+ControlFn = Callable[[JobControl], Awaitable[JobControlResult]]
 
 #: Server answers that retrying can't change.
 FATAL_CODES = frozenset(
@@ -94,6 +98,7 @@ class PresenceLink:
         refresh_gpus: Callable[[list[Gpu]], list[Gpu]] | None = None,
         on_relay: RelayFn | None = None,
         on_registered: Callable[[Registered], None] | None = None,
+        on_control: ControlFn | None = None,
         expected_room: str | None = None,
         max_backoff_s: float = 30.0,
         open_timeout_s: float = 10.0,
@@ -108,6 +113,8 @@ class PresenceLink:
         self._refresh_gpus = refresh_gpus
         self._on_relay = on_relay
         self._on_registered = on_registered
+        self._on_control = on_control
+        self._controls: set[asyncio.Task[None]] = set()
         self.registration: Registered | None = None
         self.expected_room = expected_room
         self.max_backoff_s = max_backoff_s
@@ -161,7 +168,7 @@ class PresenceLink:
             return False
         return True
 
-    async def send(self, message: Relay | JobReport) -> bool:
+    async def send(self, message: Relay | JobReport | JobControlResult) -> bool:
         """Send a message to the server; False when not connected."""
         ws = self._ws
         if ws is None:
@@ -250,6 +257,8 @@ class PresenceLink:
                             await self._on_relay(message)
                         except Exception:
                             log.exception("handling a relayed message failed")
+                elif isinstance(message, JobControl):
+                    self._control(message)
                 elif isinstance(message, ErrorMessage):
                     log.warning("server: %s (%s)", message.message, message.code)
         except ConnectionClosed:
@@ -263,6 +272,35 @@ class PresenceLink:
         code = ws.close_code
         detail = f"{code} {ws.close_reason or ''}".strip() if code else "connection lost"
         log.warning("disconnected from the server (%s); reconnecting", detail)
+
+    def _control(self, message: JobControl) -> None:
+        """Answer the server's stop/cancel in a task: a cancel may take seconds, and
+        the connection's reader must go on meanwhile."""
+
+        async def answer() -> None:
+            if self._on_control is None:
+                reply = JobControlResult(
+                    request_id=message.request_id,
+                    ok=False,
+                    code="UNSUPPORTED",
+                    message="this worker does not take job controls from the server",
+                )
+            else:
+                try:
+                    reply = await self._on_control(message)
+                except Exception:
+                    log.exception("%s of job %s failed", message.action, message.job_id)
+                    reply = JobControlResult(
+                        request_id=message.request_id,
+                        ok=False,
+                        code="INTERNAL",
+                        message="the worker failed to carry it out; see its log",
+                    )
+            await self.send(reply)
+
+        task = asyncio.create_task(answer())
+        self._controls.add(task)
+        task.add_done_callback(self._controls.discard)
 
     async def _heartbeats(self, ws: ClientConnection, interval: float) -> None:
         while True:

@@ -16,11 +16,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from sleap_rtc.jobs.commandline import option_args
 from sleap_rtc.jobs.results import StepResult
 from sleap_rtc.protocol import index as ix
 from sleap_rtc.protocol.signaling import MAX_MESSAGE_BYTES, JobReport, encode, loggable
 from sleap_rtc.worker.replies import progress_of, summarize
-from sleap_rtc.worker.store import JobRecord, JobStore
+from sleap_rtc.worker.store import JobRecord, JobStore, LogPosition
 
 log = logging.getLogger("sleap_rtc.worker")
 
@@ -66,7 +67,16 @@ def indexed_job(store: JobStore, record: JobRecord) -> ix.IndexedJob:
         outputs=summary.outputs,
         results=list(_results(record)),
         notify=notify if isinstance(notify, bool) else None,
+        args=_args(record),
     )
+
+
+def _args(record: JobRecord) -> list[str]:
+    try:
+        args = option_args(record.spec)
+    except Exception:  # a spec this version can't read is shown without its options
+        return []
+    return [loggable(a)[:4096] for a in args[: ix.MAX_ARGS]]
 
 
 def _results(record: JobRecord) -> list[StepResult]:
@@ -79,7 +89,8 @@ def _results(record: JobRecord) -> list[StepResult]:
 
 def fit(report: JobReport) -> JobReport:
     """``report`` cut until it encodes within one signaling message: the record to
-    half of it at most (results, then outputs, then history), then the points."""
+    half of it at most (results, then outputs, then history), then the points,
+    then the log (its oldest lines first)."""
 
     def size(r: JobReport) -> int:
         return len(encode(r).encode())
@@ -90,11 +101,15 @@ def fit(report: JobReport) -> JobReport:
             job = job.model_copy(update={"results": []})
         elif job.outputs:
             job = job.model_copy(update={"outputs": job.outputs[: len(job.outputs) // 2]})
+        elif job.args:
+            job = job.model_copy(update={"args": []})
         else:
             job = job.model_copy(update={"history": [], "summary": job.summary[:256]})
     report = report.model_copy(update={"job": job})
-    while report.points and size(report) > MAX_MESSAGE_BYTES:
+    while report.points and size(report) > MAX_MESSAGE_BYTES // 4 * 3:
         report = report.model_copy(update={"points": report.points[: len(report.points) // 2]})
+    while report.log and size(report) > MAX_MESSAGE_BYTES:
+        report = report.model_copy(update={"log": report.log[len(report.log) // 2 :]})
     return report
 
 
@@ -122,6 +137,8 @@ class IndexReporter:
         self._any = asyncio.Event()
         #: Per job, the last point sequence number the server has.
         self._points_sent: dict[str, int] = {}
+        #: Per job, how far its log was sent.
+        self._log_sent: dict[str, LogPosition] = {}
         self.reports_sent = 0
 
     def changed(self, job_id: str, state: bool) -> None:
@@ -136,6 +153,7 @@ class IndexReporter:
         jobs = self.store.changed_since(since, limit=limit)
         for job_id in jobs:
             self._points_sent.pop(job_id, None)
+            self._log_sent.pop(job_id, None)
         self._dirty.update(jobs)
         if jobs:
             log.info("reporting %d job(s) to the server's job index", len(jobs))
@@ -172,11 +190,16 @@ class IndexReporter:
             return True
         job = indexed_job(self.store, record)
         after = self._points_sent.get(job_id, 0)
+        lines, log_at = self.store.log_since(
+            job_id, self._log_sent.get(job_id), limit=ix.MAX_LOG_LINES_PER_REPORT
+        )
+        log_lines = [ix.LogLine(n=n, text=loggable(t)[: ix.MAX_LOG_LINE]) for n, t in lines]
         while True:
             points = self.store.points(job_id, after=after, limit=ix.MAX_POINTS_PER_REPORT)
             report = fit(
                 JobReport(
                     job=job,
+                    log=log_lines,
                     points=[
                         ix.LossPoint(
                             model=max(1, min(64, p.model)),
@@ -194,6 +217,8 @@ class IndexReporter:
             if not await self._send(report):
                 return False
             self.reports_sent += 1
+            self._log_sent[job_id] = log_at
+            log_lines = []
             # A catch-up of many jobs waits for the server to keep up with it.
             if self.reports_sent % REPORTS_PER_DRAIN == 0 and not await self._drained():
                 return False

@@ -21,9 +21,10 @@ from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.jobs.specs import parse_spec
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.session import HelloReceived, RequestReceived, State, WorkerSession
-from sleap_rtc.protocol.signaling import Sender, loggable
+from sleap_rtc.protocol.signaling import ControlAction, Sender, loggable
 from sleap_rtc.protocol.transfer import TransferError
 from sleap_rtc.transport.base import Channel, ChannelClosed
+from sleap_rtc.worker.control import ControlRefused, control_job
 from sleap_rtc.worker.downloads import Downloads
 from sleap_rtc.worker.files import FileService, FsError
 from sleap_rtc.worker.fsafe import clip
@@ -344,27 +345,11 @@ class _Session:
         self.follow(record.id, replay_lines=0)
 
     async def control(self, message: p.JobCancel | p.JobStop, peer: Peer) -> None:
-        record = self.runner.store.get(message.job_id)
-        if record is None:
-            self.protocol.fail(message, "NO_SUCH_JOB", f"no job {message.job_id!r} on this worker")
-            return
-        if record.owner is not None and record.owner != peer.user:
-            verb = "cancel" if isinstance(message, p.JobCancel) else "stop"
-            self.protocol.fail(
-                message,
-                "FORBIDDEN",
-                f"job {record.id} belongs to {record.owner}; only they can {verb} it",
-            )
-            return
-        if isinstance(message, p.JobCancel):
-            record = await self.runner.cancel(record.id)
-        elif not await self.runner.stop_early(record.id):
-            reason = (
-                "this worker has stop-early turned off (stop_early = false)"
-                if not self.runner.config.stop_early
-                else "the job is not training right now"
-            )
-            self.protocol.fail(message, "CANNOT_STOP", f"can't stop early: {reason}")
+        action: ControlAction = "cancel" if isinstance(message, p.JobCancel) else "stop"
+        try:
+            record = await control_job(self.runner, message.job_id, action, peer.user)
+        except ControlRefused as exc:
+            self.protocol.fail(message, exc.code, exc.message)
             return
         self.protocol.answer(
             message,

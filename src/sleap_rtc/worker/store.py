@@ -69,6 +69,14 @@ class StateChange:
 
 
 @dataclass(frozen=True)
+class LogPosition:
+    """How far a reader has read a job's log: lines and bytes."""
+
+    lines: int = 0
+    offset: int = 0
+
+
+@dataclass(frozen=True)
 class Point:
     """The losses at the end of one epoch of one model of a training job."""
 
@@ -269,6 +277,7 @@ class JobStore:
             self._logs[job_id] = handle
         handle.write(line.rstrip("\n") + "\n")
         handle.flush()
+        self._changed(job_id, False)
 
     # ---------------------------------------------------------------- reading
 
@@ -283,6 +292,30 @@ class JobStore:
             if tail is None:
                 return [line.rstrip("\n") for line in handle]
             return [line.rstrip("\n") for line in deque(handle, maxlen=tail)]
+
+    def log_since(
+        self, job_id: str, since: LogPosition | None, *, limit: int
+    ) -> tuple[list[tuple[int, str]], LogPosition]:
+        """The log lines after ``since`` (all of them with None), numbered from 1: the
+        last ``limit`` of them, and where the reader is now. Reading starts at the byte
+        offset, so following a long log costs only what is new."""
+        path = self.log_path(job_id)
+        start = since or LogPosition()
+        try:
+            handle = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return [], start
+        with handle:
+            handle.seek(start.offset)
+            kept: deque[tuple[int, str]] = deque(maxlen=limit)
+            count, offset = start.lines, start.offset
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # a line still being written: read it next time
+                count += 1
+                offset += len(raw)
+                kept.append((count, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
+        return list(kept), LogPosition(count, offset)
 
     def _get(self, job_id: str) -> JobRecord | None:
         row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
@@ -11,9 +14,12 @@ from sleap_rtc.server.auth import PasswordProvider
 from sleap_rtc.server.deps import DatabaseDep, HubDep, StateDep, UserDep
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.logs import log
+from sleap_rtc.server.models import User
 from sleap_rtc.server.service import accounts
+from sleap_rtc.server.state import ServerState
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 def _tokens_body(tokens: accounts.Tokens) -> api.TokenPair:
@@ -34,28 +40,44 @@ async def public_keys(state: StateDep) -> api.PublicKeys:
     )
 
 
+def checked_login(
+    request: Request,
+    state: ServerState,
+    body: api.LoginRequest,
+    start: Callable[[Session, User], T],
+) -> Awaitable[T]:
+    """Check a username and password (failures limited per address and username)
+    and ``start`` a login for the user: the CLI's tokens or the dashboard's cookie."""
+    address = request.client.host if request.client else "unknown"
+
+    async def attempt() -> T:
+        def check(session: Session) -> T | None:
+            user = PasswordProvider().authenticate(session, body.username, body.password)
+            return None if user is None else start(session, user)
+
+        with state.logins.attempt(address, body.username) as outcome:
+            started = await state.database.run(check)
+            outcome.failed = started is None
+        if started is None:
+            log.info("failed login for %r from %s", body.username, address)
+            raise ApiError(401, "BAD_CREDENTIALS", "wrong username or password")
+        log.info("login: %s from %s", body.username, address)
+        return started
+
+    return attempt()
+
+
 @router.post("/v1/auth/login", response_model=api.TokenPair)
 async def login(body: api.LoginRequest, request: Request, state: StateDep) -> api.TokenPair:
     """A new login session; failed logins are limited per address and username."""
-    address = request.client.host if request.client else "unknown"
     settings = state.settings
 
-    def attempt(session: Session) -> accounts.Tokens | None:
-        user = PasswordProvider().authenticate(session, body.username, body.password)
-        if user is None:
-            return None
+    def start(session: Session, user: User) -> accounts.Tokens:
         return accounts.issue_tokens(
             session, state.signer, user, settings.access_ttl, settings.refresh_ttl
         )
 
-    with state.logins.attempt(address, body.username) as outcome:
-        tokens = await state.database.run(attempt)
-        outcome.failed = tokens is None
-    if tokens is None:
-        log.info("failed login for %r from %s", body.username, address)
-        raise ApiError(401, "BAD_CREDENTIALS", "wrong username or password")
-    log.info("login: %s from %s", tokens.user.username, address)
-    return _tokens_body(tokens)
+    return _tokens_body(await checked_login(request, state, body, start))
 
 
 @router.post("/v1/auth/refresh", response_model=api.TokenPair)

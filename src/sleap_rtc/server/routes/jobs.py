@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from sleap_rtc.protocol import api
 from sleap_rtc.protocol.index import JobStateName, LossPoint
-from sleap_rtc.server.deps import DatabaseDep, HubDep, UserDep
+from sleap_rtc.server import views
+from sleap_rtc.server.deps import DatabaseDep, HubDep, StateDep, UserDep
+from sleap_rtc.server.events import EVENT_ID_HEADER
 from sleap_rtc.server.hub import Hub
 from sleap_rtc.server.models import Room
-from sleap_rtc.server.service import jobindex, rooms, workers
+from sleap_rtc.server.service import control, jobindex, rooms, workers
 
 router = APIRouter()
 
 
-def _presence(hub: Hub, room_id: str, worker_id: str) -> api.PresenceStatus:
-    live = hub.worker(room_id, worker_id)
-    if live is None:
-        return "offline"
-    return "busy" if live.status == "busy" else "online"
-
-
-def _view(hub: Hub, room: Room, names: dict[str, str], row: jobindex.IndexRow) -> api.JobView:
-    return api.JobView(
-        **row.job.model_dump(),
-        room=room.name,
-        worker_id=row.worker_id,
-        worker_name=names.get(row.worker_id, row.worker_id),
-        worker_status=_presence(hub, room.id, row.worker_id),
-        reported_at=row.reported_at,
+def _view(
+    hub: Hub, room: Room, names: dict[str, str], row: jobindex.IndexRow, user: str
+) -> api.JobView:
+    name = names.get(row.worker_id, row.worker_id)
+    return views.job_view(
+        hub, room.id, room.name, name, row.worker_id, row.job, row.reported_at, user
     )
 
 
@@ -41,6 +34,8 @@ async def list_jobs(
     user: UserDep,
     database: DatabaseDep,
     hub: HubDep,
+    server: StateDep,
+    response: Response,
     state: Annotated[list[JobStateName] | None, Query()] = None,
     owner: Annotated[str | None, Query(max_length=64)] = None,
     worker: Annotated[str | None, Query(max_length=64, description="a worker id or name")] = None,
@@ -49,10 +44,18 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> api.JobPage:
-    """The room's jobs, newest first; filters combine (all must hold)."""
+    """The room's jobs, newest first; filters combine (all must hold).
 
-    def read(session: Session) -> tuple[Room, dict[str, str], list[jobindex.IndexRow], int]:
+    The ``X-Event-Id`` header names the room's newest live event the page includes
+    (``GET /v1/rooms/{room}/events?after=<it>`` goes on from there)."""
+
+    def read(
+        session: Session,
+    ) -> tuple[str, Room, dict[str, str], list[jobindex.IndexRow], int]:
         found, _ = rooms.room_for_member(session, user.user_id, room)
+        # Read before the index: events are published after their rows are written,
+        # so the page includes every event up to this one.
+        event_id = server.events.last_id(found.id)
         names = {r[0]: r[1] for r in workers.room_worker_rows(session, found.id)}
         worker_ids = None
         if worker is not None:
@@ -68,29 +71,71 @@ async def list_jobs(
             offset=offset,
         )
         rows, total = jobindex.list_jobs(session, found.id, where)
-        return found, names, rows, total
+        return event_id, found, names, rows, total
 
-    found, names, rows, total = await database.run(read)
+    event_id, found, names, rows, total = await database.run(read)
+    response.headers[EVENT_ID_HEADER] = event_id
     return api.JobPage(
-        jobs=[_view(hub, found, names, r) for r in rows], total=total, offset=offset, limit=limit
+        jobs=[_view(hub, found, names, r, user.username) for r in rows],
+        total=total,
+        offset=offset,
+        limit=limit,
     )
 
 
 @router.get("/v1/rooms/{room}/jobs/{job}", response_model=api.JobDetail)
 async def job_detail(
-    room: str, job: str, user: UserDep, database: DatabaseDep, hub: HubDep
+    room: str, job: str, user: UserDep, server: StateDep, response: Response
 ) -> api.JobDetail:
-    """One job by its id or a unique prefix of it, with its loss points."""
+    """One job by its id or a unique prefix of it, with its loss points and log tail.
+
+    The ``X-Event-Id`` header names the newest live event the answer includes
+    (``GET /v1/rooms/{room}/jobs/{job}/events?after=<it>`` goes on from there)."""
 
     def read(
         session: Session,
-    ) -> tuple[Room, dict[str, str], jobindex.IndexRow, list[LossPoint]]:
+    ) -> tuple[str, Room, dict[str, str], jobindex.IndexRow, list[LossPoint]]:
         found, _ = rooms.room_for_member(session, user.user_id, room)
+        event_id = server.events.last_id(found.id)  # before the index, as for listings
         row = jobindex.find_job(session, found.id, found.name, job)
         names = {r[0]: r[1] for r in workers.room_worker_rows(session, found.id)}
         points = jobindex.job_points(session, found.id, row.worker_id, row.job.job_id)
-        return found, names, row, points
+        return event_id, found, names, row, points
 
-    found, names, row, points = await database.run(read)
-    view = _view(hub, found, names, row)
-    return api.JobDetail(**view.model_dump(), points=points)
+    event_id, found, names, row, points = await server.database.run(read)
+    response.headers[EVENT_ID_HEADER] = event_id
+    view = _view(server.hub, found, names, row, user.username)
+    return api.JobDetail(**view.model_dump(), points=points, log_tail=row.log_tail)
+
+
+_CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": api.ErrorResponse, "description": "NOT_OWNER: only the job's owner may"},
+    404: {"model": api.ErrorResponse, "description": "no such room or job"},
+    409: {
+        "model": api.ErrorResponse,
+        "description": "JOB_FINISHED, WORKER_OFFLINE, CANNOT_STOP: the worker's reason",
+    },
+    504: {"model": api.ErrorResponse, "description": "WORKER_NO_ANSWER"},
+}
+
+
+@router.post(
+    "/v1/rooms/{room}/jobs/{job}/stop",
+    response_model=api.JobControlView,
+    status_code=202,
+    responses=_CONTROL_RESPONSES,
+)
+async def stop_job(room: str, job: str, user: UserDep, server: StateDep) -> api.JobControlView:
+    """Ask a training job to stop after this epoch, keeping its model (its owner only)."""
+    return await control.control(server, user, room, job, "stop")
+
+
+@router.post(
+    "/v1/rooms/{room}/jobs/{job}/cancel",
+    response_model=api.JobControlView,
+    status_code=202,
+    responses=_CONTROL_RESPONSES,
+)
+async def cancel_job(room: str, job: str, user: UserDep, server: StateDep) -> api.JobControlView:
+    """Cancel a queued or running job (its owner only)."""
+    return await control.control(server, user, room, job, "cancel")

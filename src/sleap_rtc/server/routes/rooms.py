@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from sleap_rtc.protocol import api
 from sleap_rtc.protocol.signaling import CLOSE_FORBIDDEN
-from sleap_rtc.server.deps import DatabaseDep, HubDep, UserDep
+from sleap_rtc.server.deps import DatabaseDep, HubDep, StateDep, UserDep
 from sleap_rtc.server.logs import log
 from sleap_rtc.server.service import accounts, keys, rooms, workers
 
@@ -50,7 +50,7 @@ async def room_info(room: str, user: UserDep, database: DatabaseDep, hub: HubDep
 
 
 @router.delete("/v1/rooms/{room}", status_code=204)
-async def delete_room(room: str, user: UserDep, database: DatabaseDep, hub: HubDep) -> Response:
+async def delete_room(room: str, user: UserDep, state: StateDep) -> Response:
     """Delete a room (owners only); its workers are disconnected at once."""
 
     def remove(session: Session) -> str:
@@ -58,8 +58,10 @@ async def delete_room(room: str, user: UserDep, database: DatabaseDep, hub: HubD
         rooms.delete_room(session, found)
         return found.id
 
+    database, hub = state.database, state.hub
     room_id = await database.run(remove)
     hub.disconnect_room(room_id, CLOSE_FORBIDDEN, "room was deleted")
+    state.events.forget_room(room_id)
     log.info("room %s deleted by %s", room, user.username)
     return Response(status_code=204)
 

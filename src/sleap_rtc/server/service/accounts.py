@@ -168,6 +168,32 @@ def revoke_refresh(session: Session, refresh_token: str) -> str | None:
     return row.session_id
 
 
+def start_session(session: Session, user: User, ttl: timedelta) -> str:
+    """A new login session for ``user`` with no refresh token to hand out (the
+    dashboard's: its cookie names the session); returns the session's id."""
+    login = auth.new_id("s")
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            token_hash=auth.digest(auth.new_secret()),
+            session_id=login,
+            expires_at=utcnow() + ttl,
+        )
+    )
+    session.commit()
+    return login
+
+
+def end_session(session: Session, session_id: str) -> None:
+    """End a login session: every token of it stops working."""
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.session_id == session_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    session.commit()
+
+
 def username_of(session: Session, user_id: int | None) -> str | None:
     if user_id is None:
         return None

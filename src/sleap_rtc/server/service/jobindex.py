@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from sleap_rtc.protocol import index as ix
 from sleap_rtc.protocol.signaling import JobReport
@@ -60,6 +60,8 @@ def record_report(session: Session, room_id: str, worker_id: str, report: JobRep
     before = row.state if row is not None else None
     if row is not None and row.worker_updated > job.updated_at:
         _add_points(session, room_id, worker_id, job.job_id, report.points)
+        if report.log:
+            row.log_tail = merge_log(row.log_tail or [], report.log)
         session.commit()
         return Recorded(before, view_of(row).job, changed=False)
     if row is None:
@@ -83,10 +85,26 @@ def record_report(session: Session, room_id: str, worker_id: str, report: JobRep
     row.progress = job.progress.model_dump(mode="json") if job.progress else None
     row.outputs = list(job.outputs)
     row.results = [r.model_dump(mode="json") for r in job.results]
+    row.args = list(job.args)
+    if report.log:
+        row.log_tail = merge_log(row.log_tail or [], report.log)
     session.flush()
     _add_points(session, room_id, worker_id, job.job_id, report.points)
     session.commit()
     return Recorded(before, job, changed=before != job.state)
+
+
+def merge_log(tail: list[Any], lines: Sequence[ix.LogLine]) -> list[list[Any]]:
+    """``tail`` (``[n, text]`` pairs) with ``lines`` added: ordered by line number, a
+    repeated number replaced, the newest :data:`~ix.MAX_LOG_LINES_PER_JOB` kept."""
+    merged = {int(n): str(text) for n, text in tail}
+    merged.update((line.n, line.text) for line in lines)
+    kept = sorted(merged.items())[-ix.MAX_LOG_LINES_PER_JOB :]
+    return [[n, text] for n, text in kept]
+
+
+def log_lines(row_tail: list[Any] | None) -> list[ix.LogLine]:
+    return [ix.LogLine.model_construct(n=n, text=text) for n, text in row_tail or []]
 
 
 def _make_room(session: Session, room_id: str, worker_id: str) -> None:
@@ -195,9 +213,10 @@ class IndexRow:
     worker_id: str
     job: ix.IndexedJob
     reported_at: datetime
+    log_tail: list[ix.LogLine]
 
 
-def view_of(row: IndexedJob) -> IndexRow:
+def view_of(row: IndexedJob, *, with_log: bool = False) -> IndexRow:
     job = ix.IndexedJob.model_validate(
         {
             "job_id": row.job_id,
@@ -216,9 +235,11 @@ def view_of(row: IndexedJob) -> IndexRow:
             "outputs": row.outputs,
             "results": row.results,
             "notify": row.notify,
+            "args": row.args or [],
         }
     )
-    return IndexRow(row.worker_id, job, row.reported_at)
+    tail = log_lines(row.log_tail) if with_log else []
+    return IndexRow(row.worker_id, job, row.reported_at, tail)
 
 
 def list_jobs(session: Session, room_id: str, where: JobFilter) -> tuple[list[IndexRow], int]:
@@ -250,11 +271,14 @@ def find_job(session: Session, room_id: str, room_name: str, ref: str) -> IndexR
     """
     shown = ref[:64]
     rows = session.scalars(
-        select(IndexedJob).where(IndexedJob.room_id == room_id, IndexedJob.job_id == ref)
+        select(IndexedJob)
+        .options(undefer(IndexedJob.log_tail))
+        .where(IndexedJob.room_id == room_id, IndexedJob.job_id == ref)
     ).all()
     if not rows and ref:
         rows = session.scalars(
             select(IndexedJob)
+            .options(undefer(IndexedJob.log_tail))
             .where(
                 IndexedJob.room_id == room_id,
                 func.substr(IndexedJob.job_id, 1, len(ref)) == ref,
@@ -277,7 +301,7 @@ def find_job(session: Session, room_id: str, room_name: str, ref: str) -> IndexR
             f"job id {shown!r} matches several jobs in room {room_name!r} ({names}{more}); "
             "give more of the id",
         )
-    return view_of(rows[0])
+    return view_of(rows[0], with_log=True)
 
 
 def job_points(session: Session, room_id: str, worker_id: str, job_id: str) -> list[ix.LossPoint]:
