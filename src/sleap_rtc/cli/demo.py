@@ -78,21 +78,29 @@ def make_demo_data(out_dir: Path, seed: int) -> None:
     show_default=True,
     help="How the demo client reaches the demo worker.",
 )
-def demo(workdir: Path | None, device: str, logs: bool, transport: str) -> None:
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the server and worker running afterwards, to look around the dashboard; "
+    "Ctrl-C stops them.",
+)
+def demo(workdir: Path | None, device: str, logs: bool, transport: str, keep: bool) -> None:
     """Generate data, train a model, track with it and score it, on this machine.
 
     Starts a server, a worker and a client on loopback (nothing to set up) and
     sends the jobs the way a remote user does: login, room, worker key, a peer
-    channel, validation on the worker, live progress. The last line reads
-    `demo ok: train=<s>s track=<s>s mean_error_px=<x>`.
+    channel, validation on the worker, live progress. The server's web dashboard
+    shows the jobs while they run: its address and login are printed first. The
+    last line reads `demo ok: train=<s>s track=<s>s mean_error_px=<x>`.
 
     \b
     Example:
       sleap-rtc demo --workdir /tmp/sleap-rtc-demo
+      sleap-rtc demo --keep        # then open the dashboard; Ctrl-C to stop
     """
     _need_worker_extra(server=True)
     from sleap_rtc.cli.render import JobProgressView, make_console, plain, safe
-    from sleap_rtc.demo.run import DemoFailed, run_demo
+    from sleap_rtc.demo.run import Dashboard, DemoFailed, DemoResult, run_demo
 
     console = make_console()
     if workdir is None:
@@ -116,33 +124,65 @@ def demo(workdir: Path | None, device: str, logs: bool, transport: str) -> None:
         elif isinstance(message, p.JobComplete):
             view.complete(message.stopped_early)
 
-    try:
-        result = asyncio.run(
-            run_demo(workdir, on_event=on_event, device=device, transport=transport)
+    def ready(dashboard: Dashboard) -> None:
+        console.print(
+            f"dashboard: {dashboard.url}  (log in as {dashboard.user}, "
+            f"password {dashboard.password})",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
         )
-    except DemoFailed as exc:
+
+    def close_views() -> None:
         for view in views.values():
             view.__exit__(None, None, None)
+        views.clear()
+
+    def report(result: DemoResult) -> bool:
+        close_views()
+        console.print(
+            f"jobs ran on worker {safe(result.worker_id)} over {result.transport}",
+            highlight=False,
+        )
+        console.print(f"model:       {safe(result.model_dir)}", soft_wrap=True, highlight=False)
+        console.print(f"predictions: {safe(result.predictions)}", soft_wrap=True, highlight=False)
+        console.print(
+            f"mean error on {result.n_frames_scored} held-out frames: {result.mean_error_px:.2f} px"
+        )
+        ok = result.mean_error_px < 5.0
+        click.echo(
+            f"demo {'ok' if ok else 'FAILED'}: train={result.train_s:.1f}s "
+            f"track={result.track_s:.1f}s mean_error_px={result.mean_error_px:.2f}"
+        )
+        return ok
+
+    async def stay(result: DemoResult) -> None:
+        report(result)
+        click.echo("the server and worker keep running for the dashboard; Ctrl-C stops them")
+        await asyncio.Event().wait()
+
+    try:
+        result = asyncio.run(
+            run_demo(
+                workdir,
+                on_event=on_event,
+                device=device,
+                transport=transport,
+                on_ready=ready,
+                keep=stay if keep else None,
+            )
+        )
+    except DemoFailed as exc:
+        close_views()
         console.print(f"[red]demo failed:[/red] {safe(exc)}")
         for line in exc.log_tail:
             console.print(f"  {plain(line)}", highlight=False, markup=False)
         sys.exit(1)
+    except KeyboardInterrupt:
+        close_views()
+        click.echo("stopped")
+        return
     finally:
-        for view in views.values():
-            view.__exit__(None, None, None)
-    console.print(
-        f"jobs ran on worker {safe(result.worker_id)} over {result.transport}", highlight=False
-    )
-    console.print(f"model:       {safe(result.model_dir)}", soft_wrap=True, highlight=False)
-    console.print(f"predictions: {safe(result.predictions)}", soft_wrap=True, highlight=False)
-    console.print(
-        f"mean error on {result.n_frames_scored} held-out frames: {result.mean_error_px:.2f} px"
-    )
-    ok = result.mean_error_px < 5.0
-    line = (
-        f"demo {'ok' if ok else 'FAILED'}: train={result.train_s:.1f}s "
-        f"track={result.track_s:.1f}s mean_error_px={result.mean_error_px:.2f}"
-    )
-    click.echo(line)
-    if not ok:
+        close_views()
+    if not report(result):
         sys.exit(1)

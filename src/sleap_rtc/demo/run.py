@@ -1,8 +1,9 @@
 """The demo, end to end, through the path a networked job takes.
 
-In one process it starts a server (SQLite in the demo folder) on a loopback
-port, a worker whose only mount is the demo data folder (its state, the server's
-database and the credentials stay outside it), and a client. The client
+In one process it starts a server (SQLite in the demo folder; its dashboard shows
+the jobs as they run) on a loopback port, a worker whose only mount is the demo
+data folder (its state, the server's database and the credentials stay outside
+it), and a client. The client
 logs in, creates a room and a worker key through the server's API, the worker
 registers with that key, and the client opens a peer channel to it (WebRTC on
 loopback, else the relay), submits a :class:`~sleap_rtc.jobs.specs.TrainSpec`
@@ -18,7 +19,7 @@ import contextlib
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,15 @@ class DemoFailed(RuntimeError):
         super().__init__(f"{what} job {result.job_id} ended {result.state}: {result.reason}")
         self.result = result
         self.log_tail = list(result.log_tail)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Where the demo's jobs can be watched, and the login that shows them."""
+
+    url: str
+    user: str
+    password: str
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,11 @@ async def run_demo(
     on_event: Callable[[str, JobMessage], None] | None = None,
     device: str = "auto",
     transport: str = "auto",
+    on_ready: Callable[[Dashboard], None] | None = None,
+    keep: Callable[[DemoResult], Awaitable[None]] | None = None,
 ) -> DemoResult:
+    """Run the demo; ``on_ready`` hears the dashboard's address once the server is up,
+    and ``keep`` (given the result) is awaited before the server and worker stop."""
     from sleap_rtc.client.credentials import CredentialStore
     from sleap_rtc.client.jobs import WorkerSession
     from sleap_rtc.client.session import ServerClient
@@ -176,6 +190,8 @@ async def run_demo(
     try:
         async with _server(workdir) as url:
             store = CredentialStore(workdir / "credentials.json")
+            if on_ready is not None:
+                on_ready(Dashboard(f"{url}/rooms/{ROOM}/jobs", USER, password))
             async with ServerClient(url, store=store) as client:
                 await client.login(USER, password)
                 await client.create_room(ROOM)
@@ -214,18 +230,22 @@ async def run_demo(
                         overwrite=True,
                     )
                     _, track_s = await run("track", track)
-                    used = session.transport
+                    report = await asyncio.to_thread(
+                        mean_error_px, predictions, data.ground_truth_path
+                    )
+                    result = DemoResult(
+                        workdir=workdir,
+                        model_dir=model_dir,
+                        predictions=predictions,
+                        train_s=train_s,
+                        track_s=track_s,
+                        mean_error_px=report.mean_px,
+                        n_frames_scored=report.n_frames_scored,
+                        transport=session.transport,
+                        worker_id=worker_id,
+                    )
+                    if keep is not None:
+                        await keep(result)
     finally:
         pin_host_addresses(None)
-    report = mean_error_px(predictions, data.ground_truth_path)
-    return DemoResult(
-        workdir=workdir,
-        model_dir=model_dir,
-        predictions=predictions,
-        train_s=train_s,
-        track_s=track_s,
-        mean_error_px=report.mean_px,
-        n_frames_scored=report.n_frames_scored,
-        transport=used,
-        worker_id=worker_id,
-    )
+    return result
