@@ -8,8 +8,10 @@ kept, or the server restarted, it gets ``reset`` and reads the JSON API again.
 A page reads its snapshot from the API first: the answer's ``X-Event-Id`` header
 says which event the snapshot includes, and the stream starts after it.
 
-An event is encoded once, however many streams send it: a hundred open
-dashboards cost a hundred socket writes per event, nothing more.
+An event is encoded once (a job event twice: as its owner reads it and as others
+do), however many streams send it: a hundred open dashboards cost a hundred
+socket writes per event. Every event of a room wakes each of the room's streams,
+which then skip what isn't theirs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import islice
 from typing import Any, Literal
 
@@ -47,6 +50,23 @@ class Event:
     #: ``data`` as JSON, encoded once.
     text: str
 
+    def text_with(self, **changes: Any) -> str:
+        """``data`` with ``changes`` as JSON, encoded once per distinct change (a job as
+        its owner reads it differs from how everyone else does)."""
+        key = tuple(sorted(changes.items()))
+        cached = self._variants.get(key)
+        if cached is None:
+            cached = self._variants[key] = _encode({**self.data, **changes})
+        return cached
+
+    @cached_property
+    def _variants(self) -> dict[tuple[tuple[str, Any], ...], str]:
+        return {}
+
+
+def _encode(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), default=str)
+
 
 class StreamLimit(Exception):
     """Too many streams are open (for this login session or in all)."""
@@ -61,6 +81,10 @@ class _RoomLog:
     seq: int = 0
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=KEEP_PER_ROOM))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake_all(self) -> None:
+        wake, self.wake = self.wake, asyncio.Event()
+        wake.set()
 
     def after(self, seq: int) -> list[Event]:
         """The events after number ``seq``; raises :class:`Reset` if some were dropped."""
@@ -97,18 +121,17 @@ class Stream:
             if events:
                 self.seq = events[-1].seq
                 return events
-            ended = asyncio.ensure_future(self.ended.wait())
-            woken = asyncio.ensure_future(wake.wait())
             try:
-                done, _ = await asyncio.wait(
-                    {ended, woken}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                ended.cancel()
-                woken.cancel()
-            if not done:
+                async with asyncio.timeout(timeout_s):
+                    await wake.wait()  # also set when the stream is ended
+            except TimeoutError:
                 return []
         return []
+
+    def end(self) -> None:
+        """End the stream: a reader waiting in :meth:`next` returns at once."""
+        self.ended.set()
+        self._log.wake_all()
 
     def close(self) -> None:
         self._bus._forget(self)
@@ -145,10 +168,9 @@ class EventBus:
     ) -> None:
         log = self._room(room_id)
         log.seq += 1
-        text = json.dumps(data, separators=(",", ":"), default=str)
+        text = _encode(data)
         log.events.append(Event(log.seq, name, job, data, text))
-        wake, log.wake = log.wake, asyncio.Event()
-        wake.set()
+        log.wake_all()
 
     def open(self, room_id: str, after: str | None, session_id: str) -> Stream:
         """A stream of the room's events after event id ``after`` (None or empty: after
@@ -186,18 +208,16 @@ class EventBus:
         """End every stream of a login session (it logged out); how many there were."""
         streams = self._sessions.get(session_id, set())
         for stream in list(streams):
-            stream.ended.set()
+            stream.end()
         return len(streams)
 
     def end_all(self) -> None:
-        for streams in list(self._sessions.values()):
-            for stream in list(streams):
-                stream.ended.set()
+        self._each_stream(Stream.end)
 
     def forget_room(self, room_id: str) -> None:
         """A deleted room's events go; its streams end."""
+        self._each_stream(lambda s: s.end() if s.room_id == room_id else None)
         self._rooms.pop(room_id, None)
-        self._each_stream(lambda s: s.ended.set() if s.room_id == room_id else None)
 
     def _each_stream(self, action: Callable[[Stream], None]) -> None:
         for streams in list(self._sessions.values()):

@@ -12,7 +12,6 @@ can't (the page then reads the snapshot again). See :mod:`sleap_rtc.server.event
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -76,7 +75,7 @@ def _data(event: Event, username: str) -> str:
     # Who may press Stop/Cancel differs per reader.
     data = event.data
     allowed = views.may_control(data.get("owner"), str(data.get("state")), username)
-    return json.dumps(dict(data, can_control=allowed), separators=(",", ":"))
+    return event.text_with(can_control=allowed)
 
 
 async def _events(
