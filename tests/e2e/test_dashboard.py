@@ -76,6 +76,12 @@ def test_the_owner_watches_training_live_stops_it_and_logs_out(
     row.wait_for()
     assert "lab-cpu" in row.inner_text()
     assert re.search(r"online|busy", row.inner_text())
+    page.screenshot(path=str(tmp_path / "workers.png"), full_page=True)
+
+    # The room's jobs: alice's training is listed, running.
+    page.get_by_role("link", name="Jobs").first.click()
+    page.locator(f'tr[data-job-id="{job_id}"]').wait_for()
+    page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
 
     # The job's page: its curve gains points while it trains.
     page.goto(f"{base}/rooms/lab/jobs/{job_id}")

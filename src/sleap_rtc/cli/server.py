@@ -209,6 +209,10 @@ def server(
     click.echo(
         f"sleap-rtc server listening on http://{shown}:{bound_port} (database: {redact(url)})",
     )
+    click.echo(
+        f"dashboard: http://{shown}:{bound_port}/ (log in with a sleap-rtc account); "
+        f"API docs: http://{shown}:{bound_port}/docs"
+    )
     sys.stdout.flush()
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -85,6 +85,8 @@ async def _server(workdir: Path) -> AsyncIterator[str]:
         access_log=False,
         ws_max_size=MAX_MESSAGE_BYTES + 1024,
         lifespan="on",
+        # An open dashboard's live stream must not hold up the end of the demo.
+        timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

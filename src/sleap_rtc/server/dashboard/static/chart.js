@@ -2,7 +2,7 @@
 // series "loss" and "val loss". uPlot is the classic script vendor/uplot
 // loads as the global `uPlot`.
 
-import { h } from "./dom.js";
+import { h, num4 } from "./dom.js";
 
 const HEIGHT = 260;
 const LOSS_COLOR = "#1565c0";
@@ -95,7 +95,12 @@ export class LossChart {
       ],
       axes: [
         { label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
-        { label: log ? "loss (log)" : "loss", size: 70 },
+        {
+          label: log ? "loss (log)" : "loss",
+          size: 70,
+          // Enough digits that neighbouring ticks of a log axis never read the same.
+          values: (u, splits) => splits.map((v) => (v == null ? "" : num4(v))),
+        },
       ],
     };
     const chart = { wrap, title, log, plot: new uPlot(opts, data, wrap) };
