@@ -241,3 +241,22 @@ async def test_the_worker_answers_a_stop_or_cancel_from_its_own_record(tmp_path:
         assert runner.store.get(running.id).state.value in ("QUEUED", "RUNNING")  # type: ignore[union-attr]
     finally:
         await runner.close()
+
+
+def test_the_cookie_is_secure_over_https_or_when_told() -> None:
+    from sleap_rtc.server.settings import ServerSettings
+
+    def request(scheme: str) -> Request:
+        headers = [(b"host", b"lab:8000")]
+        return Request(
+            {"type": "http", "method": "GET", "path": "/", "headers": headers, "scheme": scheme}
+        )
+
+    auto = ServerSettings(database_url="sqlite://")
+    assert websession.secure(request("https"), auto) and not websession.secure(
+        request("http"), auto
+    )
+    always = ServerSettings(database_url="sqlite://", cookie_secure=True)
+    assert websession.secure(request("http"), always)
+    never = ServerSettings(database_url="sqlite://", cookie_secure=False)
+    assert not websession.secure(request("https"), never)

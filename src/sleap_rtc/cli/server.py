@@ -127,6 +127,21 @@ def _bind(host: str, port: int) -> socket.socket:
     "default: public addresses only].",
 )
 @click.option(
+    "--web-session-ttl",
+    type=Duration(),
+    default="7d",
+    show_default=True,
+    help="How long a dashboard login lasts unless the user logs out.",
+)
+@click.option(
+    "--secure-cookies",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Mark the dashboard's session cookie Secure (sent over https only): auto does "
+    "when the request came over https (a TLS proxy in front that says so).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -144,12 +159,15 @@ def server(
     heartbeat_timeout: float,
     login_failures_per_minute: int,
     allow_private_webhooks: bool,
+    web_session_ttl: timedelta,
+    secure_cookies: str,
     log_level: str,
 ) -> None:
-    """Run the server: accounts, rooms, worker keys, presence and signaling.
+    """Run the server: accounts, rooms, worker keys, presence, signaling, the dashboard.
 
     It never runs jobs and never sees files. The schema is created or upgraded
-    when it starts. Put it behind a TLS-terminating proxy for use beyond one host.
+    when it starts. The web dashboard is at / and the API's documentation at
+    /docs. Put it behind a TLS-terminating proxy for use beyond one host.
 
     \b
     Examples:
@@ -187,6 +205,8 @@ def server(
         heartbeat_timeout_s=heartbeat_timeout,
         login_failures_per_minute=login_failures_per_minute,
         allow_private_webhooks=allow_private_webhooks,
+        web_session_ttl_s=web_session_ttl.total_seconds(),
+        cookie_secure={"auto": None, "always": True, "never": False}[secure_cookies],
     )
     try:
         state = build_state(settings)
