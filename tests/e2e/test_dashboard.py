@@ -190,3 +190,19 @@ def test_the_session_cookie_is_httponly_and_strict(room: Room) -> None:
     page = httpx.get(room.server.url + "/")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert ok(room.users.run("alice", "rooms", "list"))
+
+
+def test_the_api_docs_render_from_the_packages_own_files(room: Room, browser: Any) -> None:
+    """/docs documents what the page does, and renders with nothing but this server
+    (the browser here reaches no other host)."""
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith(room.server.url) else None,
+    )
+    page.goto(room.server.url + "/docs")
+    page.get_by_text("/v1/rooms/{room}/jobs/{job}/stop").first.wait_for(timeout=30_000)
+    page.get_by_text("/v1/auth/web/login").first.wait_for()
+    assert outside == []
+    page.close()

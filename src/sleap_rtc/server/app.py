@@ -94,7 +94,7 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
         title="sleap-rtc server",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served from the package's own files (sleap_rtc.server.dashboard)
         redoc_url=None,
         exception_handlers={ApiError: _api_error, RequestValidationError: _invalid},
     )

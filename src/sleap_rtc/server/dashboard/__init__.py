@@ -1,7 +1,8 @@
 """The web dashboard: one page shell and its static files, served by the server itself.
 
 There is no build step: ``static/`` holds plain HTML, CSS and JavaScript modules,
-and uPlot (the loss charts) as the file its release ships. The page is a view of
+and, as the files their releases ship, uPlot (the loss charts) and Swagger UI (the
+API's documentation at ``/docs``). The page is a view of
 the JSON API and holds no rule of its own: everything it shows and does goes
 through the same routes as the CLI, authenticated by the session cookie
 (:mod:`sleap_rtc.server.websession`), live through Server-Sent Events.
@@ -13,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from starlette.datastructures import MutableHeaders
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,6 +76,20 @@ async def jobs_page(room: str) -> FileResponse:
 @router.get("/rooms/{room}/jobs/{job}")
 async def job_page(room: str, job: str) -> FileResponse:
     return _page()
+
+
+@router.get("/docs")
+async def api_docs() -> HTMLResponse:
+    """The API's documentation (Swagger UI), from files the package ships: it works on
+    a network that reaches nothing but this server."""
+    vendor = "/static/vendor/swagger-ui"
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="sleap-rtc server API",
+        swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+        swagger_css_url=f"{vendor}/swagger-ui.css",
+        swagger_favicon_url=f"{vendor}/favicon-32x32.png",
+    )
 
 
 def static_files() -> StaticFiles:
