@@ -192,11 +192,11 @@ async def run_demo(
     try:
         async with _server(workdir) as url:
             store = CredentialStore(workdir / "credentials.json")
-            if on_ready is not None:
-                on_ready(Dashboard(f"{url}/rooms/{ROOM}/jobs", USER, password))
             async with ServerClient(url, store=store) as client:
                 await client.login(USER, password)
                 await client.create_room(ROOM)
+                if on_ready is not None:  # once the room is there to be shown
+                    on_ready(Dashboard(f"{url}/rooms/{ROOM}/jobs", USER, password))
                 key = (await client.create_key(ROOM, "demo-worker")).secret
                 async with (
                     _worker(config, url, key) as worker_id,
