@@ -33,7 +33,7 @@ from sleap_rtc.pipeline.record import NOT_SUBMITTED, WAITING, AlreadyDriven, rec
 from sleap_rtc.pipeline.run import status, submit
 from sleap_rtc.pipeline.sbatch import Layout
 from sleap_rtc.pipeline.spec import load_job
-from tests.configs import MODEL_CONFIG
+from tests.configs import STAGE_CONFIG
 from tests.labels import write_labels
 
 # -- the schedule alone ------------------------------------------------------------------
@@ -75,11 +75,19 @@ def test_done_stages_count_as_completed_parents() -> None:
     assert keys(schedule.ready()) == ["mice_track"]
 
 
-def test_a_job_missing_from_the_states_is_still_in_flight() -> None:
+def test_a_job_missing_from_the_states_is_in_flight_until_it_is_lost() -> None:
     schedule = Schedule(topdown())
     node = schedule.nodes["mice_centroid"]
     node.job_id, node.state = "7", "PENDING"
-    assert schedule.observe({}) == [] and schedule.in_flight() == [node]
+    assert schedule.observe({}, now=100.0, lost_after_s=300) == []
+    assert schedule.in_flight() == [node]
+    assert schedule.observe({"7": "RUNNING"}, now=200.0) == []  # seen again: the clock resets
+    assert schedule.observe({}, now=300.0, lost_after_s=300) == []
+    assert schedule.observe({}, now=599.0, lost_after_s=300) == []
+    assert schedule.observe({}, now=600.0, lost_after_s=300) == [node]
+    assert node.state == "LOST" and "no longer knows job 7" in node.reason
+    (blocked,) = schedule.block()  # its dependents don't wait for it
+    assert blocked.key == "mice_track" and blocked.reason == "parent centroid LOST (job 7)"
 
 
 @pytest.mark.parametrize("final", ["FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL"])
@@ -126,7 +134,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "lab"
     (root / "configs").mkdir(parents=True)
     for stage in ("centroid", "centered_instance"):
-        (root / "configs" / f"{stage}.yaml").write_text(MODEL_CONFIG)
+        (root / "configs" / f"{stage}.yaml").write_text(STAGE_CONFIG)
     registry = {}
     for dataset in ("mice", "flies"):
         write_labels(root / f"{dataset}.slp")
@@ -184,6 +192,9 @@ class FakeSlurm(SlurmClient):
         if self.on_submit is not None:
             self.on_submit(script.stem)
         return job_id
+
+    def test_only(self, script: Path, *, cwd: Path | None = None) -> str | None:
+        return None  # every script would queue
 
     def scancel(self, job_ids: Sequence[str]) -> None:
         self.cancelled.extend(job_ids)

@@ -215,8 +215,8 @@ def run(
         _rejected(exc, "Pinned artifacts don't check out:")
     except AlreadyDriven as exc:
         raise click.ClickException(str(exc)) from None
-    except SlurmError as exc:
-        raise click.ClickException(f"{exc} (stages submitted before it are recorded)") from None
+    except SlurmError as exc:  # nothing of this run was left queued (all or nothing)
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(as_dicts(runs)))
         return

@@ -42,7 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient, SlurmError
+from sleap_rtc.engine.backends.slurm.tools import (
+    FINAL_STATES,
+    LOST,
+    LOST_AFTER_S,
+    SlurmClient,
+    SlurmError,
+)
 from sleap_rtc.pipeline.record import (
     NOT_SUBMITTED,
     WAITING,
@@ -80,6 +86,8 @@ class Node:
     reason: str = ""
     #: The stage whose failure kept this one from being submitted (stage, job_id, state).
     blocked_by: dict[str, str | None] | None = None
+    #: Since when (monotonic) SLURM's answers have lacked this stage's job.
+    missing_since: float | None = None
 
     @property
     def in_flight(self) -> bool:
@@ -142,14 +150,26 @@ class Schedule:
                     break
         return blocked
 
-    def observe(self, states: Mapping[str, str]) -> list[Node]:
-        """Take the jobs' latest states (a job missing from them is still in flight);
-        the stages whose jobs just ended."""
+    def observe(
+        self,
+        states: Mapping[str, str],
+        now: float | None = None,
+        lost_after_s: float = LOST_AFTER_S,
+    ) -> list[Node]:
+        """Take the jobs' latest states; the stages whose jobs just ended. A job missing
+        from them is still in flight, until it has been missing for ``lost_after_s``:
+        then it is LOST (SLURM forgot it, so its outcome can't be known)."""
+        now = time.monotonic() if now is None else now
         ended = []
         for node in self.in_flight():
             state = states.get(str(node.job_id))
             if state is None:
-                continue
+                node.missing_since = node.missing_since or now
+                if now - node.missing_since < lost_after_s:
+                    continue
+                state = LOST
+                node.reason = f"SLURM no longer knows job {node.job_id}; its outcome is unknown"
+            node.missing_since = None
             node.state = state
             if state in FINAL_STATES:
                 ended.append(node)

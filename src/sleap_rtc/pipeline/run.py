@@ -3,8 +3,11 @@
 ``submit`` writes the scripts that are missing, skips stages whose outputs are
 already there (a training stage with a manifest that checks out, a track stage
 with its predictions) and stages still queued or running from an earlier
-submission, and submits the rest. With ``chain``, a stage waits for the stages
-it needs (afterok, and is cancelled when one fails). What was submitted is
+submission, and submits the rest: all or nothing. Every script to submit first
+passes ``sbatch --test-only`` (one error names each SLURM would refuse), and an
+sbatch that fails midway cancels the jobs this call had submitted. With
+``chain``, a stage waits for the stages it needs (afterok, and is cancelled when
+one fails). What was submitted is
 recorded in ``slurm_jobs/{job}.runs.json``, which ``status`` and ``cancel`` read.
 :mod:`sleap_rtc.pipeline.driver` (``--chain=poll``) instead stays running and
 submits each stage once its parents completed; it records the stages it has not
@@ -17,6 +20,7 @@ SLURM tools), so a test passes a recorded one.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient, monitor_jobs
+from sleap_rtc.engine.backends.slurm.tools import (
+    FINAL_STATES,
+    LOST,
+    LOST_AFTER_S,
+    SlurmClient,
+    SlurmError,
+    monitor_jobs,
+)
 from sleap_rtc.pipeline.driver import Driver, Event, StageResult, drive
 from sleap_rtc.pipeline.record import (
     NOT_SUBMITTED,
@@ -72,35 +83,70 @@ def submit(
         for job_id, state in slurm.job_states(list(earlier.values())).items()
         if state not in FINAL_STATES
     }
+    plan: list[Stage] = []  # the stages to submit, in order
     runs: list[StageRun] = []
     for dataset in pipeline.datasets:
-        ids: dict[str, str] = {}
         for stage in pipeline.for_dataset(dataset.name):
             previous = earlier.get(stage.key)
             if previous in live:
-                ids[stage.name] = previous
-                runs.append(
-                    StageRun(
-                        dataset.name,
-                        stage.name,
-                        "queued",
-                        previous,
-                        [],
-                        f"already {live[previous].lower()} as job {previous}",
-                    )
-                )
+                note = f"already {live[previous].lower()} as job {previous}"
+                runs.append(StageRun(dataset.name, stage.name, "queued", previous, [], note))
                 continue
             done = None if force else stage_done(stage, layout)
             if done:
                 runs.append(StageRun(dataset.name, stage.name, "done", None, [], done))
                 continue
-            after = [ids[name] for name in stage.after if name in ids] if chain else []
+            plan.append(stage)
+    _check_scripts(slurm, [scripts[stage.key] for stage in plan], layout)
+    ids = {(r.dataset, r.stage): r.job_id for r in runs if r.action == "queued" and r.job_id}
+    submitted: list[str] = []
+    try:
+        for stage in plan:
+            mine = {name: i for (d, name), i in ids.items() if d == stage.dataset.name and i}
+            after = [mine[name] for name in stage.after if name in mine] if chain else []
             job_id = slurm.sbatch(scripts[stage.key], after=after, cwd=layout.scripts.parent)
-            ids[stage.name] = job_id
+            submitted.append(job_id)
+            ids[(stage.dataset.name, stage.name)] = job_id
             record[stage.key] = {"job_id": job_id, "submitted_at": time.time(), "after": after}
             write_record(path, record)  # as we go: nothing lost
-            runs.append(StageRun(dataset.name, stage.name, "submitted", job_id, after))
-    return runs
+            runs.append(StageRun(stage.dataset.name, stage.name, "submitted", job_id, after))
+    except SlurmError as exc:
+        _withdraw(slurm, submitted, record, path)
+        undone = f"; cancelled the {len(submitted)} job(s) it had submitted" if submitted else ""
+        raise SlurmError(f"{exc}{undone} (nothing of this run is left queued)") from None
+    return _in_pipeline_order(pipeline, runs)
+
+
+def _check_scripts(slurm: SlurmClient, scripts: list[Path], layout: Layout) -> None:
+    """``sbatch --test-only`` on every script about to be submitted; one error naming
+    each that SLURM would refuse, before anything is submitted."""
+    refused = []
+    for script in scripts:
+        said = slurm.test_only(script, cwd=layout.scripts.parent)
+        if said is not None:
+            refused.append(f"{script.name}: {said}")
+    if refused:
+        raise SlurmError(
+            "SLURM would refuse these scripts, so nothing was submitted:\n  " + "\n  ".join(refused)
+        )
+
+
+def _withdraw(
+    slurm: SlurmClient, job_ids: list[str], record: dict[str, dict[str, object]], path: Path
+) -> None:
+    """Cancel the jobs a failed submission made, and forget them."""
+    if not job_ids:
+        return
+    with contextlib.suppress(SlurmError):
+        slurm.scancel(job_ids)
+    for key in [k for k, v in record.items() if v.get("job_id") in job_ids]:
+        del record[key]
+    write_record(path, record)
+
+
+def _in_pipeline_order(pipeline: Pipeline, runs: list[StageRun]) -> list[StageRun]:
+    order = {(s.dataset.name, s.name): i for i, s in enumerate(pipeline.stages)}
+    return sorted(runs, key=lambda r: order.get((r.dataset, r.stage), len(order)))
 
 
 @dataclass(frozen=True)
@@ -149,11 +195,24 @@ def status(
         reason = ""
         if job_id is not None:
             state = states.get(job_id, "UNKNOWN")
+            submitted = record.get(stage.key, {}).get("submitted_at")
+            old = isinstance(submitted, int | float) and time.time() - submitted >= LOST_AFTER_S
+            if state == "UNKNOWN" and old:
+                state, reason = LOST, lost_reason(job_id, layout)
         else:
             entry = record.get(stage.key)
             state, reason = _unsubmitted(stage, layout, entry if isinstance(entry, dict) else {})
         found.append(StageStatus(stage.dataset.name, stage.name, job_id, state, reason))
     return found
+
+
+def lost_reason(job_id: str, layout: Layout) -> str:
+    """Why a stage's job is LOST, and where to look."""
+    return (
+        f"SLURM no longer knows job {job_id} (no accounting, and squeue forgets finished "
+        f"jobs after MinJobAge), so its outcome is unknown; see its log under "
+        f"{layout.logs} or rerun the pipeline"
+    )
 
 
 def cancel(pipeline: Pipeline, layout: Layout, *, slurm: SlurmClient | None = None) -> list[str]:
