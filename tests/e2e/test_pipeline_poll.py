@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sleap_rtc.pipeline.driver import STOPPED_REASON
-from tests.configs import MODEL_CONFIG
+from tests.configs import STAGE_CONFIG
 from tests.labels import write_labels
 from tests.slurm import wait_states
 
@@ -116,7 +116,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
     root = tmp_path / "lab"
     (root / "configs").mkdir(parents=True)
     for stage in ("centroid", "centered_instance"):
-        (root / "configs" / f"{stage}.yaml").write_text(MODEL_CONFIG)
+        (root / "configs" / f"{stage}.yaml").write_text(STAGE_CONFIG)
     for dataset in JOB["datasets"]:
         write_labels(root / f"{dataset}.slp")
     registry = {d: {"labels": f"{d}.slp"} for d in JOB["datasets"]}

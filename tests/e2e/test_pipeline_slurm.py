@@ -226,3 +226,102 @@ def test_a_chained_topdown_run_cancels_what_a_failure_blocks_and_reruns_the_rest
     }
     found = settle(jobs, out)
     assert found[("flies", "centroid")] == "COMPLETED" and found[("flies", "track")] == "COMPLETED"
+
+
+def test_status_of_jobs_slurm_forgot_is_lost_with_why_and_watch_ends(
+    jobs: Path, tmp_path: Path
+) -> None:
+    """Without accounting, squeue forgets a finished job after MinJobAge: its stage is
+    LOST (final, with the reason), not UNKNOWN forever, and `status --watch` ends."""
+    import time
+
+    job = str(jobs / "topdown.json")
+    out = tmp_path
+    generated = cli(
+        "pipeline", "run", "--job", job, "--generate-only", "--output-dir", str(out), cwd=out
+    )
+    assert generated.returncode == 0, generated.stderr
+    keys = [p.name.removesuffix(".sbatch") for p in (out / "slurm_jobs").glob("*.sbatch")]
+    long_ago = time.time() - 3600
+    record = {
+        key: {"job_id": str(99999900 + i), "submitted_at": long_ago, "after": []}
+        for i, key in enumerate(sorted(keys))
+    }
+    (out / "slurm_jobs" / "topdown.runs.json").write_text(json.dumps(record))
+    args = ["pipeline", "status", "--job", job, "--output-dir", str(out)]
+    shown = cli(*args, "--json", cwd=out)
+    assert shown.returncode == 0, shown.stderr
+    found = json.loads(shown.stdout)
+    assert {s["state"] for s in found} == {"LOST"}
+    assert all("SLURM no longer knows job" in s["reason"] for s in found)
+    watched = subprocess.run(
+        [sys.executable, "-m", "sleap_rtc", *args, "--watch", "--interval", "1"],
+        capture_output=True,
+        text=True,
+        cwd=out,
+        timeout=60,
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert "LOST" in watched.stdout
+
+
+def test_nothing_is_submitted_when_a_later_stage_would_be_refused(
+    jobs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All or nothing: a bad gres on track is found by `sbatch --test-only` before the
+    training stages are queued; an sbatch that fails midway cancels what it queued."""
+    import os
+
+    spec = json.loads((jobs / "topdown.json").read_text())
+    spec["stages"] = {**spec.get("stages", {}), "track": {"slurm": {"gres": "nosuchthing:1"}}}
+    bad = jobs / "topdown-badgres.json"
+    bad.write_text(json.dumps({**spec, "name": "badgres"}))
+    args = ["pipeline", "run", "--job", str(bad), "--submit", "--chain", "--output-dir"]
+    refused = cli(*args, str(tmp_path), cwd=tmp_path)
+    assert refused.returncode != 0
+    assert "nothing was submitted" in refused.stderr, refused.stderr
+    assert "badgres_mice_track.sbatch" in refused.stderr and "badgres_flies_track" in refused.stderr
+    record = tmp_path / "slurm_jobs" / "badgres.runs.json"
+    assert not record.exists() or json.loads(record.read_text()) == {}
+
+    # sbatch that fails on its third submission (test-only calls pass through).
+    real = shutil.which("sbatch")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    count = tmp_path / "count"
+    (shims / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *--test-only*) exec {real} "$@";; esac\n'
+        f"echo x >> {count}\n"
+        f'if [ "$(wc -l < {count})" -ge 3 ]; then\n'
+        '  echo "sbatch: error: Batch job submission failed" >&2; exit 1\n'
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    (shims / "sbatch").chmod(0o755)
+    env_path = f"{shims}:{os.environ['PATH']}"
+    out = tmp_path / "midway"
+    out.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sleap_rtc",
+            "pipeline",
+            "run",
+            "--job",
+            str(jobs / "topdown.json"),
+            "--submit",
+            "--chain",
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=out,
+        env={**os.environ, "PATH": env_path},
+    )
+    assert result.returncode != 0
+    assert "cancelled the 2 job(s) it had submitted" in result.stderr, result.stderr
+    recorded = json.loads((out / "slurm_jobs" / "topdown.runs.json").read_text())
+    assert recorded == {}

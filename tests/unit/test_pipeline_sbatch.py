@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from sleap_rtc import __version__
 from sleap_rtc.pipeline.sbatch import Layout, generate
 from sleap_rtc.pipeline.spec import load_job
-from tests.configs import MODEL_CONFIG
+from tests.configs import MODEL_CONFIG, STAGE_CONFIG
 from tests.labels import write_labels
 
 
@@ -22,7 +23,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "lab data"  # a space, as real folders have
     (root / "configs").mkdir(parents=True)
     for stage in ("centroid", "centered_instance"):
-        (root / "configs" / f"{stage}.yaml").write_text(MODEL_CONFIG)
+        (root / "configs" / f"{stage}.yaml").write_text(STAGE_CONFIG)
     write_labels(root / "mice.slp")
     (root / "datasets.json").write_text(json.dumps({"mice": {"labels": "mice.slp"}}))
     return root
@@ -103,16 +104,28 @@ def test_every_script_is_valid_bash(project: Path) -> None:
         assert check.returncode == 0, check.stderr
 
 
-def test_an_existing_script_is_kept_as_edited(project: Path) -> None:
+def test_an_existing_script_is_kept_as_edited_and_so_is_its_meta(project: Path) -> None:
     written(project)
     script = project / "run" / "slurm_jobs" / "topdown_mice_centroid.sbatch"
+    meta_path = script.with_suffix(".meta.json")
+    first = json.loads(meta_path.read_text())
+    assert first["script_kept"] is False and first["stage"] == "centroid"
+    assert first["paths"]["labels"] == str(project / "mice.slp")
+    assert first["spec"]["name"] == "topdown" and "written_at" in first
+    assert first["sleap_rtc_version"] == __version__ and "command_line" in first
+    assert "git_commit" in first and "git_dirty" in first
+
     script.write_text(script.read_text().replace("--mem=4G", "--mem=8G"))
-    again = written(project)
+    # The job file changes; the kept script's meta still describes the kept script.
+    changed = {**JOB, "extra_args": {"max_epochs": 4, "frames": "0-9"}}
+    again = written(project, changed)
     assert "--mem=8G" in again["centroid"]
-    meta = json.loads(script.with_suffix(".meta.json").read_text())
-    assert meta["script_kept"] is True and meta["stage"] == "centroid"
-    assert meta["paths"]["labels"] == str(project / "mice.slp")
-    assert meta["spec"]["name"] == "topdown" and "written_at" in meta
+    assert json.loads(meta_path.read_text()) == first
+
+    meta_path.unlink()  # a lost meta file is written again, marked as such
+    written(project)
+    rewritten = json.loads(meta_path.read_text())
+    assert rewritten["script_kept"] is True and rewritten["stage"] == "centroid"
 
 
 def test_the_pipeline_object_generates_and_knows_no_jobs_yet(project: Path) -> None:
@@ -278,3 +291,70 @@ def test_a_stage_script_runs_its_spec_with_sleap_rtc_local(project: Path, tmp_pa
             )
         else:
             assert "max_epochs: 3" in ran.stdout and "run_name: model" in ran.stdout
+
+
+def test_a_relative_experiment_root_means_the_same_folder_when_written_and_when_run(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative to the scripts' --chdir (the output folder) both times, not to wherever
+    the command was typed: otherwise a rerun looks for outputs where none were written."""
+    elsewhere = tmp_path / "typed here"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("SLEAP_RTC_EXPERIMENT_ROOT", "runs/exp")
+    layout = Layout.under(project / "run")
+    assert layout.experiment_root == (project / "run" / "runs" / "exp").resolve()
+
+
+def test_a_setup_line_that_sets_the_root_moves_training_and_tracking_alike(
+    project: Path,
+) -> None:
+    """The scripts run (with `echo` standing in for sleap-rtc, so each command shows
+    the folders it is given): a root set by a set-up line holds for every path."""
+    job = {**JOB, "setup": ["export SLEAP_RTC_EXPERIMENT_ROOT=moved"]}
+    path = project / "job.json"
+    path.write_text(json.dumps(job))
+    layout = Layout.under(project / "run")
+    scripts = {w.stage.name: w.script for w in generate(load_job(path), layout, sleap_rtc=["echo"])}
+
+    def run(stage: str) -> str:
+        done = subprocess.run(
+            ["bash", str(scripts[stage])],
+            capture_output=True,
+            text=True,
+            cwd=layout.scripts.parent,  # as sbatch's --chdir
+            env={"PATH": "/usr/bin:/bin", "HOME": str(project)},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    moved = (layout.scripts.parent / "moved").resolve()
+    trained = run("centroid")
+    assert f"--mount {moved}/topdown/mice/centroid:artifacts" in trained, trained
+    tracked = run("track")
+    assert f"--mount {moved}:experiments" in tracked, tracked
+    assert (moved / "topdown" / "mice" / "track" / "spec.json").is_file()
+
+
+def test_every_stage_is_checked_as_its_node_would_before_anything_is_written(
+    project: Path,
+) -> None:
+    """Ranges, formats and the config's contents, all at once, named by dataset and
+    stage: none of these may reach the queue to fail there."""
+    from sleap_rtc.jobs.problems import JobRejected
+
+    (project / "configs" / "centered_instance.yaml").write_text("model_config: {}\n")
+    job = {
+        **JOB,
+        "extra_args": {"max_epochs": 100_000_000, "frames": "50-10,abc", "peak_threshold": 7.5},
+    }
+    with pytest.raises(JobRejected) as caught:
+        written(project, job)
+    fields = {p.field: p.message for p in caught.value.problems}
+    assert "between 1 and 100000" in fields["mice/centroid: max_epochs"]
+    assert "mice/centered_instance: config_path" in fields
+    assert "mice/track: frames" in fields
+    assert "mice/track: peak_threshold" in fields
+    assert not (project / "run" / "slurm_jobs").exists() or not list(
+        (project / "run" / "slurm_jobs").glob("*.sbatch")
+    )

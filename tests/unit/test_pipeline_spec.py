@@ -10,7 +10,7 @@ import pytest
 
 from sleap_rtc.jobs.problems import JobRejected
 from sleap_rtc.pipeline.spec import Resources, load_job
-from tests.configs import MODEL_CONFIG
+from tests.configs import STAGE_CONFIG
 from tests.labels import write_labels
 
 
@@ -18,7 +18,7 @@ from tests.labels import write_labels
 def project(tmp_path: Path) -> Path:
     (tmp_path / "configs").mkdir()
     for stage in ("centroid", "centered_instance", "single_instance"):
-        (tmp_path / "configs" / f"{stage}.yaml").write_text(MODEL_CONFIG)
+        (tmp_path / "configs" / f"{stage}.yaml").write_text(STAGE_CONFIG)
     (tmp_path / "data").mkdir()
     for name in ("mice", "flies"):
         write_labels(tmp_path / "data" / f"{name}.slp")
@@ -161,6 +161,19 @@ def test_registry_problems_name_the_dataset_and_file(project: Path) -> None:
     assert "no spaces" in found["datasets_registry.bad name"]
     (project / "datasets.json").unlink()
     assert "datasets registry not found" in problems(write(project, TOPDOWN))["datasets_registry"]
+
+
+def test_a_broken_registry_entry_only_stops_jobs_that_use_it(project: Path) -> None:
+    registry = json.loads((project / "datasets.json").read_text())
+    registry["flies"] = {"labels": "data/gone.slp"}
+    registry["bad name"] = {"labels": "x"}
+    (project / "datasets.json").write_text(json.dumps(registry))
+    mice_only = load_job(write(project, {**TOPDOWN, "datasets": ["mice"]}))
+    assert [d.name for d in mice_only.datasets] == ["mice"]
+    found = problems(write(project, {**TOPDOWN, "datasets": ["mice", "flies"]}))
+    assert "Path not found" in found["datasets_registry.flies.labels"]
+    assert "datasets_registry.bad name" not in found  # not used by this job
+    assert "datasets_registry.bad name" in problems(write(project, TOPDOWN))  # "all" uses it
 
 
 def test_unreadable_job_files_are_clear(project: Path) -> None:

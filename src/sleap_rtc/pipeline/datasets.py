@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,25 @@ def read_mapping(path: Path, what: str, field_name: str) -> dict[str, Any]:
     return data
 
 
-def load_registry(path: Path) -> dict[str, Dataset]:
-    """The datasets registry: name → labels (and optional val labels, track input)."""
+@dataclass(frozen=True)
+class Registry:
+    #: The entries read and checked, by name.
+    datasets: dict[str, Dataset]
+    #: Every name the registry has (checked or not).
+    names: list[str]
+
+
+def load_registry(path: Path, only: Collection[str] | None = None) -> Registry:
+    """The datasets registry: name → labels (and optional val labels, track input).
+
+    With ``only``, just those entries are read and checked: a broken entry of a
+    dataset a job doesn't use is no reason to refuse the job."""
     data = read_mapping(path, "datasets registry", "datasets_registry")
     problems: list[Problem] = []
     found: dict[str, Dataset] = {}
     for name, raw in data.items():
+        if only is not None and str(name) not in only:
+            continue
         if not NAME.match(str(name)):
             problems.append(
                 Problem(
@@ -119,7 +133,7 @@ def load_registry(path: Path) -> dict[str, Dataset]:
         found[str(name)] = Dataset(str(name), labels, val, track, tuple(pairs))
     if problems:
         raise JobRejected(problems)
-    return found
+    return Registry(found, [str(name) for name in data])
 
 
 def local_path(base: Path, raw: str) -> Path:

@@ -68,9 +68,14 @@ class Manifest(BaseModel):
 
 def default_experiment_root(output_dir: Path = Path(".")) -> Path:
     """The experiment root in effect for a pipeline run from ``output_dir``:
-    $SLEAP_RTC_EXPERIMENT_ROOT, else ``output_dir/experiment_runs``."""
+    $SLEAP_RTC_EXPERIMENT_ROOT, else ``output_dir/experiment_runs``.
+
+    A relative $SLEAP_RTC_EXPERIMENT_ROOT is relative to ``output_dir``, where the
+    scripts run (their ``--chdir``), not to wherever the command was typed: the root
+    a stage writes to is then the root its outputs are looked for in."""
     from_env = os.environ.get(EXPERIMENT_ROOT_ENV)
-    root = Path(from_env) if from_env else output_dir.resolve() / "experiment_runs"
+    base = output_dir.resolve()
+    root = base / from_env if from_env else base / "experiment_runs"
     return root.resolve()
 
 

@@ -1,8 +1,9 @@
 """SBATCH scripts for pipeline stages, written so a person can read and edit them.
 
 Each stage of each dataset gets ``slurm_jobs/{job}_{dataset}_{stage}.sbatch`` and
-a ``.meta.json`` beside it (the job file's spec, the resolved paths, the git
-commit of the job file's folder, when it was written). A script holds its
+a ``.meta.json`` beside it, written with it and kept with it (the job file's spec,
+the resolved paths, sleap-rtc's and sleap-nn's versions, the command line, the git
+commit of the job file's folder and whether it had changes, when it was written). A script holds its
 resources as ``#SBATCH`` lines, the job file's set-up lines, and the commands
 that run the stage with ``sleap-rtc local``: the stage's job is a spec (the
 ``extra_args`` of the job file are its fields), written by the script into the
@@ -17,6 +18,7 @@ the one chosen when the script was written and the environment overrides it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shlex
 import subprocess
@@ -25,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleap_rtc import __version__
 from sleap_rtc.jobs.options import option
 from sleap_rtc.jobs.pathmaps import as_pairs
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
@@ -233,35 +236,62 @@ def render(
         "# Edit freely: an existing script is submitted as it is, not written again.",
         "set -euo pipefail",
         "",
-        f'export {EXPERIMENT_ROOT_ENV}="${{{EXPERIMENT_ROOT_ENV}:-{layout.experiment_root}}}"',
+    ]
+    if stage.setup:
+        # First: a set-up line may set the experiment root, and every path below follows.
+        lines.append("# Environment set-up (a failing line fails the job)")
+        lines += stage.setup
+        lines.append("")
+    root = EXPERIMENT_ROOT_ENV
+    lines += [
+        f'export {root}="${{{root}:-{layout.experiment_root}}}"',
+        "# A relative root is relative to this folder (the --chdir), as when it was written.",
+        f'{root}="$(realpath -m -- "${root}")"',
         f"ARTIFACTS={layout.artifacts(stage)}",
         'mkdir -p "$ARTIFACTS"',
         "# The stage's own sleap-rtc state (job store, logs), so stages can run side by side.",
         'export SLEAP_RTC_HOME="$ARTIFACTS/.sleap-rtc"',
         "",
     ]
-    if stage.setup:
-        lines.append("# Environment set-up (a failing line fails the job)")
-        lines += stage.setup
-        lines.append("")
     if pinned is not None:
         lines.append(f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)")
     lines += stage_commands(stage, sleap_rtc, pinned)
     return "\n".join(lines) + "\n"
 
 
-def git_commit(folder: Path) -> str | None:
-    """The commit checked out in ``folder``'s repository, if it is in one."""
+def _git(folder: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in ``folder``'s repository, if it is in one."""
+    return _git(folder, "rev-parse", "HEAD")
+
+
+def provenance(folder: Path) -> dict[str, object]:
+    """What wrote a script: the versions, the command line, and the git state of the
+    job file's folder (``git_dirty``: it had changes not committed)."""
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "sleap_rtc_version": __version__,
+        "sleap_nn_version": _version_of("sleap-nn"),
+        "command_line": shlex.join(sys.argv),
+        "git_commit": git_commit(folder),
+        "git_dirty": None if status is None else bool(status),
+    }
+
+
+def _version_of(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -276,17 +306,28 @@ class Written:
 def generate(
     pipeline: Pipeline, layout: Layout, *, sleap_rtc: list[str] | None = None
 ) -> list[Written]:
-    """Write the scripts of every stage that has none yet, and each one's meta file."""
+    """Check every stage (:mod:`sleap_rtc.pipeline.checks`), then write the scripts of
+    every stage that has none yet, each with its meta file.
+
+    A script that is there already is kept as it is, and so is its meta file: it
+    describes the job the script was written for (a meta file that is missing is
+    written, marked ``script_kept``)."""
+    from sleap_rtc.pipeline.checks import check_stages
+
     command = sleap_rtc or [sys.executable, "-m", "sleap_rtc"]
     pinned = check_manifests(pipeline, layout)
+    check_stages(pipeline, pinned)
     layout.scripts.mkdir(parents=True, exist_ok=True)
     layout.logs.mkdir(parents=True, exist_ok=True)
-    commit = git_commit(pipeline.source.parent)
+    made = provenance(pipeline.source.parent)
     written = []
     for stage in pipeline.stages:
         script = layout.scripts / f"{stage.key}.sbatch"
         meta = layout.scripts / f"{stage.key}.meta.json"
         created = not script.exists()
+        if not created and meta.exists():
+            written.append(Written(stage, script, meta, created))
+            continue
         if created:
             text = render(stage, layout, command, pinned.get(stage.key))
             partial = script.with_suffix(".sbatch.part")
@@ -312,7 +353,7 @@ def generate(
             "resources": stage.resources.model_dump(exclude_none=True),
             "manifest": str(manifest_path(stage, pipeline, layout)) if stage.manifest else None,
             "optimize_batch_size": stage.optimize_batch_size,
-            "git_commit": commit,
+            **made,
             "written_at": time.time(),
             "script_kept": not created,
         }

@@ -155,6 +155,8 @@ class _Draft:
     job: JobFile
     base: Path
     registry: dict[str, Dataset]
+    #: Every name the registry has (the job's datasets are among them, or unknown).
+    known: list[str]
     #: Problems reading the registry (it is then empty).
     registry_problems: list[Problem]
     #: The datasets asked for, in order (maybe unknown or repeated).
@@ -169,15 +171,18 @@ class _Draft:
     def of(cls, job: JobFile, base: Path) -> _Draft:
         problems: list[Problem] = []
         try:
-            registry = load_registry(local_path(base, job.datasets_registry))
+            used = None if job.datasets == "all" else set(job.datasets)
+            loaded = load_registry(local_path(base, job.datasets_registry), only=used)
+            registry, known = loaded.datasets, loaded.names
         except JobRejected as exc:
             problems.extend(exc.problems)
-            registry = {}
+            registry, known = {}, []
         stages = list(dict.fromkeys(str(s) for s in job.training_types))
         return cls(
             job=job,
             base=base,
             registry=registry,
+            known=known,
             registry_problems=problems,
             names=sorted(registry) if job.datasets == "all" else list(job.datasets),
             stages=stages,
@@ -224,10 +229,10 @@ def _datasets_known(d: _Draft) -> list[Problem]:
             name,
             ProblemCode.INVALID_VALUE,
             f"dataset {name!r} is not in the registry; known: "
-            f"{', '.join(sorted(d.registry)) or '(none)'}",
+            f"{', '.join(sorted(d.known)) or '(none)'}",
         )
         for index, name in enumerate(d.names)
-        if d.registry and name not in d.registry
+        if not d.registry_problems and name not in d.known
     ]
     if len(set(d.names)) != len(d.names):
         problems.append(
@@ -235,7 +240,7 @@ def _datasets_known(d: _Draft) -> list[Problem]:
                 "datasets", ", ".join(d.names), ProblemCode.CONFLICT, "a dataset is named twice"
             )
         )
-    if d.job.datasets == "all" and not d.registry and not d.registry_problems:
+    if d.job.datasets == "all" and not d.known and not d.registry_problems:
         problems.append(
             _problem("datasets", "all", ProblemCode.INVALID_VALUE, "the registry names no datasets")
         )
