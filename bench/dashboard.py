@@ -58,7 +58,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -69,7 +68,7 @@ import httpx
 
 # This folder is on sys.path when the file runs as a script: the server process, the
 # simulated worker and the timing helpers are server_presence.py's and job_index.py's.
-from job_index import Clock, IndexWorker, _job
+from job_index import Clock, IndexWorker, _job, bench_room
 from server_presence import (
     PASSWORD,
     Server,
@@ -79,8 +78,6 @@ from server_presence import (
     time_listing,
 )
 
-from sleap_rtc.client.credentials import CredentialStore
-from sleap_rtc.client.session import ServerClient
 from sleap_rtc.jobs.events import TrainProgress
 from sleap_rtc.protocol import index as ix
 from sleap_rtc.protocol.signaling import JobReport, encode
@@ -599,27 +596,15 @@ async def api_latency(
 async def measure(
     loads: int, requests: int, streams: int, seconds: float, database_url: str | None
 ) -> Result:
-    root = Path(tempfile.mkdtemp(prefix="sleap-rtc-dashboard-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEAP_RTC_")}
-    env["SLEAP_RTC_HOME"] = str(root / "home")
-    env["PYTHONUNBUFFERED"] = "1"
-    server = Server(root, env, database_url)
-    tag = uuid.uuid4().hex[:8]
-    user, room = f"bench-{tag}", f"bench-dash-{tag}"
-    worker: IndexWorker | None = None
-    client: ServerClient | None = None
     clock = Clock(round(time.time() - 3600, 3))
     big, big_reports = train_reports(clock, BIG_EPOCHS, BIG_EPOCHS, complete=True)
     small, small_reports = train_reports(clock, SMALL_EPOCHS, SMALL_EPOCHS, complete=True)
     live, live_reports = train_reports(clock, LIVE_TOTAL_EPOCHS, LIVE_EPOCHS_DONE, complete=False)
-    try:
-        server.add_user(user)
-        url = server.start()
-        client = ServerClient(url, store=CredentialStore(root / "home" / "credentials.json"))
-        await client.login(user, PASSWORD)
-        await client.create_room(room)
-        secret = (await client.create_key(room)).secret
-        worker = IndexWorker(client.websocket_url("/v1/worker"), secret, f"bench-{tag}")
+    async with bench_room("dash", database_url) as bench:
+        server, client, url, root = bench.server, bench.client, bench.url, bench.root
+        user, room, tag = bench.user, bench.room, bench.tag
+        ws_url = client.websocket_url("/v1/worker")
+        worker = bench.worker = IndexWorker(ws_url, bench.secret, f"bench-{tag}")
         await worker.register()
         await worker.send_all(big_reports + small_reports + live_reports, 0)
         for job, points in ((big, BIG_EPOCHS), (small, SMALL_EPOCHS), (live, LIVE_EPOCHS_DONE)):
@@ -667,20 +652,6 @@ async def measure(
             streams=stream_result,
             log_problems=server.problems(),
         )
-    except BaseException:
-        if server.process is not None:
-            print(f"--- server log tail ---\n{server.log_tail()}", file=sys.stderr, flush=True)
-        raise
-    finally:
-        if worker is not None:
-            await worker.close()
-        if client is not None:
-            if database_url and server.alive():
-                with contextlib.suppress(Exception):
-                    await client.delete_room(room)
-            await client.aclose()
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def check_streams(s: StreamResult) -> list[str]:

@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -445,22 +446,37 @@ async def check_index(client: ServerClient, room: str, reports: Reports) -> None
         )
 
 
-async def measure(jobs: int, requests: int, window: int, database_url: str | None) -> Result:
-    root = Path(tempfile.mkdtemp(prefix="sleap-rtc-jobindex-"))
+@dataclass
+class BenchRoom:
+    """A fresh server with one user, logged in, and a room with a worker key."""
+
+    root: Path
+    server: Server
+    client: ServerClient
+    url: str
+    user: str
+    room: str
+    secret: str
+    tag: str
+    #: The simulated worker to close at the end (the one connected last).
+    worker: IndexWorker | None = None
+
+
+@contextlib.asynccontextmanager
+async def bench_room(name: str, database_url: str | None) -> AsyncIterator[BenchRoom]:
+    """Start a server (SQLite in a temporary folder, or ``database_url``), make a user,
+    a room ``bench-{name}-...`` and a worker key; stop and clean up everything after,
+    printing the server's log tail if the run failed. With ``database_url`` the room is
+    deleted at the end (best effort)."""
+    root = Path(tempfile.mkdtemp(prefix=f"sleap-rtc-{name}-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLEAP_RTC_")}
     env["SLEAP_RTC_HOME"] = str(root / "home")
     env["PYTHONUNBUFFERED"] = "1"
     server = Server(root, env, database_url)
     tag = uuid.uuid4().hex[:8]
-    user, room = f"bench-{tag}", f"bench-jobs-{tag}"
-    worker: IndexWorker | None = None
+    user, room = f"bench-{tag}", f"bench-{name}-{tag}"
     client: ServerClient | None = None
-    clock = Clock(round(time.time() - 86400, 3))
-    reports = ingest_reports(jobs, clock)
-    detail_id = uuid.uuid4().hex[:12]
-    detail_reports = job_reports(
-        detail_id, clock, DETAIL_MODELS, DETAIL_EPOCHS, ix.MAX_POINTS_PER_REPORT
-    )
+    bench: BenchRoom | None = None
     try:
         server.add_user(user)
         url = server.start()
@@ -468,12 +484,46 @@ async def measure(jobs: int, requests: int, window: int, database_url: str | Non
         await client.login(user, PASSWORD)
         await client.create_room(room)
         secret = (await client.create_key(room)).secret
+        bench = BenchRoom(root, server, client, url, user, room, secret, tag)
+        yield bench
+    except BaseException:
+        if server.process is not None:
+            print(f"--- server log tail ---\n{server.log_tail()}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if bench is not None and bench.worker is not None:
+            await bench.worker.close()
+        if client is not None:
+            if database_url and server.alive():
+                with contextlib.suppress(Exception):
+                    await client.delete_room(room)
+            await client.aclose()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def measure(jobs: int, requests: int, window: int, database_url: str | None) -> Result:
+    clock = Clock(round(time.time() - 86400, 3))
+    reports = ingest_reports(jobs, clock)
+    detail_id = uuid.uuid4().hex[:12]
+    detail_reports = job_reports(
+        detail_id, clock, DETAIL_MODELS, DETAIL_EPOCHS, ix.MAX_POINTS_PER_REPORT
+    )
+    async with bench_room("jobs", database_url) as bench:
+        server, client, url, room, tag = (
+            bench.server,
+            bench.client,
+            bench.url,
+            bench.room,
+            bench.tag,
+        )
         ws_url = client.websocket_url("/v1/worker")
 
         # Registration with an empty index (the first one also creates the worker).
-        worker = IndexWorker(ws_url, secret, f"bench-{tag}")
+        worker = bench.worker = IndexWorker(ws_url, bench.secret, f"bench-{tag}")
         first_register_ms = await worker.register() * 1000
         worker, empty = await reconnect(worker, RECONNECTS)
+        bench.worker = worker
         assert worker.registered is not None
         if worker.registered.index_since is not None:
             raise AssertionError(f"empty index: index_since {worker.registered.index_since}")
@@ -498,6 +548,7 @@ async def measure(jobs: int, requests: int, window: int, database_url: str | Non
 
         # Catch-up: what the server says it has, and what registering costs now.
         worker, catchup = await reconnect(worker, RECONNECTS)
+        bench.worker = worker
         assert worker.registered is not None
         since = worker.registered.index_since
         if since != reports.last_updated:
@@ -533,7 +584,7 @@ async def measure(jobs: int, requests: int, window: int, database_url: str | Non
         problems = server.problems()
         for line in problems[:10]:
             print(f"  server log: {line}", flush=True)
-        data = root / "server-data"
+        data = bench.root / "server-data"
         db_mib = (
             None
             if database_url
@@ -559,20 +610,6 @@ async def measure(jobs: int, requests: int, window: int, database_url: str | Non
             db_mib=db_mib,
             log_problems=len(problems),
         )
-    except BaseException:
-        if server.process is not None:
-            print(f"--- server log tail ---\n{server.log_tail()}", file=sys.stderr, flush=True)
-        raise
-    finally:
-        if worker is not None:
-            await worker.close()
-        if client is not None:
-            if database_url and server.alive():
-                with contextlib.suppress(Exception):
-                    await client.delete_room(room)
-            await client.aclose()
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def print_tables(r: Result) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
@@ -116,45 +116,47 @@ async def _events(
         stream.close()
 
 
-def _resume_from(after: str | None, last_event_id: str | None) -> str | None:
-    # The browser's Last-Event-ID (set on every reconnect) is newer than the URL's.
+def resume_point(
+    after: Annotated[str | None, Query(max_length=64, description="an event id")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> str | None:
+    """Where a stream starts: after the browser's Last-Event-ID (set on every
+    reconnect, so newer than the URL's), else after ``?after=``, else from now."""
     return (last_event_id or after or "")[:64] or None
+
+
+ResumeDep = Annotated[str | None, Depends(resume_point)]
+
+
+def _respond(
+    request: Request,
+    state: ServerState,
+    user: AccessClaims,
+    room_id: str,
+    after: str | None,
+    wanted: Filter,
+) -> EventSourceResponse:
+    stream = _open(state, room_id, after, user)
+    events = _events(request, state, user, room_id, stream, wanted)
+    return EventSourceResponse(events, ping=None, send_timeout=30)
 
 
 @router.get("/v1/rooms/{room}/events", responses=_SSE_DOC, response_class=EventSourceResponse)
 async def room_events(
-    room: str,
-    request: Request,
-    user: UserDep,
-    state: StateDep,
-    after: Annotated[str | None, Query(max_length=64, description="an event id")] = None,
-    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    room: str, request: Request, user: UserDep, state: StateDep, after: ResumeDep
 ) -> EventSourceResponse:
     """The room's workers and jobs as they change (events ``worker``, ``job``, ``reset``)."""
     found = await state.database.run(rooms.room_by_name_for_member, user.user_id, room)
     if found is None:
         raise not_found("room", room)
-    stream = _open(state, found.id, _resume_from(after, last_event_id), user)
-
-    def wanted(event: Event) -> bool:
-        return event.name in ("worker", "job")
-
-    return EventSourceResponse(
-        _events(request, state, user, found.id, stream, wanted), ping=None, send_timeout=30
-    )
+    return _respond(request, state, user, found.id, after, lambda e: e.name in ("worker", "job"))
 
 
 @router.get(
     "/v1/rooms/{room}/jobs/{job}/events", responses=_SSE_DOC, response_class=EventSourceResponse
 )
 async def job_events(
-    room: str,
-    job: str,
-    request: Request,
-    user: UserDep,
-    state: StateDep,
-    after: Annotated[str | None, Query(max_length=64, description="an event id")] = None,
-    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    room: str, job: str, request: Request, user: UserDep, state: StateDep, after: ResumeDep
 ) -> EventSourceResponse:
     """One job as it runs (events ``job``, ``points``, ``log``, ``reset``)."""
 
@@ -164,11 +166,4 @@ async def job_events(
         return found.id, (row.worker_id, row.job.job_id)
 
     room_id, key = await state.database.run(read)
-    stream = _open(state, room_id, _resume_from(after, last_event_id), user)
-
-    def wanted(event: Event) -> bool:
-        return event.job == key
-
-    return EventSourceResponse(
-        _events(request, state, user, room_id, stream, wanted), ping=None, send_timeout=30
-    )
+    return _respond(request, state, user, room_id, after, lambda e: e.job == key)
