@@ -292,7 +292,16 @@ async def test_stop_and_cancel_go_to_the_worker_and_only_for_the_owner(
         await ping(worker)
         done = await alice.post("/v1/rooms/lab/jobs/job-done/cancel", headers=headers)
         assert done.status_code == 409 and done.json()["error"]["code"] == "JOB_FINISHED"
+        # The worker goes away before it answers: the request ends at once, saying so.
+        pending = asyncio.create_task(
+            alice.post(f"/v1/rooms/lab/jobs/{JOB}/cancel", headers=headers)
+        )
+        while (await recv(worker))["type"] != "job_control":
+            pass
         await worker.close()
+        gone = await asyncio.wait_for(pending, 10)
+        assert gone.status_code == 409, gone.text
+        assert "disconnected before it answered" in gone.json()["error"]["message"]
         await asyncio.sleep(0.5)
         offline = await alice.post(f"/v1/rooms/lab/jobs/{JOB}/cancel", headers=headers)
         assert offline.status_code == 409

@@ -190,8 +190,7 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
         await _worker_loop(state, worker)
     finally:
         gone = state.hub.remove_worker(worker)
-        for waiting in worker.controls.values():
-            waiting.cancel()
+        control.disconnected(worker.controls)
         await conn.finish()
         if gone:
             _worker_event(state, worker, online=False)

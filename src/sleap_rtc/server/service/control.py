@@ -87,3 +87,17 @@ def answered(
     waiting = controls.get(result.request_id)
     if waiting is not None and not waiting.done():
         waiting.set_result(result)
+
+
+def disconnected(controls: dict[str, asyncio.Future[JobControlResult]]) -> None:
+    """The worker went away: the requests still waiting get that as its answer."""
+    for request_id, waiting in controls.items():
+        if not waiting.done():
+            waiting.set_result(
+                JobControlResult(
+                    request_id=request_id,
+                    ok=False,
+                    code="WORKER_OFFLINE",
+                    message="the worker disconnected before it answered; see the job's state",
+                )
+            )
