@@ -36,6 +36,10 @@ server is a separate process.
 
 With ``--database-url`` the user, room and index rows stay in that database (the
 room is deleted at the end, best effort); names are random so runs don't collide.
+
+The file is over 500 lines because it holds, besides its four measurements, the
+simulated reporting worker and the server set-up (``bench_room``) that
+bench/dashboard.py imports, so that neither is written twice.
 """
 
 from __future__ import annotations
