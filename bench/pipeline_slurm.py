@@ -1,7 +1,7 @@
 """Pipelines: writing many stage scripts, and the cost of chaining through sleap-rtc.
 
 1. **generate**: a job file over ``--datasets`` datasets (default 250) with four stages
-   each (centroid, centered_instance, bottomup, track: 1,000 scripts), checked and
+   each (single_instance, centroid, centered_instance, track: 1,000 scripts), checked and
    written by ``load_job`` + ``generate``; median of ``--repeat`` runs into fresh
    folders. Baseline: writing the same number of files of the same size with
    ``Path.write_text`` in the same process.
@@ -31,31 +31,28 @@ from pathlib import Path
 
 from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient
 from sleap_rtc.pipeline.run import submit
-from sleap_rtc.pipeline.sbatch import Layout, generate
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.scripts import generate
 from sleap_rtc.pipeline.spec import load_job
 
 SLURM = SlurmClient()
 
 
 def make_project(root: Path, datasets: int, stages: list[str]) -> Path:
-    (root / "configs").mkdir(parents=True)
-    (root / "data").mkdir()
-    registry = {}
-    for index in range(datasets):
-        name = f"ds{index:04d}"
-        (root / "data" / f"{name}.slp").write_bytes(b"x")
-        registry[name] = {"labels": f"data/{name}.slp"}
+    """A job file over ``datasets`` datasets: real demo labels and configs (every stage is
+    checked as its node would check it), one labels file shared by all of them."""
+    from sleap_rtc.demo.data import make_demo_data
+
+    demo = make_demo_data(root / "demo")
+    registry = {f"ds{i:04d}": {"labels": str(demo.labels_path)} for i in range(datasets)}
+    root.mkdir(parents=True, exist_ok=True)
     (root / "datasets.json").write_text(json.dumps(registry))
     training = [s for s in stages if s != "track"]
-    for stage in training:
-        (root / "configs" / f"{stage}.yaml").write_text(
-            "model_config: {backbone_config: {unet: {}}, head_configs: {single_instance: {}}}\n"
-        )
     job = {
         "name": "bench",
         "datasets": "all",
         "training_types": stages,
-        "configs": {s: f"configs/{s}.yaml" for s in training},
+        "configs": {s: str(demo.configs[s]) for s in training},
         "extra_args": {"max_epochs": 1},
         "slurm": {"time": "00:05:00", "cpus": 1, "mem": "100M"},
         "optimize_batch_size": False,
@@ -66,7 +63,7 @@ def make_project(root: Path, datasets: int, stages: list[str]) -> Path:
 
 
 def bench_generate(datasets: int, repeat: int) -> None:
-    stages = ["centroid", "centered_instance", "bottomup", "track"]
+    stages = ["single_instance", "centroid", "centered_instance", "track"]
     with tempfile.TemporaryDirectory() as tmp:
         job = make_project(Path(tmp) / "project", datasets, stages)
         ours, base = [], []

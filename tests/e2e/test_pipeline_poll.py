@@ -50,23 +50,22 @@ def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
 
 
 def trivial(script: Path, *, fail: bool = False, sleep: float = 1) -> None:
-    """Keep the script's header; sleep, then leave what the stage would (or exit 7)."""
-    head, mark, body = script.read_text().partition(
-        'export SLEAP_RTC_HOME="$ARTIFACTS/.sleap-rtc"\n'
-    )
-    assert mark, "the generated script changed shape"
+    """Keep the script's header (resources, root, inputs); sleep, then leave what the
+    stage would, and its manifest (or exit 7)."""
+    text = script.read_text()
+    start = text.index("inputs.json <<'JSON'\n")
+    end = text.index("\nJSON\n", start) + len("\nJSON\n")
+    head, body = text[:end], text[end:]
     old = body.splitlines()
     manifest = [i for i, line in enumerate(old) if "pipeline manifest write" in line]
+    assert manifest, "the generated script changed shape"
     lines = [f"sleep {sleep}", *(["exit 7"] if fail else [])]
-    if manifest:  # the command that writes it, to the end (it may be edited already)
-        lines += [
-            'mkdir -p "$ARTIFACTS/model"',
-            'echo trained > "$ARTIFACTS/model/best.ckpt"',
-            *old[manifest[0] :],
-        ]
-    else:
+    if script.stem == "track":
         lines.append('touch "$ARTIFACTS/predictions.slp"')
-    script.write_text(head + mark + "\n" + "\n".join(lines) + "\n")
+    else:
+        lines += ['mkdir -p "$ARTIFACTS/model"', 'echo trained > "$ARTIFACTS/model/best.ckpt"']
+    lines += old[manifest[0] :]  # the command that writes it, to the end
+    script.write_text(head + "# trivial stand-in\n" + "\n".join(lines) + "\n")
 
 
 class Project:
@@ -77,7 +76,7 @@ class Project:
         self.drivers: list[subprocess.Popen[str]] = []
 
     def script(self, dataset: str, stage: str) -> Path:
-        return self.scripts / f"td_{dataset}_{stage}.sbatch"
+        return self.scripts / "td" / dataset / f"{stage}.sbatch"
 
     def run_args(self, *extra: str) -> list[str]:
         return [
@@ -102,7 +101,7 @@ class Project:
         return result.returncode, found, result.stderr
 
     def record(self) -> dict[str, dict[str, object]]:
-        return json.loads((self.scripts / "td.runs.json").read_text())
+        return json.loads((self.scripts / "td" / "runs.json").read_text())
 
     def status(self) -> dict[tuple[str, str], dict[str, object]]:
         args = ["pipeline", "status", "--job", self.job, "--output-dir", str(self.root), "--json"]
@@ -127,7 +126,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
         "pipeline", "run", "--job", made.job, "--generate-only", "--output-dir", str(root), cwd=root
     )
     assert generated.returncode == 0, generated.stderr
-    for script in made.scripts.glob("*.sbatch"):
+    for script in made.scripts.rglob("*.sbatch"):
         trivial(script)
     yield made
     # Failed or not: no driver left behind, no job of this project left queued.
@@ -192,7 +191,7 @@ def test_each_track_goes_in_after_both_its_parents_ended_without_a_dependency(
             assert when(track["Submit"]) >= when(rows[ids[(dataset, parent)]]["End"])
     for row in rows.values():
         assert "--dependency" not in row["SubmitLine"], row
-    entry = project.record()["td_mice_track"]
+    entry = project.record()["mice/track"]
     assert entry["after"] == [] and entry["chain"] == "poll"
     assert entry["parents"] == ["centroid", "centered_instance"]
     # One line per event, then the summary.
@@ -226,7 +225,7 @@ def test_a_failed_parent_keeps_its_track_from_being_submitted_and_a_rerun_fills_
     assert found[("flies", "track")]["job_id"] is None
     assert f"flies        track              not submitted: {reason}" in events
     assert events.splitlines()[-1] == "6 stage(s): 4 completed, 1 FAILED, 1 not submitted"
-    entry = project.record()["td_flies_track"]
+    entry = project.record()["flies/track"]
     assert entry["state"] == "NOT SUBMITTED" and entry["reason"] == reason
     assert entry["blocked_by"] == {"stage": "centroid", "job_id": failed_id, "state": "FAILED"}
     shown = project.status()[("flies", "track")]
@@ -249,7 +248,7 @@ def test_a_failed_parent_keeps_its_track_from_being_submitted_and_a_rerun_fills_
     assert events.splitlines()[-1] == "6 stage(s): 2 completed, 4 already done"
     # Accounting holds one track job for flies: the rerun's (sacct may lag a moment).
     deadline = time.monotonic() + 30
-    while not (tracks := jobs_named("td_flies_track", project.root, started)):
+    while not (tracks := jobs_named("td/flies/track", project.root, started)):
         assert time.monotonic() < deadline, "the rerun's track job is not in sacct"
         time.sleep(0.5)
     assert tracks == [found[("flies", "track")]["job_id"]]
@@ -285,9 +284,9 @@ def test_sigterm_leaves_the_jobs_running_and_the_same_command_resumes(project: P
     out, err = driver.communicate(timeout=60)
     assert driver.returncode == 128 + signal.SIGTERM, err
     assert "left queued or running" in out and "Run the same command again" in out
-    entry = project.record()["td_mice_track"]
+    entry = project.record()["mice/track"]
     assert entry["state"] == "NOT SUBMITTED" and entry["reason"] == STOPPED_REASON
-    centroid = str(project.record()["td_mice_centroid"]["job_id"])
+    centroid = str(project.record()["mice/centroid"]["job_id"])
     assert project.status()[("mice", "centroid")]["state"] in ("PENDING", "RUNNING")
     assert project.status()[("mice", "track")]["state"] == "NOT SUBMITTED"
 

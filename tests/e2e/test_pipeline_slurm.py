@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sleap_rtc.demo.data import make_demo_data
-from sleap_rtc.pipeline.sbatch import Layout, generate
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.scripts import generate
 from sleap_rtc.pipeline.spec import load_job
 from tests.slurm import wait_states
 
@@ -48,7 +49,7 @@ def submit(script: Path) -> str:
 
 def finished(job_id: str, logs: Path) -> str:
     state = wait_states([job_id], FINISHED, timeout=300)[job_id]
-    log = next(logs.glob(f"*-{job_id}.out"))
+    log = next(logs.rglob(f"*-{job_id}.out"))
     assert state == "COMPLETED", log.read_text()[-3000:]
     return log.read_text()
 
@@ -74,7 +75,7 @@ def test_a_stage_trains_pins_its_model_and_a_later_run_tracks_with_it(
         cwd=tmp_path,
     )
     assert generated.returncode == 0, generated.stderr
-    script = tmp_path / "slurm_jobs" / "single_mice_single_instance.sbatch"
+    script = tmp_path / "slurm_jobs" / "single" / "mice" / "single_instance.sbatch"
     assert f"{script}  written" in generated.stdout
     job_id = submit(script)
     finished(job_id, tmp_path / "slurm_logs")
@@ -161,7 +162,7 @@ def test_a_chained_topdown_run_cancels_what_a_failure_blocks_and_reruns_the_rest
     )
     assert generated.returncode == 0, generated.stderr
     # An edited script is submitted as edited: this one fails at once.
-    broken = out / "slurm_jobs" / "topdown_flies_centroid.sbatch"
+    broken = out / "slurm_jobs" / "topdown" / "flies" / "centroid.sbatch"
     original = broken.read_text()
     broken.write_text(original.replace("set -euo pipefail", "set -euo pipefail\nexit 7", 1))
 
@@ -241,13 +242,14 @@ def test_status_of_jobs_slurm_forgot_is_lost_with_why_and_watch_ends(
         "pipeline", "run", "--job", job, "--generate-only", "--output-dir", str(out), cwd=out
     )
     assert generated.returncode == 0, generated.stderr
-    keys = [p.name.removesuffix(".sbatch") for p in (out / "slurm_jobs").glob("*.sbatch")]
+    folder = out / "slurm_jobs" / "topdown"
+    keys = [str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.sbatch")]
     long_ago = time.time() - 3600
     record = {
         key: {"job_id": str(99999900 + i), "submitted_at": long_ago, "after": []}
         for i, key in enumerate(sorted(keys))
     }
-    (out / "slurm_jobs" / "topdown.runs.json").write_text(json.dumps(record))
+    (folder / "runs.json").write_text(json.dumps(record))
     args = ["pipeline", "status", "--job", job, "--output-dir", str(out)]
     shown = cli(*args, "--json", cwd=out)
     assert shown.returncode == 0, shown.stderr
@@ -280,8 +282,9 @@ def test_nothing_is_submitted_when_a_later_stage_would_be_refused(
     refused = cli(*args, str(tmp_path), cwd=tmp_path)
     assert refused.returncode != 0
     assert "nothing was submitted" in refused.stderr, refused.stderr
-    assert "badgres_mice_track.sbatch" in refused.stderr and "badgres_flies_track" in refused.stderr
-    record = tmp_path / "slurm_jobs" / "badgres.runs.json"
+    said = refused.stderr.replace("\n", "")
+    assert "badgres/mice/track.sbatch" in said and "badgres/flies/track.sbatch" in said
+    record = tmp_path / "slurm_jobs" / "badgres" / "runs.json"
     assert not record.exists() or json.loads(record.read_text()) == {}
 
     # sbatch that fails on its third submission (test-only calls pass through).
@@ -323,5 +326,5 @@ def test_nothing_is_submitted_when_a_later_stage_would_be_refused(
     )
     assert result.returncode != 0
     assert "cancelled the 2 job(s) it had submitted" in result.stderr, result.stderr
-    recorded = json.loads((out / "slurm_jobs" / "topdown.runs.json").read_text())
+    recorded = json.loads((out / "slurm_jobs" / "topdown" / "runs.json").read_text())
     assert recorded == {}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from sleap_rtc.engine.backends.slurm.tools import SlurmClient
+from sleap_rtc.engine.backends.slurm.tools import JobInfo, SlurmClient
 from sleap_rtc.pipeline.driver import (
     STOPPED_REASON,
     Driver,
@@ -172,6 +172,7 @@ class FakeSlurm(SlurmClient):
         self.queries: list[list[str]] = []
         self.submitted: list[str] = []
         self.after: dict[str, list[str]] = {}
+        self.dependency: dict[str, str] = {}
         self.cancelled: list[str] = []
         self.on_submit: Any = None
 
@@ -180,17 +181,21 @@ class FakeSlurm(SlurmClient):
         script: Path,
         *,
         after: Sequence[str] = (),
+        dependency: str = "afterok",
+        singleton: bool = False,
         cwd: Path | None = None,
         env: Any = None,
         options: Sequence[str] = (),
     ) -> str:
         assert self.dependencies or not after, "the driver submits without SLURM dependencies"
         job_id = str(100 + len(self.jobs))
-        self.jobs[job_id] = {"key": script.stem, "looks": 0}
-        self.submitted.append(script.stem)
-        self.after[script.stem] = list(after)
+        key = f"{script.parent.name}/{script.stem}"  # slurm_jobs/{job}/{dataset}/{stage}
+        self.jobs[job_id] = {"key": key, "looks": 0}
+        self.submitted.append(key)
+        self.after[key] = list(after)
+        self.dependency[key] = dependency
         if self.on_submit is not None:
-            self.on_submit(script.stem)
+            self.on_submit(key)
         return job_id
 
     def test_only(self, script: Path, *, cwd: Path | None = None) -> str | None:
@@ -198,6 +203,9 @@ class FakeSlurm(SlurmClient):
 
     def scancel(self, job_ids: Sequence[str]) -> None:
         self.cancelled.extend(job_ids)
+
+    def job_details(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        return {job: JobInfo(job, state) for job, state in self.job_states(job_ids).items()}
 
     def job_states(self, job_ids: Sequence[str]) -> dict[str, str]:
         self.queries.append(list(job_ids))
@@ -223,6 +231,18 @@ def driver_for(project: Path, fake: FakeSlurm, events: list[Event], **kw: Any) -
     )
 
 
+def write_stage_manifest(project: Path, key: str) -> None:
+    """What a stage's script leaves when it succeeds: its manifest, with its inputs."""
+    from sleap_rtc.pipeline.manifest import write_manifest
+
+    layout = Layout.under(project / "run")
+    meta = json.loads((layout.scripts / "td" / f"{key}.meta.json").read_text())
+    folder = Path(meta["paths"]["artifacts"])
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset, stage = key.split("/")
+    write_manifest(folder, job="td", dataset=dataset, stage=stage, models=[], inputs=meta["inputs"])
+
+
 def record(project: Path) -> dict[str, dict[str, Any]]:
     pipeline = load_job(project / "job.json")
     return json.loads(record_path(pipeline, Layout.under(project / "run")).read_text())
@@ -236,8 +256,8 @@ def test_the_driver_submits_each_stage_after_its_parents_one_query_per_poll(
     waiting_seen: dict[str, Any] = {}
 
     def look(key: str) -> None:  # what `pipeline status` would see meanwhile
-        if key == "td_mice_centroid":
-            waiting_seen.update(record(project)["td_mice_track"])
+        if key == "mice/centroid":
+            waiting_seen.update(record(project)["mice/track"])
 
     fake.on_submit = look
     driver = driver_for(project, fake, events)
@@ -253,7 +273,7 @@ def test_the_driver_submits_each_stage_after_its_parents_one_query_per_poll(
     assert waiting_seen["waits_for"] == ["centroid", "centered_instance"]
     assert waiting_seen["driver"] == {"host": socket.gethostname(), "pid": os.getpid()}
     # Tracks last, each after both of its parents were seen COMPLETED.
-    assert fake.submitted[-2:] == ["td_mice_track", "td_flies_track"]
+    assert fake.submitted[-2:] == ["mice/track", "flies/track"]
     order = [(e.kind, e.dataset, e.stage) for e in events]
     for dataset in ("mice", "flies"):
         submitted = order.index(("submitted", dataset, "track"))
@@ -264,14 +284,14 @@ def test_the_driver_submits_each_stage_after_its_parents_one_query_per_poll(
     assert len(polls) == driver.polls
     assert all(len(set(q)) == len(q) for q in polls)
     assert polls[0] == ["100", "101", "102", "103"]
-    assert record(project)["td_mice_track"]["after"] == []
+    assert record(project)["mice/track"]["after"] == []
     assert summary(results) == "6 stage(s): 6 completed"
 
 
 def test_a_failure_blocks_only_its_dataset_and_a_rerun_submits_only_the_rest(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = FakeSlurm({"td_flies_centroid": "FAILED"})
+    fake = FakeSlurm({"flies/centroid": "FAILED"})
     events: list[Event] = []
     driver = driver_for(project, fake, events)
     results = {(r.dataset, r.stage): r for r in driver.run()}
@@ -281,14 +301,14 @@ def test_a_failure_blocks_only_its_dataset_and_a_rerun_submits_only_the_rest(
     assert track.state == NOT_SUBMITTED and track.job_id is None
     assert track.reason == "parent centroid FAILED (job 102)"
     assert results[("mice", "track")].state == "COMPLETED"
-    assert "td_flies_track" not in fake.submitted
+    assert "flies/track" not in fake.submitted
     (failed,) = [e for e in events if e.kind == "failed"]
     assert failed.text.startswith("job 102 FAILED; log: ") and failed.text.endswith(
-        "td_flies_centroid-102.out"
+        "td/flies/centroid-102.out"
     )
     (skipped,) = [e for e in events if e.kind == "skipped"]
     assert skipped.stage == "track" and "parent centroid FAILED (job 102)" in skipped.text
-    entry = record(project)["td_flies_track"]
+    entry = record(project)["flies/track"]
     assert entry["state"] == NOT_SUBMITTED and entry["job_id"] is None
     assert entry["blocked_by"] == {"stage": "centroid", "job_id": "102", "state": "FAILED"}
     assert summary(list(results.values())) == "6 stage(s): 4 completed, 1 FAILED, 1 not submitted"
@@ -300,18 +320,14 @@ def test_a_failure_blocks_only_its_dataset_and_a_rerun_submits_only_the_rest(
     assert shown[("flies", "track")].state == NOT_SUBMITTED
     assert shown[("flies", "track")].reason == "parent centroid FAILED (job 102)"
 
-    # Stages with outputs count as done: the rerun submits the failed stage and its dependent.
-    run = project / "run" / "experiment_runs" / "td"
-    monkeypatch.setattr(
-        "sleap_rtc.pipeline.driver.stage_done",
-        lambda stage, layout: "done" if (run / stage.dataset.name / stage.name).exists() else None,
-    )
+    # Stages whose outputs are current count as done (their scripts would have written
+    # these manifests): the rerun submits the failed stage and its dependent.
     for dataset, stage in [(d, s) for d, s in results if results[(d, s)].state == "COMPLETED"]:
-        (run / dataset / stage).mkdir(parents=True)
+        write_stage_manifest(project, f"{dataset}/{stage}")
     again = FakeSlurm()
     rerun = driver_for(project, again, [])
     assert {r.state for r in rerun.run()} == {"COMPLETED", "DONE"}
-    assert again.submitted == ["td_flies_centroid", "td_flies_track"]
+    assert again.submitted == ["flies/centroid", "flies/track"]
 
 
 def test_a_stopped_driver_leaves_jobs_running_and_a_rerun_follows_them(project: Path) -> None:
@@ -319,21 +335,21 @@ def test_a_stopped_driver_leaves_jobs_running_and_a_rerun_follows_them(project: 
     stop = threading.Event()
     events: list[Event] = []
     driver = driver_for(project, fake, events)
-    fake.on_submit = lambda key: stop.set() if key == "td_mice_centered_instance" else None
+    fake.on_submit = lambda key: stop.set() if key == "mice/centered_instance" else None
     results = {(r.dataset, r.stage): r for r in driver.run(stop=stop)}
 
     assert driver.stopped and not driver.succeeded()
     assert driver.in_flight_ids() == ["100", "101"]  # it stopped before submitting more
-    assert fake.submitted == ["td_mice_centroid", "td_mice_centered_instance"]
+    assert fake.submitted == ["mice/centroid", "mice/centered_instance"]
     assert results[("flies", "track")].reason == STOPPED_REASON
-    assert record(project)["td_flies_centroid"]["state"] == NOT_SUBMITTED
+    assert record(project)["flies/centroid"]["state"] == NOT_SUBMITTED
     assert [e.kind for e in events].count("stopped") == 4
 
     # Again: the running jobs are followed, not submitted twice.
     fake.polls = 2
     again = driver_for(project, fake, events)
     assert {r.state for r in again.run()} == {"COMPLETED"}
-    assert fake.submitted.count("td_mice_centroid") == 1 and len(fake.submitted) == 6
+    assert fake.submitted.count("mice/centroid") == 1 and len(fake.submitted) == 6
     assert [e.kind for e in events if e.dataset == "mice" and e.stage == "centroid"] == [
         "submitted",
         "queued",
@@ -350,7 +366,7 @@ def test_a_second_driver_on_this_host_is_refused_and_a_dead_ones_waits_end(
     path.parent.mkdir(parents=True)
     alive = {"host": socket.gethostname(), "pid": os.getppid()}
     entry = {"job_id": None, "state": WAITING, "waits_for": ["centroid"], "driver": alive}
-    path.write_text(json.dumps({"td_mice_track": entry}))
+    path.write_text(json.dumps({"mice/track": entry}))
     nothing = FakeSlurm()
     shown = {(s.dataset, s.stage): s for s in status(pipeline, layout, slurm=nothing)}
     assert shown[("mice", "track")].state == WAITING
@@ -368,7 +384,7 @@ def test_a_second_driver_on_this_host_is_refused_and_a_dead_ones_waits_end(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     entry["driver"] = {"host": socket.gethostname(), "pid": int(gone.stdout)}
-    path.write_text(json.dumps({"td_mice_track": entry}))
+    path.write_text(json.dumps({"mice/track": entry}))
     shown = {(s.dataset, s.stage): s for s in status(pipeline, layout, slurm=nothing)}
     assert shown[("mice", "track")].state == NOT_SUBMITTED
     assert "driver is gone" in shown[("mice", "track")].reason
@@ -420,7 +436,7 @@ def test_chain_alone_means_afterok_and_poll_options_need_poll(project: Path) -> 
         return fake.after
 
     chained = after("--submit", "--chain")
-    assert chained["td_mice_track"] == ["100", "101"] and chained["td_flies_track"] == [
+    assert chained["mice/track"] == ["100", "101"] and chained["flies/track"] == [
         "103",
         "104",
     ]
@@ -430,9 +446,10 @@ def test_chain_alone_means_afterok_and_poll_options_need_poll(project: Path) -> 
     base = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(project)]
     wrong = runner.invoke(cli, [*base, "--submit", "--chain=sometimes"], obj=FakeSlurm())
     assert wrong.exit_code == 2 and "afterok" in wrong.output
-    for extra in (["--poll-interval", "1"], ["--cancel-on-exit"]):
-        refused = runner.invoke(cli, [*base, "--submit", "--chain", *extra], obj=FakeSlurm())
-        assert refused.exit_code == 2 and "go with --chain=poll" in refused.output
+    refused = runner.invoke(cli, [*base, "--submit", "--chain", "--cancel-on-exit"])
+    assert refused.exit_code == 2 and "goes with --chain=poll" in refused.output
+    refused = runner.invoke(cli, [*base, "--submit", "--poll-interval", "1"], obj=FakeSlurm())
+    assert refused.exit_code == 2 and "goes with --chain or --chain=poll" in refused.output
 
 
 def test_chain_poll_prints_events_a_summary_json_and_exits_1_on_a_failure(
@@ -440,7 +457,7 @@ def test_chain_poll_prints_events_a_summary_json_and_exits_1_on_a_failure(
 ) -> None:
     from sleap_rtc.cli import cli
 
-    fake = FakeSlurm({"td_mice_centered_instance": "OUT_OF_MEMORY"})
+    fake = FakeSlurm({"mice/centered_instance": "OUT_OF_MEMORY"})
     args = ["pipeline", "run", "--job", str(project / "job.json"), "--output-dir", str(project)]
     args += ["--submit", "--chain=poll", "--poll-interval", "0.1"]
     result = CliRunner().invoke(cli, args, obj=fake)
@@ -471,7 +488,7 @@ def test_the_pipeline_object_drives_and_can_cancel_what_it_leaves(project: Path)
     stop = threading.Event()
     fake.on_submit = lambda key: stop.set()
     results = run.drive(interval=0, stop=stop, cancel_on_exit=True)
-    assert cancelled == ["100"] and fake.submitted == ["td_mice_centroid"]
+    assert cancelled == ["100"] and fake.submitted == ["mice/centroid"]
     states = {(r.dataset, r.stage): r.state for r in results}
     assert states[("mice", "centroid")] == "CANCELLED"
     assert list(states.values()).count(NOT_SUBMITTED) == 5

@@ -1,4 +1,5 @@
-"""Generated SBATCH scripts: resources, quoting, the experiment root, edits kept."""
+"""Generated SBATCH scripts: resources, quoting, the experiment root, edits kept,
+scripts kept current."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 
 from sleap_rtc import __version__
-from sleap_rtc.pipeline.sbatch import Layout, generate
+from sleap_rtc.jobs.problems import JobRejected
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.scripts import generate
 from sleap_rtc.pipeline.spec import load_job
 from tests.configs import MODEL_CONFIG, STAGE_CONFIG
 from tests.labels import write_labels
@@ -52,10 +55,16 @@ def written(project: Path, job: dict[str, Any] = JOB) -> dict[str, str]:
     return {w.stage.name: w.script.read_text() for w in out}
 
 
+def heredoc(script: str, name: str) -> dict[str, Any]:
+    """The JSON a stage script writes as ``$ARTIFACTS/{name}`` (a quoted here-document)."""
+    opening = f"\"$ARTIFACTS\"/{name} <<'JSON'\n"
+    start = script.index(opening) + len(opening)
+    return json.loads(script[start : script.index("\nJSON\n", start)])
+
+
 def spec_in(script: str) -> dict[str, Any]:
-    """The spec a stage script writes for its job (the quoted here-document)."""
-    start = script.index("<<'SPEC'\n") + len("<<'SPEC'\n")
-    return json.loads(script[start : script.index("\nSPEC\n", start)])
+    """The spec a stage script writes for its job."""
+    return heredoc(script, "spec.json")
 
 
 def test_scripts_carry_resources_setup_and_commands(project: Path) -> None:
@@ -64,7 +73,7 @@ def test_scripts_carry_resources_setup_and_commands(project: Path) -> None:
     lines = centroid.splitlines()
     assert lines[0] == "#!/bin/bash"
     for line in (
-        "#SBATCH --job-name=topdown_mice_centroid",
+        "#SBATCH --job-name=topdown/mice/centroid",
         "#SBATCH --partition=debug",
         "#SBATCH --time=00:20:00",
         "#SBATCH --mem=4G",
@@ -74,7 +83,7 @@ def test_scripts_carry_resources_setup_and_commands(project: Path) -> None:
         "set -euo pipefail",
     ):
         assert line in lines, line
-    assert f"#SBATCH --output={project}/run/slurm_logs/topdown_mice_centroid-%j.out" in lines
+    assert f"#SBATCH --output={project}/run/slurm_logs/topdown/mice/centroid-%j.out" in lines
     assert "#SBATCH --gpus=1" not in scripts["centered_instance"]
     # Set-up comes before the stage's command, so a failing set-up line fails the job.
     assert centroid.index("module load cuda/12") < centroid.index("local train")
@@ -104,28 +113,63 @@ def test_every_script_is_valid_bash(project: Path) -> None:
         assert check.returncode == 0, check.stderr
 
 
-def test_an_existing_script_is_kept_as_edited_and_so_is_its_meta(project: Path) -> None:
+def test_a_script_follows_its_job_file_and_its_meta_describes_it(project: Path) -> None:
     written(project)
-    script = project / "run" / "slurm_jobs" / "topdown_mice_centroid.sbatch"
+    script = project / "run" / "slurm_jobs" / "topdown" / "mice" / "centroid.sbatch"
     meta_path = script.with_suffix(".meta.json")
     first = json.loads(meta_path.read_text())
-    assert first["script_kept"] is False and first["stage"] == "centroid"
+    assert first["script_action"] == "written" and first["stage"] == "centroid"
     assert first["paths"]["labels"] == str(project / "mice.slp")
     assert first["spec"]["name"] == "topdown" and "written_at" in first
     assert first["sleap_rtc_version"] == __version__ and "command_line" in first
     assert "git_commit" in first and "git_dirty" in first
+    assert first["inputs"] == heredoc(script.read_text(), "inputs.json")
 
-    script.write_text(script.read_text().replace("--mem=4G", "--mem=8G"))
-    # The job file changes; the kept script's meta still describes the kept script.
+    # Written again by the same job file: nothing changes, the meta included.
+    written(project)
+    assert json.loads(meta_path.read_text()) == first
+    # A changed job file reaches a script nobody edited; its meta follows.
     changed = {**JOB, "extra_args": {"max_epochs": 4, "frames": "0-9"}}
     again = written(project, changed)
-    assert "--mem=8G" in again["centroid"]
-    assert json.loads(meta_path.read_text()) == first
+    assert spec_in(again["centroid"])["max_epochs"] == 4
+    second = json.loads(meta_path.read_text())
+    assert second["script_action"] == "rewritten" and second["inputs_key"] != first["inputs_key"]
 
-    meta_path.unlink()  # a lost meta file is written again, marked as such
+
+def test_an_edited_script_is_kept_until_the_job_file_would_write_another(project: Path) -> None:
     written(project)
-    rewritten = json.loads(meta_path.read_text())
-    assert rewritten["script_kept"] is True and rewritten["stage"] == "centroid"
+    script = project / "run" / "slurm_jobs" / "topdown" / "mice" / "centroid.sbatch"
+    meta_path = script.with_suffix(".meta.json")
+    meta = meta_path.read_text()
+    script.write_text(script.read_text().replace("--mem=4G", "--mem=8G"))
+    # The job file writes what it wrote before: the edit stays, and so does the meta.
+    assert "--mem=8G" in written(project)["centroid"]
+    assert meta_path.read_text() == meta
+
+    # Now it would write another script: a problem naming the script and the change,
+    # and nothing is written (the edit stays, the other scripts too).
+    track = project / "run" / "slurm_jobs" / "topdown" / "mice" / "track.sbatch"
+    track_before = track.read_text()
+    changed = {**JOB, "extra_args": {"max_epochs": 4, "frames": "0-9"}}
+    with pytest.raises(JobRejected) as rejected:
+        written(project, changed)
+    [problem] = rejected.value.problems
+    assert problem.field == "mice/centroid: script" and problem.value == str(script)
+    assert "edited by hand" in problem.message and "max_epochs 3 → 4" in problem.message
+    assert "--mem=8G" in script.read_text() and track.read_text() == track_before
+
+    # Moved away, it is written anew from the job file.
+    script.rename(script.with_suffix(".sbatch.mine"))
+    assert "--mem=4G" in written(project, changed)["centroid"]
+
+
+def test_a_lost_meta_file_is_written_again_for_a_script_as_written(project: Path) -> None:
+    written(project)
+    meta_path = project / "run" / "slurm_jobs" / "topdown" / "mice" / "centroid.meta.json"
+    meta_path.unlink()
+    written(project)
+    again = json.loads(meta_path.read_text())
+    assert again["script_action"] == "kept" and again["stage"] == "centroid"
 
 
 def test_the_pipeline_object_generates_and_knows_no_jobs_yet(project: Path) -> None:
@@ -135,10 +179,11 @@ def test_the_pipeline_object_generates_and_knows_no_jobs_yet(project: Path) -> N
     path.write_text(json.dumps(JOB))
     run = PipelineRun(path, output_dir=project / "run", experiment_root=project / "artifacts")
     scripts = run.generate()
-    assert [s.name for s in scripts] == [
-        "topdown_mice_centroid.sbatch",
-        "topdown_mice_centered_instance.sbatch",
-        "topdown_mice_track.sbatch",
+    folder = project / "run" / "slurm_jobs" / "topdown" / "mice"
+    assert scripts == [
+        folder / "centroid.sbatch",
+        folder / "centered_instance.sbatch",
+        folder / "track.sbatch",
     ]
     assert f"SLEAP_RTC_EXPERIMENT_ROOT:-{project / 'artifacts'}" in scripts[0].read_text()
     assert run.job_ids() == [] and run.monitor() == {}
@@ -356,5 +401,5 @@ def test_every_stage_is_checked_as_its_node_would_before_anything_is_written(
     assert "mice/track: frames" in fields
     assert "mice/track: peak_threshold" in fields
     assert not (project / "run" / "slurm_jobs").exists() or not list(
-        (project / "run" / "slurm_jobs").glob("*.sbatch")
+        (project / "run" / "slurm_jobs").rglob("*.sbatch")
     )

@@ -68,8 +68,8 @@ def test_a_topdown_job_resolves_into_stages_per_dataset(project: Path) -> None:
     assert list(mice) == ["centroid", "centered_instance", "track"]
     centroid, track = mice["centroid"], mice["track"]
     assert centroid.config == project / "configs" / "centroid.yaml"
-    assert centroid.dataset.labels == project / "data" / "mice.slp"
-    assert centroid.dataset.val_labels == project / "data" / "mice.val.slp"
+    assert centroid.data.labels == project / "data" / "mice.slp"
+    assert centroid.data.val_labels == project / "data" / "mice.val.slp"
     # Overrides go to the stages they apply to.
     assert centroid.extra_args == {"max_epochs": 5, "batch_size": 8}
     assert track.extra_args == {"batch_size": 8, "peak_threshold": 0.2}
@@ -80,8 +80,9 @@ def test_a_topdown_job_resolves_into_stages_per_dataset(project: Path) -> None:
     # Track waits for both models; training stages tune the batch size by default.
     assert track.after == ("centroid", "centered_instance") and centroid.after == ()
     assert centroid.optimize_batch_size and not track.optimize_batch_size
-    assert track.dataset.track == project / "data" / "mice.slp"
-    assert centroid.key == "topdown_mice_centroid"
+    assert track.data.track == project / "data" / "mice.slp"
+    assert centroid.key == "mice/centroid" and centroid.slurm_name == "topdown/mice/centroid"
+    assert track.parents == ("mice/centroid", "mice/centered_instance")
     assert centroid.setup == ["source /opt/venv/bin/activate"]
 
 
@@ -193,7 +194,7 @@ def test_stage_resources_fill_in_from_the_job() -> None:
     assert merged.extra == ["--exclusive", "--requeue"]
 
 
-@pytest.mark.parametrize("name", ["topdown.json", "single_instance.json"])
+@pytest.mark.parametrize("name", ["topdown.json", "single_instance.json", "topdown_eval.json"])
 def test_the_example_job_files_load(tmp_path: Path, name: str) -> None:
     import shutil
 
@@ -205,7 +206,8 @@ def test_the_example_job_files_load(tmp_path: Path, name: str) -> None:
     for dataset in ("mice", "flies"):
         make_demo_data(copy / "data" / dataset)
     pipeline = load_job(copy / name)
-    assert pipeline.stages and all(s.dataset.labels.is_file() for s in pipeline.stages)
+    assert pipeline.stages
+    assert all(s.dataset is None or s.dataset.labels.is_file() for s in pipeline.stages)
     assert all(s.config is None or s.config.is_file() for s in pipeline.stages)
 
 

@@ -21,7 +21,21 @@ def manifest() -> None:
 @click.option("--job", required=True)
 @click.option("--dataset", required=True)
 @click.option("--stage", required=True)
-@click.option("--model", "models", multiple=True, required=True, help="Model folder under ROOT.")
+@click.option("--model", "models", multiple=True, help="Model folder under ROOT (repeatable).")
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    help="Another file (or folder) under ROOT to pin, e.g. predictions.slp (repeatable).",
+)
+@click.option(
+    "--inputs",
+    "inputs_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The stage's inputs (JSON, as its script writes them): kept in the manifest with "
+    "their key, so a later run knows these outputs are current.",
+)
 @click.option("--slurm-job-id", default="", help="The SLURM job that made the artifacts.")
 @click.option(
     "--portable",
@@ -42,11 +56,13 @@ def manifest_write(
     dataset: str,
     stage: str,
     models: tuple[str, ...],
+    outputs: tuple[str, ...],
+    inputs_file: Path | None,
     slurm_job_id: str,
     portable: bool,
     experiment_root: Path | None,
 ) -> None:
-    """Hash the model folders under ROOT into ROOT/manifest.json.
+    """Hash the model folders and outputs under ROOT into ROOT/manifest.json.
 
     \b
     Examples:
@@ -56,10 +72,20 @@ def manifest_write(
           --experiment-root /vast/runs --job topdown --dataset mice --stage centroid \\
           --model model --slurm-job-id 123456
     """
+    import json
+
     from sleap_rtc.pipeline.manifest import default_experiment_root, portable_root, write_manifest
 
     if experiment_root is not None and not portable:
         raise click.UsageError("--experiment-root goes with --portable.")
+    inputs = None
+    if inputs_file is not None:
+        try:
+            inputs = json.loads(inputs_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise click.BadParameter(f"{inputs_file}: {exc}", param_hint="--inputs") from None
+        if not isinstance(inputs, dict):
+            raise click.BadParameter(f"{inputs_file} holds no JSON object", param_hint="--inputs")
     base = None
     if portable:
         base = experiment_root or default_experiment_root()
@@ -76,6 +102,8 @@ def manifest_write(
             dataset=dataset,
             stage=stage,
             models=list(models),
+            outputs=list(outputs),
+            inputs=inputs,
             slurm_job_id=slurm_job_id or None,
             portable=portable,
             experiment_root=base,

@@ -27,6 +27,7 @@ from sleap_rtc.jobs.problems import JobRejected
 if TYPE_CHECKING:
     from sleap_rtc.pipeline import SlurmClient
     from sleap_rtc.pipeline.sbatch import Layout
+    from sleap_rtc.pipeline.scripts import Written
     from sleap_rtc.pipeline.spec import Pipeline
 
 
@@ -94,6 +95,12 @@ def _load(job_file: Path, output_dir: Path) -> tuple[Pipeline, Layout]:
 )
 @click.option("--submit", is_flag=True, help="Submit every stage that needs to run.")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check everything and say what --submit would do with each stage, and why; "
+    "write and submit nothing.",
+)
+@click.option(
     "--chain",
     type=click.Choice(["afterok", "poll"]),
     is_flag=False,
@@ -110,8 +117,9 @@ def _load(job_file: Path, output_dir: Path) -> tuple[Pipeline, Layout]:
     "--poll-interval",
     type=click.FloatRange(min=0.1),
     default=None,
-    help="With --chain=poll: seconds between looks at the jobs (one sacct call each) "
-    "[default: 10].",
+    help="Seconds between looks at the jobs (one sacct call each; doubling while nothing "
+    "changes, up to 8x): with --chain=poll, to submit what can start; with --chain, while "
+    "the job file's throttle.max_queued keeps stages waiting [default: 10].",
 )
 @click.option(
     "--cancel-on-exit",
@@ -131,6 +139,7 @@ def run(
     job_file: Path,
     generate_only: bool,
     submit: bool,
+    dry_run: bool,
     chain: str | None,
     force: bool,
     poll_interval: float | None,
@@ -140,15 +149,20 @@ def run(
 ) -> None:
     """Check a job file, write one SBATCH script per dataset and stage, and submit them.
 
-    Scripts are named {name}_{dataset}_{stage}.sbatch in slurm_jobs/; logs go to
-    slurm_logs/ and artifacts to experiment_runs/{name}/{dataset}/{stage}/, or under
+    Scripts are slurm_jobs/{name}/{dataset}/{stage}.sbatch (a stage of the whole
+    job: {name}/_pipeline/{stage}); logs go to slurm_logs/ in the same folders and
+    artifacts to experiment_runs/{name}/{dataset}/{stage}/, or under
     $SLEAP_RTC_EXPERIMENT_ROOT when it is set (the scripts honour it when they run
-    too). A script that already exists is kept as it is, edits included. Pinned
-    manifests (dependency_manifests) are verified first.
+    too). A script is written again when the job file, a config or a labels file
+    changes what it would say; one edited by hand is kept while they don't, and is
+    a problem to settle when they do. Pinned manifests (dependency_manifests) are
+    verified first.
 
-    With --submit, stages whose outputs exist (a manifest that checks out,
-    predictions written) are skipped, and so are stages still queued or running
-    from an earlier submission: running it twice submits nothing twice.
+    With --submit, a stage whose outputs are current (its manifest checks out and
+    records the inputs it has now) is skipped, and so is a stage still queued or
+    running from an earlier submission: running it twice submits nothing twice. A
+    stage whose inputs changed reruns, and so does every stage that needs it.
+    --dry-run shows that plan, with the reason for each stage.
 
     With --chain=poll, no job carries a SLURM dependency (for queues that don't
     allow them): this command submits what can start, then looks at the jobs every
@@ -164,34 +178,44 @@ def run(
     \b
     Examples:
       sleap-rtc pipeline run --job jobs/topdown.json --generate-only
+      sleap-rtc pipeline run --job jobs/topdown.json --dry-run
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain
       sleap-rtc pipeline run --job jobs/topdown.json --submit --chain=poll --poll-interval 30
     """
     from sleap_rtc.pipeline import SlurmError
 
-    if generate_only == submit:
-        raise click.UsageError("Choose one of --generate-only and --submit.")
-    if (chain or force) and not submit:
-        raise click.UsageError("--chain and --force go with --submit.")
-    if (poll_interval is not None or cancel_on_exit) and chain != "poll":
-        raise click.UsageError("--poll-interval and --cancel-on-exit go with --chain=poll.")
+    if generate_only + submit + dry_run != 1:
+        raise click.UsageError("Choose one of --generate-only, --dry-run and --submit.")
+    if chain and not submit:
+        raise click.UsageError("--chain goes with --submit.")
+    if force and not (submit or dry_run):
+        raise click.UsageError("--force goes with --submit or --dry-run.")
+    if cancel_on_exit and chain != "poll":
+        raise click.UsageError("--cancel-on-exit goes with --chain=poll.")
+    if poll_interval is not None and not chain:
+        raise click.UsageError("--poll-interval goes with --chain or --chain=poll.")
     loaded, layout = _load(job_file, output_dir)
     console = make_console()
+    if dry_run:
+        _dry_run(loaded, layout, force, as_json)
+        return
     if generate_only:
-        from sleap_rtc.pipeline.sbatch import generate
+        from sleap_rtc.pipeline.scripts import generate
 
         try:
             written = generate(loaded, layout)
         except JobRejected as exc:
-            _rejected(exc, "Pinned artifacts don't check out:")
+            _rejected(exc, "Nothing was written:")
         if as_json:
-            click.echo(
-                json.dumps([{"script": str(w.script), "written": w.created} for w in written])
-            )
+            click.echo(json.dumps([_script_dict(w) for w in written]))
             return
         for item in written:
-            state = "written" if item.created else "kept (exists; delete it to write it again)"
-            console.print(f"{safe(item.script)}  {state}", highlight=False, soft_wrap=True)
+            console.print(
+                f"{plain(str(item.script))}  {plain(_script_state(item))}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         console.print(
             f"{len(written)} script(s) for {len(loaded.datasets)} dataset(s); logs: "
             f"{safe(layout.logs)}; artifacts: {safe(layout.experiment_root)}",
@@ -209,10 +233,15 @@ def run(
 
     try:
         runs = submit_pipeline(
-            loaded, layout, chain=chain == "afterok", force=force, slurm=_slurm()
+            loaded,
+            layout,
+            chain=chain == "afterok",
+            force=force,
+            slurm=_slurm(),
+            poll_interval=10.0 if poll_interval is None else poll_interval,
         )
     except JobRejected as exc:
-        _rejected(exc, "Pinned artifacts don't check out:")
+        _rejected(exc, "Nothing was submitted:")
     except AlreadyDriven as exc:
         raise click.ClickException(str(exc)) from None
     except SlurmError as exc:  # nothing of this run was left queued (all or nothing)
@@ -223,7 +252,8 @@ def run(
     for stage_run in runs:
         if stage_run.action == "submitted":
             waits = f" after {', '.join(stage_run.after)}" if stage_run.after else ""
-            line = f"submitted job {stage_run.job_id}{waits}"
+            why = f" ({stage_run.note})" if stage_run.note != "not run yet" else ""
+            line = f"submitted job {stage_run.job_id}{waits}{why}"
         else:
             line = f"skipped: {stage_run.note}"
         console.print(
@@ -232,6 +262,71 @@ def run(
             markup=False,  # names from the job file, notes and ids from SLURM
             soft_wrap=True,
         )
+
+
+def _script_state(item: Written) -> str:
+    if item.action == "rewritten":
+        return f"rewritten ({'; '.join(item.changed)})"
+    if item.action == "edited":
+        return "kept (edited by hand; the job file writes the same as before)"
+    return item.action
+
+
+def _script_dict(item: Written) -> dict[str, object]:
+    return {
+        "script": str(item.script),
+        "action": item.action,
+        "written": item.created,
+        "changed": item.changed,
+        "inputs_key": item.key,
+    }
+
+
+def _dry_run(loaded: Pipeline, layout: Layout, force: bool, as_json: bool) -> None:
+    """``run --dry-run``: the plan, a line per stage, and what would become of the scripts."""
+    from sleap_rtc.pipeline import SlurmError
+    from sleap_rtc.pipeline.run import plan
+
+    try:
+        steps = plan(loaded, layout, force=force, slurm=_slurm())
+    except JobRejected as exc:
+        _rejected(exc, "These would stop the run:")
+    except SlurmError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        found = [
+            {
+                "dataset": step.stage.group,
+                "stage": step.stage.name,
+                "action": step.action,
+                "reason": step.reason,
+                "job_id": step.job_id,
+                "script": str(step.written.script),
+                "script_action": step.written.action,
+                "script_changes": step.written.changed,
+                "inputs_key": step.written.key,
+            }
+            for step in steps
+        ]
+        click.echo(json.dumps(found))
+        return
+    console = make_console()
+    for step in steps:
+        script = step.written
+        note = "" if script.action == "kept" else f"  [script {_script_state(script)}]"
+        console.print(
+            f"{plain(step.stage.group):<12} {plain(step.stage.name):<18} "
+            f"{step.action:<6} {plain(step.reason)}{plain(note)}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    counts = {a: sum(1 for s in steps if s.action == a) for a in ("run", "skip", "queued")}
+    console.print(
+        f"{len(steps)} stage(s): {counts['run']} to run, {counts['skip']} current, "
+        f"{counts['queued']} queued or running. Nothing was written or submitted.",
+        highlight=False,
+    )
 
 
 def _drive(
@@ -297,7 +392,7 @@ def _drive(
     except AlreadyDriven as exc:
         raise click.ClickException(str(exc)) from None
     except JobRejected as exc:
-        _rejected(exc, "Pinned artifacts don't check out:")
+        _rejected(exc, "Nothing was submitted:")
     except SlurmError as exc:
         raise click.ClickException(
             f"{exc} (stages submitted before it are recorded; run it again to go on)"

@@ -37,13 +37,15 @@ def _mounts(folders: list[Path]) -> Mounts:
 
 
 def _stage_problems(stage: Stage, pinned: Manifest | None) -> list[Problem]:
+    if stage.kind == "command":  # the user's own lines: nothing of ours to check
+        return []
     spec = stage_spec(stage, pinned)
     if not isinstance(spec, TrainSpec):
         return check_fields(spec)
     assert stage.config is not None
-    folders = [stage.config.parent, stage.dataset.labels.parent]
-    if stage.dataset.val_labels is not None:
-        folders.append(stage.dataset.val_labels.parent)
+    folders = [stage.config.parent, stage.data.labels.parent]
+    if stage.data.val_labels is not None:
+        folders.append(stage.data.val_labels.parent)
     try:
         plan_train(spec, _mounts(folders))
     except JobRejected as exc:
@@ -56,8 +58,7 @@ def check_stages(pipeline: Pipeline, pinned: dict[str, Manifest]) -> None:
     ``{dataset}/{stage}: field``."""
     problems: list[Problem] = []
     for stage in pipeline.stages:
-        where = f"{stage.dataset.name}/{stage.name}"
         for problem in _stage_problems(stage, pinned.get(stage.key)):
-            problems.append(problem.model_copy(update={"field": f"{where}: {problem.field}"}))
+            problems.append(problem.model_copy(update={"field": f"{stage.key}: {problem.field}"}))
     if problems:
         raise JobRejected(problems)

@@ -1,5 +1,5 @@
 """Driving a pipeline from here (``--chain=poll``): each stage is submitted once the
-stages it needs have completed.
+stages it needs have ended as it needs.
 
 ``--chain`` (afterok) hands the ordering to SLURM, with ``--dependency`` between
 jobs; some sites don't allow dependencies between partitions or QOSes, or limit
@@ -7,17 +7,26 @@ how many pending jobs one may have. The driver stays running instead: it submits
 every stage that needs nothing (or whose parents are done already) as a plain job,
 then looks at the jobs in flight every ``interval`` seconds, with one
 :meth:`~sleap_rtc.engine.backends.slurm.tools.SlurmClient.job_states` call for all
-of them, and submits a
-stage as soon as all its parents are COMPLETED. Stages skipped because their
-outputs exist count as completed parents, and jobs still queued or running from
-an earlier submission are followed rather than submitted again, so running the
-same command again resumes where a stopped driver left off.
+of them, and submits a stage as soon as its parents allow, by its dependency
+type: ``afterok`` once all COMPLETED, ``afterany`` once all ended however they
+ended, ``afternotok`` once all ended and one of them did not complete. Stages
+skipped because their outputs are current count as completed parents, and jobs
+still queued or running from an earlier submission are followed rather than
+submitted again, so running the same command again resumes where a stopped
+driver left off (:mod:`sleap_rtc.pipeline.plan` decides all of that).
+
+A job file's ``throttle`` spaces the sbatch calls and caps the jobs in the queue (the
+rest go in as room frees, :mod:`sleap_rtc.pipeline.throttle`); the interval between
+looks doubles while nothing changes, up to 8 times ``interval``, and drops back when
+something does.
 
 When a parent ends any other way (FAILED, TIMEOUT, OUT_OF_MEMORY, CANCELLED, …),
-the stages that need it, and those that need them, are never submitted: they are
-``NOT SUBMITTED``, with the parent, its job and its state as the reason.
+the ``afterok`` stages that need it, and those that need them, are never
+submitted: they are ``NOT SUBMITTED``, with the parent, its job and its state as
+the reason. An ``afternotok`` stage whose parents all completed is ``NOT
+NEEDED``, which counts as a success.
 
-Everything goes into ``slurm_jobs/{job}.runs.json`` as it happens: a job id for
+Everything goes into ``slurm_jobs/{job}/runs.json`` as it happens: a job id for
 each submission, ``WAITING`` (with this driver's host and pid) for a stage not
 submitted yet, ``NOT SUBMITTED`` with the reason for one that never will be. A
 driver that stops early marks its waiting stages ``NOT SUBMITTED`` ("the driver
@@ -39,7 +48,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from sleap_rtc.engine.backends.slurm.tools import (
@@ -48,23 +56,30 @@ from sleap_rtc.engine.backends.slurm.tools import (
     LOST_AFTER_S,
     SlurmClient,
     SlurmError,
+    explain,
 )
+from sleap_rtc.pipeline.plan import make_plan
 from sleap_rtc.pipeline.record import (
     NOT_SUBMITTED,
     WAITING,
     load_record,
     record_path,
     refuse_if_driven,
-    stage_done,
     this_driver,
     update_record,
 )
-from sleap_rtc.pipeline.sbatch import Layout, generate
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.scripts import Written, generate
 from sleap_rtc.pipeline.spec import Pipeline
+from sleap_rtc.pipeline.throttle import Backoff, Throttle
 
 DONE = "DONE"
-#: A parent in one of these states lets the stages that need it go.
-SUCCEEDED = frozenset({"COMPLETED", DONE})
+#: An afternotok stage whose parents all completed: nothing to clean up or report.
+NOT_NEEDED = "NOT NEEDED"
+#: A parent in one of these states lets the afterok stages that need it go.
+SUCCEEDED = frozenset({"COMPLETED", DONE, NOT_NEEDED})
+#: A parent in one of these states has ended, one way or another.
+ENDED = FINAL_STATES | {DONE, NOT_SUBMITTED, NOT_NEEDED}
 STOPPED_REASON = "the driver stopped before submitting it; rerun to resume"
 
 EventKind = Literal[
@@ -79,8 +94,9 @@ class Node:
     key: str
     dataset: str
     stage: str
-    #: Keys of the stages this one needs.
+    #: Keys of the stages this one needs, and how it waits for them.
     parents: tuple[str, ...] = ()
+    dependency: str = "afterok"
     state: str = WAITING
     job_id: str | None = None
     reason: str = ""
@@ -115,28 +131,52 @@ class Schedule:
         return [n for n in self.nodes.values() if n.in_flight]
 
     def pending_parents(self, node: Node) -> list[Node]:
-        """The parents that have not completed yet."""
-        return [self.nodes[p] for p in node.parents if self.nodes[p].state not in SUCCEEDED]
+        """The parents that keep ``node`` waiting (not completed; for afterany and
+        afternotok, not ended)."""
+        wanted = SUCCEEDED if node.dependency == "afterok" else ENDED
+        return [self.nodes[p] for p in node.parents if self.nodes[p].state not in wanted]
 
     def ready(self) -> list[Node]:
-        """Waiting stages whose parents all completed (or had nothing to do)."""
-        return [n for n in self.waiting() if not self.pending_parents(n)]
+        """Waiting stages whose parents allow them to go (see the module's description)."""
+        found = []
+        for node in self.waiting():
+            if self.pending_parents(node):
+                continue
+            if node.dependency == "afternotok" and not self._a_parent_failed(node):
+                continue  # block() marks it NOT NEEDED
+            found.append(node)
+        return found
+
+    def _a_parent_failed(self, node: Node) -> bool:
+        return any(self.nodes[p].state not in SUCCEEDED for p in node.parents)
 
     def block(self) -> list[Node]:
-        """Mark NOT SUBMITTED every waiting stage with a parent that will never
-        complete, transitively; the stages marked."""
+        """Mark NOT SUBMITTED every waiting afterok stage with a parent that will never
+        complete, transitively, and NOT NEEDED every afternotok stage whose parents all
+        completed; the stages marked."""
         blocked: list[Node] = []
         changed = True
         while changed:
             changed = False
             for node in self.waiting():
+                if node.dependency == "afternotok":
+                    settled = node.parents and not self.pending_parents(node)
+                    if settled and not self._a_parent_failed(node):
+                        node.state = NOT_NEEDED
+                        node.reason = "every stage it needs completed (afternotok)"
+                        blocked.append(node)
+                        changed = True
+                    continue
+                if node.dependency != "afterok":
+                    continue
                 for parent in (self.nodes[p] for p in node.parents):
+                    name = parent.stage if parent.dataset == node.dataset else parent.key
                     if parent.state == NOT_SUBMITTED and parent.blocked_by is not None:
-                        node.reason = f"parent {parent.stage} not submitted: {parent.reason}"
+                        node.reason = f"parent {name} not submitted: {parent.reason}"
                         node.blocked_by = parent.blocked_by
-                    elif parent.state in FINAL_STATES and parent.state != "COMPLETED":
+                    elif parent.state in ENDED and parent.state not in SUCCEEDED:
                         job = f" (job {parent.job_id})" if parent.job_id else ""
-                        node.reason = f"parent {parent.stage} {parent.state}{job}"
+                        node.reason = f"parent {name} {parent.state}{job}"
                         node.blocked_by = {
                             "stage": parent.stage,
                             "job_id": parent.job_id,
@@ -237,12 +277,14 @@ class Driver:
         self.max_poll_errors = max_poll_errors
         self.record = record_path(pipeline, layout)
         self.schedule = Schedule([])
-        self.scripts: dict[str, Path] = {}
+        self.written: dict[str, Written] = {}
         #: True once a run returned because it was asked to stop.
         self.stopped = False
         self.polls = 0
         #: The jobs :meth:`cancel_in_flight` cancelled.
         self.cancelled: list[str] = []
+        #: Spaces submissions and caps the jobs queued (the job file's ``throttle``).
+        self.throttle = Throttle(pipeline.throttle)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -251,6 +293,7 @@ class Driver:
         submitted jobs are left running then); every stage's outcome."""
         stop = stop or threading.Event()
         self.stopped = False
+        self.throttle = Throttle(self.pipeline.throttle, sleep=stop.wait)
         self._start()
         try:
             self._advance(stop)
@@ -258,9 +301,11 @@ class Driver:
                 names = ", ".join(p.stage for p in self.schedule.pending_parents(node))
                 self._emit("waiting", node, f"waiting for {names}")
             errors = 0
-            while self.schedule.in_flight() and not stop.wait(self.interval):
+            backoff = Backoff(self.interval)
+            wait = self.interval
+            while self.schedule.in_flight() and not stop.wait(wait):
                 try:
-                    self._poll()
+                    ended = self._poll()
                     errors = 0
                 except SlurmError as exc:
                     errors += 1
@@ -270,7 +315,8 @@ class Driver:
                         "retry", None, f"{exc}; trying again ({errors}/{self.max_poll_errors})"
                     )
                     continue
-                self._advance(stop)
+                advanced = self._advance(stop)
+                wait = backoff.next(changed=ended or advanced)
             self.stopped = stop.is_set()
             for node in self.schedule.stuck():
                 if not self.stopped:
@@ -281,38 +327,28 @@ class Driver:
         return self.results()
 
     def _start(self) -> None:
-        """Write missing scripts; find what is done or still queued; record the rest WAITING."""
-        self.scripts = {w.stage.key: w.script for w in generate(self.pipeline, self.layout)}
+        """Bring the scripts up to date; plan; follow what is queued, record the rest
+        WAITING."""
+        written = generate(self.pipeline, self.layout)
+        self.written = {w.stage.key: w for w in written}
         record = load_record(self.record)
         refuse_if_driven(self.record, record)
-        earlier = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
-        live = {
-            job_id: state
-            for job_id, state in self.slurm.job_states(list(earlier.values())).items()
-            if state not in FINAL_STATES
-        }
-        nodes: list[Node] = []
-        for dataset in self.pipeline.datasets:
-            stages = self.pipeline.for_dataset(dataset.name)
-            keys = {s.name: s.key for s in stages}
-            for stage in stages:
-                parents = tuple(keys[name] for name in stage.after if name in keys)
-                nodes.append(Node(stage.key, dataset.name, stage.name, parents))
-        self.schedule = Schedule(nodes)
+        steps = make_plan(self.pipeline, written, self.layout, record, self.slurm, force=self.force)
+        self.schedule = Schedule(
+            Node(s.key, s.group, s.name, s.parents, s.dependency) for s in self.pipeline.stages
+        )
         waiting: dict[str, dict[str, object]] = {}
-        for stage in self.pipeline.stages:
-            node = self.schedule.nodes[stage.key]
-            previous = earlier.get(stage.key)
-            if previous in live:
-                node.job_id, node.state = previous, live[previous]
-                self._emit("queued", node, f"already {node.state.lower()} as job {previous}")
-                continue
-            done = None if self.force else stage_done(stage, self.layout)
-            if done:
-                node.state, node.reason = DONE, done
-                self._emit("done", node, f"skipped: {done}")
-                continue
-            waiting[node.key] = self._waiting_entry(node)
+        for step in steps:
+            node = self.schedule.nodes[step.stage.key]
+            if step.action == "queued":
+                node.job_id, node.state = step.job_id, "PENDING"
+                self._emit("queued", node, step.reason)
+            elif step.action == "skip":
+                node.state, node.reason = DONE, step.reason
+                self._emit("done", node, f"skipped: {step.reason}")
+            else:
+                node.reason = step.reason
+                waiting[node.key] = self._waiting_entry(node)
         if waiting:
             update_record(self.record, waiting)
 
@@ -325,25 +361,35 @@ class Driver:
             "updated_at": time.time(),
         }
 
-    def _advance(self, stop: threading.Event) -> None:
-        """Give up on stages a failure blocks, and submit every stage that is ready."""
+    def _advance(self, stop: threading.Event) -> bool:
+        """Give up on stages a failure blocks, and submit the stages that are ready, as
+        many as the throttle leaves room for; whether anything changed."""
         blocked = self.schedule.block()
         if blocked:
             update_record(self.record, {n.key: self._blocked_entry(n) for n in blocked})
         for node in blocked:
             self._emit("skipped", node, f"not submitted: {node.reason}")
-        for node in self.schedule.ready():
+        ready = self.schedule.ready()
+        room = self.throttle.room(len(self.schedule.in_flight()))
+        submitted = 0
+        for node in ready if room is None else ready[:room]:
+            self.throttle.wait_turn()
             if stop.is_set():
-                return
+                break
             try:
                 self._submit(node)
             except SlurmError:
                 if stop.is_set():  # the Ctrl-C that stops us reached sbatch too
-                    return
+                    break
                 raise
+            submitted += 1
+        return bool(blocked) or submitted > 0
 
     def _submit(self, node: Node) -> None:
-        job_id = self.slurm.sbatch(self.scripts[node.key], cwd=self.layout.scripts.parent)
+        written = self.written[node.key]
+        job_id = self.slurm.sbatch(
+            written.script, singleton=written.stage.singleton, cwd=self.layout.scripts.parent
+        )
         node.job_id, node.state = job_id, "PENDING"
         parents = [self.schedule.nodes[p].stage for p in node.parents]
         entry: dict[str, object] = {
@@ -352,22 +398,32 @@ class Driver:
             "after": [],  # no SLURM dependency: the driver waited for the parents itself
             "chain": "poll",
             "parents": parents,
+            "dependency": node.dependency,
+            "inputs_key": written.key,
         }
         update_record(self.record, {node.key: entry})
         done = f" ({', '.join(parents)} done)" if parents else ""
         self._emit("submitted", node, f"submitted job {job_id}{done}")
 
-    def _poll(self) -> None:
-        """One state query for every job in flight."""
+    def _poll(self) -> bool:
+        """One state query for every job in flight; whether one of them ended."""
         flying = self.schedule.in_flight()
-        states = self.slurm.job_states([str(n.job_id) for n in flying])
+        details = self.slurm.job_details([str(n.job_id) for n in flying])
         self.polls += 1
-        for node in self.schedule.observe(states):
+        states = {job_id: info.state for job_id, info in details.items()}
+        ended = self.schedule.observe(states)
+        for node in ended:
             if node.state == "COMPLETED":
                 self._emit("completed", node, f"job {node.job_id} COMPLETED")
-            else:
-                log = self.layout.logs / f"{node.key}-{node.job_id}.out"
-                self._emit("failed", node, f"job {node.job_id} {node.state}; log: {log}")
+                continue
+            stage = self.written[node.key].stage
+            info = details.get(str(node.job_id))
+            if info is not None:
+                node.reason = explain(info, mem=stage.resources.mem, time=stage.resources.time)
+            why = f" ({node.reason})" if node.reason else ""
+            log = self.layout.log(stage, node.job_id)
+            self._emit("failed", node, f"job {node.job_id} {node.state}{why}; log: {log}")
+        return bool(ended)
 
     def _blocked_entry(self, node: Node) -> dict[str, object]:
         return {
@@ -455,6 +511,8 @@ def summary(results: Sequence[StageResult]) -> str:
             what = "completed"
         elif result.state == DONE:
             what = "already done"
+        elif result.state == NOT_NEEDED:
+            what = "not needed"
         elif result.state == NOT_SUBMITTED:
             what = "not submitted"
         elif result.state in FINAL_STATES:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sleap_rtc.jobs.digest import sha256_of
 from sleap_rtc.jobs.problems import Problem, ProblemCode
+from sleap_rtc.pipeline.inputs import inputs_key
 
 #: Where the experiment root is when a run or a script is told (scripts read it when they run).
 EXPERIMENT_ROOT_ENV = "SLEAP_RTC_EXPERIMENT_ROOT"
@@ -57,10 +58,16 @@ class Manifest(BaseModel):
     root: str
     #: Model folders in this manifest (relative to ``root``), for stages that track with them.
     models: list[str] = Field(default_factory=list)
+    #: Other pinned files and folders (relative to ``root``), e.g. ``predictions.slp``.
+    outputs: list[str] = Field(default_factory=list)
     artifacts: list[Artifact]
     slurm_job_id: str | None = None
     created_at: float
     spec: dict[str, Any] = Field(default_factory=dict)
+    #: What the artifacts were made from, and the key over it
+    #: (:mod:`sleap_rtc.pipeline.inputs`): a later run reruns the stage when it differs.
+    inputs: dict[str, Any] | None = None
+    inputs_key: str | None = None
 
     def model_paths(self) -> list[Path]:
         return [Path(self.root) / m for m in self.models]
@@ -120,8 +127,11 @@ def write_manifest(
     spec: dict[str, Any] | None = None,
     portable: bool = False,
     experiment_root: Path | None = None,
+    outputs: list[str] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> Path:
-    """Hash every file under ``root``'s model folders and write ``root/manifest.json``.
+    """Hash every file under ``root``'s model folders and ``outputs`` (files, or folders
+    taken whole) and write ``root/manifest.json``, with the ``inputs`` they were made from.
 
     The manifest's root is ``root``'s absolute path; with ``portable``, it is
     ``{experiment_root}/...`` when ``root`` lies under the experiment root
@@ -133,29 +143,39 @@ def write_manifest(
     if portable:
         base = experiment_root or default_experiment_root()
         written_root = portable_root(root, base) or written_root
-    artifacts = []
+    files: list[Path] = []
     for model in models:
         folder = root / model
         if not folder.is_dir():
             raise FileNotFoundError(f"no model folder {folder} to pin")
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
-            artifacts.append(
-                Artifact(
-                    path=str(path.relative_to(root)),
-                    size=path.stat().st_size,
-                    sha256=sha256_of(path),
-                )
-            )
+        files += sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    for output in outputs or []:
+        path = (root / output).resolve()
+        if not path.is_relative_to(root):
+            raise FileNotFoundError(f"output {output} is outside {root}")
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no output {path} to pin (the stage should have written it)")
+    artifacts = [
+        Artifact(path=str(path.relative_to(root)), size=path.stat().st_size, sha256=sha256_of(path))
+        for path in dict.fromkeys(files)
+    ]
     manifest = Manifest(
         job=job,
         dataset=dataset,
         stage=stage,
         root=written_root,
         models=models,
+        outputs=list(outputs or []),
         artifacts=artifacts,
         slurm_job_id=slurm_job_id or None,
         created_at=time.time(),
         spec=spec or {},
+        inputs=inputs,
+        inputs_key=inputs_key(inputs) if inputs is not None else None,
     )
     target = root / MANIFEST_NAME
     partial = target.with_suffix(".json.part")

@@ -1,18 +1,18 @@
-"""The record of a pipeline's submissions: ``slurm_jobs/{job}.runs.json``.
+"""The record of a pipeline's submissions: ``slurm_jobs/{job}/runs.json``.
 
 Written by :func:`~sleap_rtc.pipeline.run.submit` and the ``--chain=poll``
 driver (:mod:`sleap_rtc.pipeline.driver`) as they go; read by ``status`` and
-``cancel``. It maps each stage's key (``{job}_{dataset}_{stage}``) to an entry::
+``cancel``. It maps each stage's key (``{dataset}/{stage}``) to an entry::
 
-    {"job_id": "101", "submitted_at": 1700000000.0, "after": ["99", "100"]}
+    {"job_id": "101", "submitted_at": 1700000000.0, "after": ["99", "100"],
+     "dependency": "afterok", "inputs_key": "5f2c…"}
     {"job_id": null, "state": "WAITING", "waits_for": ["centroid", "centered_instance"],
      "driver": {"host": "login1", "pid": 4242}, "updated_at": 1700000000.0}
     {"job_id": null, "state": "NOT SUBMITTED", "reason": "parent centroid FAILED (job 99)",
      "blocked_by": {"stage": "centroid", "job_id": "99", "state": "FAILED"}, ...}
 
 It is replaced whole on every write, so a reader never sees half of it. Also here:
-whether a stage's outputs are there already (so it needn't run again), and the
-rule that one pipeline has one live driver per host.
+the rule that one pipeline has one live driver per host.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from sleap_rtc.pipeline.manifest import MANIFEST_NAME, verify_manifest
-from sleap_rtc.pipeline.sbatch import PREDICTIONS, Layout
-from sleap_rtc.pipeline.spec import Pipeline, Stage
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.spec import Pipeline
 
 #: States of a stage with no job: the driver submits it when its parents complete;
 #: it was not submitted (a parent did not complete, or the driver stopped first).
@@ -34,7 +33,7 @@ NOT_SUBMITTED = "NOT SUBMITTED"
 
 
 def record_path(pipeline: Pipeline, layout: Layout) -> Path:
-    return layout.scripts / f"{pipeline.name}.runs.json"
+    return layout.scripts / pipeline.name / "runs.json"
 
 
 def load_record(path: Path) -> dict[str, dict[str, object]]:
@@ -47,6 +46,7 @@ def load_record(path: Path) -> dict[str, dict[str, object]]:
 
 def write_record(path: Path, record: Mapping[str, object]) -> None:
     """Replace the record at once, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".json.part")
     partial.write_text(json.dumps(record, indent=2) + "\n")
     partial.replace(path)
@@ -96,16 +96,3 @@ def refuse_if_driven(path: Path, record: Mapping[str, object]) -> None:
                 f"waits for it, in {path}); stop it first, or follow it with "
                 "`sleap-rtc pipeline status`"
             )
-
-
-def stage_done(stage: Stage, layout: Layout) -> str | None:
-    """Why a stage needn't run again (its outputs are there), or None."""
-    folder = layout.artifacts_dir(stage)
-    if stage.name == "track":
-        predictions = folder / PREDICTIONS
-        return "its predictions are written" if predictions.is_file() else None
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file():
-        return None
-    _, problems = verify_manifest(manifest, experiment_root=layout.experiment_root)
-    return None if problems else "its manifest checks out"

@@ -1,18 +1,20 @@
 """Submitting a pipeline, and following and cancelling what was submitted.
 
-``submit`` writes the scripts that are missing, skips stages whose outputs are
-already there (a training stage with a manifest that checks out, a track stage
-with its predictions) and stages still queued or running from an earlier
-submission, and submits the rest: all or nothing. Every script to submit first
+``submit`` brings the scripts up to date (:mod:`sleap_rtc.pipeline.scripts`),
+plans every stage (:mod:`sleap_rtc.pipeline.plan`: stages whose outputs are
+current are skipped, and so are stages still queued or running from an earlier
+submission; a stage whose inputs changed reruns, and so does everything that
+needs it) and submits the rest: all or nothing. Every script to submit first
 passes ``sbatch --test-only`` (one error names each SLURM would refuse), and an
 sbatch that fails midway cancels the jobs this call had submitted. With
-``chain``, a stage waits for the stages it needs (afterok, and is cancelled when
-one fails). What was submitted is
-recorded in ``slurm_jobs/{job}.runs.json``, which ``status`` and ``cancel`` read.
-:mod:`sleap_rtc.pipeline.driver` (``--chain=poll``) instead stays running and
-submits each stage once its parents completed; it records the stages it has not
-submitted yet too (``WAITING``, or ``NOT SUBMITTED`` with the reason). The
-record's format is in :mod:`sleap_rtc.pipeline.record`.
+``chain``, a stage waits for the stages it needs with its dependency type
+(``afterok``: cancelled when one fails; ``afterany``; ``afternotok``). What was
+submitted is recorded in ``slurm_jobs/{job}/runs.json``, which ``status`` and
+``cancel`` read. :mod:`sleap_rtc.pipeline.driver` (``--chain=poll``) instead
+stays running and submits each stage once its parents ended as it needs; it
+records the stages it has not submitted yet too (``WAITING``, or ``NOT
+SUBMITTED`` with the reason). The record's format is in
+:mod:`sleap_rtc.pipeline.record`.
 
 Every function takes the SLURM client to use (``slurm``; default: this machine's
 SLURM tools), so a test passes a recorded one.
@@ -34,9 +36,11 @@ from sleap_rtc.engine.backends.slurm.tools import (
     LOST_AFTER_S,
     SlurmClient,
     SlurmError,
+    explain,
     monitor_jobs,
 )
 from sleap_rtc.pipeline.driver import Driver, Event, StageResult, drive
+from sleap_rtc.pipeline.plan import Step, make_plan, outputs_current
 from sleap_rtc.pipeline.record import (
     NOT_SUBMITTED,
     WAITING,
@@ -44,22 +48,25 @@ from sleap_rtc.pipeline.record import (
     load_record,
     record_path,
     refuse_if_driven,
-    stage_done,
     write_record,
 )
-from sleap_rtc.pipeline.sbatch import Layout, generate
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.scripts import current_keys, generate
 from sleap_rtc.pipeline.spec import Pipeline, Stage, load_job
+from sleap_rtc.pipeline.throttle import Backoff, Throttle
 
 Action = Literal["submitted", "done", "queued"]
 
 
 @dataclass(frozen=True)
 class StageRun:
+    #: The dataset's name (``_pipeline`` for a stage of the whole job).
     dataset: str
     stage: str
     action: Action
     job_id: str | None
     after: list[str]
+    #: Why it was submitted, skipped or left queued.
     note: str = ""
 
 
@@ -70,51 +77,97 @@ def submit(
     chain: bool = False,
     force: bool = False,
     slurm: SlurmClient | None = None,
+    poll_interval: float = 5.0,
 ) -> list[StageRun]:
-    """Submit every stage that needs to run; see the module's description."""
+    """Submit every stage that needs to run; see the module's description.
+
+    With a ``throttle`` in the job file, sbatch calls are spaced, and while
+    ``max_queued`` of this pipeline's jobs are pending or running it waits (looking
+    every ``poll_interval`` seconds, backing off while nothing changes) before it
+    submits more: parents always go in before the stages that wait for them."""
     slurm = slurm or SlurmClient()
-    scripts = {w.stage.key: w.script for w in generate(pipeline, layout)}
+    written = generate(pipeline, layout)
     path = record_path(pipeline, layout)
     record = load_record(path)
     refuse_if_driven(path, record)
-    earlier = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
-    live = {
-        job_id: state
-        for job_id, state in slurm.job_states(list(earlier.values())).items()
-        if state not in FINAL_STATES
-    }
-    plan: list[Stage] = []  # the stages to submit, in order
-    runs: list[StageRun] = []
-    for dataset in pipeline.datasets:
-        for stage in pipeline.for_dataset(dataset.name):
-            previous = earlier.get(stage.key)
-            if previous in live:
-                note = f"already {live[previous].lower()} as job {previous}"
-                runs.append(StageRun(dataset.name, stage.name, "queued", previous, [], note))
-                continue
-            done = None if force else stage_done(stage, layout)
-            if done:
-                runs.append(StageRun(dataset.name, stage.name, "done", None, [], done))
-                continue
-            plan.append(stage)
-    _check_scripts(slurm, [scripts[stage.key] for stage in plan], layout)
-    ids = {(r.dataset, r.stage): r.job_id for r in runs if r.action == "queued" and r.job_id}
+    steps = make_plan(pipeline, written, layout, record, slurm, force=force)
+    todo = [step for step in steps if step.action == "run"]
+    _check_scripts(slurm, [step.written.script for step in todo], layout)
+    ids = {step.stage.key: step.job_id for step in steps if step.action == "queued"}
+    runs = [
+        StageRun(
+            step.stage.group,
+            step.stage.name,
+            "queued" if step.action == "queued" else "done",
+            step.job_id if step.action == "queued" else None,
+            [],
+            step.reason,
+        )
+        for step in steps
+        if step.action != "run"
+    ]
     submitted: list[str] = []
+    throttle = Throttle(pipeline.throttle)
+    queued = [str(job) for job in ids.values() if job]
     try:
-        for stage in plan:
-            mine = {name: i for (d, name), i in ids.items() if d == stage.dataset.name and i}
-            after = [mine[name] for name in stage.after if name in mine] if chain else []
-            job_id = slurm.sbatch(scripts[stage.key], after=after, cwd=layout.scripts.parent)
+        for step in todo:
+            stage = step.stage
+            if throttle.room(len(queued)) == 0:
+                queued = _wait_for_room(slurm, queued, throttle, poll_interval)
+            throttle.wait_turn()
+            after = [str(ids[p]) for p in stage.parents if ids.get(p)] if chain else []
+            job_id = slurm.sbatch(
+                step.written.script,
+                after=after,
+                dependency=stage.dependency,
+                singleton=stage.singleton,
+                cwd=layout.scripts.parent,
+            )
             submitted.append(job_id)
-            ids[(stage.dataset.name, stage.name)] = job_id
-            record[stage.key] = {"job_id": job_id, "submitted_at": time.time(), "after": after}
+            queued.append(job_id)
+            ids[stage.key] = job_id
+            record[stage.key] = {
+                "job_id": job_id,
+                "submitted_at": time.time(),
+                "after": after,
+                "dependency": stage.dependency,
+                "inputs_key": step.written.key,
+            }
             write_record(path, record)  # as we go: nothing lost
-            runs.append(StageRun(stage.dataset.name, stage.name, "submitted", job_id, after))
+            runs.append(StageRun(stage.group, stage.name, "submitted", job_id, after, step.reason))
     except SlurmError as exc:
         _withdraw(slurm, submitted, record, path)
         undone = f"; cancelled the {len(submitted)} job(s) it had submitted" if submitted else ""
         raise SlurmError(f"{exc}{undone} (nothing of this run is left queued)") from None
     return _in_pipeline_order(pipeline, runs)
+
+
+def _wait_for_room(
+    slurm: SlurmClient, queued: list[str], throttle: Throttle, interval: float
+) -> list[str]:
+    """Wait until fewer than ``max_queued`` of ``queued`` are pending or running; those
+    that still are (one state query per look)."""
+    backoff = Backoff(interval)
+    wait = interval
+    while True:
+        throttle.sleep(wait)
+        states = slurm.job_states(queued)
+        left = [job for job in queued if states.get(job) not in FINAL_STATES]
+        if throttle.room(len(left)) != 0:
+            return left
+        wait = backoff.next(changed=len(left) != len(queued))
+        queued = left
+
+
+def plan(
+    pipeline: Pipeline, layout: Layout, *, force: bool = False, slurm: SlurmClient | None = None
+) -> list[Step]:
+    """What :func:`submit` would do with each stage, and why; nothing is written or
+    submitted (``pipeline run --dry-run``)."""
+    slurm = slurm or SlurmClient()
+    written = generate(pipeline, layout, dry_run=True)
+    record = load_record(record_path(pipeline, layout))
+    return make_plan(pipeline, written, layout, record, slurm, force=force)
 
 
 def _check_scripts(slurm: SlurmClient, scripts: list[Path], layout: Layout) -> None:
@@ -124,7 +177,7 @@ def _check_scripts(slurm: SlurmClient, scripts: list[Path], layout: Layout) -> N
     for script in scripts:
         said = slurm.test_only(script, cwd=layout.scripts.parent)
         if said is not None:
-            refused.append(f"{script.name}: {said}")
+            refused.append(f"{script.relative_to(layout.scripts)}: {said}")
     if refused:
         raise SlurmError(
             "SLURM would refuse these scripts, so nothing was submitted:\n  " + "\n  ".join(refused)
@@ -145,7 +198,7 @@ def _withdraw(
 
 
 def _in_pipeline_order(pipeline: Pipeline, runs: list[StageRun]) -> list[StageRun]:
-    order = {(s.dataset.name, s.name): i for i, s in enumerate(pipeline.stages)}
+    order = {(s.group, s.name): i for i, s in enumerate(pipeline.stages)}
     return sorted(runs, key=lambda r: order.get((r.dataset, r.stage), len(order)))
 
 
@@ -155,12 +208,19 @@ class StageStatus:
     stage: str
     job_id: str | None
     state: str
-    #: Why a stage with no job is WAITING or NOT SUBMITTED, when the record says.
+    #: Why it ended as it did (FAILED: exit code or signal; OUT_OF_MEMORY, TIMEOUT: what
+    #: to raise; CANCELLED: by whom, or a dependency never satisfied; LOST), or why a
+    #: stage with no job is WAITING or NOT SUBMITTED.
     reason: str = ""
+    #: Its job's log.
+    log: str | None = None
 
 
-def _unsubmitted(stage: Stage, layout: Layout, entry: Mapping[str, object]) -> tuple[str, str]:
-    """State and reason of a stage that has no job in the record."""
+def _unsubmitted(
+    stage: Stage, layout: Layout, entry: Mapping[str, object], current: bool
+) -> tuple[str, str]:
+    """State and reason of a stage that has no job in the record (``current``: its
+    outputs are)."""
     recorded = entry.get("state")
     alive = driver_alive(entry)
     if recorded == WAITING and alive is not False:
@@ -172,7 +232,7 @@ def _unsubmitted(stage: Stage, layout: Layout, entry: Mapping[str, object]) -> t
             where = "" if alive else f" on {driver.get('host')}"
             who = f" (driver pid {driver.get('pid')}{where})"
         return WAITING, f"submitted when {parents} complete{who}"
-    if stage_done(stage, layout):
+    if current:
         return "DONE", ""
     if recorded == WAITING:
         return NOT_SUBMITTED, "its driver is gone; rerun to resume"
@@ -188,21 +248,30 @@ def status(
     WAITING (for a driver) or NOT SUBMITTED, with the reason where one is recorded."""
     record = load_record(record_path(pipeline, layout))
     ids = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
-    states = (slurm or SlurmClient()).job_states(list(ids.values()))
+    details = (slurm or SlurmClient()).job_details(list(ids.values()))
+    keyed = current_keys(pipeline, layout)
     found = []
     for stage in pipeline.stages:
         job_id = ids.get(stage.key)
-        reason = ""
+        reason, log = "", None
         if job_id is not None:
-            state = states.get(job_id, "UNKNOWN")
+            log = str(layout.log(stage, job_id))
+            info = details.get(job_id)
+            state = info.state if info is not None else "UNKNOWN"
+            if info is not None:
+                res = stage.resources
+                reason = explain(info, mem=res.mem, time=res.time)
             submitted = record.get(stage.key, {}).get("submitted_at")
             old = isinstance(submitted, int | float) and time.time() - submitted >= LOST_AFTER_S
             if state == "UNKNOWN" and old:
                 state, reason = LOST, lost_reason(job_id, layout)
         else:
             entry = record.get(stage.key)
-            state, reason = _unsubmitted(stage, layout, entry if isinstance(entry, dict) else {})
-        found.append(StageStatus(stage.dataset.name, stage.name, job_id, state, reason))
+            current, _, _ = outputs_current(stage, *keyed[stage.key], layout)
+            state, reason = _unsubmitted(
+                stage, layout, entry if isinstance(entry, dict) else {}, current
+            )
+        found.append(StageStatus(stage.group, stage.name, job_id, state, reason, log))
     return found
 
 
@@ -257,8 +326,12 @@ class PipelineRun:
         self.slurm = slurm or SlurmClient()
 
     def generate(self) -> list[Path]:
-        """Write the missing scripts; every stage's script path."""
+        """Bring every stage's script up to date; their paths."""
         return [w.script for w in generate(self.pipeline, self.layout)]
+
+    def plan(self, *, force: bool = False) -> list[Step]:
+        """What :meth:`submit` would do with each stage, and why; changes nothing."""
+        return plan(self.pipeline, self.layout, force=force, slurm=self.slurm)
 
     def submit(self, *, chain: bool = False, force: bool = False) -> list[StageRun]:
         """Submit and return; with ``chain``, SLURM orders the stages (afterok)."""

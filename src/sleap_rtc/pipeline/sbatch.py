@@ -1,49 +1,47 @@
 """SBATCH scripts for pipeline stages, written so a person can read and edit them.
 
-Each stage of each dataset gets ``slurm_jobs/{job}_{dataset}_{stage}.sbatch`` and
-a ``.meta.json`` beside it, written with it and kept with it (the job file's spec,
-the resolved paths, sleap-rtc's and sleap-nn's versions, the command line, the git
-commit of the job file's folder and whether it had changes, when it was written). A script holds its
-resources as ``#SBATCH`` lines, the job file's set-up lines, and the commands
+Each stage of each dataset gets ``slurm_jobs/{job}/{dataset}/{stage}.sbatch``
+(``{job}/_pipeline/{stage}`` for a stage of the whole job), written by
+:mod:`sleap_rtc.pipeline.scripts` with a ``.meta.json`` beside it. A script holds
+its resources as ``#SBATCH`` lines, the job file's set-up lines, and the commands
 that run the stage with ``sleap-rtc local``: the stage's job is a spec (the
 ``extra_args`` of the job file are its fields), written by the script into the
-artifacts folder and run with ``sleap-rtc local train|track --spec``. A script
-fails on the first failing line (``set -euo pipefail``), set-up included. With
-``optimize_batch_size``, a training stage first probes for the largest batch size
-that fits in the GPU's memory (``sleap-rtc pipeline tune-batch-size``; without a
-GPU it keeps the starting size) and trains with it. Artifacts go to
-``$SLEAP_RTC_EXPERIMENT_ROOT/{job}/{dataset}/{stage}/``; the root defaults to
-the one chosen when the script was written and the environment overrides it.
+artifacts folder and run with ``sleap-rtc local train|track --spec``; a command
+stage runs its own lines there instead. A script fails on the first failing line
+(``set -euo pipefail``), set-up included. With ``optimize_batch_size``, a training
+stage first probes for the largest batch size that fits in the GPU's memory
+(``sleap-rtc pipeline tune-batch-size``; without a GPU it keeps the starting size)
+and trains with it. Every stage ends by writing its manifest, with its inputs
+(:mod:`sleap_rtc.pipeline.inputs`), which is how a later run knows its outputs are
+current. Artifacts go to ``$SLEAP_RTC_EXPERIMENT_ROOT/{job}/{dataset}/{stage}/``;
+the root defaults to the one chosen when the script was written and the
+environment overrides it.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import shlex
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sleap_rtc import __version__
 from sleap_rtc.jobs.options import option
 from sleap_rtc.jobs.pathmaps import as_pairs
-from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.pipeline.manifest import (
     EXPERIMENT_ROOT_ENV,
     Manifest,
     default_experiment_root,
-    verify_manifest,
 )
-from sleap_rtc.pipeline.spec import Pipeline, Stage
+from sleap_rtc.pipeline.spec import TRAINING_STAGES, Stage
 
 #: Inside a stage's artifacts folder: the trained model, tracking's output, the job's spec.
 MODEL_DIR = "model"
 PREDICTIONS = "predictions.slp"
 SPEC_FILE = "spec.json"
+#: Inside a stage's artifacts folder: its inputs, as the script was written for them.
+INPUTS_FILE = "inputs.json"
 #: The shell variable a probed batch size is kept in.
 BATCH_SIZE_VAR = "BATCH_SIZE"
 
@@ -70,11 +68,25 @@ class Layout:
 
     def artifacts_dir(self, stage: Stage) -> Path:
         """The stage's artifacts folder, as a path here."""
-        return self.experiment_root / stage.job / stage.dataset.name / stage.name
+        return self.experiment_root / stage.job / stage.group / stage.name
 
     def artifacts(self, stage: Stage) -> str:
         """The stage's artifacts folder as the script names it (honouring the env)."""
-        return f'"${EXPERIMENT_ROOT_ENV}"/{_q(stage.job)}/{_q(stage.dataset.name)}/{_q(stage.name)}'
+        parts = "/".join(_q(part) for part in (stage.job, stage.group, stage.name))
+        return f'"${EXPERIMENT_ROOT_ENV}"/{parts}'
+
+    def script(self, stage: Stage) -> Path:
+        return self.scripts / stage.job / stage.group / f"{stage.name}.sbatch"
+
+    def meta(self, stage: Stage) -> Path:
+        return self.scripts / stage.job / stage.group / f"{stage.name}.meta.json"
+
+    def log_folder(self, stage: Stage) -> Path:
+        return self.logs / stage.job / stage.group
+
+    def log(self, stage: Stage, job_id: str | None) -> Path:
+        """A stage's log for one of its jobs (``%j`` for the job id SLURM fills in)."""
+        return self.log_folder(stage) / f"{stage.name}-{job_id or '%j'}.out"
 
 
 def _q(value: str | Path) -> str:
@@ -84,8 +96,8 @@ def _q(value: str | Path) -> str:
 def sbatch_lines(stage: Stage, layout: Layout) -> list[str]:
     """The ``#SBATCH`` header for a stage."""
     lines = [
-        f"--job-name={stage.key}",
-        f"--output={layout.logs / stage.key}-%j.out",
+        f"--job-name={stage.slurm_name}",
+        f"--output={layout.log(stage, None)}",
         f"--chdir={layout.scripts.parent}",
         *stage.resources.directives(),
     ]
@@ -111,10 +123,10 @@ def tune_lines(stage: Stage, cli: str) -> list[str]:
     probe = [
         f"{cli} pipeline tune-batch-size",
         f"--config {_q(stage.config)}",
-        f"--labels {_q(stage.dataset.labels)}",
+        f"--labels {_q(stage.data.labels)}",
     ]
-    if stage.dataset.val_labels is not None:
-        probe.append(f"--val-labels {_q(stage.dataset.val_labels)}")
+    if stage.data.val_labels is not None:
+        probe.append(f"--val-labels {_q(stage.data.val_labels)}")
     if "batch_size" in stage.extra_args:
         probe.append(f"--start {_q(str(stage.extra_args['batch_size']))}")
     return [
@@ -125,9 +137,14 @@ def tune_lines(stage: Stage, cli: str) -> list[str]:
     ]
 
 
+def trained_here(stage: Stage) -> list[str]:
+    """The training stages of this run whose models a track stage uses (those it needs)."""
+    return [parent for parent in stage.after if parent in TRAINING_STAGES]
+
+
 def _pinned_models(stage: Stage, pinned: Manifest | None) -> list[Path]:
     """Pinned models join those trained in this run, unless this run trains their stage."""
-    if pinned is None or pinned.stage in stage.after:
+    if pinned is None or pinned.stage in trained_here(stage):
         return []
     return pinned.model_paths()
 
@@ -142,25 +159,25 @@ def stage_spec(stage: Stage, pinned: Manifest | None = None) -> TrainSpec | Trac
     """
     args = dict(stage.extra_args)
     # The job file's maps first, then the dataset's (the longest prefix wins anyway).
-    maps = [*(as_pairs(args.pop("path_map", None)) or []), *stage.dataset.path_map]
+    maps = [*(as_pairs(args.pop("path_map", None)) or []), *stage.data.path_map]
     if maps:
         args["path_map"] = maps
-    if stage.name != "track":
+    if stage.kind == "train":
         assert stage.config is not None
         if stage.optimize_batch_size:
             args.pop("batch_size", None)
-        val = stage.dataset.val_labels
+        val = stage.data.val_labels
         return TrainSpec(
             config_paths=[str(stage.config)],
-            labels_path=str(stage.dataset.labels),
+            labels_path=str(stage.data.labels),
             val_labels_path=str(val) if val is not None else None,
             run_name=MODEL_DIR,
             **args,
         )
-    models = [f"../{parent}/{MODEL_DIR}" for parent in stage.after]
+    models = [f"../{parent}/{MODEL_DIR}" for parent in trained_here(stage)]
     models += [str(model) for model in _pinned_models(stage, pinned)]
     return TrackSpec(
-        data_path=str(stage.dataset.track),
+        data_path=str(stage.data.track),
         model_paths=models,
         output_path=PREDICTIONS,
         overwrite=True,
@@ -168,20 +185,39 @@ def stage_spec(stage: Stage, pinned: Manifest | None = None) -> TrainSpec | Trac
     )
 
 
-def _spec_lines(spec: TrainSpec | TrackSpec) -> list[str]:
-    """Lines that write the stage's spec into its artifacts folder, as written here.
+def stage_job(stage: Stage, pinned: Manifest | None = None) -> dict[str, Any]:
+    """What a stage runs, as its inputs record it: its spec, or a command stage's lines."""
+    if stage.kind == "command":
+        return {"command": list(stage.command), "outputs": list(stage.outputs)}
+    job = stage_spec(stage, pinned).model_dump(mode="json", exclude_none=True)
+    return {**job, "optimize_batch_size": stage.optimize_batch_size}
+
+
+def _json_lines(name: str, data: dict[str, Any], comment: str) -> list[str]:
+    """Lines that write ``data`` as ``$ARTIFACTS/{name}``, as it is here.
 
     A quoted here-document: the shell expands nothing in it, and JSON has no line that
-    reads ``SPEC`` (newlines in strings are escaped), so it ends where it should.
+    reads ``JSON`` (newlines in strings are escaped), so it ends where it should.
     """
-    text = json.dumps(spec.model_dump(mode="json", exclude_none=True), indent=2)
     return [
-        "# The job this stage runs; relative paths are relative to $ARTIFACTS.",
-        f"cat > \"$ARTIFACTS\"/{SPEC_FILE} <<'SPEC'",
-        text,
-        "SPEC",
+        f"# {comment}",
+        f"cat > \"$ARTIFACTS\"/{name} <<'JSON'",
+        json.dumps(data, indent=2),
+        "JSON",
         "",
     ]
+
+
+def _manifest_command(cli: str, stage: Stage, pins: list[str]) -> str:
+    """The line that ends a stage: its manifest, with its outputs and inputs."""
+    words = [
+        f'{cli} pipeline manifest write "$ARTIFACTS"',
+        f"--job {_q(stage.job)} --dataset {_q(stage.group)} --stage {_q(stage.name)}",
+        *pins,
+        f'--inputs "$ARTIFACTS"/{INPUTS_FILE}',
+        '--slurm-job-id "${SLURM_JOB_ID:-}"',
+    ]
+    return " \\\n    ".join(words)
 
 
 def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None = None) -> list[str]:
@@ -190,16 +226,23 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
     The stage's job runs from its spec (:func:`stage_spec`); the command line only
     names the folders it may use, and the batch size a probe chose. A training stage
     ends by writing its manifest; track uses the models trained earlier in this run,
-    or those ``pinned`` by a manifest from outside it.
+    or those ``pinned`` by a manifest from outside it. A command stage runs its lines
+    in its artifacts folder, with the job's folders in the environment.
     """
     cli = " ".join(_q(part) for part in sleap_rtc)
+    if stage.kind == "command":
+        return _command_lines(stage, cli, sleap_rtc)
     spec = stage_spec(stage, pinned)
+    text = spec.model_dump(mode="json", exclude_none=True)
+    spec_lines = _json_lines(
+        SPEC_FILE, text, "The job this stage runs; relative paths are relative to $ARTIFACTS."
+    )
     run_spec = f'--spec "$ARTIFACTS"/{SPEC_FILE}'
     if isinstance(spec, TrainSpec):
         assert stage.config is not None
-        inputs = [stage.config.parent, stage.dataset.labels.parent]
-        if stage.dataset.val_labels is not None:
-            inputs.append(stage.dataset.val_labels.parent)
+        inputs = [stage.config.parent, stage.data.labels.parent]
+        if stage.data.val_labels is not None:
+            inputs.append(stage.data.val_labels.parent)
         command = [
             f"{cli} local train",
             *_mounts(inputs),
@@ -209,31 +252,67 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
         if stage.optimize_batch_size:
             command.append(f'{option("train", "batch_size").flag} "${BATCH_SIZE_VAR}"')
         command.append(run_spec)
-        manifest = [
-            f'{cli} pipeline manifest write "$ARTIFACTS"',
-            f"--job {_q(stage.job)} --dataset {_q(stage.dataset.name)} --stage {_q(stage.name)}",
-            f"--model {MODEL_DIR}",
-            '--slurm-job-id "${SLURM_JOB_ID:-}"',
+        train = [
+            *spec_lines,
+            " \\\n    ".join(command),
+            "",
+            _manifest_command(cli, stage, [f"--model {MODEL_DIR}"]),
         ]
-        train = [*_spec_lines(spec), " \\\n    ".join(command), "", " \\\n    ".join(manifest)]
         return [*tune_lines(stage, cli), *train] if stage.optimize_batch_size else train
     command = [
         f"{cli} local track",
-        *_mounts([stage.dataset.track.parent, *_pinned_models(stage, pinned)]),
+        *_mounts([stage.data.track.parent, *_pinned_models(stage, pinned)]),
         f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
         run_spec,
     ]
-    return [*_spec_lines(spec), " \\\n    ".join(command)]
+    return [
+        *spec_lines,
+        " \\\n    ".join(command),
+        "",
+        _manifest_command(cli, stage, [f"--output {PREDICTIONS}"]),
+    ]
+
+
+def _command_lines(stage: Stage, cli: str, sleap_rtc: list[str]) -> list[str]:
+    lines = []
+    interpreter = Path(sleap_rtc[0])
+    if interpreter.is_absolute():  # the tools sleap-rtc runs with (sleap-nn) come first
+        lines.append(f'export PATH={_q(interpreter.parent)}:"$PATH"')
+    lines += [
+        "# What the command may use: this job's artifacts, and its dataset's files.",
+        f"export SLEAP_RTC_JOB={_q(stage.job)}",
+        f'export SLEAP_RTC_EXPERIMENT="${EXPERIMENT_ROOT_ENV}"/{_q(stage.job)}',
+    ]
+    if stage.dataset is not None:
+        lines += [
+            f"export SLEAP_RTC_DATASET={_q(stage.dataset.name)}",
+            f"export SLEAP_RTC_LABELS={_q(stage.dataset.labels)}",
+            f"export SLEAP_RTC_TRACK_DATA={_q(stage.dataset.track)}",
+        ]
+    lines += [
+        'cd "$ARTIFACTS"',
+        "# The stage's command (a failing line fails the job)",
+        *stage.command,
+        "",
+        'cd "$ARTIFACTS"',
+        _manifest_command(cli, stage, [f"--output {_q(out)}" for out in stage.outputs]),
+    ]
+    return lines
 
 
 def render(
-    stage: Stage, layout: Layout, sleap_rtc: list[str], pinned: Manifest | None = None
+    stage: Stage,
+    layout: Layout,
+    sleap_rtc: list[str],
+    inputs: dict[str, Any],
+    pinned: Manifest | None = None,
 ) -> str:
-    """The whole script for one stage."""
+    """The whole script for one stage, written for these ``inputs``."""
     lines = ["#!/bin/bash", *sbatch_lines(stage, layout), ""]
+    where = stage.dataset.name if stage.dataset is not None else "the whole job"
     lines += [
-        f"# {stage.job} / {stage.dataset.name} / {stage.name}, written by `sleap-rtc pipeline`.",
-        "# Edit freely: an existing script is submitted as it is, not written again.",
+        f"# {stage.job} / {where} / {stage.name}, written by `sleap-rtc pipeline`.",
+        "# Edit freely: an edited script is kept while the job file writes the same one.",
         "set -euo pipefail",
         "",
     ]
@@ -253,154 +332,10 @@ def render(
         'export SLEAP_RTC_HOME="$ARTIFACTS/.sleap-rtc"',
         "",
     ]
+    lines += _json_lines(
+        INPUTS_FILE, inputs, "What this stage's outputs are made from (its manifest keeps it)."
+    )
     if pinned is not None:
         lines.append(f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)")
     lines += stage_commands(stage, sleap_rtc, pinned)
     return "\n".join(lines) + "\n"
-
-
-def _git(folder: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def git_commit(folder: Path) -> str | None:
-    """The commit checked out in ``folder``'s repository, if it is in one."""
-    return _git(folder, "rev-parse", "HEAD")
-
-
-def provenance(folder: Path) -> dict[str, object]:
-    """What wrote a script: the versions, the command line, and the git state of the
-    job file's folder (``git_dirty``: it had changes not committed)."""
-    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
-    return {
-        "sleap_rtc_version": __version__,
-        "sleap_nn_version": _version_of("sleap-nn"),
-        "command_line": shlex.join(sys.argv),
-        "git_commit": git_commit(folder),
-        "git_dirty": None if status is None else bool(status),
-    }
-
-
-def _version_of(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-@dataclass(frozen=True)
-class Written:
-    stage: Stage
-    script: Path
-    meta: Path
-    #: False when the script was already there (and is kept as it is).
-    created: bool
-
-
-def generate(
-    pipeline: Pipeline, layout: Layout, *, sleap_rtc: list[str] | None = None
-) -> list[Written]:
-    """Check every stage (:mod:`sleap_rtc.pipeline.checks`), then write the scripts of
-    every stage that has none yet, each with its meta file.
-
-    A script that is there already is kept as it is, and so is its meta file: it
-    describes the job the script was written for (a meta file that is missing is
-    written, marked ``script_kept``)."""
-    from sleap_rtc.pipeline.checks import check_stages
-
-    command = sleap_rtc or [sys.executable, "-m", "sleap_rtc"]
-    pinned = check_manifests(pipeline, layout)
-    check_stages(pipeline, pinned)
-    layout.scripts.mkdir(parents=True, exist_ok=True)
-    layout.logs.mkdir(parents=True, exist_ok=True)
-    made = provenance(pipeline.source.parent)
-    written = []
-    for stage in pipeline.stages:
-        script = layout.scripts / f"{stage.key}.sbatch"
-        meta = layout.scripts / f"{stage.key}.meta.json"
-        created = not script.exists()
-        if not created and meta.exists():
-            written.append(Written(stage, script, meta, created))
-            continue
-        if created:
-            text = render(stage, layout, command, pinned.get(stage.key))
-            partial = script.with_suffix(".sbatch.part")
-            partial.write_text(text)
-            partial.chmod(0o755)
-            partial.replace(script)
-        info = {
-            "job": pipeline.name,
-            "job_file": str(pipeline.source),
-            "dataset": stage.dataset.name,
-            "stage": stage.name,
-            "after": list(stage.after),
-            "spec": pipeline.spec,
-            "paths": {
-                "config": str(stage.config) if stage.config else None,
-                "labels": str(stage.dataset.labels),
-                "val_labels": str(stage.dataset.val_labels) if stage.dataset.val_labels else None,
-                "track": str(stage.dataset.track),
-                "script": str(script),
-                "logs": str(layout.logs),
-                "experiment_root": str(layout.experiment_root),
-            },
-            "resources": stage.resources.model_dump(exclude_none=True),
-            "manifest": str(manifest_path(stage, pipeline, layout)) if stage.manifest else None,
-            "optimize_batch_size": stage.optimize_batch_size,
-            **made,
-            "written_at": time.time(),
-            "script_kept": not created,
-        }
-        meta.write_text(json.dumps(info, indent=2) + "\n")
-        written.append(Written(stage, script, meta, created))
-    return written
-
-
-def manifest_path(stage: Stage, pipeline: Pipeline, layout: Layout) -> Path:
-    """A stage's ``dependency_manifests`` template, filled in; relative to the job file."""
-    assert stage.manifest is not None
-    filled = stage.manifest.format(
-        dataset=stage.dataset.name, experiment_root=str(layout.experiment_root)
-    )
-    path = Path(filled).expanduser()
-    return path if path.is_absolute() else pipeline.source.parent / path
-
-
-def check_manifests(pipeline: Pipeline, layout: Layout) -> dict[str, Manifest]:
-    """Verify every stage's pinned artifacts; JobRejected naming each file that fails.
-
-    A track stage without models from this run takes its models from the manifest,
-    which must then name some. A manifest whose root starts with ``{experiment_root}``
-    is read with this layout's experiment root.
-    """
-    problems: list[Problem] = []
-    pinned: dict[str, Manifest] = {}
-    for stage in pipeline.stages:
-        if stage.manifest is None:
-            continue
-        path = manifest_path(stage, pipeline, layout)
-        where = f"dependency_manifests ({stage.dataset.name}/{stage.name})"
-        manifest, found = verify_manifest(path, where, layout.experiment_root)
-        problems.extend(found)
-        if manifest is None or found:
-            continue
-        if stage.name == "track" and not stage.after and not manifest.models:
-            problems.append(
-                Problem(
-                    field=where,
-                    value=str(path),
-                    code=ProblemCode.MISSING_FIELD,
-                    message=f"manifest {path} names no model folders for track to use",
-                )
-            )
-            continue
-        pinned[stage.key] = manifest
-    if problems:
-        raise JobRejected(problems)
-    return pinned

@@ -7,8 +7,14 @@ a recorded one instead of patching where the tools are imported.
 Job ids come from ``sbatch --parsable``: the last line of its output that is a
 job id (a site's sbatch may print notes first). When none is, the job is looked
 for by its name in ``squeue`` before the submit counts as failed; an sbatch that
-fails is an error that says what sbatch said. States come from one ``sacct`` call
-for all jobs, or from ``squeue -t all`` where accounting is off. A job that
+fails is an error that says what sbatch said. A job may wait for others with a
+dependency type (``afterok``: all completed; ``afterany``: all ended;
+``afternotok``: one of them failed) and be a ``singleton``; one that can never
+start is cancelled (``--kill-on-invalid-dep``). States come from one ``sacct``
+call for all jobs, or from ``squeue -t all`` where accounting is off;
+:meth:`SlurmClient.job_details` adds the exit code, signal, reason and who
+cancelled, and :func:`explain` says in words why a job ended so and what to
+raise. A job that
 neither knows any more (no accounting, and squeue forgets finished jobs after
 MinJobAge) is ``LOST`` once it has been missing for :data:`LOST_AFTER_S`: its
 outcome can't be known, and waiting for it would never end.
@@ -17,11 +23,15 @@ outcome can't be known, and waiting for it would never end.
 from __future__ import annotations
 
 import getpass
+import pwd
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from sleap_rtc.engine.backend import BackendError
 
@@ -48,6 +58,152 @@ FINAL_STATES = frozenset(
     }
 )
 _SQUEUE_STATES = {"CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED", "TO": "TIMEOUT"}
+#: How a job waits for the jobs it depends on.
+Dependency = Literal["afterok", "afterany", "afternotok"]
+_DEPENDENCIES: tuple[str, ...] = get_args(Dependency)
+#: Longest text from SLURM echoed in an explanation.
+_ECHO_CHARS = 200
+
+
+def dependency_option(
+    after: Sequence[str], dependency: str = "afterok", singleton: bool = False
+) -> str | None:
+    """The ``--dependency=`` value for these jobs, or None when there is none.
+
+    afterok and afterany wait for all of ``after``; afternotok for any one of them to
+    fail (``?``: SLURM's "any of these"), the way a cleanup or report stage wants it.
+    """
+    if dependency not in _DEPENDENCIES:
+        raise ValueError(f"dependency {dependency!r} is not one of {', '.join(_DEPENDENCIES)}")
+    parts = []
+    if after:
+        if dependency == "afternotok":
+            parts.append("?".join(f"afternotok:{job}" for job in after))
+        else:
+            parts.append(f"{dependency}:{':'.join(after)}")
+    if singleton:
+        parts.append("singleton")
+    if not parts:
+        return None
+    if len(parts) == 2 and "?" in parts[0]:
+        raise ValueError("SLURM can't mix singleton with afternotok on several jobs")
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What SLURM says of one job's end (or of why it waits)."""
+
+    job_id: str
+    state: str
+    exit_code: int | None = None
+    signal: int | None = None
+    #: SLURM's reason (e.g. DependencyNeverSatisfied); "" for none.
+    reason: str = ""
+    cancelled_by: str | None = None
+    elapsed: str | None = None
+    time_limit: str | None = None
+    req_mem: str | None = None
+
+
+def _user(uid: str) -> str:
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, ValueError):
+        return uid
+
+
+def _exit(text: str) -> tuple[int | None, int | None]:
+    code, _, sig = text.partition(":")
+    try:
+        return int(code), int(sig or 0)
+    except ValueError:
+        return None, None
+
+
+def parse_sacct_details(text: str, wanted: Sequence[str]) -> dict[str, JobInfo]:
+    """``sacct -P -o JobID,State,ExitCode,Reason,Elapsed,Timelimit,ReqMem`` lines, for
+    the jobs in ``wanted``."""
+    found = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 7 or fields[0] not in wanted or not fields[1]:
+            continue
+        job_id, state, exit_code, reason, elapsed, limit, mem = fields[:7]
+        words = state.split()
+        by = _user(words[2]) if len(words) >= 3 and words[1] == "by" else None
+        code, sig = _exit(exit_code)
+        found[job_id] = JobInfo(
+            job_id=job_id,
+            state=words[0],
+            exit_code=code,
+            signal=sig,
+            reason="" if reason in ("None", "") else reason,
+            cancelled_by=by,
+            elapsed=elapsed or None,
+            time_limit=limit or None,
+            req_mem=mem or None,
+        )
+    return found
+
+
+def parse_squeue_details(text: str, wanted: Sequence[str]) -> dict[str, JobInfo]:
+    """``squeue -o '%i|%T|%r|%M|%l'`` lines, for the jobs in ``wanted``."""
+    found = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 5 or fields[0] not in wanted:
+            continue
+        job_id, state, reason, elapsed, limit = fields[:5]
+        found[job_id] = JobInfo(
+            job_id=job_id,
+            state=_SQUEUE_STATES.get(state, state),
+            reason="" if reason in ("None", "") else reason,
+            elapsed=elapsed or None,
+            time_limit=limit or None,
+        )
+    return found
+
+
+def _echo(text: str) -> str:
+    return text if len(text) <= _ECHO_CHARS else text[: _ECHO_CHARS - 1] + "…"
+
+
+def explain(info: JobInfo, *, mem: str | None = None, time: str | None = None) -> str:
+    """Why a job ended as it did (or can't start), and what to do, in one line; "" for
+    a job that completed or is still on its way. ``mem``/``time``: what the stage asked
+    for, when the caller knows it."""
+    state, reason = info.state, info.reason
+    if "Dependency" in reason and state in ("CANCELLED", "PENDING"):
+        return "a job it depends on did not end as it needs (dependency never satisfied)"
+    if state == "OUT_OF_MEMORY":
+        asked = mem or info.req_mem
+        return f"ran out of memory{f' (mem {asked})' if asked else ''}; raise the stage's slurm.mem"
+    if state == "TIMEOUT":
+        limit = time or info.time_limit
+        after = f" after {info.elapsed}" if info.elapsed else ""
+        return (
+            f"hit its time limit{f' ({limit})' if limit else ''}{after}; raise the stage's "
+            "slurm.time"
+        )
+    if state == "CANCELLED":
+        return f"cancelled by {_echo(info.cancelled_by)}" if info.cancelled_by else "cancelled"
+    if state in ("NODE_FAIL", "PREEMPTED", "BOOT_FAIL"):
+        what = {"NODE_FAIL": "its node failed", "PREEMPTED": "it was preempted"}
+        return f"{what.get(state, 'its node did not boot')}; running it again may succeed"
+    if state == LOST:
+        return "SLURM no longer knows this job, so its outcome can't be known"
+    if state in ("FAILED", "DEADLINE", "REVOKED"):
+        if info.signal:
+            try:
+                name = f" ({signal.Signals(info.signal).name})"
+            except ValueError:
+                name = ""
+            return f"killed by signal {info.signal}{name}"
+        if info.exit_code:
+            return f"exit code {info.exit_code}"
+        return _echo(reason)
+    return ""
 
 
 class SlurmError(BackendError):
@@ -94,20 +250,25 @@ class SlurmClient:
         script: Path,
         *,
         after: Sequence[str] = (),
+        dependency: Dependency = "afterok",
+        singleton: bool = False,
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
         options: Sequence[str] = (),
     ) -> str:
         """Submit ``script``; the job id.
 
-        With ``after``, the job waits for them to complete (afterok), and is cancelled
-        if one of them fails instead of pending forever. ``env`` is the environment
-        sbatch runs in, which the job inherits; ``options`` are more sbatch options
-        (they win over the script's ``#SBATCH`` lines).
+        With ``after``, the job waits for them as ``dependency`` says (default afterok:
+        all complete), and is cancelled once that can't happen instead of pending
+        forever (:func:`dependency_option`). ``singleton``: it waits until no other
+        job of its name and user runs. ``env`` is the environment sbatch runs in,
+        which the job inherits; ``options`` are more sbatch options (they win over
+        the script's ``#SBATCH`` lines).
         """
         argv = ["sbatch", "--parsable", *options]
-        if after:
-            argv += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
+        waits = dependency_option(after, dependency, singleton)
+        if waits is not None:
+            argv += [f"--dependency={waits}", "--kill-on-invalid-dep=yes"]
         out = _run([*argv, str(script)], cwd=cwd, env=env).strip()
         job_id = parse_job_id(out) or self._submitted_by_name(script)
         if job_id is None:
@@ -152,25 +313,27 @@ class SlurmClient:
 
         A job SLURM doesn't know (yet) is missing from the answer.
         """
+        return {job_id: info.state for job_id, info in self.job_details(job_ids).items()}
+
+    def job_details(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        """Each job's state, exit code, signal, reason and who cancelled it, from one
+        ``sacct`` call (``squeue`` for what it lacks, or where accounting is off)."""
         if not job_ids:
             return {}
+        fields = "JobID,State,ExitCode,Reason,Elapsed,Timelimit,ReqMem"
         try:
-            out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)])
+            out = _run(["sacct", "-n", "-X", "-P", "-o", fields, "-j", ",".join(job_ids)])
         except SlurmError:
-            return self._squeue_states(job_ids)
-        states: dict[str, str] = {}
-        for line in out.splitlines():
-            job_id, _, state = line.partition("|")
-            if job_id in job_ids and state:
-                states[job_id] = state.split()[0]  # "CANCELLED by 0" → CANCELLED
-        missing = [j for j in job_ids if j not in states]
+            return self._squeue_details(job_ids)
+        found = parse_sacct_details(out, job_ids)
+        missing = [j for j in job_ids if j not in found]
         if missing:  # sacct lags a moment behind a fresh submission
-            states.update(self._squeue_states(missing))
-        return states
+            found.update(self._squeue_details(missing))
+        return found
 
     @staticmethod
-    def _squeue_states(job_ids: Sequence[str]) -> dict[str, str]:
-        query = ["squeue", "-h", "-t", "all", "-o", "%i|%T"]
+    def _squeue_details(job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        query = ["squeue", "-h", "-t", "all", "-o", "%i|%T|%r|%M|%l"]
         try:
             out = _run([*query, "-j", ",".join(job_ids)])
         except SlurmError as exc:
@@ -179,12 +342,7 @@ class SlurmClient:
             # squeue refuses the whole query when it has forgotten an id: ask for
             # this user's jobs instead, and those it still knows are there.
             out = _run([*query, "-u", getpass.getuser()])
-        states = {}
-        for line in out.splitlines():
-            job_id, _, state = line.partition("|")
-            if job_id in job_ids:
-                states[job_id] = _SQUEUE_STATES.get(state, state)
-        return states
+        return parse_squeue_details(out, job_ids)
 
 
 def parse_job_id(out: str) -> str | None:
