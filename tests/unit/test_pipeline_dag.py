@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from sleap_rtc.jobs.problems import JobRejected
-from sleap_rtc.pipeline.driver import NOT_NEEDED, Node, Schedule
 from sleap_rtc.pipeline.graph import check_needs, stable_order
 from sleap_rtc.pipeline.inputs import changes, inputs_key, stage_inputs
 from sleap_rtc.pipeline.manifest import write_manifest
 from sleap_rtc.pipeline.record import NOT_SUBMITTED
 from sleap_rtc.pipeline.run import plan, submit
 from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.schedule import NOT_NEEDED, Node, Schedule
 from sleap_rtc.pipeline.spec import load_job
 from tests.configs import STAGE_CONFIG
 from tests.labels import write_labels

@@ -20,18 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from sleap_rtc.engine.backends.slurm.tools import JobInfo, SlurmClient
-from sleap_rtc.pipeline.driver import (
-    STOPPED_REASON,
-    Driver,
-    Event,
-    Node,
-    Schedule,
-    drive,
-    summary,
-)
+from sleap_rtc.pipeline.driver import STOPPED_REASON, Driver, Event, drive, summary
 from sleap_rtc.pipeline.record import NOT_SUBMITTED, WAITING, AlreadyDriven, record_path
 from sleap_rtc.pipeline.run import status, submit
 from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.schedule import Node, Schedule
 from sleap_rtc.pipeline.spec import load_job
 from tests.configs import STAGE_CONFIG
 from tests.labels import write_labels
@@ -163,7 +156,10 @@ class FakeSlurm(SlurmClient):
     """
 
     def __init__(
-        self, outcomes: dict[str, str] | None = None, polls: int = 2, dependencies: bool = False
+        self,
+        outcomes: dict[str, Any] | None = None,
+        polls: int = 2,
+        dependencies: bool = False,
     ) -> None:
         self.outcomes = outcomes or {}
         self.polls = polls
@@ -173,6 +169,7 @@ class FakeSlurm(SlurmClient):
         self.submitted: list[str] = []
         self.after: dict[str, list[str]] = {}
         self.dependency: dict[str, str] = {}
+        self.options: dict[str, list[str]] = {}
         self.cancelled: list[str] = []
         self.on_submit: Any = None
 
@@ -190,7 +187,8 @@ class FakeSlurm(SlurmClient):
         assert self.dependencies or not after, "the driver submits without SLURM dependencies"
         job_id = str(100 + len(self.jobs))
         key = f"{script.parent.name}/{script.stem}"  # slurm_jobs/{job}/{dataset}/{stage}
-        self.jobs[job_id] = {"key": key, "looks": 0}
+        self.jobs[job_id] = {"key": key, "looks": 0, "nth": self.submitted.count(key)}
+        self.options[job_id] = list(options)
         self.submitted.append(key)
         self.after[key] = list(after)
         self.dependency[key] = dependency
@@ -216,7 +214,10 @@ class FakeSlurm(SlurmClient):
                 continue
             job["looks"] += 1
             done = job["looks"] >= self.polls
-            found[job_id] = self.outcomes.get(job["key"], "COMPLETED") if done else "RUNNING"
+            outcome = self.outcomes.get(job["key"], "COMPLETED")
+            if isinstance(outcome, list):  # one per submission of the stage: its attempts
+                outcome = outcome[min(job["nth"], len(outcome) - 1)]
+            found[job_id] = outcome if done else "RUNNING"
         return found
 
 

@@ -257,7 +257,12 @@ def build_train_job(
     for index, (config, wanted) in enumerate(
         zip(plan.configs, _run_names(plan, job_id), strict=True)
     ):
-        run_name = unique_folder(models_dir, wanted, reserved)
+        resumed = plan.resume_ckpt_path
+        own = (models_dir / wanted).resolve()
+        if resumed is not None and resumed.resolve().is_relative_to(own):
+            run_name = wanted  # a resumed run goes on in its own folder
+        else:
+            run_name = unique_folder(models_dir, wanted, reserved)
         reserved.add(run_name)
         # A run never replaces a model; a taken name gets a suffix, said in the log.
         notes = (run_name_note(wanted, run_name),) if run_name != wanted else ()

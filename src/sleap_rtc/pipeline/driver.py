@@ -32,7 +32,8 @@ submitted yet, ``NOT SUBMITTED`` with the reason for one that never will be. A
 driver that stops early marks its waiting stages ``NOT SUBMITTED`` ("the driver
 stopped"); ``pipeline status`` shows all of it.
 
-:class:`Schedule` is the bookkeeping alone (no SLURM, no files); :class:`Driver`
+:class:`~sleap_rtc.pipeline.schedule.Schedule` is the bookkeeping alone (no SLURM,
+no files); :class:`Driver`
 runs it against a SLURM client and the record; :func:`drive` runs a driver and
 decides, once for every caller, what happens to the jobs it leaves when stopped.
 
@@ -46,14 +47,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from sleap_rtc.engine.backends.slurm.tools import (
     FINAL_STATES,
-    LOST,
-    LOST_AFTER_S,
     SlurmClient,
     SlurmError,
     explain,
@@ -69,161 +68,21 @@ from sleap_rtc.pipeline.record import (
     update_record,
 )
 from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.schedule import (
+    DONE,
+    NOT_NEEDED,
+    Node,
+    Schedule,
+)
 from sleap_rtc.pipeline.scripts import Written, generate
-from sleap_rtc.pipeline.spec import Pipeline
+from sleap_rtc.pipeline.spec import Pipeline, Stage
 from sleap_rtc.pipeline.throttle import Backoff, Throttle
 
-DONE = "DONE"
-#: An afternotok stage whose parents all completed: nothing to clean up or report.
-NOT_NEEDED = "NOT NEEDED"
-#: A parent in one of these states lets the afterok stages that need it go.
-SUCCEEDED = frozenset({"COMPLETED", DONE, NOT_NEEDED})
-#: A parent in one of these states has ended, one way or another.
-ENDED = FINAL_STATES | {DONE, NOT_SUBMITTED, NOT_NEEDED}
 STOPPED_REASON = "the driver stopped before submitting it; rerun to resume"
 
 EventKind = Literal[
     "done", "queued", "waiting", "submitted", "completed", "failed", "skipped", "stopped", "retry"
 ]
-
-
-@dataclass
-class Node:
-    """One stage as the schedule sees it."""
-
-    key: str
-    dataset: str
-    stage: str
-    #: Keys of the stages this one needs, and how it waits for them.
-    parents: tuple[str, ...] = ()
-    dependency: str = "afterok"
-    state: str = WAITING
-    job_id: str | None = None
-    reason: str = ""
-    #: The stage whose failure kept this one from being submitted (stage, job_id, state).
-    blocked_by: dict[str, str | None] | None = None
-    #: Since when (monotonic) SLURM's answers have lacked this stage's job.
-    missing_since: float | None = None
-
-    @property
-    def in_flight(self) -> bool:
-        return self.job_id is not None and self.state not in FINAL_STATES
-
-
-class Schedule:
-    """Which stages may be submitted, given what their parents did; no I/O.
-
-    States: ``WAITING`` (not submitted yet), ``DONE`` (outputs there already), a
-    SLURM state once submitted, ``NOT SUBMITTED`` (never will be, see ``reason``).
-    """
-
-    def __init__(self, nodes: Iterable[Node]) -> None:
-        self.nodes: dict[str, Node] = {}
-        for node in nodes:
-            self.nodes[node.key] = node
-        for node in self.nodes.values():  # a parent outside the pipeline holds nothing up
-            node.parents = tuple(p for p in node.parents if p in self.nodes and p != node.key)
-
-    def waiting(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.state == WAITING]
-
-    def in_flight(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.in_flight]
-
-    def pending_parents(self, node: Node) -> list[Node]:
-        """The parents that keep ``node`` waiting (not completed; for afterany and
-        afternotok, not ended)."""
-        wanted = SUCCEEDED if node.dependency == "afterok" else ENDED
-        return [self.nodes[p] for p in node.parents if self.nodes[p].state not in wanted]
-
-    def ready(self) -> list[Node]:
-        """Waiting stages whose parents allow them to go (see the module's description)."""
-        found = []
-        for node in self.waiting():
-            if self.pending_parents(node):
-                continue
-            if node.dependency == "afternotok" and not self._a_parent_failed(node):
-                continue  # block() marks it NOT NEEDED
-            found.append(node)
-        return found
-
-    def _a_parent_failed(self, node: Node) -> bool:
-        return any(self.nodes[p].state not in SUCCEEDED for p in node.parents)
-
-    def block(self) -> list[Node]:
-        """Mark NOT SUBMITTED every waiting afterok stage with a parent that will never
-        complete, transitively, and NOT NEEDED every afternotok stage whose parents all
-        completed; the stages marked."""
-        blocked: list[Node] = []
-        changed = True
-        while changed:
-            changed = False
-            for node in self.waiting():
-                if node.dependency == "afternotok":
-                    settled = node.parents and not self.pending_parents(node)
-                    if settled and not self._a_parent_failed(node):
-                        node.state = NOT_NEEDED
-                        node.reason = "every stage it needs completed (afternotok)"
-                        blocked.append(node)
-                        changed = True
-                    continue
-                if node.dependency != "afterok":
-                    continue
-                for parent in (self.nodes[p] for p in node.parents):
-                    name = parent.stage if parent.dataset == node.dataset else parent.key
-                    if parent.state == NOT_SUBMITTED and parent.blocked_by is not None:
-                        node.reason = f"parent {name} not submitted: {parent.reason}"
-                        node.blocked_by = parent.blocked_by
-                    elif parent.state in ENDED and parent.state not in SUCCEEDED:
-                        job = f" (job {parent.job_id})" if parent.job_id else ""
-                        node.reason = f"parent {name} {parent.state}{job}"
-                        node.blocked_by = {
-                            "stage": parent.stage,
-                            "job_id": parent.job_id,
-                            "state": parent.state,
-                        }
-                    else:
-                        continue
-                    node.state = NOT_SUBMITTED
-                    blocked.append(node)
-                    changed = True
-                    break
-        return blocked
-
-    def observe(
-        self,
-        states: Mapping[str, str],
-        now: float | None = None,
-        lost_after_s: float = LOST_AFTER_S,
-    ) -> list[Node]:
-        """Take the jobs' latest states; the stages whose jobs just ended. A job missing
-        from them is still in flight, until it has been missing for ``lost_after_s``:
-        then it is LOST (SLURM forgot it, so its outcome can't be known)."""
-        now = time.monotonic() if now is None else now
-        ended = []
-        for node in self.in_flight():
-            state = states.get(str(node.job_id))
-            if state is None:
-                node.missing_since = node.missing_since or now
-                if now - node.missing_since < lost_after_s:
-                    continue
-                state = LOST
-                node.reason = f"SLURM no longer knows job {node.job_id}; its outcome is unknown"
-            node.missing_since = None
-            node.state = state
-            if state in FINAL_STATES:
-                ended.append(node)
-        return ended
-
-    def stuck(self) -> list[Node]:
-        """Waiting stages nothing will ever release (nothing in flight, none ready):
-        only with parents that wait on each other."""
-        if self.in_flight() or self.ready():
-            return []
-        return self.waiting()
-
-    def succeeded(self) -> bool:
-        return all(n.state in SUCCEEDED for n in self.nodes.values())
 
 
 @dataclass(frozen=True)
@@ -387,10 +246,17 @@ class Driver:
 
     def _submit(self, node: Node) -> None:
         written = self.written[node.key]
+        stage = written.stage
+        options = stage.attempt_options(node.attempt)
+        if stage.retries:
+            options.append(f"--export=ALL,SLEAP_RTC_ATTEMPT={node.attempt}")
         job_id = self.slurm.sbatch(
-            written.script, singleton=written.stage.singleton, cwd=self.layout.scripts.parent
+            written.script,
+            singleton=stage.singleton,
+            cwd=self.layout.scripts.parent,
+            options=options,
         )
-        node.job_id, node.state = job_id, "PENDING"
+        node.job_id, node.state, node.reason = job_id, "PENDING", ""
         parents = [self.schedule.nodes[p].stage for p in node.parents]
         entry: dict[str, object] = {
             "job_id": job_id,
@@ -401,9 +267,29 @@ class Driver:
             "dependency": node.dependency,
             "inputs_key": written.key,
         }
+        if stage.retries:
+            entry["attempt"] = node.attempt
+            entry["attempts"] = [*node.attempts, {"job_id": job_id, "options": options}]
         update_record(self.record, {node.key: entry})
+        if node.attempt > 1:
+            return
         done = f" ({', '.join(parents)} done)" if parents else ""
         self._emit("submitted", node, f"submitted job {job_id}{done}")
+
+    def _retry(self, node: Node, stage: Stage) -> None:
+        """Submit the next attempt of a stage whose job ended in one of its ``retry_on``."""
+        node.attempts.append({"job_id": node.job_id, "state": node.state, "reason": node.reason})
+        before = f"job {node.job_id} {node.state}"
+        node.attempt += 1
+        self._submit(node)
+        more = stage.retry_resources.for_attempt(node.attempt)
+        using = f" with {', '.join(f'{k} {v}' for k, v in more.items())}" if more else ""
+        self._emit(
+            "submitted",
+            node,
+            f"attempt {node.attempt} of {stage.attempts}: submitted job {node.job_id}{using} "
+            f"after {before}",
+        )
 
     def _poll(self) -> bool:
         """One state query for every job in flight; whether one of them ended."""
@@ -418,11 +304,15 @@ class Driver:
                 continue
             stage = self.written[node.key].stage
             info = details.get(str(node.job_id))
+            asked = {"mem": stage.resources.mem, "time": stage.resources.time}
+            asked.update(stage.retry_resources.for_attempt(node.attempt))
             if info is not None:
-                node.reason = explain(info, mem=stage.resources.mem, time=stage.resources.time)
+                node.reason = explain(info, mem=asked["mem"], time=asked["time"])
             why = f" ({node.reason})" if node.reason else ""
             log = self.layout.log(stage, node.job_id)
             self._emit("failed", node, f"job {node.job_id} {node.state}{why}; log: {log}")
+            if node.state in stage.retry_on and node.attempt < stage.attempts:
+                self._retry(node, stage)
         return bool(ended)
 
     def _blocked_entry(self, node: Node) -> dict[str, object]:

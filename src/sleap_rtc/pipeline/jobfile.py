@@ -32,6 +32,38 @@ Scope = Literal["dataset", "pipeline"]
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Ends after which a stage with ``retries`` tries again, unless ``retry_on`` says otherwise.
+Retryable = Literal[
+    "OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "FAILED", "BOOT_FAIL", "DEADLINE"
+]
+RETRY_ON: tuple[Retryable, ...] = ("OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "PREEMPTED")
+
+
+class RetryResources(BaseModel):
+    """Resources per attempt: attempt N takes the Nth entry (the last one for the rest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mem: list[str] = Field(default_factory=list, max_length=10)
+    time: list[str] = Field(default_factory=list, max_length=10)
+
+    @field_validator("mem", "time")
+    @classmethod
+    def _each(cls, value: list[str], info: Any) -> list[str]:
+        for item in value:  # the same formats as slurm.mem and slurm.time
+            Resources.model_validate({str(info.field_name): item})
+        return value
+
+    def for_attempt(self, attempt: int) -> dict[str, str]:
+        """The ``mem``/``time`` of attempt ``attempt`` (1 for the first), where set."""
+        found = {}
+        for name in ("mem", "time"):
+            values: list[str] = getattr(self, name)
+            if values:
+                found[name] = values[min(attempt, len(values)) - 1]
+        return found
+
+
 class StageSettings(BaseModel):
     """What one stage changes from the job-wide settings."""
 
@@ -53,6 +85,11 @@ class StageSettings(BaseModel):
     scope: Scope = "dataset"
     #: Files a command stage writes in its artifacts folder, pinned in its manifest.
     outputs: list[str] = Field(default_factory=list, max_length=256)
+    #: Try again this many times after an end in ``retry_on``, with ``retry_resources``;
+    #: a training stage goes on from its last checkpoint.
+    retries: int = Field(default=0, ge=0, le=10)
+    retry_on: list[Retryable] = Field(default_factory=lambda: list(RETRY_ON), min_length=1)
+    retry_resources: RetryResources = Field(default_factory=RetryResources)
 
     @field_validator("command")
     @classmethod

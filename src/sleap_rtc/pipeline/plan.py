@@ -25,6 +25,7 @@ from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.pipeline.inputs import changes
 from sleap_rtc.pipeline.manifest import MANIFEST_NAME, verify_manifest
+from sleap_rtc.pipeline.record import entry_jobs
 from sleap_rtc.pipeline.sbatch import Layout
 from sleap_rtc.pipeline.scripts import Written
 from sleap_rtc.pipeline.spec import Pipeline, Stage
@@ -76,18 +77,20 @@ def make_plan(
     """Every stage's action (see the module's description), from one state query for
     the jobs of earlier submissions. JobRejected when a job still queued or running
     was submitted for other inputs than the stage has now."""
-    earlier = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
+    earlier = {k: entry_jobs(v) for k, v in record.items()}
+    wanted = [job for jobs in earlier.values() for job in jobs]
     live = {
         job_id: state
-        for job_id, state in slurm.job_states(list(earlier.values())).items()
+        for job_id, state in slurm.job_states(wanted).items()
         if state not in FINAL_STATES
     }
     steps: dict[str, Step] = {}
     problems: list[Problem] = []
     for item in written:
         stage = item.stage
-        previous = earlier.get(stage.key)
-        if previous in live:
+        flying = [job for job in earlier.get(stage.key, []) if job in live]
+        previous = flying[-1] if flying else None  # the gate, or the attempt in flight
+        if previous is not None:
             recorded = record[stage.key].get("inputs_key")
             if recorded and recorded != item.key:
                 problems.append(_stale_job(stage, previous, live[previous]))

@@ -6,6 +6,7 @@ driver (:mod:`sleap_rtc.pipeline.driver`) as they go; read by ``status`` and
 
     {"job_id": "101", "submitted_at": 1700000000.0, "after": ["99", "100"],
      "dependency": "afterok", "inputs_key": "5f2c…"}
+    {"job_id": "102", ..., "attempts": [{"job_id": "102"}, {"job_id": "103"}], "gate": "104"}
     {"job_id": null, "state": "WAITING", "waits_for": ["centroid", "centered_instance"],
      "driver": {"host": "login1", "pid": 4242}, "updated_at": 1700000000.0}
     {"job_id": null, "state": "NOT SUBMITTED", "reason": "parent centroid FAILED (job 99)",
@@ -57,6 +58,20 @@ def update_record(path: Path, entries: Mapping[str, dict[str, object]]) -> None:
     record = load_record(path)
     record.update(entries)
     write_record(path, record)
+
+
+def entry_jobs(entry: Mapping[str, object]) -> list[str]:
+    """Every job an entry names: its job, its attempts (``retries``), the job standing
+    for them."""
+    found = []
+    attempts = entry.get("attempts")
+    if isinstance(attempts, list):  # in order, the first attempt first
+        found += [str(a["job_id"]) for a in attempts if isinstance(a, dict) and a.get("job_id")]
+    if entry.get("job_id"):
+        found.append(str(entry["job_id"]))
+    if entry.get("gate"):
+        found.append(str(entry["gate"]))
+    return list(dict.fromkeys(found))
 
 
 def this_driver() -> dict[str, object]:

@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sleap_rtc.engine.backends.slurm.tools import (
     FINAL_STATES,
     LOST,
     LOST_AFTER_S,
+    JobInfo,
     SlurmClient,
     SlurmError,
     explain,
@@ -45,13 +46,14 @@ from sleap_rtc.pipeline.record import (
     NOT_SUBMITTED,
     WAITING,
     driver_alive,
+    entry_jobs,
     load_record,
     record_path,
     refuse_if_driven,
     write_record,
 )
-from sleap_rtc.pipeline.sbatch import Layout
-from sleap_rtc.pipeline.scripts import current_keys, generate
+from sleap_rtc.pipeline.sbatch import NOT_RETRIED, Layout
+from sleap_rtc.pipeline.scripts import Written, current_keys, generate
 from sleap_rtc.pipeline.spec import Pipeline, Stage, load_job
 from sleap_rtc.pipeline.throttle import Backoff, Throttle
 
@@ -116,16 +118,10 @@ def submit(
                 queued = _wait_for_room(slurm, queued, throttle, poll_interval)
             throttle.wait_turn()
             after = [str(ids[p]) for p in stage.parents if ids.get(p)] if chain else []
-            job_id = slurm.sbatch(
-                step.written.script,
-                after=after,
-                dependency=stage.dependency,
-                singleton=stage.singleton,
-                cwd=layout.scripts.parent,
-            )
-            submitted.append(job_id)
-            queued.append(job_id)
-            ids[stage.key] = job_id
+            attempts, gate = _submit_attempts(slurm, step.written, after, layout, submitted)
+            queued += [*attempts, *([gate] if gate else [])]
+            job_id = attempts[0]
+            ids[stage.key] = gate or job_id  # what the stages that need this one wait for
             record[stage.key] = {
                 "job_id": job_id,
                 "submitted_at": time.time(),
@@ -133,6 +129,9 @@ def submit(
                 "dependency": stage.dependency,
                 "inputs_key": step.written.key,
             }
+            if gate:
+                record[stage.key]["attempts"] = [{"job_id": a} for a in attempts]
+                record[stage.key]["gate"] = gate
             write_record(path, record)  # as we go: nothing lost
             runs.append(StageRun(stage.group, stage.name, "submitted", job_id, after, step.reason))
     except SlurmError as exc:
@@ -140,6 +139,46 @@ def submit(
         undone = f"; cancelled the {len(submitted)} job(s) it had submitted" if submitted else ""
         raise SlurmError(f"{exc}{undone} (nothing of this run is left queued)") from None
     return _in_pipeline_order(pipeline, runs)
+
+
+def _submit_attempts(
+    slurm: SlurmClient, written: Written, after: list[str], layout: Layout, submitted: list[str]
+) -> tuple[list[str], str | None]:
+    """Submit a stage: its job, or with ``retries`` every attempt at once, each after the
+    one before it fails (afternotok, with that attempt's resources), and the job that
+    stands for all of them (:func:`~sleap_rtc.pipeline.sbatch.gate_script`). The ids
+    of the attempts and of that job; each id goes into ``submitted`` as it is made."""
+    stage = written.stage
+
+    def sbatch(script: Path, **kw: Any) -> str:
+        job_id = slurm.sbatch(script, cwd=layout.scripts.parent, **kw)
+        submitted.append(job_id)
+        return job_id
+
+    if not stage.retries:
+        first = sbatch(
+            written.script, after=after, dependency=stage.dependency, singleton=stage.singleton
+        )
+        return [first], None
+    attempts = [
+        sbatch(
+            written.script,
+            after=after,
+            dependency=stage.dependency,
+            singleton=stage.singleton,
+            options=["--export=ALL,SLEAP_RTC_ATTEMPT=1"],
+        )
+    ]
+    for attempt in range(2, stage.attempts + 1):
+        previous = attempts[-1]
+        env = f"--export=ALL,SLEAP_RTC_ATTEMPT={attempt},SLEAP_RTC_PREVIOUS_JOB={previous}"
+        options = [*stage.attempt_options(attempt), env]
+        attempts.append(
+            sbatch(written.script, after=[previous], dependency="afternotok", options=options)
+        )
+    everyone = f"--export=ALL,SLEAP_RTC_ATTEMPTS={':'.join(attempts)}"
+    gate = sbatch(written.gate, after=attempts, dependency="afterany", options=[everyone])
+    return attempts, gate
 
 
 def _wait_for_room(
@@ -247,32 +286,55 @@ def status(
     """Every stage with its SLURM state, from one query; a stage with no job is DONE,
     WAITING (for a driver) or NOT SUBMITTED, with the reason where one is recorded."""
     record = load_record(record_path(pipeline, layout))
-    ids = {k: str(v["job_id"]) for k, v in record.items() if v.get("job_id")}
-    details = (slurm or SlurmClient()).job_details(list(ids.values()))
+    wanted = [job for entry in record.values() for job in entry_jobs(entry)]
+    details = (slurm or SlurmClient()).job_details(wanted)
     keyed = current_keys(pipeline, layout)
     found = []
     for stage in pipeline.stages:
-        job_id = ids.get(stage.key)
+        entry = record.get(stage.key, {})
+        attempts = [job for job in entry_jobs(entry) if job != entry.get("gate")]
+        number, job_id = _current_attempt(attempts, details)
         reason, log = "", None
         if job_id is not None:
             log = str(layout.log(stage, job_id))
             info = details.get(job_id)
             state = info.state if info is not None else "UNKNOWN"
             if info is not None:
-                res = stage.resources
-                reason = explain(info, mem=res.mem, time=res.time)
+                asked = {"mem": stage.resources.mem, "time": stage.resources.time}
+                asked.update(stage.retry_resources.for_attempt(number))
+                reason = explain(info, mem=asked["mem"], time=asked["time"])
+            if stage.retries:
+                said = f"attempt {number} of {stage.attempts}"
+                reason = f"{said}: {reason}" if reason else said
             submitted = record.get(stage.key, {}).get("submitted_at")
             old = isinstance(submitted, int | float) and time.time() - submitted >= LOST_AFTER_S
             if state == "UNKNOWN" and old:
                 state, reason = LOST, lost_reason(job_id, layout)
         else:
-            entry = record.get(stage.key)
             current, _, _ = outputs_current(stage, *keyed[stage.key], layout)
-            state, reason = _unsubmitted(
-                stage, layout, entry if isinstance(entry, dict) else {}, current
-            )
+            state, reason = _unsubmitted(stage, layout, entry, current)
         found.append(StageStatus(stage.group, stage.name, job_id, state, reason, log))
     return found
+
+
+def _current_attempt(attempts: list[str], details: Mapping[str, JobInfo]) -> tuple[int, str | None]:
+    """The attempt that tells how a stage stands (1 for the first) and its job: the one
+    that completed, else one still on its way, else the last that ran."""
+    if not attempts:
+        return 1, None
+    states = [details[job].state if job in details else "UNKNOWN" for job in attempts]
+    for wanted in ("COMPLETED", None):
+        for number, (job, state) in enumerate(zip(attempts, states, strict=True), start=1):
+            if state == wanted or (wanted is None and state not in FINAL_STATES):
+                return number, job
+    ran = [
+        (number, job)
+        for number, job in enumerate(attempts, start=1)
+        if job in details
+        and details[job].exit_code != NOT_RETRIED
+        and "Dependency" not in details[job].reason
+    ]
+    return ran[-1] if ran else (len(attempts), attempts[-1])
 
 
 def lost_reason(job_id: str, layout: Layout) -> str:
@@ -287,8 +349,10 @@ def lost_reason(job_id: str, layout: Layout) -> str:
 def cancel(pipeline: Pipeline, layout: Layout, *, slurm: SlurmClient | None = None) -> list[str]:
     """Cancel every job of this pipeline that may still run; their ids."""
     slurm = slurm or SlurmClient()
-    found = status(pipeline, layout, slurm=slurm)
-    ids = [s.job_id for s in found if s.job_id and s.state not in FINAL_STATES]
+    record = load_record(record_path(pipeline, layout))
+    jobs = [job for entry in record.values() for job in entry_jobs(entry)]
+    states = slurm.job_states(jobs)
+    ids = [job for job in jobs if job in states and states[job] not in FINAL_STATES]
     slurm.scancel(ids)
     return ids
 
@@ -373,7 +437,7 @@ class PipelineRun:
 
     def job_ids(self) -> list[str]:
         record = load_record(record_path(self.pipeline, self.layout))
-        return [str(v["job_id"]) for v in record.values() if v.get("job_id")]
+        return [job for entry in record.values() for job in entry_jobs(entry)]
 
     def monitor(
         self, *, until_done: bool = False, interval: float = 10.0, timeout: float | None = None

@@ -42,6 +42,13 @@ PREDICTIONS = "predictions.slp"
 SPEC_FILE = "spec.json"
 #: Inside a stage's artifacts folder: its inputs, as the script was written for them.
 INPUTS_FILE = "inputs.json"
+#: A training script writes its inputs here first, to compare them with an earlier run's.
+NEXT_INPUTS = "inputs.json.next"
+#: The checkpoint sleap-nn leaves after each epoch, which a rerun for the same inputs resumes.
+LAST_CHECKPOINT = "last.ckpt"
+SAVE_LAST = "trainer_config.model_ckpt.save_last=true"
+#: Where a resumed stage keeps its best checkpoint while training goes on.
+BEST_ASIDE = "best.ckpt.before-resume"
 #: The shell variable a probed batch size is kept in.
 BATCH_SIZE_VAR = "BATCH_SIZE"
 
@@ -166,6 +173,8 @@ def stage_spec(stage: Stage, pinned: Manifest | None = None) -> TrainSpec | Trac
         assert stage.config is not None
         if stage.optimize_batch_size:
             args.pop("batch_size", None)
+        # A checkpoint after every epoch, so a requeued or retried stage goes on from it.
+        args["overrides"] = [SAVE_LAST, *args.get("overrides", [])]
         val = stage.data.val_labels
         return TrainSpec(
             config_paths=[str(stage.config)],
@@ -251,10 +260,12 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
         ]
         if stage.optimize_batch_size:
             command.append(f'{option("train", "batch_size").flag} "${BATCH_SIZE_VAR}"')
-        command.append(run_spec)
+        command += ['"${RESUME[@]}"', run_spec]
         train = [
             *spec_lines,
+            *_resume_lines(),
             " \\\n    ".join(command),
+            *_restore_best_lines(),
             "",
             _manifest_command(cli, stage, [f"--model {MODEL_DIR}"]),
         ]
@@ -270,6 +281,40 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
         " \\\n    ".join(command),
         "",
         _manifest_command(cli, stage, [f"--output {PREDICTIONS}"]),
+    ]
+
+
+def _resume_lines() -> list[str]:
+    """A training stage run again for the same inputs (a requeue, a retry) goes on from
+    its last checkpoint; for other inputs it starts over, keeping the old model aside."""
+    model = f'"$ARTIFACTS"/{MODEL_DIR}'
+    return [
+        "# Same inputs and a checkpoint from an earlier attempt: go on from its last epoch,",
+        "# in the same folder (sleap-nn picks another folder when it holds a best.ckpt, so",
+        "# that one waits aside until training has ended).",
+        "RESUME=()",
+        f'if [ -f {model}/{LAST_CHECKPOINT} ] && cmp -s "$ARTIFACTS"/{NEXT_INPUTS} '
+        f'"$ARTIFACTS"/{INPUTS_FILE}; then',
+        f"    RESUME=({option('train', 'resume_ckpt_path').flag} {model}/{LAST_CHECKPOINT})",
+        f'    echo "resuming from {model}/{LAST_CHECKPOINT}" >&2',
+        f"    if [ -f {model}/best.ckpt ]; then mv {model}/best.ckpt {model}/{BEST_ASIDE}; fi",
+        f"elif [ -e {model} ]; then",
+        f"    rm -rf {model}.previous && mv {model} {model}.previous",
+        "fi",
+        f'mv "$ARTIFACTS"/{NEXT_INPUTS} "$ARTIFACTS"/{INPUTS_FILE}',
+        "",
+    ]
+
+
+def _restore_best_lines() -> list[str]:
+    """After a resumed training: the best checkpoint of the epochs before the resume comes
+    back, unless a later epoch beat it."""
+    model = f'"$ARTIFACTS"/{MODEL_DIR}'
+    return [
+        f"if [ -f {model}/{BEST_ASIDE} ]; then",
+        f"    if [ -f {model}/best.ckpt ]; then rm {model}/{BEST_ASIDE}",
+        f"    else mv {model}/{BEST_ASIDE} {model}/best.ckpt; fi",
+        "fi",
     ]
 
 
@@ -300,6 +345,69 @@ def _command_lines(stage: Stage, cli: str, sleap_rtc: list[str]) -> list[str]:
     return lines
 
 
+#: The exit status of an attempt that was not tried, because the one before it ended in a
+#: way its stage doesn't retry; the attempts after it pass it on.
+NOT_RETRIED = 75
+
+
+def _attempt_lines(stage: Stage) -> list[str]:
+    """With ``--chain``, attempt N waits for attempt N-1 to fail (afternotok) and goes only
+    if it ended in one of the stage's ``retry_on``."""
+    ends = "|".join(f"{end}*" for end in stage.retry_on)
+    return [
+        f"# Retries ({stage.retries}): an attempt after one that ended otherwise than "
+        f"{', '.join(stage.retry_on)} is not tried.",
+        'if [ -n "${SLEAP_RTC_PREVIOUS_JOB:-}" ]; then',
+        '    before=$(sacct -n -X -P -o State,ExitCode -j "$SLEAP_RTC_PREVIOUS_JOB" | head -n 1)',
+        '    case "${before%%|*}" in',
+        f'        {ends}) echo "attempt ${{SLEAP_RTC_ATTEMPT:-?}}: job $SLEAP_RTC_PREVIOUS_JOB '
+        'ended ${before%%|*}; trying again" >&2 ;;',
+        f'        *) [ "${{before#*|}}" = "{NOT_RETRIED}:0" ] || echo "attempt '
+        "${SLEAP_RTC_ATTEMPT:-?}: job $SLEAP_RTC_PREVIOUS_JOB ended ${before%%|*}, which "
+        'this stage does not retry" >&2',
+        f"           exit {NOT_RETRIED} ;;",
+        "    esac",
+        "fi",
+        "",
+    ]
+
+
+def gate_script(stage: Stage, layout: Layout) -> str:
+    """The job that stands for all attempts of a stage with retries under ``--chain``:
+    it runs once every attempt ended (afterany) and succeeds when one of them completed,
+    so the stages that need this one wait for it with afterok."""
+    resources = stage.resources
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={stage.slurm_name}.attempts",
+        f"#SBATCH --output={layout.log_folder(stage) / stage.name}-attempts-%j.out",
+        f"#SBATCH --chdir={layout.scripts.parent}",
+        "#SBATCH --time=5",
+        "#SBATCH --mem=100M",
+        "#SBATCH --cpus-per-task=1",
+    ]
+    for name in ("partition", "account", "qos"):
+        value = getattr(resources, name)
+        if value is not None:
+            lines.append(f"#SBATCH --{name}={value}")
+    lines += [
+        f"# Written by `sleap-rtc pipeline` for {stage.key}; written again each run.",
+        "set -euo pipefail",
+        "# The attempts' job ids, ':'-separated (sbatch --export splits values at ',').",
+        'jobs=$(echo "$SLEAP_RTC_ATTEMPTS" | tr ":" ",")',
+        'wanted=$(echo "$SLEAP_RTC_ATTEMPTS" | tr ":" "\\n" | wc -l)',
+        "for _ in $(seq 60); do  # accounting may lag a moment behind the end of a job",
+        '    states=$(sacct -n -X -P -o JobID,State -j "$jobs")',
+        '    ended=$(echo "$states" | grep -cvE "\\|(PENDING|RUNNING|REQUEUED|SUSPENDED)" || true)',
+        '    [ "$ended" -ge "$wanted" ] && break',
+        "    sleep 1",
+        "done",
+        'echo "attempts of ' + stage.key + ':"; echo "$states"',
+        'echo "$states" | grep -q "|COMPLETED"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render(
     stage: Stage,
     layout: Layout,
@@ -316,6 +424,8 @@ def render(
         "set -euo pipefail",
         "",
     ]
+    if stage.retries:
+        lines += _attempt_lines(stage)
     if stage.setup:
         # First: a set-up line may set the experiment root, and every path below follows.
         lines.append("# Environment set-up (a failing line fails the job)")
@@ -333,7 +443,9 @@ def render(
         "",
     ]
     lines += _json_lines(
-        INPUTS_FILE, inputs, "What this stage's outputs are made from (its manifest keeps it)."
+        NEXT_INPUTS if stage.kind == "train" else INPUTS_FILE,
+        inputs,
+        "What this stage's outputs are made from (its manifest keeps it).",
     )
     if pinned is not None:
         lines.append(f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)")

@@ -39,7 +39,7 @@ from sleap_rtc import __version__
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
 from sleap_rtc.pipeline.inputs import changes, inputs_key, stage_inputs
 from sleap_rtc.pipeline.manifest import Manifest, read_manifest, verify_manifest
-from sleap_rtc.pipeline.sbatch import Layout, render, stage_job, trained_here
+from sleap_rtc.pipeline.sbatch import Layout, gate_script, render, stage_job, trained_here
 from sleap_rtc.pipeline.spec import Pipeline, Stage
 
 ScriptAction = Literal["written", "rewritten", "kept", "edited"]
@@ -58,6 +58,11 @@ class Written:
     key: str
     #: For a rewritten script: what changed since it was written, in words.
     changed: list[str] = field(default_factory=list)
+
+    @property
+    def gate(self) -> Path:
+        """The script of the job standing for this stage's attempts (``retries``)."""
+        return self.script.with_name(f"{self.stage.name}.attempts.sbatch")
 
     @property
     def created(self) -> bool:
@@ -170,6 +175,8 @@ def generate(
             partial.write_text(text)
             partial.chmod(0o755)
             partial.replace(item.script)
+        if item.stage.retries:  # ours alone, not for editing: always as the job file says
+            item.gate.write_text(gate_script(item.stage, layout))
         if item.created or meta is None:
             info = _meta(item, pipeline, layout, made, _sha256(text))
             item.meta.write_text(json.dumps(info, indent=2) + "\n")

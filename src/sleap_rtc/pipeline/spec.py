@@ -55,6 +55,7 @@ from sleap_rtc.pipeline.jobfile import (
     TRAINING_STAGES,
     Dependency,
     JobFile,
+    RetryResources,
     StageKind,
     stage_kind,
 )
@@ -96,6 +97,21 @@ class Stage:
     singleton: bool = False
     command: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    #: Attempts after the first, the ends that call for one, and resources per attempt.
+    retries: int = 0
+    retry_on: tuple[str, ...] = ()
+    retry_resources: RetryResources = field(default_factory=RetryResources)
+
+    @property
+    def attempts(self) -> int:
+        return 1 + self.retries
+
+    def attempt_options(self, attempt: int) -> list[str]:
+        """sbatch options for attempt ``attempt`` (1 for the first, which its script's
+        ``#SBATCH`` lines already ask for)."""
+        if attempt <= 1:
+            return []
+        return [f"--{k}={v}" for k, v in self.retry_resources.for_attempt(attempt).items()]
 
     @property
     def group(self) -> str:
@@ -185,7 +201,12 @@ def _resolve(d: Draft, source: Path) -> Pipeline:
             kind=kind,
             config=local_path(d.base, raw) if raw is not None else None,
             extra_args=d.overrides_for(name),
-            resources=settings.slurm.over(job.slurm),
+            resources=Resources(
+                **{
+                    **settings.slurm.over(job.slurm).model_dump(),
+                    **settings.retry_resources.for_attempt(1),
+                }
+            ),
             setup=list(settings.setup if settings.setup is not None else job.setup),
             after=tuple(needs[name]),
             parents=tuple(k for parent in needs[name] for k in keys_of(parent, dataset)),
@@ -195,6 +216,9 @@ def _resolve(d: Draft, source: Path) -> Pipeline:
             singleton=settings.singleton,
             command=settings.command_lines(),
             outputs=tuple(settings.outputs),
+            retries=settings.retries,
+            retry_on=tuple(settings.retry_on),
+            retry_resources=settings.retry_resources,
         )
 
     def upstream(name: str) -> set[str]:
