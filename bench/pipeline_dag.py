@@ -85,12 +85,15 @@ def make_project(root: Path, datasets: int, throttle: dict[str, Any]) -> Path:
     return path
 
 
-def follow(slurm: Counting, ids: list[str], timeout: float = 3600) -> None:
+def follow(slurm: Counting, ids: list[str], out: Path, timeout: float = 3600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         states = slurm.job_states(ids)
         if len(states) == len(ids) and all(s in FINAL_STATES for s in states.values()):
             bad = {j: s for j, s in states.items() if s != "COMPLETED"}
+            for job in bad:
+                for log in out.rglob(f"*-{job}.out"):
+                    print(f"--- {log}\n{log.read_text()[-2000:]}")
             assert not bad, bad
             return
         time.sleep(1)
@@ -101,7 +104,7 @@ def run_chain(job: Path, out: Path) -> tuple[float, Counting]:
     slurm = Counting()
     started = time.monotonic()
     runs = submit(load_job(job), Layout.under(out), chain=True, slurm=slurm, poll_interval=1)
-    follow(slurm, [r.job_id for r in runs if r.job_id])
+    follow(slurm, [r.job_id for r in runs if r.job_id], out)
     return time.monotonic() - started, slurm
 
 
@@ -132,7 +135,7 @@ def run_by_hand(job: Path, out: Path) -> tuple[float, Counting]:
         after = [ids[p] for p in item.stage.parents]
         ids[item.stage.key] = slurm.sbatch(item.script, after=after, cwd=out)
         queued.append(ids[item.stage.key])
-    follow(slurm, list(ids.values()))
+    follow(slurm, list(ids.values()), out)
     return time.monotonic() - started, slurm
 
 

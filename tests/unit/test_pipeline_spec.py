@@ -268,3 +268,19 @@ def test_bad_path_maps_in_a_job_file_or_registry_are_named(project: Path) -> Non
     found = problems(write(project, {**TOPDOWN, "extra_args": {"path_map": ["/a", "/b"]}}))
     assert found["extra_args.path_map"].startswith("path_map must map OLD to NEW folders")
     assert "absolute folder on the worker" in found["datasets_registry.mice.path_map[0]"]
+
+
+def test_schema_and_rule_problems_come_in_one_round(project: Path) -> None:
+    """A bad type doesn't hide the rest: the fields that parse are checked too."""
+    job = {
+        **TOPDOWN,
+        "datasets": ["mice", "nope"],  # a rule: not in the registry
+        "slurm": {"mem": "lots"},  # schema
+        "stages": {"track": {"retries": "many"}},  # schema, inside one stage
+        "extra_args": {"max_epochs": 5, "bogus": 1},  # a rule: not a job option
+    }
+    found = problems(write(project, job))
+    assert "slurm.mem" in found
+    assert "stages.track.retries" in found
+    assert "datasets[1]" in found and "not in the registry" in found["datasets[1]"]
+    assert any(field.startswith("extra_args") for field in found)

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sleap_rtc.jobs.digest import sha256_of
+from sleap_rtc.jobs.digest import known_sha256
 
 INPUTS_VERSION = 1
 #: Files larger than this are known by size and modification time, not by hash.
 HASH_LIMIT_BYTES = 256 * 1024 * 1024
-_identities: dict[tuple[str, int, int], str] = {}
 
 
 def file_identity(path: Path) -> str:
@@ -43,11 +41,7 @@ def file_identity(path: Path) -> str:
         return "missing"
     if info.st_size > HASH_LIMIT_BYTES:
         return f"stat:{info.st_size}:{info.st_mtime_ns}"
-    cache_key = (os.fspath(path), info.st_size, info.st_mtime_ns)
-    known = _identities.get(cache_key)
-    if known is None:
-        known = _identities[cache_key] = f"sha256:{sha256_of(path)}"
-    return known
+    return f"sha256:{known_sha256(path)}"
 
 
 def stage_inputs(

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sleap_rtc.jobs.digest import sha256_of
+from sleap_rtc.jobs.digest import known_sha256, sha256_of
 from sleap_rtc.jobs.problems import Problem, ProblemCode
 from sleap_rtc.pipeline.inputs import inputs_key
 
@@ -243,7 +243,7 @@ def verify_manifest(
         if size != artifact.size:
             change = f"is {size} bytes, the manifest says {artifact.size}"
         else:
-            digest = sha256_of(file)
+            digest = known_sha256(file)
             if digest == artifact.sha256:
                 continue
             change = f"has sha256 {digest[:12]}…, the manifest says {artifact.sha256[:12]}…"

@@ -45,7 +45,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sleap_rtc.engine.backends.slurm.resources import Resources
-from sleap_rtc.jobs.problems import JobRejected
+from sleap_rtc.jobs.problems import JobRejected, Problem
 from sleap_rtc.jobs.specs import problems_from_validation_error
 from sleap_rtc.pipeline.datasets import Dataset, local_path, read_mapping
 from sleap_rtc.pipeline.graph import stable_order
@@ -164,15 +164,58 @@ def load_job(path: str | Path) -> Pipeline:
     """
     source = Path(path).expanduser().resolve()
     data = read_mapping(source, "job file", "job")
-    try:
-        job = JobFile.model_validate(data)
-    except ValidationError as exc:
-        raise JobRejected(problems_from_validation_error(exc)) from None
+    job, problems = _validated(data)
+    if job is None:
+        raise JobRejected(problems)
     draft = Draft.of(job, source.parent)
-    problems = [problem for check in CHECKS for problem in check(draft)]
+    # A field with a schema problem was left out: the rules say nothing more about it.
+    named = {p.field.split("[")[0] for p in problems}
+    problems += [
+        problem
+        for check in CHECKS
+        for problem in check(draft)
+        if not any(problem.field == n or problem.field.startswith(f"{n}.") for n in named)
+    ]
     if problems:
         raise JobRejected(problems)
     return _resolve(draft, source)
+
+
+def _validated(data: dict[str, Any]) -> tuple[JobFile | None, list[Problem]]:
+    """The job file's schema problems; and, so the rules can run on the rest in the same
+    round, the job file without the fields that have them (None when even that fails).
+
+    A field with a problem is left out (its default stands in): a top-level field, or
+    one setting of one stage."""
+    problems: list[Problem] = []
+    trimmed = dict(data)
+    for _ in range(8):  # each round drops what failed; a few rounds settle it
+        try:
+            return JobFile.model_validate(trimmed), problems
+        except ValidationError as exc:
+            problems += problems_from_validation_error(exc)
+            dropped = False
+            for item in exc.errors():
+                dropped |= _drop(trimmed, tuple(item["loc"]))
+            if not dropped:
+                return None, problems
+    return None, problems
+
+
+def _drop(data: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Leave out the field at ``loc`` (a stage's setting, else the top-level field);
+    whether anything went. A required field can't go."""
+    if not loc or loc[0] in ("name", "datasets"):
+        return False
+    if len(loc) >= 3 and loc[0] == "stages" and isinstance(data.get("stages"), dict):
+        stage = data["stages"].get(loc[1])
+        if isinstance(stage, dict) and loc[2] in stage:
+            data["stages"] = {
+                **data["stages"],
+                loc[1]: {k: v for k, v in stage.items() if k != loc[2]},
+            }
+            return True
+    return data.pop(loc[0], None) is not None
 
 
 def _resolve(d: Draft, source: Path) -> Pipeline:
