@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sleap_rtc.pipeline.driver import STOPPED_REASON
+from sleap_rtc.pipeline.sbatch import INPUTS_FILE, NEXT_INPUTS
 from tests.configs import STAGE_CONFIG
 from tests.labels import write_labels
 from tests.slurm import wait_states
@@ -53,17 +54,23 @@ def trivial(script: Path, *, fail: bool = False, sleep: float = 1) -> None:
     """Keep the script's header (resources, root, inputs); sleep, then leave what the
     stage would, and its manifest (or exit 7)."""
     text = script.read_text()
-    start = text.index("inputs.json <<'JSON'\n")
+    training = script.stem != "track"
+    name = NEXT_INPUTS if training else INPUTS_FILE
+    start = text.index(f"{name} <<'JSON'\n")
     end = text.index("\nJSON\n", start) + len("\nJSON\n")
     head, body = text[:end], text[end:]
     old = body.splitlines()
     manifest = [i for i, line in enumerate(old) if "pipeline manifest write" in line]
     assert manifest, "the generated script changed shape"
     lines = [f"sleep {sleep}", *(["exit 7"] if fail else [])]
-    if script.stem == "track":
-        lines.append('touch "$ARTIFACTS/predictions.slp"')
+    if training:
+        lines += [
+            f'mv "$ARTIFACTS"/{NEXT_INPUTS} "$ARTIFACTS"/{INPUTS_FILE}',
+            'mkdir -p "$ARTIFACTS/model"',
+            'echo trained > "$ARTIFACTS/model/best.ckpt"',
+        ]
     else:
-        lines += ['mkdir -p "$ARTIFACTS/model"', 'echo trained > "$ARTIFACTS/model/best.ckpt"']
+        lines.append('touch "$ARTIFACTS/predictions.slp"')
     lines += old[manifest[0] :]  # the command that writes it, to the end
     script.write_text(head + "# trivial stand-in\n" + "\n".join(lines) + "\n")
 
