@@ -147,7 +147,7 @@ def test_fan_in_afterany_and_afternotok_with_slurm_dependencies(project: Project
     }
     # Honest status: why each ended so, and where its log is.
     assert found["flies/count"]["reason"] == "exit code 3"
-    assert "dependency never satisfied" in found["flies/summary"]["reason"]
+    assert "dependency never satisfied" in found["flies/summary"]["reason"], found
     log = Path(found["flies/count"]["log"])
     assert (
         log

@@ -87,14 +87,22 @@ def test_a_stage_trains_pins_its_model_and_a_later_run_tracks_with_it(
     verified = cli("pipeline", "manifest", "verify", str(stage_dir / "manifest.json"), cwd=tmp_path)
     assert verified.returncode == 0 and "match" in verified.stdout
 
-    # A second job tracks with the pinned model, from another run folder.
+    # A second job tracks three files with the pinned model, from another run folder:
+    # one array job, at most two tasks at once, each file into its own folder.
+    labels = jobs / "data" / "mice" / "demo.pkg.slp"
+    for name in ("a/s1.slp", "a/s2.slp", "b/s1.slp"):
+        (tmp_path / "videos" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(labels, tmp_path / "videos" / name)
+    registry = {"mice": {"labels": str(labels), "track": ["videos/*/*.slp"]}}
+    (tmp_path / "videos.json").write_text(json.dumps(registry))
     track_job = {
         "name": "tracked",
         "datasets": ["mice"],
-        "datasets_registry": str(jobs / "datasets.json"),
+        "datasets_registry": "videos.json",
         "training_types": ["track"],
         "dependency_manifests": {"track": str(stage_dir / "manifest.json")},
         "extra_args": {"frames": "0-9"},
+        "array_parallelism": 2,
         "slurm": {"time": "00:10:00", "cpus": 1},
     }
     job_file = tmp_path / "track.json"
@@ -102,8 +110,18 @@ def test_a_stage_trains_pins_its_model_and_a_later_run_tracks_with_it(
     out = tmp_path / "second"
     (item,) = generate(load_job(job_file), Layout.under(out))
     assert str(stage_dir / "model") in item.script.read_text()
-    finished(submit(item.script), out / "slurm_logs")
-    assert (out / "experiment_runs" / "tracked" / "mice" / "track" / "predictions.slp").is_file()
+    assert "#SBATCH --array=0-2%2" in item.script.read_text()
+    array = submit(item.script)
+    tasks = wait_states([f"{array}_{n}" for n in range(3)], FINISHED, timeout=300)
+    logs = sorted((out / "slurm_logs").rglob(f"track-{array}_*.out"))
+    assert set(tasks.values()) == {"COMPLETED"}, "\n".join(log.read_text()[-2000:] for log in logs)
+    assert len(logs) == 3
+    folders = out / "experiment_runs" / "tracked" / "mice" / "track"
+    for name in ("a_s1", "s2", "b_s1"):
+        assert (folders / name / "predictions.slp").is_file()
+        manifest = json.loads((folders / name / "manifest.json").read_text())
+        assert manifest["inputs"]["files"]["data"]["path"].endswith(".slp")
+    assert most_at_once(array) <= 2
 
     # A tampered artifact is refused, naming the file.
     config = stage_dir / "model" / "training_config.yaml"
@@ -121,6 +139,18 @@ def test_a_stage_trains_pins_its_model_and_a_later_run_tracks_with_it(
     assert refused.returncode == 2
     assert f"pinned file changed: {config}" in refused.stderr.replace("\n", "")
     assert not (tmp_path / "third" / "slurm_jobs").exists()
+
+
+def most_at_once(array: str) -> int:
+    """The most tasks of an array job that ran at the same time, by sacct's times."""
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,Start,End", "-j", array],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    spans = [line.split("|")[1:3] for line in out.splitlines() if "_" in line.split("|")[0]]
+    return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
 
 
 def states(jobs: Path, out: Path) -> dict[tuple[str, str], str]:

@@ -166,6 +166,8 @@ class FakeSlurm(SlurmClient):
         self.dependencies = dependencies
         self.jobs: dict[str, dict[str, Any]] = {}
         self.queries: list[list[str]] = []
+        #: The jobs each query named as array jobs.
+        self.arrays: list[set[str]] = []
         self.submitted: list[str] = []
         self.after: dict[str, list[str]] = {}
         self.dependency: dict[str, str] = {}
@@ -202,10 +204,11 @@ class FakeSlurm(SlurmClient):
     def scancel(self, job_ids: Sequence[str]) -> None:
         self.cancelled.extend(job_ids)
 
-    def job_details(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+    def job_details(self, job_ids: Sequence[str], *, arrays: Any = ()) -> dict[str, JobInfo]:
         return {job: JobInfo(job, state) for job, state in self.job_states(job_ids).items()}
 
-    def job_states(self, job_ids: Sequence[str]) -> dict[str, str]:
+    def job_states(self, job_ids: Sequence[str], *, arrays: Any = ()) -> dict[str, str]:
+        self.arrays.append(set(arrays))
         self.queries.append(list(job_ids))
         found = {}
         for job_id in job_ids:
@@ -497,3 +500,23 @@ def test_the_pipeline_object_drives_and_can_cancel_what_it_leaves(project: Path)
 
     fake.polls = 1
     assert {r.state for r in run.drive(interval=0)} == {"COMPLETED"}
+
+
+def test_status_names_the_parent_when_slurm_cancels_a_dependent_without_a_reason(
+    project: Path,
+) -> None:
+    # SLURM may cancel a job whose afterok parent failed before it notes why (Reason None).
+    pipeline = load_job(project / "job.json")
+    layout = Layout.under(project / "run")
+    fake = FakeSlurm(
+        {"mice/centroid": "FAILED", "mice/track": "CANCELLED"}, polls=0, dependencies=True
+    )
+    runs = {f"{r.dataset}/{r.stage}": r for r in submit(pipeline, layout, chain=True, slurm=fake)}
+    shown = {(s.dataset, s.stage): s for s in status(pipeline, layout, slurm=fake)}
+    failed = runs["mice/centroid"].job_id
+    assert shown[("mice", "track")].state == "CANCELLED"
+    assert shown[("mice", "track")].reason == (
+        f"a job it depends on did not end as it needs: mice/centroid FAILED (job {failed}) "
+        "(dependency never satisfied)"
+    )
+    assert shown[("flies", "track")].reason == ""  # completed: nothing to explain

@@ -80,7 +80,7 @@ def test_a_topdown_job_resolves_into_stages_per_dataset(project: Path) -> None:
     # Track waits for both models; training stages tune the batch size by default.
     assert track.after == ("centroid", "centered_instance") and centroid.after == ()
     assert centroid.optimize_batch_size and not track.optimize_batch_size
-    assert track.data.track == project / "data" / "mice.slp"
+    assert track.data.track == (project / "data" / "mice.slp",) and track.files == ()
     assert centroid.key == "mice/centroid" and centroid.slurm_name == "topdown/mice/centroid"
     assert track.parents == ("mice/centroid", "mice/centered_instance")
     assert centroid.setup == ["source /opt/venv/bin/activate"]

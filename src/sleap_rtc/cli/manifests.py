@@ -36,6 +36,13 @@ def manifest() -> None:
     help="The stage's inputs (JSON, as its script writes them): kept in the manifest with "
     "their key, so a later run knows these outputs are current.",
 )
+@click.option(
+    "--file",
+    "file_index",
+    type=click.IntRange(min=0),
+    default=None,
+    help="For one file of an array stage: keep that file's part of --inputs (its index).",
+)
 @click.option("--slurm-job-id", default="", help="The SLURM job that made the artifacts.")
 @click.option(
     "--portable",
@@ -58,6 +65,7 @@ def manifest_write(
     models: tuple[str, ...],
     outputs: tuple[str, ...],
     inputs_file: Path | None,
+    file_index: int | None,
     slurm_job_id: str,
     portable: bool,
     experiment_root: Path | None,
@@ -74,10 +82,13 @@ def manifest_write(
     """
     import json
 
+    from sleap_rtc.pipeline.inputs import file_inputs
     from sleap_rtc.pipeline.manifest import default_experiment_root, portable_root, write_manifest
 
     if experiment_root is not None and not portable:
         raise click.UsageError("--experiment-root goes with --portable.")
+    if file_index is not None and inputs_file is None:
+        raise click.UsageError("--file goes with --inputs.")
     inputs = None
     if inputs_file is not None:
         try:
@@ -86,6 +97,13 @@ def manifest_write(
             raise click.BadParameter(f"{inputs_file}: {exc}", param_hint="--inputs") from None
         if not isinstance(inputs, dict):
             raise click.BadParameter(f"{inputs_file} holds no JSON object", param_hint="--inputs")
+        if file_index is not None:
+            try:
+                inputs = file_inputs(inputs, file_index)
+            except (KeyError, TypeError, AttributeError):
+                raise click.BadParameter(
+                    f"{inputs_file} has no file {file_index}", param_hint="--file"
+                ) from None
     base = None
     if portable:
         base = experiment_root or default_experiment_root()

@@ -3,9 +3,8 @@
 ``tune-batch-size`` is in :mod:`sleap_rtc.cli.tune`, ``manifest …`` in
 :mod:`sleap_rtc.cli.manifests`.
 
-Every command talks to SLURM through the
-:class:`~sleap_rtc.engine.backends.slurm.tools.SlurmClient` found in the click
-context's object (``CliRunner().invoke(cli, args, obj=client)``), else this
+Every command talks to SLURM through the :class:`~sleap_rtc.pipeline.SlurmClient` in
+the click context's object (``CliRunner().invoke(cli, args, obj=client)``), else this
 machine's SLURM tools.
 """
 
@@ -227,6 +226,7 @@ def run(
         interval = 10.0 if poll_interval is None else poll_interval
         _drive(loaded, layout, force, interval, cancel_on_exit, as_json)
         return
+    from sleap_rtc.pipeline.plan import NOT_RUN
     from sleap_rtc.pipeline.record import AlreadyDriven
     from sleap_rtc.pipeline.run import as_dicts
     from sleap_rtc.pipeline.run import submit as submit_pipeline
@@ -252,7 +252,7 @@ def run(
     for stage_run in runs:
         if stage_run.action == "submitted":
             waits = f" after {', '.join(stage_run.after)}" if stage_run.after else ""
-            why = f" ({stage_run.note})" if stage_run.note != "not run yet" else ""
+            why = f" ({stage_run.note})" if stage_run.note != NOT_RUN else ""
             line = f"submitted job {stage_run.job_id}{waits}{why}"
         else:
             line = f"skipped: {stage_run.note}"
@@ -305,6 +305,7 @@ def _dry_run(loaded: Pipeline, layout: Layout, force: bool, as_json: bool) -> No
                 "script_action": step.written.action,
                 "script_changes": step.written.changed,
                 "inputs_key": step.written.key,
+                "tasks": step.tasks,
             }
             for step in steps
         ]
@@ -313,7 +314,8 @@ def _dry_run(loaded: Pipeline, layout: Layout, force: bool, as_json: bool) -> No
     console = make_console()
     for step in steps:
         script = step.written
-        note = "" if script.action == "kept" else f"  [script {_script_state(script)}]"
+        changed = f"  [its script changes: {'; '.join(script.changed)}]"
+        note = {"rewritten": changed, "written": "  [its script is new]"}.get(script.action, "")
         console.print(
             f"{plain(step.stage.group):<12} {plain(step.stage.name):<18} "
             f"{step.action:<6} {plain(step.reason)}{plain(note)}",
@@ -326,6 +328,7 @@ def _dry_run(loaded: Pipeline, layout: Layout, force: bool, as_json: bool) -> No
         f"{len(steps)} stage(s): {counts['run']} to run, {counts['skip']} current, "
         f"{counts['queued']} queued or running. Nothing was written or submitted.",
         highlight=False,
+        soft_wrap=True,
     )
 
 

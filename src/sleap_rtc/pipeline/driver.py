@@ -137,6 +137,8 @@ class Driver:
         self.record = record_path(pipeline, layout)
         self.schedule = Schedule([])
         self.written: dict[str, Written] = {}
+        #: sbatch options a stage adds to its script's (the tasks of an array to run).
+        self.options: dict[str, list[str]] = {}
         #: True once a run returned because it was asked to stop.
         self.stopped = False
         self.polls = 0
@@ -188,7 +190,7 @@ class Driver:
     def _start(self) -> None:
         """Bring the scripts up to date; plan; follow what is queued, record the rest
         WAITING."""
-        written = generate(self.pipeline, self.layout)
+        written = generate(self.pipeline, self.layout, slurm=self.slurm)
         self.written = {w.stage.key: w for w in written}
         record = load_record(self.record)
         refuse_if_driven(self.record, record)
@@ -207,6 +209,7 @@ class Driver:
                 self._emit("done", node, f"skipped: {step.reason}")
             else:
                 node.reason = step.reason
+                self.options[node.key] = step.options()
                 waiting[node.key] = self._waiting_entry(node)
         if waiting:
             update_record(self.record, waiting)
@@ -247,7 +250,7 @@ class Driver:
     def _submit(self, node: Node) -> None:
         written = self.written[node.key]
         stage = written.stage
-        options = stage.attempt_options(node.attempt)
+        options = [*self.options.get(node.key, []), *stage.attempt_options(node.attempt)]
         if stage.retries:
             options.append(f"--export=ALL,SLEAP_RTC_ATTEMPT={node.attempt}")
         job_id = self.slurm.sbatch(
@@ -291,10 +294,16 @@ class Driver:
             f"after {before}",
         )
 
+    def _arrays(self, nodes: list[Node]) -> set[str]:
+        """The jobs of ``nodes`` that are array jobs (track over several files)."""
+        return {str(n.job_id) for n in nodes if self.written[n.key].stage.files}
+
     def _poll(self) -> bool:
         """One state query for every job in flight; whether one of them ended."""
         flying = self.schedule.in_flight()
-        details = self.slurm.job_details([str(n.job_id) for n in flying])
+        details = self.slurm.job_details(
+            [str(n.job_id) for n in flying], arrays=self._arrays(flying)
+        )
         self.polls += 1
         states = {job_id: info.state for job_id, info in details.items()}
         ended = self.schedule.observe(states)
@@ -359,7 +368,8 @@ class Driver:
         self.slurm.scancel(ids)
         self.cancelled += ids
         with contextlib.suppress(SlurmError):  # one that ended meanwhile keeps its state
-            self.schedule.observe(self.slurm.job_states(ids))
+            flying = self.schedule.in_flight()
+            self.schedule.observe(self.slurm.job_states(ids, arrays=self._arrays(flying)))
         for node in self.schedule.in_flight():
             node.state, node.reason = "CANCELLED", "cancelled when the driver stopped"
         return ids

@@ -87,7 +87,8 @@ def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
             before, after = old_job.get(field), new_job.get(field)
             found.append(f"{field} {_short(before)} → {_short(after)}")
     old_files, new_files = old.get("files") or {}, new.get("files") or {}
-    for role in sorted(set(old_files) | set(new_files)):
+    found += _tracked_changes(old_files, new_files)
+    for role in sorted((set(old_files) | set(new_files)) - _tracked_roles(old_files, new_files)):
         before, after = old_files.get(role), new_files.get(role)
         if before is None or after is None:
             found.append(f"{role} {'added' if before is None else 'removed'}")
@@ -102,4 +103,52 @@ def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
     for parent in sorted(set(old_parents) | set(new_parents)):
         if old_parents.get(parent) != new_parents.get(parent):
             found.append(f"{parent} has new inputs")
+    return found
+
+
+def file_role(index: int) -> str:
+    """The role of an array stage's ``index``-th file among its inputs."""
+    return f"data[{index}]"
+
+
+def file_inputs(inputs: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The inputs of one file of an array stage (track over several files): the
+    stage's, with that file alone as its data, as a one-file track stage would have.
+    Its key doesn't depend on where the file is in the list, so adding or reordering
+    files leaves the others current. KeyError when the stage has no such file."""
+    files = dict(inputs.get("files") or {})
+    mine = files[file_role(index)]
+    kept = {role: v for role, v in files.items() if not role.startswith("data[")}
+    job = {**(inputs.get("job") or {}), "data_path": mine["path"]}
+    return {**inputs, "job": job, "files": {**kept, "data": mine}}
+
+
+def _is_tracked(role: str) -> bool:
+    return role == "data" or role.startswith("data[")
+
+
+def _tracked_roles(*files: Mapping[str, Any]) -> set[str]:
+    return {role for roles in files for role in roles if _is_tracked(role)}
+
+
+def _tracked_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What changed among the files track runs on (one, or an array's), by path: files
+    added, removed, or changed in place; in words."""
+    before = {v.get("path"): v.get("id") for r, v in old.items() if _is_tracked(r)}
+    after = {v.get("path"): v.get("id") for r, v in new.items() if _is_tracked(r)}
+    if len(before) <= 1 and len(after) <= 1 and before.keys() != after.keys():
+        return []  # one file for another: the job's data_path says so
+    found = []
+    added = [p for p in after if p not in before]
+    removed = [p for p in before if p not in after]
+    changed = [p for p in after if p in before and before[p] != after[p]]
+    for paths, what in ((added, "added"), (removed, "removed")):
+        if paths:
+            names = ", ".join(Path(str(p)).name for p in paths[:3])
+            more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            found.append(f"{len(paths)} file(s) to track {what} ({names}{more})")
+    for path in changed[:3]:
+        found.append(f"data changed ({Path(str(path)).name})")
+    if len(changed) > 3:
+        found.append(f"{len(changed) - 3} more files to track changed")
     return found

@@ -30,6 +30,8 @@ StageKind = Literal["train", "track", "command"]
 Scope = Literal["dataset", "pipeline"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+#: Largest ``array_parallelism`` (``%P`` of ``--array``).
+MAX_ARRAY_PARALLELISM = 10_000
 
 
 #: Ends after which a stage with ``retries`` tries again, unless ``retry_on`` says otherwise.
@@ -90,6 +92,8 @@ class StageSettings(BaseModel):
     retries: int = Field(default=0, ge=0, le=10)
     retry_on: list[Retryable] = Field(default_factory=lambda: list(RETRY_ON), min_length=1)
     retry_resources: RetryResources = Field(default_factory=RetryResources)
+    #: For track over several files (an array job): at most so many tasks at once.
+    array_parallelism: int | None = Field(default=None, ge=1, le=MAX_ARRAY_PARALLELISM)
 
     @field_validator("command")
     @classmethod
@@ -127,6 +131,9 @@ class JobFile(BaseModel):
     setup: list[str] = Field(default_factory=list, max_length=100)
     #: At most so many sbatch calls per second, and jobs of this pipeline queued at once.
     throttle: ThrottleSettings = Field(default_factory=ThrottleSettings)
+    #: Track over several files runs as an array job with at most so many tasks at once
+    #: (``--array=0-N%P``); unset: as many as SLURM lets run.
+    array_parallelism: int | None = Field(default=None, ge=1, le=MAX_ARRAY_PARALLELISM)
 
     @field_validator("name")
     @classmethod

@@ -11,7 +11,9 @@ Every stage, parents first, gets one action:
   ``mice/centroid has new inputs``), a stage it needs runs, or ``--force``.
 
 A stage whose parent runs runs too, so outputs made from a stale model are never
-taken as done. ``submit``, the ``--chain=poll`` driver and ``pipeline run
+taken as done. An array stage (track over several files) keeps a manifest per
+file: it runs only the tasks holding files whose outputs aren't current (its
+``tasks``), unless a stage it needs runs. ``submit``, the ``--chain=poll`` driver and ``pipeline run
 --dry-run`` all act on this one plan; ``status`` uses :func:`outputs_current`.
 """
 
@@ -19,18 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
-from sleap_rtc.pipeline.inputs import changes
+from sleap_rtc.pipeline.inputs import changes, file_inputs, inputs_key
 from sleap_rtc.pipeline.manifest import MANIFEST_NAME, verify_manifest
-from sleap_rtc.pipeline.record import entry_jobs
+from sleap_rtc.pipeline.record import array_jobs, entry_jobs
 from sleap_rtc.pipeline.sbatch import Layout
 from sleap_rtc.pipeline.scripts import Written
 from sleap_rtc.pipeline.spec import Pipeline, Stage
 
 Action = Literal["run", "skip", "queued"]
+#: Why a stage with no outputs of its own runs.
+NOT_RUN = "not run yet"
 
 
 @dataclass(frozen=True)
@@ -43,16 +48,57 @@ class Step:
     reason: str
     #: The job still queued or running (``queued``), or the one that made the outputs.
     job_id: str | None = None
+    #: An array stage that runs only some of its tasks: which (None: all of them).
+    tasks: tuple[int, ...] | None = None
+
+    def options(self) -> list[str]:
+        """sbatch options this step adds to its script's: the tasks of an array to run."""
+        shape = self.written.shape
+        if self.tasks is None or shape is None:
+            return []
+        return [shape.option(self.tasks, self.stage.array_parallelism)]
 
 
 def outputs_current(
     stage: Stage, inputs: Mapping[str, Any], key: str, layout: Layout
 ) -> tuple[bool, str, str | None]:
     """Whether a stage's outputs are current: its manifest checks out and records the
-    inputs it has now. With the reason in words, and the job that made them."""
-    manifest_file = layout.artifacts_dir(stage) / MANIFEST_NAME
+    inputs it has now (an array stage's: every file's). With the reason in words, and
+    the job that made them."""
+    if stage.files:
+        stale = stale_files(stage, inputs, layout)
+        if stale:
+            return False, _stale_reason(stage, stale), None
+        return True, f"its outputs are current ({len(stage.files)} files)", None
+    return _manifest_current(layout.artifacts_dir(stage) / MANIFEST_NAME, inputs, key, layout)
+
+
+def stale_files(stage: Stage, inputs: Mapping[str, Any], layout: Layout) -> list[tuple[int, str]]:
+    """The files of an array stage whose outputs aren't current, with the reason."""
+    stale = []
+    for index, folder in enumerate(layout.file_dirs(stage)):
+        mine = file_inputs(inputs, index)
+        current, reason, _ = _manifest_current(
+            folder / MANIFEST_NAME, mine, inputs_key(mine), layout
+        )
+        if not current:
+            stale.append((index, reason))
+    return stale
+
+
+def _stale_reason(stage: Stage, stale: list[tuple[int, str]]) -> str:
+    total = len(stage.files)
+    if len(stale) == total and all(reason == NOT_RUN for _, reason in stale):
+        return NOT_RUN
+    index, reason = stale[0]
+    return f"{len(stale)} of {total} files: {stage.files[index].name}: {reason}"
+
+
+def _manifest_current(
+    manifest_file: Path, inputs: Mapping[str, Any], key: str, layout: Layout
+) -> tuple[bool, str, str | None]:
     if not manifest_file.is_file():
-        return False, "not run yet", None
+        return False, NOT_RUN, None
     manifest, problems = verify_manifest(manifest_file, experiment_root=layout.experiment_root)
     if manifest is None or problems:
         first = problems[0].message if problems else "its manifest can't be read"
@@ -79,9 +125,10 @@ def make_plan(
     was submitted for other inputs than the stage has now."""
     earlier = {k: entry_jobs(v) for k, v in record.items()}
     wanted = [job for jobs in earlier.values() for job in jobs]
+    arrays = array_jobs(record, [item.stage.key for item in written if item.stage.files])
     live = {
         job_id: state
-        for job_id, state in slurm.job_states(wanted).items()
+        for job_id, state in slurm.job_states(wanted, arrays=arrays).items()
         if state not in FINAL_STATES
     }
     steps: dict[str, Step] = {}
@@ -103,10 +150,21 @@ def make_plan(
         elif moving:
             what = "runs" if moving[0].action == "run" else "is queued or running"
             reason = f"it needs {moving[0].stage.key}, which {what}"
+            if not (layout.artifacts_dir(stage) / MANIFEST_NAME).is_file():
+                reason = NOT_RUN  # nothing of its own to redo
             steps[stage.key] = Step(stage, item, "run", reason)
         elif stage.dependency == "afternotok" and stage.parents:
             reason = "nothing it needs runs, so none can fail (afternotok)"
             steps[stage.key] = Step(stage, item, "skip", reason)
+        elif stage.files and item.shape is not None:
+            stale = stale_files(stage, item.inputs, layout)
+            if not stale:
+                reason = f"its outputs are current ({len(stage.files)} files)"
+                steps[stage.key] = Step(stage, item, "skip", reason)
+                continue
+            tasks = sorted({item.shape.task_of(index) for index, _ in stale})
+            some = tuple(tasks) if len(tasks) < item.shape.tasks else None
+            steps[stage.key] = Step(stage, item, "run", _stale_reason(stage, stale), tasks=some)
         else:
             current, reason, job = outputs_current(stage, item.inputs, item.key, layout)
             steps[stage.key] = Step(stage, item, "skip" if current else "run", reason, job)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from sleap_rtc.pipeline.sbatch import Layout
@@ -111,3 +111,14 @@ def refuse_if_driven(path: Path, record: Mapping[str, object]) -> None:
                 f"waits for it, in {path}); stop it first, or follow it with "
                 "`sleap-rtc pipeline status`"
             )
+
+
+def array_jobs(record: Mapping[str, Mapping[str, object]], keys: Collection[str]) -> set[str]:
+    """The array jobs among the record's: those of the stages ``keys`` (array stages),
+    less the job standing for their attempts."""
+    return {
+        job
+        for key in keys
+        for job in entry_jobs(record.get(key, {}))
+        if job != record.get(key, {}).get("gate")
+    }

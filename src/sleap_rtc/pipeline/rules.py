@@ -412,6 +412,21 @@ def _needs_valid(d: Draft) -> list[Problem]:
     return problems
 
 
+def _arrays_valid(d: Draft) -> list[Problem]:
+    """Only track runs as an array (when its dataset lists several files)."""
+    return [
+        _problem(
+            f"stages.{key}.array_parallelism",
+            str(settings.array_parallelism),
+            ProblemCode.CONFLICT,
+            "array_parallelism is for track, which runs as an array job when its dataset's "
+            "track lists several files",
+        )
+        for key, settings in d.settings.items()
+        if settings.array_parallelism is not None and key != "track"
+    ]
+
+
 #: The rules of a job file beyond its fields' types, in the order their problems are listed.
 CHECKS: tuple[Callable[[Draft], list[Problem]], ...] = (
     _registry_readable,
@@ -423,4 +438,5 @@ CHECKS: tuple[Callable[[Draft], list[Problem]], ...] = (
     _overrides_valid,
     _manifests_valid,
     _track_has_models,
+    _arrays_valid,
 )

@@ -26,7 +26,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,12 +39,15 @@ from sleap_rtc.engine.backends.slurm.tools import (
     SlurmError,
     explain,
     monitor_jobs,
+    task_counts,
 )
+from sleap_rtc.pipeline.attempts import NOT_RETRIED
 from sleap_rtc.pipeline.driver import Driver, Event, StageResult, drive
 from sleap_rtc.pipeline.plan import Step, make_plan, outputs_current
 from sleap_rtc.pipeline.record import (
     NOT_SUBMITTED,
     WAITING,
+    array_jobs,
     driver_alive,
     entry_jobs,
     load_record,
@@ -52,8 +55,8 @@ from sleap_rtc.pipeline.record import (
     refuse_if_driven,
     write_record,
 )
-from sleap_rtc.pipeline.sbatch import NOT_RETRIED, Layout
-from sleap_rtc.pipeline.scripts import Written, current_keys, generate
+from sleap_rtc.pipeline.sbatch import Layout
+from sleap_rtc.pipeline.scripts import current_keys, generate
 from sleap_rtc.pipeline.spec import Pipeline, Stage, load_job
 from sleap_rtc.pipeline.throttle import Backoff, Throttle
 
@@ -88,7 +91,7 @@ def submit(
     every ``poll_interval`` seconds, backing off while nothing changes) before it
     submits more: parents always go in before the stages that wait for them."""
     slurm = slurm or SlurmClient()
-    written = generate(pipeline, layout)
+    written = generate(pipeline, layout, slurm=slurm)
     path = record_path(pipeline, layout)
     record = load_record(path)
     refuse_if_driven(path, record)
@@ -118,7 +121,7 @@ def submit(
                 queued = _wait_for_room(slurm, queued, throttle, poll_interval)
             throttle.wait_turn()
             after = [str(ids[p]) for p in stage.parents if ids.get(p)] if chain else []
-            attempts, gate = _submit_attempts(slurm, step.written, after, layout, submitted)
+            attempts, gate = _submit_attempts(slurm, step, after, layout, submitted)
             queued += [*attempts, *([gate] if gate else [])]
             job_id = attempts[0]
             ids[stage.key] = gate or job_id  # what the stages that need this one wait for
@@ -142,13 +145,13 @@ def submit(
 
 
 def _submit_attempts(
-    slurm: SlurmClient, written: Written, after: list[str], layout: Layout, submitted: list[str]
+    slurm: SlurmClient, step: Step, after: list[str], layout: Layout, submitted: list[str]
 ) -> tuple[list[str], str | None]:
     """Submit a stage: its job, or with ``retries`` every attempt at once, each after the
     one before it fails (afternotok, with that attempt's resources), and the job that
-    stands for all of them (:func:`~sleap_rtc.pipeline.sbatch.gate_script`). The ids
+    stands for all of them (:func:`~sleap_rtc.pipeline.attempts.gate_script`). The ids
     of the attempts and of that job; each id goes into ``submitted`` as it is made."""
-    stage = written.stage
+    written, stage, tasks = step.written, step.stage, step.options()
 
     def sbatch(script: Path, **kw: Any) -> str:
         job_id = slurm.sbatch(script, cwd=layout.scripts.parent, **kw)
@@ -157,7 +160,11 @@ def _submit_attempts(
 
     if not stage.retries:
         first = sbatch(
-            written.script, after=after, dependency=stage.dependency, singleton=stage.singleton
+            written.script,
+            after=after,
+            dependency=stage.dependency,
+            singleton=stage.singleton,
+            options=tasks,
         )
         return [first], None
     attempts = [
@@ -166,13 +173,13 @@ def _submit_attempts(
             after=after,
             dependency=stage.dependency,
             singleton=stage.singleton,
-            options=["--export=ALL,SLEAP_RTC_ATTEMPT=1"],
+            options=[*tasks, "--export=ALL,SLEAP_RTC_ATTEMPT=1"],
         )
     ]
     for attempt in range(2, stage.attempts + 1):
         previous = attempts[-1]
         env = f"--export=ALL,SLEAP_RTC_ATTEMPT={attempt},SLEAP_RTC_PREVIOUS_JOB={previous}"
-        options = [*stage.attempt_options(attempt), env]
+        options = [*tasks, *stage.attempt_options(attempt), env]
         attempts.append(
             sbatch(written.script, after=[previous], dependency="afternotok", options=options)
         )
@@ -204,7 +211,7 @@ def plan(
     """What :func:`submit` would do with each stage, and why; nothing is written or
     submitted (``pipeline run --dry-run``)."""
     slurm = slurm or SlurmClient()
-    written = generate(pipeline, layout, dry_run=True)
+    written = generate(pipeline, layout, dry_run=True, slurm=slurm)
     record = load_record(record_path(pipeline, layout))
     return make_plan(pipeline, written, layout, record, slurm, force=force)
 
@@ -251,8 +258,10 @@ class StageStatus:
     #: to raise; CANCELLED: by whom, or a dependency never satisfied; LOST), or why a
     #: stage with no job is WAITING or NOT SUBMITTED.
     reason: str = ""
-    #: Its job's log.
+    #: Its job's log (an array's: of its first task that did not complete).
     log: str | None = None
+    #: An array stage's tasks and their states (``"0": "COMPLETED"``).
+    tasks: dict[str, str] = field(default_factory=dict)
 
 
 def _unsubmitted(
@@ -287,14 +296,16 @@ def status(
     WAITING (for a driver) or NOT SUBMITTED, with the reason where one is recorded."""
     record = load_record(record_path(pipeline, layout))
     wanted = [job for entry in record.values() for job in entry_jobs(entry)]
-    details = (slurm or SlurmClient()).job_details(wanted)
+    arrays = array_jobs(record, [s.key for s in pipeline.stages if s.files])
+    details = (slurm or SlurmClient()).job_details(wanted, arrays=arrays)
     keyed = current_keys(pipeline, layout)
     found = []
+    ended: dict[str, tuple[str, str | None]] = {}
     for stage in pipeline.stages:
         entry = record.get(stage.key, {})
         attempts = [job for job in entry_jobs(entry) if job != entry.get("gate")]
         number, job_id = _current_attempt(attempts, details)
-        reason, log = "", None
+        reason, log, tasks = "", None, {}
         if job_id is not None:
             log = str(layout.log(stage, job_id))
             info = details.get(job_id)
@@ -310,11 +321,39 @@ def status(
             old = isinstance(submitted, int | float) and time.time() - submitted >= LOST_AFTER_S
             if state == "UNKNOWN" and old:
                 state, reason = LOST, lost_reason(job_id, layout)
+            if state == "CANCELLED" and info is not None and info.cancelled_by is None:
+                # SLURM may cancel a job whose dependency failed before it notes why.
+                reason = _unmet_dependency(stage, ended) or reason
+            if info is not None and info.tasks:
+                tasks = dict(info.tasks)
+                counts = ", ".join(f"{n} {s}" for s, n in task_counts(tasks).items())
+                reason = f"tasks: {counts}" + (f"; {reason}" if reason else "")
+                odd = [t for t, s in tasks.items() if s != "COMPLETED" and t.isdigit()]
+                log = str(layout.log(stage, job_id, odd[0] if odd else "*"))
         else:
             current, _, _ = outputs_current(stage, *keyed[stage.key], layout)
             state, reason = _unsubmitted(stage, layout, entry, current)
-        found.append(StageStatus(stage.group, stage.name, job_id, state, reason, log))
+        ended[stage.key] = (state, job_id)
+        found.append(StageStatus(stage.group, stage.name, job_id, state, reason, log, tasks))
     return found
+
+
+def _unmet_dependency(stage: Stage, ended: Mapping[str, tuple[str, str | None]]) -> str:
+    """The parents whose end kept ``stage``'s dependency from ever being met, in words;
+    "" when none did (or SLURM never waited on them)."""
+    parents = [(p, *ended[p]) for p in stage.parents if p in ended and ended[p][1] is not None]
+    if not parents or any(state not in FINAL_STATES for _, state, _ in parents):
+        return ""
+    if stage.dependency == "afterok":
+        unmet = [(p, state, job) for p, state, job in parents if state != "COMPLETED"][:1]
+    elif stage.dependency == "afternotok":  # waits for any of them to fail
+        unmet = parents if all(state == "COMPLETED" for _, state, _ in parents) else []
+    else:
+        unmet = []
+    if not unmet:
+        return ""
+    said = ", ".join(f"{p} {state} (job {job})" for p, state, job in unmet)
+    return f"a job it depends on did not end as it needs: {said} (dependency never satisfied)"
 
 
 def _current_attempt(attempts: list[str], details: Mapping[str, JobInfo]) -> tuple[int, str | None]:
@@ -351,7 +390,8 @@ def cancel(pipeline: Pipeline, layout: Layout, *, slurm: SlurmClient | None = No
     slurm = slurm or SlurmClient()
     record = load_record(record_path(pipeline, layout))
     jobs = [job for entry in record.values() for job in entry_jobs(entry)]
-    states = slurm.job_states(jobs)
+    arrays = array_jobs(record, [s.key for s in pipeline.stages if s.files])
+    states = slurm.job_states(jobs, arrays=arrays)
     ids = [job for job in jobs if job in states and states[job] not in FINAL_STATES]
     slurm.scancel(ids)
     return ids
@@ -391,7 +431,7 @@ class PipelineRun:
 
     def generate(self) -> list[Path]:
         """Bring every stage's script up to date; their paths."""
-        return [w.script for w in generate(self.pipeline, self.layout)]
+        return [w.script for w in generate(self.pipeline, self.layout, slurm=self.slurm)]
 
     def plan(self, *, force: bool = False) -> list[Step]:
         """What :meth:`submit` would do with each stage, and why; changes nothing."""

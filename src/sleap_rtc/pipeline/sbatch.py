@@ -14,8 +14,8 @@ stage first probes for the largest batch size that fits in the GPU's memory
 and trains with it. Every stage ends by writing its manifest, with its inputs
 (:mod:`sleap_rtc.pipeline.inputs`), which is how a later run knows its outputs are
 current. Artifacts go to ``$SLEAP_RTC_EXPERIMENT_ROOT/{job}/{dataset}/{stage}/``;
-the root defaults to the one chosen when the script was written and the
-environment overrides it.
+the root defaults to the one chosen when it was written; the environment overrides it.
+Track over several files is one array job, a folder per file (:mod:`.arrays`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,16 @@ from typing import Any
 from sleap_rtc.jobs.options import option
 from sleap_rtc.jobs.pathmaps import as_pairs
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
+from sleap_rtc.pipeline.arrays import ArrayShape, file_folders
+from sleap_rtc.pipeline.attempts import NOT_RETRIED, attempt_lines, gate_script
 from sleap_rtc.pipeline.manifest import (
     EXPERIMENT_ROOT_ENV,
     Manifest,
     default_experiment_root,
 )
 from sleap_rtc.pipeline.spec import TRAINING_STAGES, Stage
+
+__all__ = ["NOT_RETRIED", "ArrayShape", "Layout", "file_folders", "gate_script", "render"]
 
 #: Inside a stage's artifacts folder: the trained model, tracking's output, the job's spec.
 MODEL_DIR = "model"
@@ -91,23 +95,32 @@ class Layout:
     def log_folder(self, stage: Stage) -> Path:
         return self.logs / stage.job / stage.group
 
-    def log(self, stage: Stage, job_id: str | None) -> Path:
-        """A stage's log for one of its jobs (``%j`` for the job id SLURM fills in)."""
+    def log(self, stage: Stage, job_id: str | None, task: str | None = None) -> Path:
+        """A stage's log for one of its jobs (``%j`` for the job id SLURM fills in); an
+        array stage's, for one task (``%A_%a``; ``*`` for any task)."""
+        if stage.files:
+            return self.log_folder(stage) / f"{stage.name}-{job_id or '%A'}_{task or '%a'}.out"
         return self.log_folder(stage) / f"{stage.name}-{job_id or '%j'}.out"
+
+    def file_dirs(self, stage: Stage) -> list[Path]:
+        """An array stage's folder for each of its files, in its artifacts folder."""
+        return [self.artifacts_dir(stage) / name for name in file_folders(stage.files)]
 
 
 def _q(value: str | Path) -> str:
     return shlex.quote(str(value))
 
 
-def sbatch_lines(stage: Stage, layout: Layout) -> list[str]:
-    """The ``#SBATCH`` header for a stage."""
+def sbatch_lines(stage: Stage, layout: Layout, shape: ArrayShape | None = None) -> list[str]:
+    """The ``#SBATCH`` header for a stage (an array job's, with ``shape``)."""
     lines = [
         f"--job-name={stage.slurm_name}",
         f"--output={layout.log(stage, None)}",
         f"--chdir={layout.scripts.parent}",
         *stage.resources.directives(),
     ]
+    if shape is not None:
+        lines.append(shape.option(parallelism=stage.array_parallelism))
     return [f"#SBATCH {line}" for line in lines]
 
 
@@ -186,7 +199,7 @@ def stage_spec(stage: Stage, pinned: Manifest | None = None) -> TrainSpec | Trac
     models = [f"../{parent}/{MODEL_DIR}" for parent in trained_here(stage)]
     models += [str(model) for model in _pinned_models(stage, pinned)]
     return TrackSpec(
-        data_path=str(stage.data.track),
+        data_path=str(stage.data.track[0]),  # an array's files: each task gives its own
         model_paths=models,
         output_path=PREDICTIONS,
         overwrite=True,
@@ -202,17 +215,30 @@ def stage_job(stage: Stage, pinned: Manifest | None = None) -> dict[str, Any]:
     return {**job, "optimize_batch_size": stage.optimize_batch_size}
 
 
-def _json_lines(name: str, data: dict[str, Any], comment: str) -> list[str]:
+def _json_lines(
+    name: str, data: dict[str, Any], comment: str, *, shared: bool = False
+) -> list[str]:
     """Lines that write ``data`` as ``$ARTIFACTS/{name}``, as it is here.
 
     A quoted here-document: the shell expands nothing in it, and JSON has no line that
     reads ``JSON`` (newlines in strings are escaped), so it ends where it should.
+    ``shared``: the tasks of an array write it side by side, so each writes its own
+    copy and renames it into place (a reader sees one whole file or the other).
     """
+    if not shared:
+        return [
+            f"# {comment}",
+            f"cat > \"$ARTIFACTS\"/{name} <<'JSON'",
+            json.dumps(data, indent=2),
+            "JSON",
+            "",
+        ]
     return [
         f"# {comment}",
-        f"cat > \"$ARTIFACTS\"/{name} <<'JSON'",
+        f'cat > "$ARTIFACTS"/{name}."$TASK" <<\'JSON\'',
         json.dumps(data, indent=2),
         "JSON",
+        f'mv -f "$ARTIFACTS"/{name}."$TASK" "$ARTIFACTS"/{name}',
         "",
     ]
 
@@ -272,7 +298,7 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
         return [*tune_lines(stage, cli), *train] if stage.optimize_batch_size else train
     command = [
         f"{cli} local track",
-        *_mounts([stage.data.track.parent, *_pinned_models(stage, pinned)]),
+        *_mounts([stage.data.track[0].parent, *_pinned_models(stage, pinned)]),
         f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
         run_spec,
     ]
@@ -332,7 +358,8 @@ def _command_lines(stage: Stage, cli: str, sleap_rtc: list[str]) -> list[str]:
         lines += [
             f"export SLEAP_RTC_DATASET={_q(stage.dataset.name)}",
             f"export SLEAP_RTC_LABELS={_q(stage.dataset.labels)}",
-            f"export SLEAP_RTC_TRACK_DATA={_q(stage.dataset.track)}",
+            # The file track runs on; several (an array), one per line.
+            f"export SLEAP_RTC_TRACK_DATA={_q(chr(10).join(map(str, stage.dataset.track)))}",
         ]
     lines += [
         'cd "$ARTIFACTS"',
@@ -345,78 +372,20 @@ def _command_lines(stage: Stage, cli: str, sleap_rtc: list[str]) -> list[str]:
     return lines
 
 
-#: The exit status of an attempt that was not tried, because the one before it ended in a
-#: way its stage doesn't retry; the attempts after it pass it on.
-NOT_RETRIED = 75
-
-
-def _attempt_lines(stage: Stage) -> list[str]:
-    """With ``--chain``, attempt N waits for attempt N-1 to fail (afternotok) and goes only
-    if it ended in one of the stage's ``retry_on``."""
-    ends = "|".join(f"{end}*" for end in stage.retry_on)
-    return [
-        f"# Retries ({stage.retries}): an attempt after one that ended otherwise than "
-        f"{', '.join(stage.retry_on)} is not tried.",
-        'if [ -n "${SLEAP_RTC_PREVIOUS_JOB:-}" ]; then',
-        '    before=$(sacct -n -X -P -o State,ExitCode -j "$SLEAP_RTC_PREVIOUS_JOB" | head -n 1)',
-        '    case "${before%%|*}" in',
-        f'        {ends}) echo "attempt ${{SLEAP_RTC_ATTEMPT:-?}}: job $SLEAP_RTC_PREVIOUS_JOB '
-        'ended ${before%%|*}; trying again" >&2 ;;',
-        f'        *) [ "${{before#*|}}" = "{NOT_RETRIED}:0" ] || echo "attempt '
-        "${SLEAP_RTC_ATTEMPT:-?}: job $SLEAP_RTC_PREVIOUS_JOB ended ${before%%|*}, which "
-        'this stage does not retry" >&2',
-        f"           exit {NOT_RETRIED} ;;",
-        "    esac",
-        "fi",
-        "",
-    ]
-
-
-def gate_script(stage: Stage, layout: Layout) -> str:
-    """The job that stands for all attempts of a stage with retries under ``--chain``:
-    it runs once every attempt ended (afterany) and succeeds when one of them completed,
-    so the stages that need this one wait for it with afterok."""
-    resources = stage.resources
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={stage.slurm_name}.attempts",
-        f"#SBATCH --output={layout.log_folder(stage) / stage.name}-attempts-%j.out",
-        f"#SBATCH --chdir={layout.scripts.parent}",
-        "#SBATCH --time=5",
-        "#SBATCH --mem=100M",
-        "#SBATCH --cpus-per-task=1",
-    ]
-    for name in ("partition", "account", "qos"):
-        value = getattr(resources, name)
-        if value is not None:
-            lines.append(f"#SBATCH --{name}={value}")
-    lines += [
-        f"# Written by `sleap-rtc pipeline` for {stage.key}; written again each run.",
-        "set -euo pipefail",
-        "# The attempts' job ids, ':'-separated (sbatch --export splits values at ',').",
-        'jobs=$(echo "$SLEAP_RTC_ATTEMPTS" | tr ":" ",")',
-        'wanted=$(echo "$SLEAP_RTC_ATTEMPTS" | tr ":" "\\n" | wc -l)',
-        "for _ in $(seq 60); do  # accounting may lag a moment behind the end of a job",
-        '    states=$(sacct -n -X -P -o JobID,State -j "$jobs")',
-        '    ended=$(echo "$states" | grep -cvE "\\|(PENDING|RUNNING|REQUEUED|SUSPENDED)" || true)',
-        '    [ "$ended" -ge "$wanted" ] && break',
-        "    sleep 1",
-        "done",
-        'echo "attempts of ' + stage.key + ':"; echo "$states"',
-        'echo "$states" | grep -q "|COMPLETED"',
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def render(
     stage: Stage,
     layout: Layout,
     sleap_rtc: list[str],
     inputs: dict[str, Any],
     pinned: Manifest | None = None,
+    shape: ArrayShape | None = None,
 ) -> str:
-    """The whole script for one stage, written for these ``inputs``."""
-    lines = ["#!/bin/bash", *sbatch_lines(stage, layout), ""]
+    """The whole script for one stage, written for these ``inputs``; an array stage's
+    (track over several files) spread over its tasks as ``shape`` says."""
+    if stage.files and shape is None:
+        raise ValueError(f"{stage.key} tracks {len(stage.files)} files: give its array shape")
+    shape = shape if stage.files else None
+    lines = ["#!/bin/bash", *sbatch_lines(stage, layout, shape), ""]
     where = stage.dataset.name if stage.dataset is not None else "the whole job"
     lines += [
         f"# {stage.job} / {where} / {stage.name}, written by `sleap-rtc pipeline`.",
@@ -425,7 +394,7 @@ def render(
         "",
     ]
     if stage.retries:
-        lines += _attempt_lines(stage)
+        lines += attempt_lines(stage)
     if stage.setup:
         # First: a set-up line may set the experiment root, and every path below follows.
         lines.append("# Environment set-up (a failing line fails the job)")
@@ -438,6 +407,26 @@ def render(
         f'{root}="$(realpath -m -- "${root}")"',
         f"ARTIFACTS={layout.artifacts(stage)}",
         'mkdir -p "$ARTIFACTS"',
+    ]
+    if shape is not None:
+        lines += [
+            "# Each task of the array has its own sleap-rtc state, beside its file's outputs.",
+            'TASK="${SLURM_ARRAY_TASK_ID:-0}"',
+            "",
+        ]
+        lines += _json_lines(
+            INPUTS_FILE,
+            inputs,
+            "What this stage's outputs are made from (each file's manifest keeps its part).",
+            shared=True,
+        )
+        if pinned is not None:
+            lines.append(
+                f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)"
+            )
+        lines += _array_track_lines(stage, sleap_rtc, pinned, shape)
+        return "\n".join(lines) + "\n"
+    lines += [
         "# The stage's own sleap-rtc state (job store, logs), so stages can run side by side.",
         'export SLEAP_RTC_HOME="$ARTIFACTS/.sleap-rtc"',
         "",
@@ -451,3 +440,60 @@ def render(
         lines.append(f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)")
     lines += stage_commands(stage, sleap_rtc, pinned)
     return "\n".join(lines) + "\n"
+
+
+def _array_track_lines(
+    stage: Stage, sleap_rtc: list[str], pinned: Manifest | None, shape: ArrayShape
+) -> list[str]:
+    """Track over several files: each task of the array tracks its share of them, each
+    file into its own folder with its own manifest (so a rerun redoes only the files
+    whose inputs changed)."""
+    cli = " ".join(_q(part) for part in sleap_rtc)
+    spec = stage_spec(stage, pinned).model_dump(mode="json", exclude_none=True)
+    names = file_folders(stage.files)
+    data, output = option("track", "data_path").flag, option("track", "output_path").flag
+    command = [
+        f"{cli} local track",
+        *_mounts([*(f.parent for f in stage.files), *_pinned_models(stage, pinned)]),
+        f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
+        f'--spec "$ARTIFACTS"/{SPEC_FILE}',
+        f'{data} "${{FILES[$i]}}"',
+        f'{output} "$OUT"/{PREDICTIONS}',
+    ]
+    manifest = _manifest_command(cli, stage, [f"--output {PREDICTIONS}"])
+    manifest = manifest.replace('"$ARTIFACTS" \\', '"$OUT" \\', 1)
+    manifest = manifest.replace(
+        '--slurm-job-id "${SLURM_JOB_ID:-}"',
+        '--file "$i" --slurm-job-id "${SLURM_ARRAY_JOB_ID:-}_${TASK}"',
+    )
+    return [
+        *_json_lines(
+            SPEC_FILE,
+            spec,
+            "The job each file runs (its data and output below); relative paths are "
+            "relative to $ARTIFACTS.",
+            shared=True,
+        ),
+        f"# The {len(stage.files)} files this stage tracks, and each one's folder in $ARTIFACTS;",
+        (
+            "# task N takes file N."
+            if shape.per_task == 1
+            else f"# task N takes {shape.per_task} files, from file N*{shape.per_task} on."
+        ),
+        "FILES=(",
+        *(f"    {_q(file)}" for file in stage.files),
+        ")",
+        "NAMES=(",
+        *(f"    {_q(name)}" for name in names),
+        ")",
+        f"PER_TASK={shape.per_task}",
+        "first=$((TASK * PER_TASK))",
+        "for ((i = first; i < first + PER_TASK && i < ${#FILES[@]}; i++)); do",
+        '    OUT="$ARTIFACTS/${NAMES[$i]}"',
+        '    mkdir -p "$OUT"',
+        '    export SLEAP_RTC_HOME="$OUT/.sleap-rtc"',
+        '    echo "file $i: ${FILES[$i]}" >&2',
+        *("    " + line for line in " \\\n    ".join(command).split("\n")),
+        *("    " + line for line in manifest.split("\n")),
+        "done",
+    ]

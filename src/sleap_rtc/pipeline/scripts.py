@@ -36,10 +36,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sleap_rtc import __version__
+from sleap_rtc.engine.backends.slurm.tools import SlurmClient
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
-from sleap_rtc.pipeline.inputs import changes, inputs_key, stage_inputs
+from sleap_rtc.pipeline.inputs import changes, file_role, inputs_key, stage_inputs
 from sleap_rtc.pipeline.manifest import Manifest, read_manifest, verify_manifest
-from sleap_rtc.pipeline.sbatch import Layout, gate_script, render, stage_job, trained_here
+from sleap_rtc.pipeline.sbatch import (
+    ArrayShape,
+    Layout,
+    gate_script,
+    render,
+    stage_job,
+    trained_here,
+)
 from sleap_rtc.pipeline.spec import Pipeline, Stage
 
 ScriptAction = Literal["written", "rewritten", "kept", "edited"]
@@ -58,6 +66,8 @@ class Written:
     key: str
     #: For a rewritten script: what changed since it was written, in words.
     changed: list[str] = field(default_factory=list)
+    #: An array stage's files over its tasks.
+    shape: ArrayShape | None = None
 
     @property
     def gate(self) -> Path:
@@ -86,13 +96,13 @@ def stage_files(stage: Stage) -> dict[str, Path | None]:
     if stage.kind == "command":
         if stage.dataset is None:
             return {}
-        data = stage.dataset.track
-        return {
-            "labels": stage.dataset.labels,
-            "data": data if data != stage.dataset.labels else None,
-        }
+        data = [f for f in stage.dataset.track if f != stage.dataset.labels]
+        roles = ["data"] if len(data) == 1 else [file_role(i) for i in range(len(data))]
+        return {"labels": stage.dataset.labels, **dict(zip(roles, data, strict=True))}
+    if stage.files:  # an array: each file's part of the inputs is its own (file_inputs)
+        return {file_role(i): f for i, f in enumerate(stage.files)}
     if stage.kind == "track":
-        return {"data": stage.data.track}
+        return {"data": stage.data.track[0]}
     return {
         "config": stage.config,
         "labels": stage.data.labels,
@@ -137,9 +147,11 @@ def generate(
     *,
     sleap_rtc: list[str] | None = None,
     dry_run: bool = False,
+    slurm: SlurmClient | None = None,
 ) -> list[Written]:
     """Check every stage, then bring every stage's script up to date (see the module's
-    description); with ``dry_run``, only say what would be written.
+    description); with ``dry_run``, only say what would be written. An array stage's
+    tasks fit under ``slurm``'s MaxArraySize (asked only when there is one).
 
     JobRejected lists every problem at once: pinned manifests, stages, scripts edited
     by hand that the job file would now write differently. Nothing is written then.
@@ -152,15 +164,21 @@ def generate(
     keyed = keyed_inputs(pipeline, layout, pinned)
     problems: list[Problem] = []
     planned: list[tuple[Written, str, dict[str, Any] | None]] = []
+    largest = None
     for stage in pipeline.stages:
         inputs, key = keyed[stage.key]
-        text = render(stage, layout, command, inputs, pinned.get(stage.key))
+        shape = None
+        if stage.files:
+            if largest is None:
+                largest = (slurm or SlurmClient()).max_array_size()
+            shape = ArrayShape.fit(len(stage.files), largest)
+        text = render(stage, layout, command, inputs, pinned.get(stage.key), shape)
         script, meta_file = layout.script(stage), layout.meta(stage)
         meta = _read_meta(meta_file)
         action, changed, problem = _decide(stage, script, text, meta, inputs)
         if problem is not None:
             problems.append(problem)
-        item = Written(stage, script, meta_file, action, inputs, key, changed)
+        item = Written(stage, script, meta_file, action, inputs, key, changed, shape)
         planned.append((item, text, meta))
     if problems:
         raise JobRejected(problems)
@@ -238,7 +256,7 @@ def _meta(
             "config": str(stage.config) if stage.config else None,
             "labels": str(dataset.labels) if dataset else None,
             "val_labels": str(dataset.val_labels) if dataset and dataset.val_labels else None,
-            "track": str(dataset.track) if dataset else None,
+            "track": [str(f) for f in dataset.track] if dataset else None,
             "script": str(item.script),
             "logs": str(layout.log_folder(stage)),
             "artifacts": str(layout.artifacts_dir(stage)),

@@ -30,7 +30,9 @@ training stages), with a ``dependency`` type for command stages (``afterok``,
 ``afterany``, ``afternotok``), and ``singleton`` (one at a time). A *command
 stage* is any other name in ``stages`` with a ``command``: shell lines run with
 the same resources, set-up and manifest as the others, once per dataset or once
-for the job (``scope: pipeline``); see :mod:`sleap_rtc.pipeline.graph`.
+for the job (``scope: pipeline``); see :mod:`sleap_rtc.pipeline.graph`. Track over
+several files (the registry's ``track`` as a list or glob) is one array job, at most
+``array_parallelism`` tasks at once (:mod:`sleap_rtc.pipeline.arrays`).
 
 Relative paths in a job file are relative to the job file's folder; in a
 datasets registry, to the registry's folder.
@@ -101,6 +103,16 @@ class Stage:
     retries: int = 0
     retry_on: tuple[str, ...] = ()
     retry_resources: RetryResources = field(default_factory=RetryResources)
+    #: An array track stage's most tasks at once (``%P``); None: no limit of ours.
+    array_parallelism: int | None = None
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files an array stage tracks, one after another in its tasks (track over
+        several files); empty for every other stage."""
+        if self.kind != "track" or self.dataset is None or len(self.dataset.track) < 2:
+            return ()
+        return self.dataset.track
 
     @property
     def attempts(self) -> int:
@@ -262,6 +274,11 @@ def _resolve(d: Draft, source: Path) -> Pipeline:
             retries=settings.retries,
             retry_on=tuple(settings.retry_on),
             retry_resources=settings.retry_resources,
+            array_parallelism=(
+                settings.array_parallelism
+                if settings.array_parallelism is not None
+                else job.array_parallelism
+            ),
         )
 
     def upstream(name: str) -> set[str]:

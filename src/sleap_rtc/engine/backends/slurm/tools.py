@@ -28,8 +28,8 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -61,6 +61,8 @@ _SQUEUE_STATES = {"CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED", "TO": "TI
 #: How a job waits for the jobs it depends on.
 Dependency = Literal["afterok", "afterany", "afternotok"]
 _DEPENDENCIES: tuple[str, ...] = get_args(Dependency)
+#: SLURM's MaxArraySize when the cluster doesn't say.
+DEFAULT_MAX_ARRAY_SIZE = 1001
 #: Longest text from SLURM echoed in an explanation.
 _ECHO_CHARS = 200
 
@@ -104,6 +106,64 @@ class JobInfo:
     elapsed: str | None = None
     time_limit: str | None = None
     req_mem: str | None = None
+    #: An array job's tasks and their states (``"0": "COMPLETED"``, ``"[2-4%2]": "PENDING"``
+    #: for tasks not started yet); empty for a plain job.
+    tasks: Mapping[str, str] = field(default_factory=dict)
+
+
+#: The order an array's task states count in, most telling first: while any task may
+#: still run the array is on its way; once all ended, a failure wins over completion.
+_ARRAY_ORDER = ("RUNNING", "REQUEUED", "SUSPENDED", "PENDING")
+
+
+def gather_tasks(rows: Mapping[str, JobInfo], wanted: Sequence[str]) -> dict[str, JobInfo]:
+    """One JobInfo per job in ``wanted``: a plain job's row, or an array's tasks
+    (``ID_N``, ``ID_[N-M%P]``) folded into one, whose state is the array's as a whole.
+
+    An array is on its way while any task is (RUNNING before PENDING), COMPLETED when
+    every task completed, and otherwise takes the end (and exit code) of its first
+    task that did not complete."""
+    found: dict[str, JobInfo] = {}
+    tasks: dict[str, dict[str, JobInfo]] = {}
+    for job_id, info in rows.items():
+        head, sep, task = job_id.partition("_")
+        if job_id in wanted:
+            found[job_id] = info
+        elif sep and head in wanted:
+            tasks.setdefault(head, {})[task] = info
+    for head, infos in tasks.items():
+        ordered = sorted(infos.items(), key=lambda item: _task_order(item[0]))
+        states = {task: info.state for task, info in ordered}
+        live = [s for s in _ARRAY_ORDER if s in states.values()]
+        if live:
+            first = next(info for _, info in ordered if info.state == live[0])
+        else:
+            failed = [info for _, info in ordered if info.state != "COMPLETED"]
+            first = failed[0] if failed else ordered[0][1]
+        found[head] = replace(first, job_id=head, tasks=states)
+    return found
+
+
+def task_counts(tasks: Mapping[str, str]) -> dict[str, int]:
+    """How many of an array's tasks are in each state; a row for tasks not started yet
+    (``[2-4,7%2]``) counts each of them."""
+    counts: dict[str, int] = {}
+    for task, state in tasks.items():
+        many = task.strip("[]").split("%")[0]
+        n = 0
+        for part in many.split(","):
+            low, _, high = part.partition("-")
+            try:
+                n += int(high) - int(low) + 1 if high else 1
+            except ValueError:
+                n += 1
+        counts[state] = counts.get(state, 0) + max(n, 1)
+    return counts
+
+
+def _task_order(task: str) -> tuple[int, str]:
+    digits = re.match(r"\[?(\d+)", task)
+    return (int(digits.group(1)) if digits else 1 << 30, task)
 
 
 def _user(uid: str) -> str:
@@ -127,7 +187,7 @@ def parse_sacct_details(text: str, wanted: Sequence[str]) -> dict[str, JobInfo]:
     found = {}
     for line in text.splitlines():
         fields = line.split("|")
-        if len(fields) < 7 or fields[0] not in wanted or not fields[1]:
+        if len(fields) < 7 or not _ours(fields[0], wanted) or not fields[1]:
             continue
         job_id, state, exit_code, reason, elapsed, limit, mem = fields[:7]
         words = state.split()
@@ -144,7 +204,7 @@ def parse_sacct_details(text: str, wanted: Sequence[str]) -> dict[str, JobInfo]:
             time_limit=limit or None,
             req_mem=mem or None,
         )
-    return found
+    return gather_tasks(found, wanted)
 
 
 def parse_squeue_details(text: str, wanted: Sequence[str]) -> dict[str, JobInfo]:
@@ -152,7 +212,7 @@ def parse_squeue_details(text: str, wanted: Sequence[str]) -> dict[str, JobInfo]
     found = {}
     for line in text.splitlines():
         fields = line.split("|")
-        if len(fields) < 5 or fields[0] not in wanted:
+        if len(fields) < 5 or not _ours(fields[0], wanted):
             continue
         job_id, state, reason, elapsed, limit = fields[:5]
         found[job_id] = JobInfo(
@@ -162,7 +222,12 @@ def parse_squeue_details(text: str, wanted: Sequence[str]) -> dict[str, JobInfo]
             elapsed=elapsed or None,
             time_limit=limit or None,
         )
-    return found
+    return gather_tasks(found, wanted)
+
+
+def _ours(job_id: str, wanted: Sequence[str]) -> bool:
+    """Whether a row is one of ``wanted``, or a task of an array among them."""
+    return job_id in wanted or job_id.partition("_")[0] in wanted
 
 
 def _echo(text: str) -> str:
@@ -308,16 +373,33 @@ class SlurmClient:
         if job_ids:
             _run(["scancel", *job_ids])
 
-    def job_states(self, job_ids: Sequence[str]) -> dict[str, str]:
-        """Each job's state (PENDING, RUNNING, COMPLETED, FAILED, …) from one query.
+    def max_array_size(self) -> int:
+        """The cluster's MaxArraySize (an array's task ids stay below it), from
+        ``scontrol show config``; SLURM's default where scontrol can't say."""
+        try:
+            return parse_max_array_size(_run(["scontrol", "show", "config"]))
+        except SlurmError:
+            return DEFAULT_MAX_ARRAY_SIZE
+
+    def job_states(self, job_ids: Sequence[str], *, arrays: Collection[str] = ()) -> dict[str, str]:
+        """Each job's state (PENDING, RUNNING, COMPLETED, FAILED, …) from one query
+        (see :meth:`job_details` for ``arrays``).
 
         A job SLURM doesn't know (yet) is missing from the answer.
         """
-        return {job_id: info.state for job_id, info in self.job_details(job_ids).items()}
+        details = self.job_details(job_ids, arrays=arrays)
+        return {job_id: info.state for job_id, info in details.items()}
 
-    def job_details(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+    def job_details(
+        self, job_ids: Sequence[str], *, arrays: Collection[str] = ()
+    ) -> dict[str, JobInfo]:
         """Each job's state, exit code, signal, reason and who cancelled it, from one
-        ``sacct`` call (``squeue`` for what it lacks, or where accounting is off)."""
+        ``sacct`` call (``squeue`` for what it lacks, or where accounting is off).
+
+        ``arrays``: those of ``job_ids`` that are array jobs. Accounting lags behind
+        an array's tasks (for a moment it may call an array COMPLETED whose tasks
+        still run), so ``squeue`` is asked about them too, and wins while it says a
+        task is on its way or sacct lists no task yet."""
         if not job_ids:
             return {}
         fields = "JobID,State,ExitCode,Reason,Elapsed,Timelimit,ReqMem"
@@ -326,9 +408,14 @@ class SlurmClient:
         except SlurmError:
             return self._squeue_details(job_ids)
         found = parse_sacct_details(out, job_ids)
+        ours = [j for j in job_ids if j in arrays and j in found]
         missing = [j for j in job_ids if j not in found]
-        if missing:  # sacct lags a moment behind a fresh submission
-            found.update(self._squeue_details(missing))
+        if missing or ours:  # sacct lags a moment behind a fresh submission
+            queued = self._squeue_details([*missing, *ours])
+            for job_id, info in queued.items():
+                known = found.get(job_id)
+                if known is None or info.state not in FINAL_STATES or not known.tasks:
+                    found[job_id] = info
         return found
 
     @staticmethod
@@ -343,6 +430,12 @@ class SlurmClient:
             # this user's jobs instead, and those it still knows are there.
             out = _run([*query, "-u", getpass.getuser()])
         return parse_squeue_details(out, job_ids)
+
+
+def parse_max_array_size(text: str) -> int:
+    """``MaxArraySize = N`` from ``scontrol show config``; the default when it's not there."""
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.MULTILINE)
+    return max(1, int(found.group(1))) if found else DEFAULT_MAX_ARRAY_SIZE
 
 
 def parse_job_id(out: str) -> str | None:
