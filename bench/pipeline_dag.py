@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,11 @@ class Counting(SlurmClient):
         self.sbatch_calls += 1
         return super().test_only(script, cwd=cwd)
 
-    def job_details(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+    def job_details(
+        self, job_ids: Sequence[str], *, arrays: Collection[str] = ()
+    ) -> dict[str, JobInfo]:
         self.queries += 1
-        return super().job_details(job_ids)
+        return super().job_details(job_ids, arrays=arrays)
 
 
 def make_project(root: Path, datasets: int, throttle: dict[str, Any]) -> Path:

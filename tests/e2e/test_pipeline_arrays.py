@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 
 from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient
-from sleap_rtc.pipeline.manifest import write_manifest
 from sleap_rtc.pipeline.run import PipelineRun
 from tests.labels import write_labels
+from tests.unit.test_pipeline_arrays import FILES, array_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm")]
-FILES = ("videos/a/s1.slp", "videos/a/s2.slp", "videos/b/s1.slp")
 FOLDERS = ("a_s1", "s2", "b_s1")
 
 
@@ -36,12 +35,16 @@ class SmallArrays(SlurmClient):
         return 2
 
 
-def stand_in(script: Path) -> None:
-    """The generated script, with the `local track` line of its loop copying the file."""
+def stand_in(script: Path, fail: int | None = None) -> None:
+    """The generated script, with the `local track` line of its loop copying the file
+    (or, for file ``fail``, failing)."""
     lines = script.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if "local track" in line)
     end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
-    lines[start : end + 1] = ['    sleep 2; cp "${FILES[$i]}" "$OUT"/predictions.slp']
+    lines[start : end + 1] = [
+        *([f'    if [ "$i" = {fail} ]; then exit 3; fi'] if fail is not None else []),
+        '    sleep 2; cp "${FILES[$i]}" "$OUT"/predictions.slp',
+    ]
     script.write_text("\n".join(lines) + "\n")
 
 
@@ -65,29 +68,35 @@ class Project:
             timeout=300,
         )
 
-    def generate(self, **run: Any) -> None:
+    def generate(self, fail: int | None = None, **run: Any) -> None:
         """The script as written for the files now, with the stand-in."""
         self.script.unlink(missing_ok=True)
         PipelineRun(self.job, output_dir=self.root, **run).generate()
-        stand_in(self.script)
+        stand_in(self.script, fail)
 
-    def submit(self) -> dict[str, Any]:
-        result = self.cli("run", "--submit", "--json")
+    def submit(self, *extra: str) -> dict[str, Any]:
+        result = self.cli("run", "--submit", "--json", *extra)
         assert result.returncode == 0, result.stderr
-        (run,) = json.loads(result.stdout)
-        if run["job_id"]:
-            self.jobs.append(str(run["job_id"]))
-        return dict(run)
+        runs = json.loads(result.stdout)
+        self.jobs += [str(r["job_id"]) for r in runs if r["job_id"]]
+        return {r["stage"]: r for r in runs} if len(runs) > 1 else dict(runs[0])
+
+    def statuses(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return {s["stage"]: s for s in json.loads(result.stdout)}
 
     def settle(self, timeout: float = 120) -> dict[str, Any]:
+        """The status once every stage ended: track's alone when it is the only one."""
         deadline = time.monotonic() + timeout
         while True:
-            result = self.cli("status", "--json")
-            assert result.returncode == 0, result.stderr
-            (shown,) = json.loads(result.stdout)
-            if shown["state"] in FINAL_STATES or time.monotonic() > deadline:
-                return dict(shown)
+            shown = self.statuses()
+            if all(s["state"] in FINAL_STATES for s in shown.values()):
+                break
+            if time.monotonic() > deadline:
+                break
             time.sleep(1)
+        return shown["track"] if len(shown) == 1 else shown
 
 
 def sacct_tasks(job_id: str) -> dict[str, tuple[str, str]]:
@@ -105,17 +114,7 @@ def sacct_tasks(job_id: str) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    write_labels(tmp_path / "labels.slp")
-    for name in FILES:
-        write_labels(tmp_path / name)
-    model = tmp_path / "pinned" / "model"
-    model.mkdir(parents=True)
-    (model / "best.ckpt").write_text("weights")
-    write_manifest(
-        tmp_path / "pinned", job="old", dataset="mice", stage="centroid", models=["model"]
-    )
-    registry = {"mice": {"labels": "labels.slp", "track": ["videos/*/*.slp"]}}
-    (tmp_path / "datasets.json").write_text(json.dumps(registry))
+    array_lab(tmp_path)
     job = {
         "name": "arr",
         "datasets": ["mice"],
@@ -184,3 +183,34 @@ def test_more_files_than_max_array_size_share_tasks(project: Project) -> None:
     ]
     job_id = submitted.job_id
     assert made_by == [f"{job_id}_0", f"{job_id}_0", f"{job_id}_1"]  # two files, then one
+
+
+def test_a_stage_after_track_with_aftercorr_goes_on_for_the_files_that_tracked(
+    project: Project,
+) -> None:
+    job = json.loads(project.job.read_text())
+    job["stages"] = {
+        "post": {
+            "command": 'wc -c < "$SLEAP_RTC_PREDICTIONS" > size.txt',
+            "needs": ["track"],
+            "dependency": "aftercorr",
+            "outputs": ["size.txt"],
+        }
+    }
+    project.job.write_text(json.dumps(job))
+    project.generate(fail=1)  # the second file fails to track
+    runs = project.submit("--chain")
+    assert runs["post"]["after"] == [str(runs["track"]["job_id"])]
+    shown = project.settle()
+    assert shown["track"]["state"] == "FAILED"
+    assert shown["track"]["tasks"] == {"0": "COMPLETED", "1": "FAILED", "2": "COMPLETED"}
+    assert "exit code 3" in shown["track"]["reason"]
+    # Task by task: the files that tracked went on; the one that didn't was cancelled.
+    post = shown["post"]
+    assert post["tasks"] == {"0": "COMPLETED", "1": "CANCELLED", "2": "COMPLETED"}, post
+    folders = project.root / "experiment_runs" / "arr" / "mice" / "post"
+    sizes = {f.parent.name for f in folders.glob("*/size.txt")}
+    assert sizes == {FOLDERS[0], FOLDERS[2]}
+    for index in (0, 2):
+        size = int((folders / FOLDERS[index] / "size.txt").read_text())
+        assert size == (project.root / FILES[index]).stat().st_size

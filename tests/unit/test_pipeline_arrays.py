@@ -44,20 +44,24 @@ class SmallArrays(FakeSlurm):
         return self.size
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    write_labels(tmp_path / "labels.slp")
+def array_lab(root: Path) -> Path:
+    """Labels, the three files of :data:`FILES` for track (a glob in the registry), and
+    a pinned model for it to use (its weights a stand-in: nothing here loads them)."""
+    write_labels(root / "labels.slp")
     for name in FILES:
-        write_labels(tmp_path / name)
-    model = tmp_path / "pinned" / "model"
+        write_labels(root / name)
+    model = root / "pinned" / "model"
     model.mkdir(parents=True)
     (model / "best.ckpt").write_text("weights")
-    write_manifest(
-        tmp_path / "pinned", job="old", dataset="mice", stage="centroid", models=["model"]
-    )
+    write_manifest(root / "pinned", job="old", dataset="mice", stage="centroid", models=["model"])
     registry = {"mice": {"labels": "labels.slp", "track": ["videos/*/*.slp"]}}
-    (tmp_path / "datasets.json").write_text(json.dumps(registry))
-    return tmp_path
+    (root / "datasets.json").write_text(json.dumps(registry))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return array_lab(tmp_path)
 
 
 def job(project: Path, **extra: Any) -> Path:
@@ -96,11 +100,15 @@ def test_a_registry_track_list_or_glob_names_the_files_in_order(project: Path) -
     ]
 
 
-def test_array_parallelism_is_for_track_only(project: Path) -> None:
+def test_array_parallelism_is_for_track_only_and_an_array_is_not_retried(project: Path) -> None:
     with pytest.raises(JobRejected) as caught:
         load_job(job(project, stages={"centroid": {"array_parallelism": 4}}))
     fields = {p.field for p in caught.value.problems}
     assert "stages.centroid.array_parallelism" in fields
+    with pytest.raises(JobRejected) as caught:
+        load_job(job(project, stages={"track": {"retries": 2}}))
+    (problem,) = caught.value.problems
+    assert problem.field == "stages.track.retries" and "dataset 'mice'" in problem.message
 
 
 def test_the_array_fits_under_max_array_size_and_names_its_tasks() -> None:
@@ -128,23 +136,24 @@ def test_the_script_is_one_array_job_each_task_tracking_its_files(project: Path)
     assert item.shape == ArrayShape(3, 2)
 
 
-def finish_files(project: Path, indices: list[int]) -> None:
-    """What the array's tasks leave for these files: predictions and a manifest."""
+def finish_files(project: Path, indices: list[int], stage_name: str = "track") -> None:
+    """What the array's tasks leave for these files: outputs and a manifest."""
     pipeline = load_job(project / "job.json")
     layout = Layout.under(project / "run")
-    stage = pipeline.by_key()["mice/track"]
+    stage = pipeline.by_key()[f"mice/{stage_name}"]
     meta = json.loads(layout.meta(stage).read_text())
     folders = layout.file_dirs(stage)
+    output = "predictions.slp" if stage_name == "track" else "size.txt"
     for index in indices:
         folders[index].mkdir(parents=True, exist_ok=True)
-        (folders[index] / "predictions.slp").write_text("predicted")
+        (folders[index] / output).write_text("made")
         write_manifest(
             folders[index],
             job="arr",
             dataset="mice",
-            stage="track",
+            stage=stage_name,
             models=[],
-            outputs=["predictions.slp"],
+            outputs=[output],
             inputs=file_inputs(meta["inputs"], index),
         )
 
@@ -289,3 +298,65 @@ def test_squeue_wins_over_lagging_accounting_for_an_array(
     assert client.job_details(["345"])["345"].state == "COMPLETED"  # sacct alone is wrong
     found = client.job_details(["345"], arrays={"345"})["345"]
     assert found.state == "RUNNING" and found.tasks == {"0": "RUNNING", "1": "COMPLETED"}
+
+
+POST = {
+    "command": 'wc -c < "$SLEAP_RTC_PREDICTIONS" > size.txt',
+    "needs": ["track"],
+    "dependency": "aftercorr",
+    "outputs": ["size.txt"],
+}
+
+
+def test_aftercorr_is_for_a_command_stage_that_follows_track(project: Path) -> None:
+    wrong = {
+        "post": {**POST, "needs": ["centroid"]},
+        "again": {**POST, "retries": 1},
+        "whole": {**POST, "scope": "pipeline"},
+    }
+    with pytest.raises(JobRejected) as caught:
+        load_job(job(project, stages=wrong))
+    fields = [p.field for p in caught.value.problems if "aftercorr" in p.message]
+    assert sorted(fields) == [f"stages.{k}.dependency" for k in ("again", "post", "whole")]
+    # A dataset that tracks one file has no array to follow: it waits for the whole track.
+    registry = {"mice": {"labels": "labels.slp", "track": FILES[0]}}
+    (project / "datasets.json").write_text(json.dumps(registry))
+    post = load_job(job(project, stages={"post": POST})).by_key()["mice/post"]
+    assert post.dependency == "afterok" and post.files == ()
+
+
+def test_a_stage_follows_track_file_by_file_and_reruns_only_what_a_file_reaches(
+    project: Path,
+) -> None:
+    path = job(project, stages={"post": POST})
+    layout = Layout.under(project / "run")
+    fake = FakeSlurm(polls=0, dependencies=True)
+    runs = {r.stage: r for r in submit(load_job(path), layout, slurm=fake, chain=True)}
+    assert fake.dependency["mice/post"] == "aftercorr"
+    assert fake.after["mice/post"] == [str(runs["track"].job_id)]
+    text = layout.script(load_job(path).by_key()["mice/post"]).read_text()
+    assert "#SBATCH --array=0-2%2" in text
+    assert 'export SLEAP_RTC_PREDICTIONS="$SLEAP_RTC_EXPERIMENT"/mice/track/"${NAMES[$i]}"' in text
+    finish_files(project, [0, 1, 2])
+    finish_files(project, [0, 1, 2], "post")
+    assert {s.action for s in plan(load_job(path), layout, slurm=fake)} == {"skip"}
+
+    # One tracked file changes: its task reruns in both, task by task.
+    write_labels(project / FILES[1], frames=14)
+    steps = {s.stage.name: s for s in plan(load_job(path), layout, slurm=fake)}
+    assert (steps["track"].tasks, steps["post"].tasks) == ((1,), (1,))
+    assert steps["post"].reason == "it follows mice/track file by file, which runs"
+    submit(load_job(path), layout, slurm=fake, chain=True)
+    assert fake.dependency["mice/post"] == "aftercorr"
+    assert [o for o in fake.options.values()][-2:] == [["--array=1%2"], ["--array=1%2"]]
+
+    # Its own output of another file gone too: more tasks than track runs, so it waits
+    # for the whole of track's job.
+    finish_files(project, [1])
+    finish_files(project, [1], "post")
+    (layout.file_dirs(load_job(path).by_key()["mice/post"])[0] / "size.txt").unlink()
+    write_labels(project / FILES[2], frames=15)
+    steps = {s.stage.name: s for s in plan(load_job(path), layout, slurm=fake)}
+    assert (steps["track"].tasks, steps["post"].tasks) == ((2,), (0, 2))
+    submit(load_job(path), layout, slurm=fake, chain=True)
+    assert fake.dependency["mice/post"] == "afterok"

@@ -147,13 +147,12 @@ def load_registry(path: Path, only: Collection[str] | None = None) -> Registry:
     return Registry(found, [str(name) for name in data])
 
 
+def _missing(field: str, value: str, message: str) -> Problem:
+    return Problem(field=field, value=value, code=ProblemCode.PATH_NOT_FOUND, message=message)
+
+
 def _not_found(field: str, value: Path, name: str, registry: Path) -> Problem:
-    return Problem(
-        field=field,
-        value=str(value),
-        code=ProblemCode.PATH_NOT_FOUND,
-        message=f"Path not found: {value} (dataset {name!r} in {registry})",
-    )
+    return _missing(field, str(value), f"Path not found: {value} (dataset {name!r} in {registry})")
 
 
 def _track_files(
@@ -176,12 +175,7 @@ def _track_files(
             )
             if not matches:
                 problems.append(
-                    Problem(
-                        field=where,
-                        value=entry,
-                        code=ProblemCode.PATH_NOT_FOUND,
-                        message=f"the glob {entry!r} matches no file under {base}",
-                    )
+                    _missing(where, entry, f"the glob {entry!r} matches no file under {base}")
                 )
             files += matches
         else:
@@ -189,14 +183,7 @@ def _track_files(
             if file.is_file():
                 files.append(file)
             else:
-                problems.append(
-                    Problem(
-                        field=where,
-                        value=str(file),
-                        code=ProblemCode.PATH_NOT_FOUND,
-                        message=f"Path not found: {file}",
-                    )
-                )
+                problems.append(_missing(where, str(file), f"Path not found: {file}"))
     unique = tuple(dict.fromkeys(files))
     if len(unique) > MAX_TRACK_FILES:
         problems.append(

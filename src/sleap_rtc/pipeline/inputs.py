@@ -120,7 +120,15 @@ def file_inputs(inputs: Mapping[str, Any], index: int) -> dict[str, Any]:
     mine = files[file_role(index)]
     kept = {role: v for role, v in files.items() if not role.startswith("data[")}
     job = {**(inputs.get("job") or {}), "data_path": mine["path"]}
-    return {**inputs, "job": job, "files": {**kept, "data": mine}}
+    found = {**inputs, "job": job, "files": {**kept, "data": mine}}
+    # A stage that follows an array file by file: that file's key in each parent.
+    by_file = found.pop("parent_files", None) or {}
+    if by_file:
+        found["parents"] = {
+            **(inputs.get("parents") or {}),
+            **{parent: keys[index] for parent, keys in by_file.items()},
+        }
+    return found
 
 
 def _is_tracked(role: str) -> bool:

@@ -147,6 +147,20 @@ def make_plan(
         moving = [steps[p] for p in stage.parents if steps[p].action != "skip"]
         if force:
             steps[stage.key] = Step(stage, item, "run", "--force")
+        elif moving and stage.dependency == "aftercorr" and item.shape is not None:
+            # File by file: the files its parent runs, and its own that aren't current.
+            parent = moving[0]
+            stale = stale_files(stage, item.inputs, layout)
+            files_tasks = {item.shape.task_of(index) for index, _ in stale}
+            if parent.action == "run" and parent.tasks is not None:
+                files_tasks |= set(parent.tasks)
+                some = tuple(sorted(files_tasks)) if len(files_tasks) < item.shape.tasks else None
+            else:
+                some = None  # its parent runs (or is queued) whole
+            reason = f"it follows {parent.stage.key} file by file, which runs"
+            if parent.action != "run":
+                reason = f"it follows {parent.stage.key} file by file, which is queued or running"
+            steps[stage.key] = Step(stage, item, "run", reason, tasks=some)
         elif moving:
             what = "runs" if moving[0].action == "run" else "is queued or running"
             reason = f"it needs {moving[0].stage.key}, which {what}"

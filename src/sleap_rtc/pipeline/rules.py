@@ -400,6 +400,18 @@ def _needs_valid(d: Draft) -> list[Problem]:
                     f"{settings.dependency} waits for the stages in needs: set stages.{key}.needs",
                 )
             )
+        if settings.dependency == "aftercorr" and (
+            settings.needs != ["track"] or settings.scope != "dataset" or settings.retries
+        ):
+            problems.append(
+                _problem(
+                    f"stages.{key}.dependency",
+                    "aftercorr",
+                    ProblemCode.CONFLICT,
+                    "aftercorr runs a stage once per tracked file, each after its file's "
+                    'track task: it needs exactly ["track"], scope dataset, and no retries',
+                )
+            )
         if settings.dependency == "afternotok" and settings.singleton:
             problems.append(
                 _problem(
@@ -413,8 +425,24 @@ def _needs_valid(d: Draft) -> list[Problem]:
 
 
 def _arrays_valid(d: Draft) -> list[Problem]:
-    """Only track runs as an array (when its dataset lists several files)."""
-    return [
+    """Only track runs as an array (when its dataset lists several files), and an array
+    isn't retried (an attempt can't yet tell which of its tasks failed)."""
+    arrays = [n for n in d.names if n in d.registry and len(d.registry[n].track) > 1]
+    track = d.settings.get("track")
+    retried = (
+        []
+        if track is None or not track.retries or not arrays
+        else [
+            _problem(
+                "stages.track.retries",
+                str(track.retries),
+                ProblemCode.CONFLICT,
+                f"track over several files runs as an array job (dataset {arrays[0]!r}), which "
+                "is not retried; drop retries (a rerun submits only the files that failed)",
+            )
+        ]
+    )
+    return retried + [
         _problem(
             f"stages.{key}.array_parallelism",
             str(settings.array_parallelism),

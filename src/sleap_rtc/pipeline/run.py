@@ -34,6 +34,7 @@ from sleap_rtc.engine.backends.slurm.tools import (
     FINAL_STATES,
     LOST,
     LOST_AFTER_S,
+    Dependency,
     JobInfo,
     SlurmClient,
     SlurmError,
@@ -97,6 +98,7 @@ def submit(
     refuse_if_driven(path, record)
     steps = make_plan(pipeline, written, layout, record, slurm, force=force)
     todo = [step for step in steps if step.action == "run"]
+    planned = {step.stage.key: step for step in steps}
     _check_scripts(slurm, [step.written.script for step in todo], layout)
     ids = {step.stage.key: step.job_id for step in steps if step.action == "queued"}
     runs = [
@@ -121,7 +123,8 @@ def submit(
                 queued = _wait_for_room(slurm, queued, throttle, poll_interval)
             throttle.wait_turn()
             after = [str(ids[p]) for p in stage.parents if ids.get(p)] if chain else []
-            attempts, gate = _submit_attempts(slurm, step, after, layout, submitted)
+            dependency = _dependency(step, planned)
+            attempts, gate = _submit_attempts(slurm, step, after, layout, submitted, dependency)
             queued += [*attempts, *([gate] if gate else [])]
             job_id = attempts[0]
             ids[stage.key] = gate or job_id  # what the stages that need this one wait for
@@ -129,7 +132,7 @@ def submit(
                 "job_id": job_id,
                 "submitted_at": time.time(),
                 "after": after,
-                "dependency": stage.dependency,
+                "dependency": dependency,
                 "inputs_key": step.written.key,
             }
             if gate:
@@ -144,8 +147,32 @@ def submit(
     return _in_pipeline_order(pipeline, runs)
 
 
+def _dependency(step: Step, planned: Mapping[str, Step]) -> Dependency:
+    """How a stage waits for its parents: as its job file says, except that aftercorr
+    (task N after task N) holds only while the parent's new job has every task this
+    one runs; otherwise it waits for the whole parent (afterok)."""
+    stage = step.stage
+    if stage.dependency != "aftercorr":
+        return stage.dependency
+    for parent in (planned[p] for p in stage.parents if p in planned):
+        if parent.action == "skip":
+            continue
+        if parent.action == "queued":  # a job from before: its tasks aren't known here
+            return "afterok"
+        if parent.tasks is not None and (
+            step.tasks is None or not set(step.tasks) <= set(parent.tasks)
+        ):
+            return "afterok"
+    return "aftercorr"
+
+
 def _submit_attempts(
-    slurm: SlurmClient, step: Step, after: list[str], layout: Layout, submitted: list[str]
+    slurm: SlurmClient,
+    step: Step,
+    after: list[str],
+    layout: Layout,
+    submitted: list[str],
+    dependency: Dependency,
 ) -> tuple[list[str], str | None]:
     """Submit a stage: its job, or with ``retries`` every attempt at once, each after the
     one before it fails (afternotok, with that attempt's resources), and the job that
@@ -162,7 +189,7 @@ def _submit_attempts(
         first = sbatch(
             written.script,
             after=after,
-            dependency=stage.dependency,
+            dependency=dependency,
             singleton=stage.singleton,
             options=tasks,
         )
@@ -171,7 +198,7 @@ def _submit_attempts(
         sbatch(
             written.script,
             after=after,
-            dependency=stage.dependency,
+            dependency=dependency,
             singleton=stage.singleton,
             options=[*tasks, "--export=ALL,SLEAP_RTC_ATTEMPT=1"],
         )

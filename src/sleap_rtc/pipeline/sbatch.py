@@ -83,7 +83,7 @@ class Layout:
 
     def artifacts(self, stage: Stage) -> str:
         """The stage's artifacts folder as the script names it (honouring the env)."""
-        parts = "/".join(_q(part) for part in (stage.job, stage.group, stage.name))
+        parts = "/".join(quote(part) for part in (stage.job, stage.group, stage.name))
         return f'"${EXPERIMENT_ROOT_ENV}"/{parts}'
 
     def script(self, stage: Stage) -> Path:
@@ -107,7 +107,7 @@ class Layout:
         return [self.artifacts_dir(stage) / name for name in file_folders(stage.files)]
 
 
-def _q(value: str | Path) -> str:
+def quote(value: str | Path) -> str:
     return shlex.quote(str(value))
 
 
@@ -124,13 +124,13 @@ def sbatch_lines(stage: Stage, layout: Layout, shape: ArrayShape | None = None) 
     return [f"#SBATCH {line}" for line in lines]
 
 
-def _mounts(paths: list[Path]) -> list[str]:
+def mount_options(paths: list[Path]) -> list[str]:
     """``--mount`` options for the folders a stage reads or writes (labels m0, m1…)."""
     folders: list[Path] = []
     for path in paths:
         if not any(path == f or path.is_relative_to(f) for f in folders):
             folders = [f for f in folders if not f.is_relative_to(path)] + [path]
-    return [f"--mount {_q(f'{folder}:m{i}')}" for i, folder in enumerate(folders)]
+    return [f"--mount {quote(f'{folder}:m{i}')}" for i, folder in enumerate(folders)]
 
 
 def tune_lines(stage: Stage, cli: str) -> list[str]:
@@ -142,13 +142,13 @@ def tune_lines(stage: Stage, cli: str) -> list[str]:
     assert stage.config is not None
     probe = [
         f"{cli} pipeline tune-batch-size",
-        f"--config {_q(stage.config)}",
-        f"--labels {_q(stage.data.labels)}",
+        f"--config {quote(stage.config)}",
+        f"--labels {quote(stage.data.labels)}",
     ]
     if stage.data.val_labels is not None:
-        probe.append(f"--val-labels {_q(stage.data.val_labels)}")
+        probe.append(f"--val-labels {quote(stage.data.val_labels)}")
     if "batch_size" in stage.extra_args:
-        probe.append(f"--start {_q(str(stage.extra_args['batch_size']))}")
+        probe.append(f"--start {quote(str(stage.extra_args['batch_size']))}")
     return [
         "# The largest batch size that fits in the GPU's memory, from a few short trial runs",
         "# (without a GPU, the starting size); a failing probe fails the job.",
@@ -162,7 +162,7 @@ def trained_here(stage: Stage) -> list[str]:
     return [parent for parent in stage.after if parent in TRAINING_STAGES]
 
 
-def _pinned_models(stage: Stage, pinned: Manifest | None) -> list[Path]:
+def pinned_models(stage: Stage, pinned: Manifest | None) -> list[Path]:
     """Pinned models join those trained in this run, unless this run trains their stage."""
     if pinned is None or pinned.stage in trained_here(stage):
         return []
@@ -197,7 +197,7 @@ def stage_spec(stage: Stage, pinned: Manifest | None = None) -> TrainSpec | Trac
             **args,
         )
     models = [f"../{parent}/{MODEL_DIR}" for parent in trained_here(stage)]
-    models += [str(model) for model in _pinned_models(stage, pinned)]
+    models += [str(model) for model in pinned_models(stage, pinned)]
     return TrackSpec(
         data_path=str(stage.data.track[0]),  # an array's files: each task gives its own
         model_paths=models,
@@ -215,9 +215,7 @@ def stage_job(stage: Stage, pinned: Manifest | None = None) -> dict[str, Any]:
     return {**job, "optimize_batch_size": stage.optimize_batch_size}
 
 
-def _json_lines(
-    name: str, data: dict[str, Any], comment: str, *, shared: bool = False
-) -> list[str]:
+def json_lines(name: str, data: dict[str, Any], comment: str, *, shared: bool = False) -> list[str]:
     """Lines that write ``data`` as ``$ARTIFACTS/{name}``, as it is here.
 
     A quoted here-document: the shell expands nothing in it, and JSON has no line that
@@ -243,11 +241,11 @@ def _json_lines(
     ]
 
 
-def _manifest_command(cli: str, stage: Stage, pins: list[str]) -> str:
+def manifest_command(cli: str, stage: Stage, pins: list[str]) -> str:
     """The line that ends a stage: its manifest, with its outputs and inputs."""
     words = [
         f'{cli} pipeline manifest write "$ARTIFACTS"',
-        f"--job {_q(stage.job)} --dataset {_q(stage.group)} --stage {_q(stage.name)}",
+        f"--job {quote(stage.job)} --dataset {quote(stage.group)} --stage {quote(stage.name)}",
         *pins,
         f'--inputs "$ARTIFACTS"/{INPUTS_FILE}',
         '--slurm-job-id "${SLURM_JOB_ID:-}"',
@@ -264,12 +262,12 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
     or those ``pinned`` by a manifest from outside it. A command stage runs its lines
     in its artifacts folder, with the job's folders in the environment.
     """
-    cli = " ".join(_q(part) for part in sleap_rtc)
+    cli = " ".join(quote(part) for part in sleap_rtc)
     if stage.kind == "command":
         return _command_lines(stage, cli, sleap_rtc)
     spec = stage_spec(stage, pinned)
     text = spec.model_dump(mode="json", exclude_none=True)
-    spec_lines = _json_lines(
+    spec_lines = json_lines(
         SPEC_FILE, text, "The job this stage runs; relative paths are relative to $ARTIFACTS."
     )
     run_spec = f'--spec "$ARTIFACTS"/{SPEC_FILE}'
@@ -280,7 +278,7 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
             inputs.append(stage.data.val_labels.parent)
         command = [
             f"{cli} local train",
-            *_mounts(inputs),
+            *mount_options(inputs),
             '--mount "$ARTIFACTS:artifacts"',
             '--models-dir "$ARTIFACTS"',
         ]
@@ -293,12 +291,12 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
             " \\\n    ".join(command),
             *_restore_best_lines(),
             "",
-            _manifest_command(cli, stage, [f"--model {MODEL_DIR}"]),
+            manifest_command(cli, stage, [f"--model {MODEL_DIR}"]),
         ]
         return [*tune_lines(stage, cli), *train] if stage.optimize_batch_size else train
     command = [
         f"{cli} local track",
-        *_mounts([stage.data.track[0].parent, *_pinned_models(stage, pinned)]),
+        *mount_options([stage.data.track[0].parent, *pinned_models(stage, pinned)]),
         f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
         run_spec,
     ]
@@ -306,7 +304,7 @@ def stage_commands(stage: Stage, sleap_rtc: list[str], pinned: Manifest | None =
         *spec_lines,
         " \\\n    ".join(command),
         "",
-        _manifest_command(cli, stage, [f"--output {PREDICTIONS}"]),
+        manifest_command(cli, stage, [f"--output {PREDICTIONS}"]),
     ]
 
 
@@ -344,32 +342,37 @@ def _restore_best_lines() -> list[str]:
     ]
 
 
-def _command_lines(stage: Stage, cli: str, sleap_rtc: list[str]) -> list[str]:
+def command_env(stage: Stage, sleap_rtc: list[str]) -> list[str]:
+    """The environment a command stage's lines run in."""
     lines = []
     interpreter = Path(sleap_rtc[0])
     if interpreter.is_absolute():  # the tools sleap-rtc runs with (sleap-nn) come first
-        lines.append(f'export PATH={_q(interpreter.parent)}:"$PATH"')
+        lines.append(f'export PATH={quote(interpreter.parent)}:"$PATH"')
     lines += [
         "# What the command may use: this job's artifacts, and its dataset's files.",
-        f"export SLEAP_RTC_JOB={_q(stage.job)}",
-        f'export SLEAP_RTC_EXPERIMENT="${EXPERIMENT_ROOT_ENV}"/{_q(stage.job)}',
+        f"export SLEAP_RTC_JOB={quote(stage.job)}",
+        f'export SLEAP_RTC_EXPERIMENT="${EXPERIMENT_ROOT_ENV}"/{quote(stage.job)}',
     ]
     if stage.dataset is not None:
         lines += [
-            f"export SLEAP_RTC_DATASET={_q(stage.dataset.name)}",
-            f"export SLEAP_RTC_LABELS={_q(stage.dataset.labels)}",
+            f"export SLEAP_RTC_DATASET={quote(stage.dataset.name)}",
+            f"export SLEAP_RTC_LABELS={quote(stage.dataset.labels)}",
             # The file track runs on; several (an array), one per line.
-            f"export SLEAP_RTC_TRACK_DATA={_q(chr(10).join(map(str, stage.dataset.track)))}",
+            f"export SLEAP_RTC_TRACK_DATA={quote(chr(10).join(map(str, stage.dataset.track)))}",
         ]
-    lines += [
+    return lines
+
+
+def _command_lines(stage: Stage, cli: str, sleap_rtc: list[str]) -> list[str]:
+    return [
+        *command_env(stage, sleap_rtc),
         'cd "$ARTIFACTS"',
         "# The stage's command (a failing line fails the job)",
         *stage.command,
         "",
         'cd "$ARTIFACTS"',
-        _manifest_command(cli, stage, [f"--output {_q(out)}" for out in stage.outputs]),
+        manifest_command(cli, stage, [f"--output {quote(out)}" for out in stage.outputs]),
     ]
-    return lines
 
 
 def render(
@@ -414,7 +417,7 @@ def render(
             'TASK="${SLURM_ARRAY_TASK_ID:-0}"',
             "",
         ]
-        lines += _json_lines(
+        lines += json_lines(
             INPUTS_FILE,
             inputs,
             "What this stage's outputs are made from (each file's manifest keeps its part).",
@@ -424,14 +427,16 @@ def render(
             lines.append(
                 f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)"
             )
-        lines += _array_track_lines(stage, sleap_rtc, pinned, shape)
+        from sleap_rtc.pipeline.array_scripts import array_lines  # it builds on this module
+
+        lines += array_lines(stage, sleap_rtc, pinned, shape)
         return "\n".join(lines) + "\n"
     lines += [
         "# The stage's own sleap-rtc state (job store, logs), so stages can run side by side.",
         'export SLEAP_RTC_HOME="$ARTIFACTS/.sleap-rtc"',
         "",
     ]
-    lines += _json_lines(
+    lines += json_lines(
         NEXT_INPUTS if stage.kind == "train" else INPUTS_FILE,
         inputs,
         "What this stage's outputs are made from (its manifest keeps it).",
@@ -440,60 +445,3 @@ def render(
         lines.append(f"# Pinned artifacts: {pinned.root} ({len(pinned.artifacts)} files, checked)")
     lines += stage_commands(stage, sleap_rtc, pinned)
     return "\n".join(lines) + "\n"
-
-
-def _array_track_lines(
-    stage: Stage, sleap_rtc: list[str], pinned: Manifest | None, shape: ArrayShape
-) -> list[str]:
-    """Track over several files: each task of the array tracks its share of them, each
-    file into its own folder with its own manifest (so a rerun redoes only the files
-    whose inputs changed)."""
-    cli = " ".join(_q(part) for part in sleap_rtc)
-    spec = stage_spec(stage, pinned).model_dump(mode="json", exclude_none=True)
-    names = file_folders(stage.files)
-    data, output = option("track", "data_path").flag, option("track", "output_path").flag
-    command = [
-        f"{cli} local track",
-        *_mounts([*(f.parent for f in stage.files), *_pinned_models(stage, pinned)]),
-        f'--mount "${EXPERIMENT_ROOT_ENV}:experiments"',
-        f'--spec "$ARTIFACTS"/{SPEC_FILE}',
-        f'{data} "${{FILES[$i]}}"',
-        f'{output} "$OUT"/{PREDICTIONS}',
-    ]
-    manifest = _manifest_command(cli, stage, [f"--output {PREDICTIONS}"])
-    manifest = manifest.replace('"$ARTIFACTS" \\', '"$OUT" \\', 1)
-    manifest = manifest.replace(
-        '--slurm-job-id "${SLURM_JOB_ID:-}"',
-        '--file "$i" --slurm-job-id "${SLURM_ARRAY_JOB_ID:-}_${TASK}"',
-    )
-    return [
-        *_json_lines(
-            SPEC_FILE,
-            spec,
-            "The job each file runs (its data and output below); relative paths are "
-            "relative to $ARTIFACTS.",
-            shared=True,
-        ),
-        f"# The {len(stage.files)} files this stage tracks, and each one's folder in $ARTIFACTS;",
-        (
-            "# task N takes file N."
-            if shape.per_task == 1
-            else f"# task N takes {shape.per_task} files, from file N*{shape.per_task} on."
-        ),
-        "FILES=(",
-        *(f"    {_q(file)}" for file in stage.files),
-        ")",
-        "NAMES=(",
-        *(f"    {_q(name)}" for name in names),
-        ")",
-        f"PER_TASK={shape.per_task}",
-        "first=$((TASK * PER_TASK))",
-        "for ((i = first; i < first + PER_TASK && i < ${#FILES[@]}; i++)); do",
-        '    OUT="$ARTIFACTS/${NAMES[$i]}"',
-        '    mkdir -p "$OUT"',
-        '    export SLEAP_RTC_HOME="$OUT/.sleap-rtc"',
-        '    echo "file $i: ${FILES[$i]}" >&2',
-        *("    " + line for line in " \\\n    ".join(command).split("\n")),
-        *("    " + line for line in manifest.split("\n")),
-        "done",
-    ]

@@ -19,6 +19,9 @@ DONE = "DONE"
 NOT_NEEDED = "NOT NEEDED"
 #: A parent in one of these states lets the afterok stages that need it go.
 SUCCEEDED = frozenset({"COMPLETED", DONE, NOT_NEEDED})
+#: Dependency types that need their parents to succeed. The driver waits for a whole
+#: array (aftercorr's task-by-task wait is SLURM's, with ``--chain``).
+WAIT_FOR_SUCCESS = frozenset({"afterok", "aftercorr"})
 #: A parent in one of these states has ended, one way or another.
 ENDED = FINAL_STATES | {DONE, NOT_SUBMITTED, NOT_NEEDED}
 
@@ -72,7 +75,7 @@ class Schedule:
     def pending_parents(self, node: Node) -> list[Node]:
         """The parents that keep ``node`` waiting (not completed; for afterany and
         afternotok, not ended)."""
-        wanted = SUCCEEDED if node.dependency == "afterok" else ENDED
+        wanted = SUCCEEDED if node.dependency in WAIT_FOR_SUCCESS else ENDED
         return [self.nodes[p] for p in node.parents if self.nodes[p].state not in wanted]
 
     def ready(self) -> list[Node]:
@@ -106,7 +109,7 @@ class Schedule:
                         blocked.append(node)
                         changed = True
                     continue
-                if node.dependency != "afterok":
+                if node.dependency not in WAIT_FOR_SUCCESS:
                     continue
                 for parent in (self.nodes[p] for p in node.parents):
                     name = parent.stage if parent.dataset == node.dataset else parent.key

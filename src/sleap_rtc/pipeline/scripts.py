@@ -38,7 +38,7 @@ from typing import Any, Literal
 from sleap_rtc import __version__
 from sleap_rtc.engine.backends.slurm.tools import SlurmClient
 from sleap_rtc.jobs.problems import JobRejected, Problem, ProblemCode
-from sleap_rtc.pipeline.inputs import changes, file_role, inputs_key, stage_inputs
+from sleap_rtc.pipeline.inputs import changes, file_inputs, file_role, inputs_key, stage_inputs
 from sleap_rtc.pipeline.manifest import Manifest, read_manifest, verify_manifest
 from sleap_rtc.pipeline.sbatch import (
     ArrayShape,
@@ -93,6 +93,8 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 def stage_files(stage: Stage) -> dict[str, Path | None]:
     """The files a stage reads, by role (their identities are among its inputs)."""
+    if stage.kind == "command" and stage.files:  # aftercorr: file by file, as track
+        return {"labels": stage.data.labels, **{file_role(i): f for i, f in enumerate(stage.files)}}
     if stage.kind == "command":
         if stage.dataset is None:
             return {}
@@ -115,6 +117,7 @@ def keyed_inputs(
 ) -> dict[str, tuple[dict[str, Any], str]]:
     """Every stage's inputs and key, parents first (their keys are among the inputs)."""
     found: dict[str, tuple[dict[str, Any], str]] = {}
+    stages = pipeline.by_key()
     for stage in pipeline.stages:
         manifest = pinned.get(stage.key)
         inputs = stage_inputs(
@@ -123,6 +126,16 @@ def keyed_inputs(
             manifest_path(stage, pipeline, layout) if manifest is not None else None,
             {parent: found[parent][1] for parent in stage.parents},
         )
+        if stage.files and stage.kind == "command":
+            # File by file after its parent's files: each file's inputs take that
+            # file's key in the parent, so one changed file reruns one task here too.
+            inputs["parent_files"] = {
+                parent: [
+                    inputs_key(file_inputs(found[parent][0], i)) for i in range(len(stage.files))
+                ]
+                for parent in stage.parents
+                if stages[parent].files
+            }
         found[stage.key] = (inputs, inputs_key(inputs))
     return found
 

@@ -27,7 +27,8 @@ Example (``examples/jobs/``)::
 
 A stage may name the stages it ``needs`` (default: track needs the job's
 training stages), with a ``dependency`` type for command stages (``afterok``,
-``afterany``, ``afternotok``), and ``singleton`` (one at a time). A *command
+``afterany``, ``afternotok``; ``aftercorr`` file by file after track), and
+``singleton`` (one at a time). A *command
 stage* is any other name in ``stages`` with a ``command``: shell lines run with
 the same resources, set-up and manifest as the others, once per dataset or once
 for the job (``scope: pipeline``); see :mod:`sleap_rtc.pipeline.graph`. Track over
@@ -108,11 +109,14 @@ class Stage:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        """The files an array stage tracks, one after another in its tasks (track over
-        several files); empty for every other stage."""
-        if self.kind != "track" or self.dataset is None or len(self.dataset.track) < 2:
+        """The files an array stage runs on, spread over its tasks: track over several
+        files, and a command stage that follows it file by file (``aftercorr``);
+        empty for every other stage."""
+        if self.dataset is None or len(self.dataset.track) < 2:
             return ()
-        return self.dataset.track
+        if self.kind == "track" or self.dependency == "aftercorr":
+            return self.dataset.track
+        return ()
 
     @property
     def attempts(self) -> int:
@@ -267,7 +271,13 @@ def _resolve(d: Draft, source: Path) -> Pipeline:
             parents=tuple(k for parent in needs[name] for k in keys_of(parent, dataset)),
             manifest=d.manifest_for(name),
             optimize_batch_size=job.optimize_batch_size and name in d.training,
-            dependency=settings.dependency,
+            # aftercorr follows an array task by task; a dataset tracking one file has none.
+            dependency=(
+                "afterok"
+                if settings.dependency == "aftercorr"
+                and (dataset is None or len(dataset.track) < 2)
+                else settings.dependency
+            ),
             singleton=settings.singleton,
             command=settings.command_lines(),
             outputs=tuple(settings.outputs),

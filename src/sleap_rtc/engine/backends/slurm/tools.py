@@ -59,7 +59,8 @@ FINAL_STATES = frozenset(
 )
 _SQUEUE_STATES = {"CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED", "TO": "TIMEOUT"}
 #: How a job waits for the jobs it depends on.
-Dependency = Literal["afterok", "afterany", "afternotok"]
+#: (``aftercorr``: each task of an array after the same task of the arrays it needs.)
+Dependency = Literal["afterok", "afterany", "afternotok", "aftercorr"]
 _DEPENDENCIES: tuple[str, ...] = get_args(Dependency)
 #: SLURM's MaxArraySize when the cluster doesn't say.
 DEFAULT_MAX_ARRAY_SIZE = 1001
@@ -73,7 +74,8 @@ def dependency_option(
     """The ``--dependency=`` value for these jobs, or None when there is none.
 
     afterok and afterany wait for all of ``after``; afternotok for any one of them to
-    fail (``?``: SLURM's "any of these"), the way a cleanup or report stage wants it.
+    fail (``?``: SLURM's "any of these"), the way a cleanup or report stage wants it;
+    aftercorr makes each task of an array wait for the same task of ``after``.
     """
     if dependency not in _DEPENDENCIES:
         raise ValueError(f"dependency {dependency!r} is not one of {', '.join(_DEPENDENCIES)}")
