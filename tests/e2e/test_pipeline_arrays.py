@@ -99,17 +99,23 @@ class Project:
         return shown["track"] if len(shown) == 1 else shown
 
 
-def sacct_tasks(job_id: str) -> dict[str, tuple[str, str]]:
-    """Each task of an array job: its state and the line it was submitted with."""
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-o", "JobID,State,SubmitLine", "-j", job_id],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    rows = [line.split("|", 2) for line in out.splitlines()]
-    return {row[0]: (row[1], row[2]) for row in rows}
+def sacct_tasks(job_id: str, timeout: float = 30) -> dict[str, tuple[str, str]]:
+    """Each task of an array job: its state and the line it was submitted with, once
+    accounting lists its tasks (for a moment after an array ends it may list the array
+    alone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "JobID,State,SubmitLine", "-j", job_id],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        rows = [line.split("|", 2) for line in out.splitlines()]
+        if (rows and all("_" in row[0] for row in rows)) or time.monotonic() > deadline:
+            return {row[0]: (row[1], row[2]) for row in rows}
+        time.sleep(0.5)
 
 
 @pytest.fixture
@@ -214,3 +220,33 @@ def test_a_stage_after_track_with_aftercorr_goes_on_for_the_files_that_tracked(
     for index in (0, 2):
         size = int((folders / FOLDERS[index] / "size.txt").read_text())
         assert size == (project.root / FILES[index]).stat().st_size
+
+
+def test_the_poll_driver_follows_an_array_and_its_file_by_file_stage(project: Project) -> None:
+    job = json.loads(project.job.read_text())
+    job["stages"] = {
+        "post": {
+            "command": 'wc -c < "$SLEAP_RTC_PREDICTIONS" > size.txt',
+            "needs": ["track"],
+            "dependency": "aftercorr",
+            "outputs": ["size.txt"],
+        }
+    }
+    project.job.write_text(json.dumps(job))
+    project.generate()
+    driven = project.cli("run", "--submit", "--chain=poll", "--poll-interval", "0.5", "--json")
+    assert driven.returncode == 0, driven.stderr
+    found = {r["stage"]: r for r in json.loads(driven.stdout)}
+    project.jobs += [str(r["job_id"]) for r in found.values() if r["job_id"]]
+    assert {r["state"] for r in found.values()} == {"COMPLETED"}, found
+    # The driver waited for the whole array, then submitted the next without a dependency.
+    track, post = (
+        sacct_tasks(str(found["track"]["job_id"])),
+        sacct_tasks(str(found["post"]["job_id"])),
+    )
+    assert len(track) == len(post) == 3
+    assert all("--dependency" not in line for _, line in post.values())
+    shown = project.statuses()
+    assert shown["post"]["reason"] == "tasks: 3 COMPLETED"
+    folders = project.root / "experiment_runs" / "arr" / "mice" / "post"
+    assert {f.parent.name for f in folders.glob("*/size.txt")} == set(FOLDERS)
