@@ -22,7 +22,7 @@ import pytest
 from sleap_rtc.engine.backends.slurm.tools import FINAL_STATES, SlurmClient
 from sleap_rtc.pipeline.run import PipelineRun
 from tests.labels import write_labels
-from tests.unit.test_pipeline_arrays import FILES, array_lab
+from tests.unit.test_pipeline_arrays import FILES, POST, array_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm")]
 FOLDERS = ("a_s1", "s2", "b_s1")
@@ -195,14 +195,7 @@ def test_a_stage_after_track_with_aftercorr_goes_on_for_the_files_that_tracked(
     project: Project,
 ) -> None:
     job = json.loads(project.job.read_text())
-    job["stages"] = {
-        "post": {
-            "command": 'wc -c < "$SLEAP_RTC_PREDICTIONS" > size.txt',
-            "needs": ["track"],
-            "dependency": "aftercorr",
-            "outputs": ["size.txt"],
-        }
-    }
+    job["stages"] = {"post": POST}  # wc -c of its file's predictions, task by task
     project.job.write_text(json.dumps(job))
     project.generate(fail=1)  # the second file fails to track
     runs = project.submit("--chain")
@@ -224,14 +217,7 @@ def test_a_stage_after_track_with_aftercorr_goes_on_for_the_files_that_tracked(
 
 def test_the_poll_driver_follows_an_array_and_its_file_by_file_stage(project: Project) -> None:
     job = json.loads(project.job.read_text())
-    job["stages"] = {
-        "post": {
-            "command": 'wc -c < "$SLEAP_RTC_PREDICTIONS" > size.txt',
-            "needs": ["track"],
-            "dependency": "aftercorr",
-            "outputs": ["size.txt"],
-        }
-    }
+    job["stages"] = {"post": POST}  # wc -c of its file's predictions, task by task
     project.job.write_text(json.dumps(job))
     project.generate()
     driven = project.cli("run", "--submit", "--chain=poll", "--poll-interval", "0.5", "--json")

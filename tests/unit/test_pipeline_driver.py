@@ -2,6 +2,10 @@
 
 The driver, ``submit``/``status``, :class:`PipelineRun` and the command line all take
 the SLURM client they use; these tests hand them a :class:`FakeSlurm`.
+
+The file is over 500 lines because :class:`FakeSlurm` and the helpers around it
+(``driver_for``, ``write_stage_manifest``) live here, beside the driver's tests, and
+the other pipeline tests import them from here rather than keep copies.
 """
 
 from __future__ import annotations
