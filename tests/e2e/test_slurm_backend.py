@@ -6,6 +6,7 @@ reach the job's result."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -96,6 +97,34 @@ async def test_steps_run_as_one_sbatch_job_and_report_back(
     assert wait_states([handle.slurm_id], {"COMPLETED"})[handle.slurm_id] == "COMPLETED"
     script = (tmp_path / "spool" / job.job_id / "job.sbatch").read_text()
     assert "set -euo pipefail" in script and "sleap_rtc.engine.backends.slurm.node" in script
+
+
+async def test_steps_of_one_batch_job_share_one_warm_engine(
+    backend: SlurmBackend, tmp_path: Path
+) -> None:
+    from sleap_rtc.engine.warm_client import sleap_nn_script
+
+    steps = [
+        Step(name=f"v{i}", kind="track", argv=[sleap_nn_script(), "--version"], index=i, total=2)
+        for i in (1, 2)
+    ]
+    job = EngineJob(job_id=f"warm-{tmp_path.name[-8:]}", kind="track", steps=steps, cwd=tmp_path)
+    handle = await backend.submit(job)
+    events = await _collect(handle, timeout=300)
+    final = events[-1]
+    assert isinstance(final, Finished) and final.state is JobState.COMPLETE, final
+    lines = [e.text for e in events if isinstance(e, LogLine)]
+    assert any(
+        line.endswith("2 steps start from one warm engine on " + socket.gethostname())
+        for line in lines
+    ), lines
+    assert not [line for line in lines if "starts cold" in line], lines
+    assert len([line for line in lines if line.startswith("sleap-nn ")]) == 2, lines
+    spool = tmp_path / "spool" / job.job_id
+    assert "--warm-engine" in (spool / "job.sbatch").read_text()
+    # Once the batch job has ended, the engine's folder is gone with it.
+    assert wait_states([handle.slurm_id], {"COMPLETED"})[handle.slurm_id] == "COMPLETED"
+    assert not list(spool.glob("sleap-rtc-warm-*"))
 
 
 async def test_a_failing_step_fails_the_job_and_slurm_agrees(

@@ -62,6 +62,12 @@ def _read_key(key: str | None, key_file: Path | None) -> str:
     help="Confine jobs to the mounts and their own folder (landlock), or not (off: only "
     "where Landlock is missing) [default: landlock].",
 )
+@click.option(
+    "--warm-engine/--no-warm-engine",
+    default=None,
+    help="Start job steps from a process that has already imported sleap-nn, so they "
+    "begin at once (--no-warm-engine: every step starts cold) [default: on].",
+)
 @click.option("--server", metavar="URL", help="Server URL [default: SLEAP_RTC_SERVER, config].")
 @click.option(
     "--key",
@@ -89,6 +95,7 @@ def worker(
     max_concurrent_jobs: int | None,
     backend: str | None,
     sandbox: str | None,
+    warm_engine: bool | None,
     server: str | None,
     key: str | None,
     key_file: Path | None,
@@ -131,6 +138,7 @@ def worker(
             max_concurrent_jobs=max_concurrent_jobs,
             backend=backend,
             sandbox=sandbox,
+            warm_engine=warm_engine,
             server=server,
             room=room,
             key_file=key_file,
@@ -198,6 +206,8 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
         err=True,
     )
     click.echo(runner.sandbox_note, err=True)
+    if getattr(runner.backend, "warm", None) is not None:
+        click.echo("warm engine on: steps start from a preloaded sleap-nn", err=True)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     if task is not None:

@@ -124,7 +124,8 @@ async def _worker(config: WorkerConfig, url: str, key: str) -> AsyncIterator[str
     from sleap_rtc.worker.presence import load_worker_id
     from sleap_rtc.worker.runner import JobRunner
 
-    runner = JobRunner(config, LocalBackend(cancel_grace_s=config.cancel_grace_s))
+    backend = LocalBackend(cancel_grace_s=config.cancel_grace_s, warm_engine=config.warm_engine)
+    runner = JobRunner(config, backend)
     await runner.start()
     worker_id = load_worker_id(config.resolved_state_dir())
     caps = Capabilities(

@@ -160,6 +160,12 @@ class Backend(ABC):
     #: None leaves it to the worker (its state folder).
     work_root: Path | None = None
 
+    async def start(self) -> None:  # noqa: B027 (optional hook)
+        """Get ready for jobs (e.g. warm up); called once before the first submit."""
+
+    async def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what :meth:`start` took; called once when the worker stops."""
+
     @abstractmethod
     async def submit(self, job: EngineJob) -> BackendJob:
         """Start ``job``; raise on a failure to start (nothing is left running)."""
@@ -192,6 +198,8 @@ class BackendContext:
     state_dir: Path
     #: How long a cancelled step gets to end after each signal.
     cancel_grace_s: float = 5.0
+    #: Start steps from a process that has already imported sleap-nn (``warm_engine``).
+    warm_engine: bool = True
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,30 @@ def _drop_capabilities() -> None:
     libc.prctl(pr_cap_ambient, pr_cap_ambient_clear_all, 0, 0, 0)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def _clear_capabilities() -> None:
+    """Empty this process's own capability sets, as ``exec`` after
+    :func:`_drop_capabilities` would: a step forked without ``exec`` (the warm
+    engine) must not keep root's ``CAP_SYS_PTRACE`` or ``CAP_DAC_OVERRIDE``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(version=0x20080522, pid=0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise SandboxError(f"could not clear capabilities: {os.strerror(err)}")
+
+
 def _has_capabilities() -> bool:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -341,7 +365,8 @@ def enter(policy: SandboxPolicy) -> None:
         | ll.AccessFS.EXECUTE
         | ll.AccessFS.IOCTL_DEV
     )
-    if _has_capabilities():
+    capable = _has_capabilities()
+    if capable:
         _drop_capabilities()
     with ll.Ruleset(
         handled_net=ll.AccessNet.NONE,
@@ -364,6 +389,8 @@ def enter(policy: SandboxPolicy) -> None:
         for path in ("/dev/shm", *policy.write):
             allow(path, write)
         ruleset.restrict()
+    if capable:
+        _clear_capabilities()
 
 
 def launcher(policy: SandboxPolicy, python: Iterable[str] | None = None) -> list[str]:

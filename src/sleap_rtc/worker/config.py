@@ -9,6 +9,7 @@ Example ``worker.toml``::
     max_concurrent_jobs = 1
     device = "auto"             # auto | cpu | cuda | cuda:1 | mps
     stop_early = true           # allow stop-early (costs up to 10 ms per batch)
+    warm_engine = true          # steps start from a pre-imported sleap-nn (false: cold)
     models_dir = "/vast/models" # where trained models go (always a writable mount)
     sandbox = "landlock"        # jobs see only the mounts ("off" only where it can't work)
     job_env = ["MY_LAB_*"]      # more variables jobs inherit (secrets never do)
@@ -122,6 +123,9 @@ class WorkerConfig(BaseModel):
     #: Allow stop-early (JOB_STOP). sleap-nn then polls for a command for up to 10 ms
     #: after every batch; turn off on fast GPUs running many tiny batches.
     stop_early: bool = True
+    #: Start each step from a process that has already imported torch and sleap-nn, so
+    #: it begins at once instead of after ~10 s of imports. Off: every step starts cold.
+    warm_engine: bool = True
     #: Where ``sleap-rtc worker`` connects, which room it expects, and where its key is.
     server: str | None = None
     room: str | None = None
@@ -283,7 +287,9 @@ class WorkerConfig(BaseModel):
         """The backend this worker runs jobs on; a
         :class:`~sleap_rtc.engine.backend.BackendError` when it can't be used here."""
         context = BackendContext(
-            state_dir=self.resolved_state_dir(), cancel_grace_s=self.cancel_grace_s
+            state_dir=self.resolved_state_dir(),
+            cancel_grace_s=self.cancel_grace_s,
+            warm_engine=self.warm_engine,
         )
         return self.backend_plugin.build(self.backend_settings(), context)
 

@@ -159,6 +159,7 @@ class JobRunner:
         and queued.
         """
         changed = []
+        await self.backend.start()
         self._sweeper = asyncio.create_task(self._sweep_uploads(), name="upload-sweeper")
         for record in self.store.unfinished():
             if record.state is JobState.RUNNING and record.native_id:
@@ -209,6 +210,7 @@ class JobRunner:
             for task in list(self._tasks.values()):
                 with contextlib.suppress(BaseException):
                     await task
+            await self.backend.close()
             self.store.close()
             return
         # Record the reason first: the CANCELLED the backend reports next is then
@@ -227,6 +229,7 @@ class JobRunner:
         for task in list(self._tasks.values()):
             with contextlib.suppress(BaseException):
                 await task
+        await self.backend.close()
         self.store.close()
 
     # ------------------------------------------------------------------ submit

@@ -20,7 +20,7 @@ class LocalSettings(BaseModel):
 def _build(settings: LocalSettings, context: BackendContext) -> Backend:
     from sleap_rtc.engine.backends.local.backend import LocalBackend
 
-    return LocalBackend(cancel_grace_s=context.cancel_grace_s)
+    return LocalBackend(cancel_grace_s=context.cancel_grace_s, warm_engine=context.warm_engine)
 
 
 PLUGIN = BackendPlugin(

@@ -5,6 +5,11 @@ process sleap-nn starts, and nothing is left behind: after a step ends, any
 straggler in its group is killed. Training progress is read from sleap-nn's ZMQ
 publisher on a port bound here (port 0, so two jobs never collide); stop-early is
 sent through its ZMQ controller.
+
+With the warm engine on (:mod:`sleap_rtc.engine.warm`), a step that runs this
+environment's ``sleap-nn`` is forked from a process that has already imported it
+instead of started cold; everything above holds the same. When no warm start is
+possible the step starts cold and its log says why.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import re
 import signal
 from collections import deque
+from pathlib import Path
 
 import psutil
 
@@ -32,6 +38,8 @@ from sleap_rtc.engine.backend import (
 )
 from sleap_rtc.engine.commands import zmq_overrides
 from sleap_rtc.engine.progress import TrainProgressTracker, parse_track_line
+from sleap_rtc.engine.warm_client import WarmEngine, WarmProcess, WarmUnavailable
+from sleap_rtc.jobs.events import NOTE_PREFIX
 from sleap_rtc.jobs.states import JobState
 
 #: Longest log line kept; longer lines are cut (a runaway print can't eat memory).
@@ -96,13 +104,22 @@ def job_environment(job: EngineJob, backend_env: dict[str, str]) -> dict[str, st
 
 
 class LocalJob(QueuedJob):
-    def __init__(self, job: EngineJob, *, cancel_grace_s: float, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        job: EngineJob,
+        *,
+        cancel_grace_s: float,
+        env: dict[str, str],
+        warm: WarmEngine | None = None,
+    ) -> None:
         super().__init__(job.job_id)
         self._job = job
         self._grace = cancel_grace_s
         self._env = env
-        self._proc: asyncio.subprocess.Process | None = None
+        self._warm = warm
+        self._proc: asyncio.subprocess.Process | WarmProcess | None = None
         self._cancelled = False
+        self._cancel_asked = asyncio.Event()
         self._stop_requested = False
         self._controller = None  # zmq PUB socket of the running training step
         self._step: Step | None = None
@@ -113,6 +130,7 @@ class LocalJob(QueuedJob):
 
     async def cancel(self) -> None:
         self._cancelled = True
+        self._cancel_asked.set()
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
@@ -171,7 +189,7 @@ class LocalJob(QueuedJob):
                 break
             code, tail, error = await self._run_step(step)
             last_code = code
-            if self._cancelled:
+            if self._cancelled or code is None:
                 break
             if code != 0:
                 reason = error or _failure_reason(step, code, tail)
@@ -215,7 +233,50 @@ class LocalJob(QueuedJob):
             return f"sleap-nn predict finished without writing {step.output}"
         return None
 
-    async def _run_step(self, step: Step) -> tuple[int, deque[str], str | None]:
+    async def _start(
+        self, argv: list[str], env: dict[str, str]
+    ) -> tuple[asyncio.subprocess.Process | WarmProcess | None, str | None]:
+        """Start a step's process, warm where it can be; None when cancelled first.
+
+        Also returns the note to log when a warm start was wanted but not possible.
+        """
+        note = None
+        if self._warm is not None and self._warm.eligible(argv):
+            spawn = asyncio.ensure_future(
+                self._warm.spawn(argv, env=env, cwd=self._job.cwd, policy=self._job.sandbox)
+            )
+            asked = asyncio.ensure_future(self._cancel_asked.wait())
+            try:
+                await asyncio.wait({spawn, asked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                asked.cancel()
+                if not spawn.done():
+                    spawn.cancel()
+                    with contextlib.suppress(BaseException):
+                        await spawn
+            if spawn.cancelled():
+                return None, None
+            try:
+                return spawn.result(), None
+            except WarmUnavailable as exc:
+                note = f"{NOTE_PREFIX}sleap-nn starts cold: no warm engine ({exc})"
+        if self._cancelled:
+            return None, note
+        if self._job.sandbox is not None:
+            argv = sandbox.wrap(argv, self._job.sandbox)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=self._job.cwd,
+            limit=MAX_ZMQ_BYTES,
+        )
+        return proc, note
+
+    async def _run_step(self, step: Step) -> tuple[int | None, deque[str], str | None]:
         import zmq
         import zmq.asyncio
 
@@ -240,23 +301,14 @@ class LocalJob(QueuedJob):
             argv += zmq_overrides(publish_port, controller_port)
             tracker = TrainProgressTracker(step)
         env = job_environment(self._job, self._env)
-        if self._job.sandbox is not None:
-            argv = sandbox.wrap(argv, self._job.sandbox)
         helpers: list[asyncio.Task[None]] = []
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-                cwd=self._job.cwd,
-                limit=MAX_ZMQ_BYTES,
-            )
+            self._proc, cold_note = await self._start(argv, env)
             proc = self._proc
+            if proc is None:
+                return None, tail, None
             self.emit(StepStarted(step=step, native_id=native_id_of(proc.pid)))
-            for note in step.notes:
+            for note in (*step.notes, *([cold_note] if cold_note else [])):
                 self.emit(LogLine(note))
             assert proc.stdout is not None
             helpers.append(asyncio.create_task(self._read_output(proc.stdout, step, tail, error)))
@@ -271,7 +323,8 @@ class LocalJob(QueuedJob):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(helpers[0]), 5)
             await asyncio.sleep(0.05 if sub is not None else 0)
-            return code, tail, error[0] if error else None
+            lost = getattr(proc, "lost", None)
+            return code, tail, lost or (error[0] if error else None)
         finally:
             for task in helpers:
                 task.cancel()
@@ -325,7 +378,7 @@ class LocalJob(QueuedJob):
                 if progress is not None:
                     self.emit(ProgressUpdate(progress))
 
-    async def _send_stop(self, pub: object, proc: asyncio.subprocess.Process) -> None:
+    async def _send_stop(self, pub: object, proc: asyncio.subprocess.Process | WarmProcess) -> None:
         # PUB/SUB drops messages sent before the subscriber connects, and sleap-nn
         # only polls at batch ends, so the stop command is repeated until it lands.
         while proc.returncode is None:
@@ -334,17 +387,49 @@ class LocalJob(QueuedJob):
             await asyncio.sleep(0.25)
 
 
+def _retrieve(task: asyncio.Task[object]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class LocalBackend(Backend):
-    """Runs jobs as child processes of the worker."""
+    """Runs jobs as child processes of the worker.
+
+    ``warm_engine`` forks steps from a pre-imported sleap-nn (:mod:`~sleap_rtc.engine.warm`);
+    it warms up in :meth:`start` and ends in :meth:`close`.
+    """
 
     name = "local"
 
-    def __init__(self, *, cancel_grace_s: float = 5.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cancel_grace_s: float = 5.0,
+        env: dict[str, str] | None = None,
+        warm_engine: bool = False,
+        warm_folder: Path | None = None,
+    ) -> None:
         self.cancel_grace_s = cancel_grace_s
         self.env = dict(env or {})
+        self.warm: WarmEngine | None = None
+        if warm_engine:
+            self.warm = WarmEngine(
+                sandbox.job_environment(os.environ, extra=self.env),
+                stdout_limit=MAX_ZMQ_BYTES,
+                folder=warm_folder,
+            )
+
+    async def start(self) -> None:
+        if self.warm is not None:
+            # Warms up in the background; a failure is reported by the first step.
+            self.warm.start().add_done_callback(_retrieve)
+
+    async def close(self) -> None:
+        if self.warm is not None:
+            await self.warm.close()
 
     async def submit(self, job: EngineJob) -> LocalJob:
-        local = LocalJob(job, cancel_grace_s=self.cancel_grace_s, env=self.env)
+        local = LocalJob(job, cancel_grace_s=self.cancel_grace_s, env=self.env, warm=self.warm)
         local.start()
         return local
 

@@ -22,6 +22,7 @@ def _build(settings: SlurmSettings, context: BackendContext) -> Backend:
         settings,
         spool_dir=context.state_dir / "slurm",
         cancel_grace_s=context.cancel_grace_s,
+        warm_engine=context.warm_engine,
     )
 
 

@@ -306,6 +306,7 @@ class SlurmBackend(Backend):
         cancel_grace_s: float = 5.0,
         env: Mapping[str, str] | None = None,
         slurm: SlurmClient | None = None,
+        warm_engine: bool = True,
     ) -> None:
         self.settings = settings
         #: The SLURM tools every job of this backend is submitted, watched and cancelled with.
@@ -315,6 +316,8 @@ class SlurmBackend(Backend):
         #: must see them, so they live on the shared filesystem beside the spool.
         self.work_root: Path | None = self.spool_dir / "work"
         self.cancel_grace_s = cancel_grace_s
+        #: A batch job of several steps starts them from one warm engine on its node.
+        self.warm_engine = warm_engine
         self.env = dict(env or {})
         self.watcher = SlurmWatcher(self.slurm, interval=settings.poll_interval_s)
 
@@ -336,7 +339,9 @@ class SlurmBackend(Backend):
         env = {**job.env, **self.env}
         write_job(folder, dataclasses.replace(job, env=env))
         script = folder / SCRIPT_FILE
-        script.write_text(render_script(job, folder, self.settings, self.cancel_grace_s))
+        script.write_text(
+            render_script(job, folder, self.settings, self.cancel_grace_s, warm=self.warm_engine)
+        )
         options = [
             f"--job-name=sleap-rtc-{job.job_id}",
             # "%" starts a filename pattern for sbatch; "%%" is a literal one.

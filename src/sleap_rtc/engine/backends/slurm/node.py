@@ -9,6 +9,11 @@ limit) cancels the steps and still writes the final event.
 
 The exit code is 0 when the job completed and 1 otherwise, so ``sacct`` tells
 the same story as sleap-rtc.
+
+With ``--warm-engine`` and several steps that run this environment's sleap-nn, the
+steps start from one warm engine (:mod:`sleap_rtc.engine.warm`) that imports
+sleap-nn once for all of them; its files live in the spool folder, the one place
+this runner may write.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -33,6 +39,8 @@ from sleap_rtc.engine.backends.slurm.spool import (
     encode,
     read_job,
 )
+from sleap_rtc.engine.warm_client import sleap_nn_script
+from sleap_rtc.jobs.events import NOTE_PREFIX
 from sleap_rtc.jobs.states import JobState
 
 #: How often buffered events are written out (and synced, for network filesystems).
@@ -87,10 +95,21 @@ def _pid(native_id: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-async def run(folder: Path, *, cancel_grace_s: float = 5.0) -> int:
+async def run(folder: Path, *, cancel_grace_s: float = 5.0, warm_engine: bool = False) -> int:
     job = read_job(folder)
     writer = EventWriter(folder / EVENTS_FILE)
-    local = await LocalBackend(cancel_grace_s=cancel_grace_s).submit(job)
+    script = sleap_nn_script()
+    warm_steps = sum(1 for step in job.steps if step.argv[:1] == [script])
+    warm_engine = warm_engine and warm_steps > 1
+    if warm_engine:
+        where = socket.gethostname()
+        note = f"{NOTE_PREFIX}{warm_steps} steps start from one warm engine on {where}"
+        writer.add(encode(SpoolLine(text=note)))
+    backend = LocalBackend(
+        cancel_grace_s=cancel_grace_s, warm_engine=warm_engine, warm_folder=folder
+    )
+    await backend.start()
+    local = await backend.submit(job)
     loop = asyncio.get_running_loop()
     cancelling: list[asyncio.Task[None]] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,6 +147,7 @@ async def run(folder: Path, *, cancel_grace_s: float = 5.0) -> int:
             with contextlib.suppress(BaseException):
                 await task
         writer.close()
+        await backend.close()
     return 0 if state is JobState.COMPLETE else 1
 
 
@@ -138,11 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("spool", type=Path, help="the job's spool folder")
     parser.add_argument("--cancel-grace-s", type=float, default=5.0)
+    parser.add_argument(
+        "--warm-engine", action="store_true", help="start the steps from one warm engine"
+    )
     args = parser.parse_args(argv)
     if not (args.spool / "job.json").is_file():
         print(f"error: {args.spool / 'job.json'} does not exist", file=sys.stderr)
         return 2
-    return asyncio.run(run(args.spool, cancel_grace_s=args.cancel_grace_s))
+    return asyncio.run(
+        run(args.spool, cancel_grace_s=args.cancel_grace_s, warm_engine=args.warm_engine)
+    )
 
 
 if __name__ == "__main__":

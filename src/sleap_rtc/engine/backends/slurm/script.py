@@ -22,11 +22,19 @@ from sleap_rtc.engine.backends.slurm.settings import SlurmSettings
 NODE_MODULE = "sleap_rtc.engine.backends.slurm.node"
 
 
-def render_script(job: EngineJob, folder: Path, settings: SlurmSettings, grace_s: float) -> str:
-    """The batch script for ``job``; the spool folder and name go on sbatch's command line."""
+def render_script(
+    job: EngineJob, folder: Path, settings: SlurmSettings, grace_s: float, *, warm: bool = False
+) -> str:
+    """The batch script for ``job``; the spool folder and name go on sbatch's command line.
+
+    With ``warm``, a job of several steps runs them from one warm engine on the node
+    (the first step waits for its imports, the others start at once).
+    """
     python = settings.python or [sys.executable]
     run = [*python, "-m", NODE_MODULE, str(folder)]
     run += ["--cancel-grace-s", f"{grace_s:g}"]
+    if warm and len(job.steps) > 1:
+        run.append("--warm-engine")
     if job.sandbox is not None:
         # The node-side runner is confined too; it writes only its spool folder.
         policy = job.sandbox.adding(write=[str(folder)])
