@@ -13,6 +13,10 @@ Measured, per N:
   the empty room first (the baseline) and then with N workers online and
   heartbeating; p50/p99 and the ratio N workers / empty room.
 
+With ``--rooms R`` the N workers are spread over R rooms (one key each, N/R workers
+per room) and the listed room is one of them: a listing must cost what its own
+room holds, not what the server holds.
+
 The listing must show exactly the N simulated workers ``online`` and none may have
 been disconnected, or the run fails. The simulated workers and the HTTP client share
 this process (one event loop); the server is a separate process, whose CPU time per
@@ -24,6 +28,7 @@ collections that happened while the N-worker listing was timed.
     .venv/bin/python bench/server_presence.py                  # N=100 and N=1000
     .venv/bin/python bench/server_presence.py --workers 1000 --gc-stats
     .venv/bin/python bench/server_presence.py --workers 2000 --database-url postgresql://...
+    .venv/bin/python bench/server_presence.py --workers 10000 --rooms 1000 --requests 100
 
 With ``--database-url`` the user, room and worker rows stay in that database (the
 room is deleted at the end, best effort); names are random so runs don't collide.
@@ -332,6 +337,7 @@ class SimWorker:
 @dataclass
 class Result:
     n: int
+    rooms: int
     rss_before: int
     rss_registered: int
     rss_after: int
@@ -355,8 +361,12 @@ class Result:
         return (self.rss_registered - self.rss_before) / 1024 / self.n
 
     def summary(self) -> str:
+        where = (
+            f" over {self.rooms} rooms (listed: {self.n // self.rooms})" if self.rooms > 1 else ""
+        )
         return (
-            f"N={self.n}: {self.kib_per_conn:.1f} KiB/conn, register {self.register_s:.2f} s, "
+            f"N={self.n}{where}: {self.kib_per_conn:.1f} KiB/conn, "
+            f"register {self.register_s:.2f} s, "
             f"discovery p50 {self.loaded_p50_ms:.1f} ms p99 {self.loaded_p99_ms:.1f} ms "
             f"(x{self.loaded_p50_ms / self.empty_p50_ms:.1f} vs empty room)"
         )
@@ -445,6 +455,7 @@ async def measure(
     database_url: str | None,
     keep_log: Path | None,
     gc_stats: bool,
+    room_count: int = 1,
 ) -> Result:
     root = Path(tempfile.mkdtemp(prefix="sleap-rtc-presence-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLEAP_RTC_")}
@@ -454,6 +465,7 @@ async def measure(
     tag = uuid.uuid4().hex[:8]
     user, room, warm_room = f"bench-{tag}", f"bench-{n}-{tag}", f"warmup-{tag}"
     workers: list[SimWorker] = []
+    others: list[str] = []
     client: ServerClient | None = None
     try:
         server.add_user(user)
@@ -462,7 +474,11 @@ async def measure(
         await client.login(user, PASSWORD)
         await client.create_room(room)
         await client.create_room(warm_room)
-        secret = (await client.create_key(room)).secret
+        secrets = [(await client.create_key(room)).secret]
+        others += [f"{room}-{i}" for i in range(1, room_count)]
+        for other in others:
+            await client.create_room(other)
+            secrets.append((await client.create_key(other)).secret)
         warm_secret = (await client.create_key(warm_room)).secret
         ws_url = client.websocket_url("/v1/worker")
         path = f"/v1/rooms/{room}/workers"
@@ -488,12 +504,14 @@ async def measure(
             await asyncio.sleep(1.0)
             rss_before = server.rss()
 
-            workers = [SimWorker(i + 1, ws_url, secret) for i in range(n)]
+            # Worker i goes to room i % R: the listed room (index 0) gets every R-th.
+            workers = [SimWorker(i + 1, ws_url, secrets[i % room_count]) for i in range(n)]
+            listed = workers[::room_count]
             cpu = server.cpu_s()
             register_s, each = await register_all(workers, batch, timeout=60)
             cpu_register = (server.cpu_s() - cpu) * 1000 / n
             rss_registered = server.rss()
-            await check_listing(client, room, workers)
+            await check_listing(client, room, listed)
 
             beats = sum(w.heartbeats for w in workers)
             token = await client.access_token()
@@ -503,7 +521,7 @@ async def measure(
             gc_loaded = server.gc_pauses(log_at, server.log_offset()) if gc_stats else None
             beats = sum(w.heartbeats for w in workers) - beats
             rss_after = server.rss()
-            await check_listing(client, room, workers)
+            await check_listing(client, room, listed)
             check_workers(workers, server)
 
         problems = server.problems()
@@ -511,6 +529,7 @@ async def measure(
             print(f"  server log: {line}", flush=True)
         return Result(
             n=n,
+            rooms=room_count,
             rss_before=rss_before,
             rss_registered=rss_registered,
             rss_after=rss_after,
@@ -538,7 +557,7 @@ async def measure(
             await close_all(workers, batch)
         if client is not None:
             if database_url and server.alive():
-                for name in (room, warm_room):
+                for name in (room, warm_room, *others):
                     with contextlib.suppress(Exception):
                         await client.delete_room(name)
             await client.aclose()
@@ -647,6 +666,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="GETs per latency measurement")
     parser.add_argument("--batch", type=int, default=100, help="connections opened at once")
     parser.add_argument(
+        "--rooms", type=int, default=1, help="spread the workers over this many rooms"
+    )
+    parser.add_argument(
         "--database-url", metavar="URL", help="PostgreSQL instead of a temporary SQLite file"
     )
     parser.add_argument(
@@ -676,7 +698,15 @@ def main() -> None:
     for n in args.workers:
         print(f"N={n}: starting a server and {n} simulated workers ...", flush=True)
         result = asyncio.run(
-            measure(n, args.requests, args.batch, args.database_url, args.keep_log, args.gc_stats)
+            measure(
+                n,
+                args.requests,
+                args.batch,
+                args.database_url,
+                args.keep_log,
+                args.gc_stats,
+                args.rooms,
+            )
         )
         print("  " + result.summary(), flush=True)
         results.append(result)

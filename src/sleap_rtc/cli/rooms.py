@@ -381,22 +381,42 @@ def _gpu_text(worker: api.WorkerView) -> tuple[str, str]:
     metavar="MB",
     help="Only workers with a GPU that has at least this much free memory.",
 )
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["online", "busy", "offline"]),
+    help="Only workers in this state (repeat for several).",
+)
+@click.option("--limit", type=click.IntRange(1), metavar="N", help="Show the first N only.")
 @server_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def rooms_workers(room: str, min_gpu_memory: int | None, server: str | None, as_json: bool) -> None:
-    """List the workers of a room: online, busy or offline.
+def rooms_workers(
+    room: str,
+    min_gpu_memory: int | None,
+    statuses: tuple[str, ...],
+    limit: int | None,
+    server: str | None,
+    as_json: bool,
+) -> None:
+    """List the workers of a room: online, busy or offline (the server filters).
 
     \b
     Examples:
       sleap-rtc rooms workers --room my-room
-      sleap-rtc rooms workers --room my-room --min-gpu-memory 8000 --json
+      sleap-rtc rooms workers --room my-room --status online --min-gpu-memory 8000 --json
     """
-    found = run_client(server, lambda c: c.workers(room, min_gpu_memory))
+    found = run_client(
+        server,
+        lambda c: c.workers(room, min_gpu_memory, statuses=list(statuses) or None, limit=limit),
+    )
     if as_json:
         print_json([w.model_dump(mode="json") for w in found])
         return
     if not found:
         hint = " with that much GPU memory" if min_gpu_memory else ""
+        if statuses:
+            hint += " " + " or ".join(statuses)
         click.echo(f"no workers{hint} in room {room}. Start one on a GPU machine:")
         click.echo(f"  sleap-rtc keys create --room {room}")
         click.echo(f"  SLEAP_RTC_WORKER_KEY=srk_... sleap-rtc worker --room {room} --mount /data")

@@ -277,10 +277,24 @@ class ServerClient:
         )
         return result
 
-    async def workers(self, room: str, min_gpu_memory: int | None = None) -> list[api.WorkerView]:
-        params = {"min_gpu_memory": min_gpu_memory} if min_gpu_memory is not None else None
+    async def workers(
+        self,
+        room: str,
+        min_gpu_memory: int | None = None,
+        *,
+        statuses: list[str] | None = None,
+        limit: int | None = None,
+    ) -> list[api.WorkerView]:
+        """The room's workers, online first; the filters apply on the server."""
+        params: dict[str, Any] = {}
+        if min_gpu_memory is not None:
+            params["min_gpu_memory"] = min_gpu_memory
+        if statuses:
+            params["status"] = statuses
+        if limit is not None:
+            params["limit"] = limit
         result: list[api.WorkerView] = await self._call(
-            "GET", f"/v1/rooms/{_seg(room)}/workers", list[api.WorkerView], params=params
+            "GET", f"/v1/rooms/{_seg(room)}/workers", list[api.WorkerView], params=params or None
         )
         return result
 

@@ -25,8 +25,10 @@ from sleap_rtc.protocol import api
 from sleap_rtc.protocol.signaling import CLOSE_GOING_AWAY
 from sleap_rtc.server import dashboard, db, sockets
 from sleap_rtc.server.auth import TokenSigner
+from sleap_rtc.server.batch import GroupCommit
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import Hub
+from sleap_rtc.server.keycache import WorkerKeyCache
 from sleap_rtc.server.limits import BodyLimit, LoginLimiter
 from sleap_rtc.server.notify import Notifier
 from sleap_rtc.server.routes import (
@@ -41,6 +43,7 @@ from sleap_rtc.server.routes import (
     workers,
 )
 from sleap_rtc.server.service.relay import RelayBudget
+from sleap_rtc.server.service.workers import record_registrations
 from sleap_rtc.server.settings import ServerSettings
 from sleap_rtc.server.state import ServerState
 from sleap_rtc.server.sweep import save_last_seen, sweep
@@ -62,6 +65,8 @@ def build_state(settings: ServerSettings) -> ServerState:
         logins=LoginLimiter(settings.login_failures_per_minute, settings.address_login_failures),
         relay_budget=RelayBudget(settings.relay_kib_per_second),
         notifier=Notifier(database, allow_private=settings.allow_private_webhooks),
+        worker_keys=WorkerKeyCache(database),
+        registrations=GroupCommit(database, record_registrations),
     )
 
 

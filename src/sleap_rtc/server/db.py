@@ -10,18 +10,20 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from sleap_rtc.server.logs import log
 
@@ -102,16 +104,31 @@ def prepare_sqlite_file(database: Path) -> None:
             _private(path, 0o600)
 
 
+#: Pooled connections, and how many database calls run at once (:meth:`Database.run`):
+#: equal, so a burst of calls waits its turn instead of opening and closing
+#: connections beyond the pool (each new SQLite connection also sets its pragmas).
+POOL_SIZE = 16
+#: Spare connections for code that opens a session outside :meth:`Database.run`.
+POOL_OVERFLOW = 4
+
+
 def create_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         parsed = make_url(url)
         if parsed.database and parsed.database != ":memory:":
             prepare_sqlite_file(Path(parsed.database))
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
+        )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+    )
 
 
 def _alembic_config() -> Config:
@@ -139,6 +156,11 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def dialect_insert(dialect: str) -> Any:
+    """The ``insert`` with ``on_conflict_do_update`` of ``dialect`` (PostgreSQL or SQLite)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -154,6 +176,8 @@ class Database:
 
     engine: Engine
     sessions: sessionmaker[Session]
+    #: At most :data:`POOL_SIZE` calls at once, each with a pooled connection.
+    limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(POOL_SIZE))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(session, *args)`` in a worker thread with its own session."""
@@ -162,4 +186,4 @@ class Database:
             with self.sessions() as session:
                 return fn(session, *args)
 
-        return await run_in_threadpool(call)
+        return await anyio.to_thread.run_sync(call, limiter=self.limiter)

@@ -162,6 +162,9 @@ class WorkerConn:
     members_checked: dict[int, float] = field(default_factory=dict)
     #: Stop/cancel requests sent to this worker, waiting for its answer, by request id.
     controls: dict[str, asyncio.Future[JobControlResult]] = field(default_factory=dict)
+    #: Its room-listing entry, encoded (:mod:`~sleap_rtc.server.directory`); None after
+    #: anything it shows changed, so it is encoded again when next listed.
+    listing: object | None = None
 
     def __post_init__(self) -> None:
         self.capabilities_dict = self.capabilities.model_dump(mode="json")
@@ -175,10 +178,23 @@ class WorkerConn:
     def set_gpus(self, gpus: list[Gpu]) -> None:
         self.gpus = gpus
         self.gpus_dicts = [g.model_dump(mode="json") for g in gpus]
+        self.listing = None
 
     def heard(self) -> None:
+        """Anything arrived from it: O(1), no database write (see :mod:`.sweep`)."""
         self.last_heartbeat = time.monotonic()
         self.last_seen = datetime.now(UTC)
+        self.listing = None
+
+    def report(self, status: WorkerStatus, running_jobs: int, gpus: list[Gpu] | None) -> bool:
+        """Take a heartbeat's status; True when what the room sees of it changed."""
+        before = (self.status, self.running_jobs, self.gpus)
+        self.status = status
+        self.running_jobs = running_jobs
+        if gpus is not None:
+            self.set_gpus(gpus)
+        self.listing = None
+        return (self.status, self.running_jobs, self.gpus) != before
 
 
 @dataclass
@@ -202,6 +218,8 @@ class ClientConn:
 class Hub:
     def __init__(self) -> None:
         self.workers: dict[tuple[str, str], WorkerConn] = {}
+        #: The same connections by room, so a room's workers are found in O(room).
+        self.by_room: dict[str, dict[str, WorkerConn]] = {}
         self.clients: dict[str, ClientConn] = {}
 
     # workers
@@ -223,12 +241,17 @@ class Hub:
             )
             old.conn.close(replaced_code, "replaced by a new connection of the same worker")
         self.workers[key] = worker
+        self.by_room.setdefault(worker.room_id, {})[worker.worker_id] = worker
         return True
 
     def remove_worker(self, worker: WorkerConn) -> bool:
         key = (worker.room_id, worker.worker_id)
         if self.workers.get(key) is worker:
             del self.workers[key]
+            room = self.by_room.get(worker.room_id, {})
+            room.pop(worker.worker_id, None)
+            if not room:
+                self.by_room.pop(worker.room_id, None)
             return True
         return False
 
@@ -237,7 +260,8 @@ class Hub:
         return None if found is None or found.conn.closing else found
 
     def room_workers(self, room_id: str) -> list[WorkerConn]:
-        return [w for (r, _), w in self.workers.items() if r == room_id and not w.conn.closing]
+        room = self.by_room.get(room_id, {})
+        return [w for w in room.values() if not w.conn.closing]
 
     def online_count(self, room_id: str) -> int:
         return len(self.room_workers(room_id))
@@ -249,7 +273,7 @@ class Hub:
         return len(hit)
 
     def disconnect_room(self, room_id: str, code: int, reason: str) -> int:
-        hit = [w for (r, _), w in self.workers.items() if r == room_id]
+        hit = list(self.by_room.get(room_id, {}).values())
         for worker in hit:
             worker.conn.close(code, reason)
         return len(hit)

@@ -47,8 +47,9 @@ from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.hub import ClientConn, Connection, WorkerConn
 from sleap_rtc.server.logs import log
 from sleap_rtc.server.notify import RoomRef, WorkerRef
-from sleap_rtc.server.service import control, jobindex, keys, relay, workers
+from sleap_rtc.server.service import control, jobindex, relay, workers
 from sleap_rtc.server.state import ServerState
+from sleap_rtc.server.sweep import worker_left
 
 #: A connection that sends this many bad messages is closed.
 MAX_PROTOCOL_ERRORS = 20
@@ -111,7 +112,7 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
         await _refuse(ws, "UNAUTHORIZED", "no worker key given", CLOSE_UNAUTHORIZED)
         return
     try:
-        key, room = await state.database.run(keys.authenticate_worker, secret)
+        key, room = await state.worker_keys.authenticate(secret)
     except AuthError as exc:
         log.info("worker refused: %s", exc.message)
         await _refuse(ws, exc.code, exc.message, CLOSE_UNAUTHORIZED)
@@ -131,26 +132,19 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
     if not isinstance(register, Register):
         await _refuse(ws, "NOT_REGISTERED", "send register first", CLOSE_PROTOCOL)
         return
-    try:
-        await state.database.run(
-            workers.record_worker,
-            room.id,
-            room.name,
-            register.worker_id,
-            key.id,
-            register.capabilities,
-        )
-    except ApiError as exc:
+    since = await state.registrations.submit(
+        workers.Registration(room.id, room.name, register.worker_id, key.id, register.capabilities)
+    )
+    if isinstance(since, ApiError):
         log.info(
             "worker %s refused in room %s (key %s): %s",
             register.worker_id,
             room.name,
             key.id,
-            exc.code,
+            since.code,
         )
-        await _refuse(ws, exc.code, exc.message, CLOSE_FORBIDDEN)
+        await _refuse(ws, since.code, since.message, CLOSE_FORBIDDEN)
         return
-    since = await state.database.run(jobindex.index_since, room.id, register.worker_id)
     conn = Connection(ws, state.settings.send_queue_limit)
     worker = WorkerConn(
         conn=conn,
@@ -193,7 +187,7 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
         control.disconnected(worker.controls)
         await conn.finish()
         if gone:
-            _worker_event(state, worker, online=False)
+            worker_left(state, worker)
             log.info("worker %s (%s) offline", worker.worker_id, worker.capabilities.name)
             await state.database.run(
                 workers.touch_workers, [(worker.room_id, worker.worker_id, worker.last_seen)]
@@ -241,12 +235,8 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
     async for message in _messages(state, conn.ws, conn, worker.sender_key):
         worker.heard()
         if isinstance(message, Heartbeat):
-            before = (worker.status, worker.running_jobs, worker.gpus)
-            worker.status = message.status
-            worker.running_jobs = message.running_jobs
-            if message.gpus is not None:
-                worker.set_gpus(list(message.gpus))
-            if (worker.status, worker.running_jobs, worker.gpus) != before:
+            gpus = list(message.gpus) if message.gpus is not None else None
+            if worker.report(message.status, message.running_jobs, gpus):
                 _worker_event(state, worker, online=True)
         elif isinstance(message, Relay):
             await relay.from_worker(state.database, state.hub, worker, message)

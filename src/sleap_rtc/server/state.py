@@ -11,12 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sleap_rtc.server.auth import TokenSigner
+from sleap_rtc.server.batch import GroupCommit
 from sleap_rtc.server.db import Database
+from sleap_rtc.server.directory import RoomDirectory
+from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.events import EventBus
+from sleap_rtc.server.heap import HeapPolicy
 from sleap_rtc.server.hub import Hub
+from sleap_rtc.server.keycache import WorkerKeyCache
 from sleap_rtc.server.limits import LoginLimiter
 from sleap_rtc.server.notify import Notifier
 from sleap_rtc.server.service.relay import RelayBudget
+from sleap_rtc.server.service.workers import Registration
 from sleap_rtc.server.settings import ServerSettings
 
 
@@ -31,5 +37,13 @@ class ServerState:
     relay_budget: RelayBudget
     #: Job notifications by webhook (its sender task runs with the app).
     notifier: Notifier
+    #: Worker keys recently checked (revoking a key or deleting a room forgets them).
+    worker_keys: WorkerKeyCache
+    #: Worker registrations, written in shared transactions (many reconnect at once).
+    registrations: GroupCommit[Registration, float | ApiError | None]
     #: What changed in each room, for the dashboard's live pages.
     events: EventBus = field(default_factory=EventBus)
+    #: Each listed room's workers as the listing shows them (memory only, like the hub).
+    directory: RoomDirectory = field(default_factory=RoomDirectory)
+    #: Keeps connections out of the collector's full passes (run by the sweep).
+    heap: HeapPolicy = field(default_factory=HeapPolicy)

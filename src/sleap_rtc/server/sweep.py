@@ -15,6 +15,7 @@ import asyncio
 from starlette.concurrency import run_in_threadpool
 
 from sleap_rtc.protocol.signaling import CLOSE_FORBIDDEN, CLOSE_HEARTBEAT_TIMEOUT
+from sleap_rtc.server import views
 from sleap_rtc.server.hub import WorkerConn
 from sleap_rtc.server.logs import log
 from sleap_rtc.server.service import rooms, workers
@@ -38,6 +39,14 @@ def save_last_seen(state: ServerState, chosen: list[WorkerConn] | None = None) -
         log.exception("could not save workers' last-seen times")
 
 
+def worker_left(state: ServerState, worker: WorkerConn) -> None:
+    """A worker was taken out of the hub: the listing keeps it as offline, and the
+    room's dashboards are told."""
+    state.directory.went_offline(worker)
+    state.heap.left()
+    state.events.publish(worker.room_id, "worker", views.live_worker_entry(worker, False))
+
+
 async def sweep(state: ServerState) -> None:
     """Drop workers that stopped sending heartbeats; save last-seen; purge expired rows."""
     tick = min(1.0, state.settings.heartbeat_interval_s / 2)
@@ -45,6 +54,7 @@ async def sweep(state: ServerState) -> None:
     last_save = last_purge = loop.time()
     while True:
         await asyncio.sleep(tick)
+        state.heap.tick(len(state.hub.workers))
         for worker in state.hub.overdue(state.settings.heartbeat_timeout_s):
             if state.hub.remove_worker(worker):
                 log.info(
@@ -53,6 +63,7 @@ async def sweep(state: ServerState) -> None:
                     worker.capabilities.name,
                 )
                 worker.conn.close(CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat")
+                worker_left(state, worker)
                 await run_in_threadpool(save_last_seen, state, [worker])
         now = loop.time()
         if now - last_save >= 30:
@@ -65,5 +76,7 @@ async def sweep(state: ServerState) -> None:
             except Exception:
                 log.exception("could not purge expired rooms")
                 continue
+            state.directory.forget(removed)
             for room_id in removed:
+                state.worker_keys.forget_room(room_id)
                 state.hub.disconnect_room(room_id, CLOSE_FORBIDDEN, "room has expired")

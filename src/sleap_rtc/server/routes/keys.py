@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from sleap_rtc.protocol import api
 from sleap_rtc.protocol.signaling import CLOSE_FORBIDDEN
-from sleap_rtc.server.deps import DatabaseDep, HubDep, UserDep
+from sleap_rtc.server.deps import DatabaseDep, StateDep, UserDep
 from sleap_rtc.server.logs import log
 from sleap_rtc.server.models import Room, WorkerKey
 from sleap_rtc.server.service import accounts, keys, rooms
@@ -54,9 +54,7 @@ async def list_keys(room: str, user: UserDep, database: DatabaseDep) -> list[api
 
 
 @router.delete("/v1/rooms/{room}/keys/{key}", response_model=api.KeyView)
-async def revoke_key(
-    room: str, key: str, user: UserDep, database: DatabaseDep, hub: HubDep
-) -> api.KeyView:
+async def revoke_key(room: str, key: str, user: UserDep, state: StateDep) -> api.KeyView:
     """Revoke a key (its creator or a room owner); workers using it are disconnected at once."""
 
     def revoke(session: Session) -> api.KeyView:
@@ -64,8 +62,9 @@ async def revoke_key(
         row = keys.revoke_key(session, found, member, key)
         return _key_view(row, found, accounts.username_of(session, row.created_by))
 
-    view = await database.run(revoke)
-    dropped = hub.disconnect_key(view.id, CLOSE_FORBIDDEN, "worker key was revoked")
+    view = await state.database.run(revoke)
+    state.worker_keys.forget_key(view.id)
+    dropped = state.hub.disconnect_key(view.id, CLOSE_FORBIDDEN, "worker key was revoked")
     log.info(
         "worker key %s revoked in %s by %s (%d disconnected)",
         view.id,

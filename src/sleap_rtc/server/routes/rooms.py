@@ -62,6 +62,8 @@ async def delete_room(room: str, user: UserDep, state: StateDep) -> Response:
     room_id = await database.run(remove)
     hub.disconnect_room(room_id, CLOSE_FORBIDDEN, "room was deleted")
     state.events.forget_room(room_id)
+    state.directory.forget([room_id])
+    state.worker_keys.forget_room(room_id)
     log.info("room %s deleted by %s", room, user.username)
     return Response(status_code=204)
 

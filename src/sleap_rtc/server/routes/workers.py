@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy.orm import Session
 
 from sleap_rtc.protocol import api
 from sleap_rtc.server.deps import StateDep, UserDep
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.events import EVENT_ID_HEADER
-from sleap_rtc.server.models import Room
 from sleap_rtc.server.service import rooms, workers
-from sleap_rtc.server.views import worker_entry
 
 router = APIRouter()
 
 
-def _best_gpu_memory(gpus: list[dict[str, Any]]) -> int:
-    best = 0
-    for gpu in gpus:
-        free = gpu.get("memory_free_mb")
-        best = max(best, int(free if free is not None else gpu.get("memory_total_mb") or 0))
-    return best
+#: Header of a listing: how many workers matched the filters (``limit`` may show fewer).
+TOTAL_HEADER = "X-Total-Count"
 
 
 @router.get("/v1/rooms/{room}/workers", response_model=list[api.WorkerView])
@@ -34,29 +26,37 @@ async def list_workers(
     user: UserDep,
     state: StateDep,
     min_gpu_memory: Annotated[int | None, Query(ge=0)] = None,
+    status: Annotated[list[api.PresenceStatus] | None, Query()] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> Response:
-    """Every worker the room knows, online ones first; the body is built without models.
+    """Every worker the room knows, online ones first, then by name.
+
+    Filters apply on the server: ``min_gpu_memory`` (MiB one GPU offers, free where
+    known), ``status`` (repeatable: online, busy, offline), and ``limit`` (the
+    first so many; the ``X-Total-Count`` header says how many matched). The answer
+    is joined from entries encoded once per change (:mod:`~sleap_rtc.server.directory`).
 
     The ``X-Event-Id`` header names the room's newest live event the answer includes:
     ``GET /v1/rooms/{room}/events?after=<it>`` goes on from there."""
-
-    def read(session: Session) -> tuple[Room, list[workers.WorkerRow]]:
-        found, _ = rooms.room_for_member(session, user.user_id, room)
-        return found, workers.room_worker_rows(session, found.id)
-
-    hub = state.hub
-    found, rows = await state.database.run(read)
+    directory = state.directory
+    found, _ = await state.database.run(rooms.room_for_member, user.user_id, room)
+    if not directory.loaded(found.id):
+        directory.loading(found.id)
+        rows = await state.database.run(workers.room_worker_rows, found.id)
+        directory.load(found.id, found.name, rows)
     # Taken before the live part is read: the snapshot includes every event up to it.
     event_id = state.events.last_id(found.id)
-    entries = [worker_entry(r, found.name, hub.worker(found.id, r[0])) for r in rows]
-    if min_gpu_memory is not None:
-        entries = [e for e in entries if _best_gpu_memory(e["gpus"]) >= min_gpu_memory]
-    order = {"online": 0, "busy": 1, "offline": 2}
-    entries.sort(key=lambda e: (order[e["status"]], e["name"], e["id"]))
+    body, total = directory.listing(
+        found.id,
+        state.hub,
+        statuses=set(status) if status else None,
+        min_gpu_memory=min_gpu_memory,
+        limit=limit,
+    )
     return Response(
-        json.dumps(entries, separators=(",", ":")),
+        body,
         media_type="application/json",
-        headers={EVENT_ID_HEADER: event_id},
+        headers={EVENT_ID_HEADER: event_id, TOTAL_HEADER: str(total)},
     )
 
 

@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, undefer
 
 from sleap_rtc.protocol import index as ix
 from sleap_rtc.protocol.signaling import JobReport
+from sleap_rtc.server.db import dialect_insert
 from sleap_rtc.server.errors import ApiError
 from sleap_rtc.server.models import IndexedJob, LossPoint, utcnow
 
@@ -180,8 +179,7 @@ _UPSERTS: dict[str, Any] = {}
 def _upsert(dialect: str) -> Any:
     """The insert-or-replace of one loss point, per database dialect."""
     if dialect not in _UPSERTS:
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(LossPoint)
+        statement = dialect_insert(dialect)(LossPoint)
         _UPSERTS[dialect] = statement.on_conflict_do_update(
             index_elements=["room_id", "worker_id", "job_id", "model", "epoch"],
             set_={

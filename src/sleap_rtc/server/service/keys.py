@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -11,6 +12,9 @@ from sleap_rtc.server import auth
 from sleap_rtc.server.errors import ApiError, forbidden
 from sleap_rtc.server.models import Membership, Room, User, WorkerKey, utcnow
 from sleap_rtc.server.service.names import check_label
+
+#: How finely a key's ``last_used_at`` is kept (each connection would otherwise write).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def create_key(
@@ -93,6 +97,9 @@ def authenticate_worker(session: Session, secret: str) -> tuple[WorkerKey, Room]
         raise auth.AuthError("KEY_REVOKED", f"worker key {key.name!r} has been revoked")
     if room.expires_at is not None and room.expires_at <= utcnow():
         raise auth.AuthError("ROOM_EXPIRED", f"room {room.name!r} has expired")
-    key.last_used_at = utcnow()
-    session.commit()
+    now = utcnow()
+    # To the minute: a thousand workers sharing a key reconnecting at once write once.
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        key.last_used_at = now
+        session.commit()
     return key, room

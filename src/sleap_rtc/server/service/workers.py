@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from sleap_rtc.protocol.signaling import Capabilities
+from sleap_rtc.server.db import dialect_insert
 from sleap_rtc.server.errors import ApiError
-from sleap_rtc.server.models import Worker, utcnow
+from sleap_rtc.server.models import IndexedJob, Worker, utcnow
 
 
 def worker_id_taken(worker_id: str, room_name: str) -> ApiError:
@@ -25,60 +26,86 @@ def worker_id_taken(worker_id: str, room_name: str) -> ApiError:
     )
 
 
-def record_worker(
-    session: Session,
-    room_id: str,
-    room_name: str,
-    worker_id: str,
-    key_id: str,
-    capabilities: Capabilities,
-) -> None:
-    """Record a worker's registration; raises ``WORKER_ID_TAKEN`` for another key's id.
+@dataclass(frozen=True)
+class Registration:
+    """One worker's ``register``, to record (:func:`record_registrations`)."""
 
-    A worker id belongs to the key that first registered it, so a member with a
-    key of their own can't take over (and listen in on) someone else's worker.
-    The claim and the update are one conditional statement, so two keys
-    registering the same new id at once can't both win.
+    room_id: str
+    room_name: str
+    worker_id: str
+    key_id: str
+    capabilities: Capabilities
+
+
+def record_registrations(
+    session: Session, registrations: Sequence[Registration]
+) -> list[float | ApiError | None]:
+    """Record several registrations in one transaction, in three statements for all.
+
+    For each, in order: up to when the job index has the worker's jobs, or the
+    ``WORKER_ID_TAKEN`` error. A worker id belongs to the key that first registered
+    it, so a member with a key of their own can't take over (and listen in on)
+    someone else's worker; the upsert's update applies only for that key, so even a
+    registration the check let through can't move an id to another key.
     """
-    now = utcnow()
-    caps = capabilities.model_dump(mode="json")
-    if session.get(Worker, (room_id, worker_id)) is None:
-        session.add(
-            Worker(
-                room_id=room_id,
-                worker_id=worker_id,
-                key_id=key_id,
-                name=capabilities.name,
-                hostname=capabilities.hostname,
-                capabilities=caps,
-                first_seen=now,
-                last_seen=now,
+    pairs = list({(r.room_id, r.worker_id) for r in registrations})
+    owners: dict[tuple[str, str], str | None] = {
+        (row[0], row[1]): row[2]
+        for row in session.execute(
+            select(Worker.room_id, Worker.worker_id, Worker.key_id).where(
+                tuple_(Worker.room_id, Worker.worker_id).in_(pairs)
             )
         )
-        try:
-            session.commit()
-            return
-        except IntegrityError:
-            session.rollback()  # registered by someone else meanwhile: check whose below
-    claimed = session.execute(
-        update(Worker)
-        .where(
-            Worker.room_id == room_id,
-            Worker.worker_id == worker_id,
-            (Worker.key_id == key_id) | Worker.key_id.is_(None),
+    }
+    now = utcnow()
+    answers: list[float | ApiError | None] = []
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for reg in registrations:
+        pair = (reg.room_id, reg.worker_id)
+        owner = owners.get(pair)
+        if owner is not None and owner != reg.key_id:
+            answers.append(worker_id_taken(reg.worker_id, reg.room_name))
+            continue
+        owners[pair] = reg.key_id  # a second key in the same batch finds it taken
+        caps = reg.capabilities
+        rows[pair] = {
+            "room_id": reg.room_id,
+            "worker_id": reg.worker_id,
+            "key_id": reg.key_id,
+            "name": caps.name,
+            "hostname": caps.hostname,
+            "capabilities": caps.model_dump(mode="json"),
+            "first_seen": now,
+            "last_seen": now,
+        }
+        answers.append(None)
+    if rows:
+        statement = dialect_insert(session.get_bind().dialect.name)(Worker)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[Worker.room_id, Worker.worker_id],
+            set_={
+                name: excluded[name]
+                for name in ("key_id", "name", "hostname", "capabilities", "last_seen")
+            },
+            where=(Worker.key_id == excluded.key_id) | Worker.key_id.is_(None),
         )
-        .values(
-            key_id=key_id,
-            name=capabilities.name,
-            hostname=capabilities.hostname,
-            capabilities=caps,
-            last_seen=now,
+        session.connection().execute(statement, list(rows.values()))
+        since = dict(
+            (((row[0], row[1]), row[2]))
+            for row in session.execute(
+                select(
+                    IndexedJob.room_id, IndexedJob.worker_id, func.max(IndexedJob.worker_updated)
+                )
+                .where(tuple_(IndexedJob.room_id, IndexedJob.worker_id).in_(list(rows)))
+                .group_by(IndexedJob.room_id, IndexedJob.worker_id)
+            )
         )
-    )
-    if not getattr(claimed, "rowcount", 0):
-        session.rollback()
-        raise worker_id_taken(worker_id, room_name)
+        for index, reg in enumerate(registrations):
+            if answers[index] is None:
+                answers[index] = since.get((reg.room_id, reg.worker_id))
     session.commit()
+    return answers
 
 
 def touch_workers(session: Session, seen: Iterable[tuple[str, str, datetime]]) -> None:
