@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from direct_sleap_nn import train_argv
+
 from sleap_rtc.demo.data import make_demo_data
 from sleap_rtc.engine.backends.local.backend import LocalBackend
-from sleap_rtc.engine.commands import default_sleap_nn_command, hydra_quote
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
@@ -31,19 +32,7 @@ from sleap_rtc.worker.runner import JobRunner
 
 
 def direct(config: Path, labels: Path, models: Path, name: str, epochs: int) -> float:
-    argv = [
-        *default_sleap_nn_command(),
-        "train",
-        "--config",
-        str(config),
-        f"++data_config.train_labels_path=[{hydra_quote(str(labels))}]",
-        f"++trainer_config.ckpt_dir={hydra_quote(str(models))}",
-        f"++trainer_config.run_name={name}",
-        "++trainer_config.save_ckpt=true",
-        "++trainer_config.enable_progress_bar=false",
-        f"++trainer_config.max_epochs={epochs}",
-        "++trainer_config.trainer_accelerator=cpu",
-    ]
+    argv = train_argv(config, labels, models, name, epochs)
     started = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -52,7 +41,7 @@ def direct(config: Path, labels: Path, models: Path, name: str, epochs: int) -> 
 async def through_backend(root: Path, config: Path, epochs: int, stop_early: bool) -> float:
     worker = WorkerConfig(
         stop_early=stop_early,
-        mounts=[MountConfig(path=str(root))],
+        mounts=[MountConfig(path=str(root / "data"))],
         models_dir=root / "models",
         state_dir=root / "state",
         device="cpu",

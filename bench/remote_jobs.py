@@ -58,11 +58,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from direct_sleap_nn import train_argv
+
 from sleap_rtc.client.credentials import CredentialStore
 from sleap_rtc.client.jobs import JobRejectedError, WorkerSession
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.demo.data import make_demo_data
-from sleap_rtc.engine.commands import default_sleap_nn_command, hydra_quote
 from sleap_rtc.jobs.events import TrainProgress
 from sleap_rtc.jobs.specs import TrainSpec
 from sleap_rtc.protocol import jobs as p
@@ -323,19 +324,7 @@ class RemoteRun:
 
 async def direct(config: Path, labels: Path, models: Path, name: str, epochs: int) -> float:
     """``sleap-nn train`` as a subprocess (as in local_vs_direct.py), in seconds."""
-    argv = [
-        *default_sleap_nn_command(),
-        "train",
-        "--config",
-        str(config),
-        f"++data_config.train_labels_path=[{hydra_quote(str(labels))}]",
-        f"++trainer_config.ckpt_dir={hydra_quote(str(models))}",
-        f"++trainer_config.run_name={name}",
-        "++trainer_config.save_ckpt=true",
-        "++trainer_config.enable_progress_bar=false",
-        f"++trainer_config.max_epochs={epochs}",
-        "++trainer_config.trainer_accelerator=cpu",
-    ]
+    argv = train_argv(config, labels, models, name, epochs)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(

@@ -32,6 +32,9 @@ collections that happened while the N-worker listing was timed.
 
 With ``--database-url`` the user, room and worker rows stay in that database (the
 room is deleted at the end, best effort); names are random so runs don't collide.
+
+The file is over 500 lines because the server process, the simulated workers and the
+report tables serve this one measurement and are read together.
 """
 
 from __future__ import annotations

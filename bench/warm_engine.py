@@ -32,9 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from direct_sleap_nn import train_argv
+
 from sleap_rtc.demo.data import make_demo_data
 from sleap_rtc.engine.backends.local.backend import LocalBackend
-from sleap_rtc.engine.commands import default_sleap_nn_command, hydra_quote
+from sleap_rtc.engine.commands import default_sleap_nn_command
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
 from sleap_rtc.jobs.states import JobState
 from sleap_rtc.worker.config import MountConfig, WorkerConfig
@@ -48,21 +50,7 @@ def run_direct(argv: list[str]) -> float:
 
 
 def direct_train(config: Path, labels: Path, models: Path, name: str, epochs: int) -> float:
-    return run_direct(
-        [
-            *default_sleap_nn_command(),
-            "train",
-            "--config",
-            str(config),
-            f"++data_config.train_labels_path=[{hydra_quote(str(labels))}]",
-            f"++trainer_config.ckpt_dir={hydra_quote(str(models))}",
-            f"++trainer_config.run_name={name}",
-            "++trainer_config.save_ckpt=true",
-            "++trainer_config.enable_progress_bar=false",
-            f"++trainer_config.max_epochs={epochs}",
-            "++trainer_config.trainer_accelerator=cpu",
-        ]
-    )
+    return run_direct(train_argv(config, labels, models, name, epochs))
 
 
 def direct_track(labels: Path, model: Path, output: Path) -> float:

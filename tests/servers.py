@@ -438,3 +438,14 @@ async def user_socket(server: ServerProcess, client: ServerClient) -> tuple[Clie
     welcome = await recv(ws)
     assert welcome["type"] == "welcome"
     return ws, str(welcome["session_id"])
+
+
+async def room_with_two_members(
+    server: ServerProcess, tmp_path: Path
+) -> tuple[ServerClient, ServerClient]:
+    """alice owns room ``lab``; bob is a member (and so may make worker keys)."""
+    alice = await client_for(server, tmp_path, "alice")
+    bob = await client_for(server, tmp_path, "bob")
+    await alice.create_room("lab")
+    await bob.join((await alice.invite("lab")).code)
+    return alice, bob

@@ -27,11 +27,11 @@ from tests.servers import (
     PASSWORD,
     Room,
     ServerFactory,
-    ServerProcess,
     client_for,
     open_room,
     recv,
     register_raw,
+    room_with_two_members,
     sleap_rtc,
     user_socket,
     wait_for,
@@ -54,17 +54,6 @@ async def ping(ws: ClientConnection, nonce: str) -> None:
     await ws.send(json.dumps({"type": "ping", "v": 1, "nonce": nonce}))
     while (await recv(ws))["type"] != "pong":
         pass
-
-
-async def room_with_two_members(
-    server: ServerProcess, tmp_path: Path
-) -> tuple[ServerClient, ServerClient]:
-    """alice owns room ``lab``; bob is a member (and so may make worker keys)."""
-    alice = await client_for(server, tmp_path, "alice")
-    bob = await client_for(server, tmp_path, "bob")
-    await alice.create_room("lab")
-    await bob.join((await alice.invite("lab")).code)
-    return alice, bob
 
 
 # -- workers ----------------------------------------------------------------------------------
@@ -122,48 +111,6 @@ async def test_a_worker_id_belongs_to_the_key_that_first_registered_it(
         await ws.close()
     await alice.aclose()
     await bob.aclose()
-
-
-async def test_the_listing_follows_workers_and_filters_on_the_server(
-    server_factory: ServerFactory, tmp_path: Path
-) -> None:
-    server = server_factory()
-    alice, _ = await room_with_two_members(server, tmp_path)
-    key = (await alice.create_key("lab", "fleet")).secret
-    first, _ = await register_raw(server, key, "w-a", "alpha")
-    assert [(w.id, w.status) for w in await alice.workers("lab")] == [("w-a", "online")]
-    # Registered after the room was first listed, and one that leaves: both shown right.
-    second, answer = await register_raw(server, key, "w-b", "beta")
-    assert answer["type"] == "registered"
-    await first.close()
-    want = [("w-b", "online"), ("w-a", "offline")]
-    for _ in range(100):
-        if [(w.id, w.status) for w in await alice.workers("lab")] == want:
-            break
-        await asyncio.sleep(0.1)
-    assert [(w.id, w.status) for w in await alice.workers("lab")] == want
-    offline = await alice.workers("lab", statuses=["offline"])
-    assert [(w.id, w.name) for w in offline] == [("w-a", "alpha")]
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        token = await alice.access_token()
-        answer_ = await http.get(
-            "/v1/rooms/lab/workers",
-            params={"limit": 1},
-            headers={"authorization": f"Bearer {token}"},
-        )
-    assert answer_.status_code == 200, answer_.text
-    assert [w["id"] for w in answer_.json()] == ["w-b"]
-    assert answer_.headers["x-total-count"] == "2"
-    # A worker that re-registers (the same key) is online again, not listed twice.
-    again, _ = await register_raw(server, key, "w-a", "alpha-2")
-    listed = await alice.workers("lab")
-    assert [(w.id, w.name, w.status) for w in listed] == [
-        ("w-a", "alpha-2", "online"),
-        ("w-b", "beta", "online"),
-    ]
-    for ws in (second, again):
-        await ws.close()
-    await alice.aclose()
 
 
 async def test_a_relay_flood_slows_the_sender_and_the_worker_keeps_serving(
