@@ -108,7 +108,10 @@ class _Zygote:
             TMPDIR=str(self.folder / "tmp"),
             XDG_CACHE_HOME=str(self.folder / ".cache"),
             MPLCONFIGDIR=str(self.folder / "matplotlib"),
+            # As a job's own environment has them: what is imported here sees the same.
             PYTHONUNBUFFERED="1",
+            TERM="dumb",
+            NO_COLOR="1",
             # CUDA must stay uninitialized in the zygote: forked children can't use a
             # CUDA context their parent made. NVML answers "is there a GPU" without one.
             PYTORCH_NVML_BASED_CUDA_CHECK="1",
