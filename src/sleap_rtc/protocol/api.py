@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -159,14 +160,13 @@ class WorkerView(_Body):
     @property
     def best_gpu_memory_mb(self) -> int:
         """Free memory of the roomiest GPU (total when free is unknown); 0 without a GPU."""
-        return (
-            max(
-                (g.memory_free_mb if g.memory_free_mb is not None else g.memory_total_mb)
-                for g in self.gpus
-            )
-            if self.gpus
-            else 0
-        )
+        return best_gpu_memory_mb((g.memory_free_mb, g.memory_total_mb) for g in self.gpus)
+
+
+def best_gpu_memory_mb(gpus: Iterable[tuple[int | None, int]]) -> int:
+    """The MiB one GPU offers, from each GPU's (free, total): free where known, else
+    total; 0 without a GPU. The server filters listings by it, clients pick by it."""
+    return max((total if free is None else free for free, total in gpus), default=0)
 
 
 class CreateTicket(_Body):

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sleap_rtc.protocol.api import best_gpu_memory_mb
 from sleap_rtc.server.hub import Hub, WorkerConn
 from sleap_rtc.server.service import workers
 from sleap_rtc.server.views import live_worker_entry, worker_entry
@@ -38,20 +39,13 @@ class Listed:
     encoded: bytes
 
 
-def best_gpu_memory(gpus: Iterable[dict[str, Any]]) -> int:
-    """The most memory one GPU offers, in MiB: free where known, else total."""
-    best = 0
-    for gpu in gpus:
-        free = gpu.get("memory_free_mb")
-        best = max(best, int(free if free is not None else gpu.get("memory_total_mb") or 0))
-    return best
-
-
 def _listed(entry: dict[str, Any]) -> Listed:
     return Listed(
         name=str(entry["name"]),
         status=str(entry["status"]),
-        gpu_memory_mb=best_gpu_memory(entry["gpus"]),
+        gpu_memory_mb=best_gpu_memory_mb(
+            (g.get("memory_free_mb"), int(g.get("memory_total_mb") or 0)) for g in entry["gpus"]
+        ),
         encoded=json.dumps(entry, separators=(",", ":")).encode(),
     )
 

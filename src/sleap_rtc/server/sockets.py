@@ -49,7 +49,7 @@ from sleap_rtc.server.logs import log
 from sleap_rtc.server.notify import RoomRef, WorkerRef
 from sleap_rtc.server.service import control, jobindex, relay, workers
 from sleap_rtc.server.state import ServerState
-from sleap_rtc.server.sweep import worker_left
+from sleap_rtc.server.sweep import worker_event, worker_left
 
 #: A connection that sends this many bad messages is closed.
 MAX_PROTOCOL_ERRORS = 20
@@ -161,7 +161,7 @@ async def worker_socket(ws: WebSocket, state: StateDep) -> None:
         taken = workers.worker_id_taken(worker.worker_id, room.name)
         await _refuse(ws, taken.code, taken.message, CLOSE_FORBIDDEN)
         return
-    _worker_event(state, worker, online=True)
+    worker_event(state, worker, online=True)
     conn.start()
     conn.send(
         Registered(
@@ -237,7 +237,7 @@ async def _worker_loop(state: ServerState, worker: WorkerConn) -> None:
         if isinstance(message, Heartbeat):
             gpus = list(message.gpus) if message.gpus is not None else None
             if worker.report(message.status, message.running_jobs, gpus):
-                _worker_event(state, worker, online=True)
+                worker_event(state, worker, online=True)
         elif isinstance(message, Relay):
             await relay.from_worker(state.database, state.hub, worker, message)
         elif isinstance(message, JobReport):
@@ -272,11 +272,6 @@ async def _job_report(state: ServerState, worker: WorkerConn, report: JobReport)
             WorkerRef(worker.worker_id, worker.capabilities.name),
             recorded,
         )
-
-
-def _worker_event(state: ServerState, worker: WorkerConn, *, online: bool) -> None:
-    """Tell the room's dashboards a worker came, went or changed (status, GPUs)."""
-    state.events.publish(worker.room_id, "worker", views.live_worker_entry(worker, online))
 
 
 def _job_events(

@@ -39,12 +39,17 @@ def save_last_seen(state: ServerState, chosen: list[WorkerConn] | None = None) -
         log.exception("could not save workers' last-seen times")
 
 
+def worker_event(state: ServerState, worker: WorkerConn, *, online: bool) -> None:
+    """Tell the room's dashboards a worker came, went or changed (status, GPUs)."""
+    state.events.publish(worker.room_id, "worker", views.live_worker_entry(worker, online))
+
+
 def worker_left(state: ServerState, worker: WorkerConn) -> None:
     """A worker was taken out of the hub: the listing keeps it as offline, and the
     room's dashboards are told."""
     state.directory.went_offline(worker)
     state.heap.left()
-    state.events.publish(worker.room_id, "worker", views.live_worker_entry(worker, False))
+    worker_event(state, worker, online=False)
 
 
 async def sweep(state: ServerState) -> None:

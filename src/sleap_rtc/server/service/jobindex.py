@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session, undefer
 
 from sleap_rtc.protocol import index as ix
@@ -44,12 +44,21 @@ class Recorded:
 
 def index_since(session: Session, room_id: str, worker_id: str) -> float | None:
     """Up to when (the worker's clock) the index has this worker's jobs."""
-    latest: float | None = session.scalar(
-        select(func.max(IndexedJob.worker_updated)).where(
-            IndexedJob.room_id == room_id, IndexedJob.worker_id == worker_id
-        )
+    return indexed_until(session, [(room_id, worker_id)]).get((room_id, worker_id))
+
+
+def indexed_until(
+    session: Session, workers: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], float]:
+    """:func:`index_since` of several (room id, worker id) at once; those with no job
+    indexed are left out."""
+    key = (IndexedJob.room_id, IndexedJob.worker_id)
+    rows = session.execute(
+        select(*key, func.max(IndexedJob.worker_updated))
+        .where(tuple_(*key).in_(list(workers)))
+        .group_by(*key)
     )
-    return latest
+    return {(row[0], row[1]): row[2] for row in rows}
 
 
 def record_report(session: Session, room_id: str, worker_id: str, report: JobReport) -> Recorded:

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from sleap_rtc.protocol.signaling import Capabilities
 from sleap_rtc.server.db import dialect_insert
 from sleap_rtc.server.errors import ApiError
-from sleap_rtc.server.models import IndexedJob, Worker, utcnow
+from sleap_rtc.server.models import Worker, utcnow
+from sleap_rtc.server.service.jobindex import indexed_until
 
 
 def worker_id_taken(worker_id: str, room_name: str) -> ApiError:
@@ -91,16 +92,7 @@ def record_registrations(
             where=(Worker.key_id == excluded.key_id) | Worker.key_id.is_(None),
         )
         session.connection().execute(statement, list(rows.values()))
-        since = dict(
-            (((row[0], row[1]), row[2]))
-            for row in session.execute(
-                select(
-                    IndexedJob.room_id, IndexedJob.worker_id, func.max(IndexedJob.worker_updated)
-                )
-                .where(tuple_(IndexedJob.room_id, IndexedJob.worker_id).in_(list(rows)))
-                .group_by(IndexedJob.room_id, IndexedJob.worker_id)
-            )
-        )
+        since = indexed_until(session, list(rows))
         for index, reg in enumerate(registrations):
             if answers[index] is None:
                 answers[index] = since.get((reg.room_id, reg.worker_id))

@@ -323,7 +323,7 @@ class LocalJob(QueuedJob):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(helpers[0]), 5)
             await asyncio.sleep(0.05 if sub is not None else 0)
-            lost = getattr(proc, "lost", None)
+            lost = proc.lost if isinstance(proc, WarmProcess) else None
             return code, tail, lost or (error[0] if error else None)
         finally:
             for task in helpers:
