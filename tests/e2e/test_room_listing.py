@@ -53,4 +53,10 @@ async def test_the_listing_follows_workers_and_filters_on_the_server(
     ]
     for ws in (second, again):
         await ws.close()
+    # The key was checked moments ago (and is trusted for a while): deleting the room
+    # must still shut it out at once.
+    await alice.delete_room("lab")
+    refused, answer = await register_raw(server, key, "w-c")
+    assert (answer["type"], answer["code"]) == ("error", "INVALID_KEY"), answer
+    await refused.close()
     await alice.aclose()
