@@ -68,6 +68,12 @@ def _read_key(key: str | None, key_file: Path | None) -> str:
     help="Start job steps from a process that has already imported sleap-nn, so they "
     "begin at once (--no-warm-engine: every step starts cold) [default: on].",
 )
+@click.option(
+    "--direct-listen",
+    metavar="HOST:PORT|off",
+    help="Where clients connect for direct TLS file transfers (port 0: any free one; "
+    "off: files go over the peer channel) [default: 0.0.0.0:0].",
+)
 @click.option("--server", metavar="URL", help="Server URL [default: SLEAP_RTC_SERVER, config].")
 @click.option(
     "--key",
@@ -96,6 +102,7 @@ def worker(
     backend: str | None,
     sandbox: str | None,
     warm_engine: bool | None,
+    direct_listen: str | None,
     server: str | None,
     key: str | None,
     key_file: Path | None,
@@ -139,6 +146,7 @@ def worker(
             backend=backend,
             sandbox=sandbox,
             warm_engine=warm_engine,
+            **_direct_option(direct_listen),
             server=server,
             room=room,
             key_file=key_file,
@@ -162,6 +170,14 @@ def worker(
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+def _direct_option(value: str | None) -> dict[str, object]:
+    if value is None:
+        return {}
+    if value.strip().lower() == "off":
+        return {"direct_transfers": False}
+    return {"direct_transfers": True, "direct_listen": value.strip()}
 
 
 async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) -> int:
@@ -215,6 +231,9 @@ async def _serve(config: WorkerConfig, url: str, secret: str, room: str | None) 
     announce = asyncio.create_task(_announce(agent.link, caps.name, worker_id))
     try:
         await runner.start()
+        lanes = await agent.start_lanes()
+        if lanes is not None:
+            click.echo(f"direct transfers on: {', '.join(lanes.addresses)}", err=True)
         await agent.run()
     except WorkerRefused as exc:
         click.echo(f"error: {plain(exc)}", err=True)  # the server's reason

@@ -32,6 +32,7 @@ from typing import Any
 
 from sleap_rtc.client.connect import Connection, Transport, connect
 from sleap_rtc.client.errors import ClientError, JobRejectedError, SessionClosed, WorkerError
+from sleap_rtc.client.lanes import ClientLanes
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.client.transfers import receive_files, upload_file
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
@@ -73,7 +74,9 @@ def _rid() -> str:
 class WorkerSession:
     """An open, welcomed channel to one worker."""
 
-    def __init__(self, connection: Connection, *, worker_id: str, room: str) -> None:
+    def __init__(
+        self, connection: Connection, *, worker_id: str, room: str, direct: bool = True
+    ) -> None:
         self.channel: Channel = connection.channel
         self.socket: ServerSocket = connection.socket
         self.protocol: ClientSession = connection.protocol
@@ -91,6 +94,9 @@ class WorkerSession:
         self._transfers: dict[str, asyncio.Queue[Any]] = {}
         self._send_lock = asyncio.Lock()
         self._closed: SessionClosed | None = None
+        #: The direct lane for bulk bytes, opened by the first transfer that can use it
+        #: (``direct = False``: every transfer goes over the channel).
+        self.lanes = ClientLanes(self._lane_offer, enabled=direct)
         self._reader = asyncio.create_task(self._read())
 
     @property
@@ -108,8 +114,13 @@ class WorkerSession:
         webrtc_timeout: float = 8.0,
         ice_servers: Sequence[dict[str, Any]] = (),
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+        direct: bool = True,
     ) -> WorkerSession:
-        """Get a ticket, open a channel (WebRTC, else relay) and say HELLO."""
+        """Get a ticket, open a channel (WebRTC, else relay) and say HELLO.
+
+        ``direct``: move files over a direct TLS lane to the worker when it offers one
+        and this machine can reach it (else, and with False, over the channel).
+        """
         connection = await connect(
             server,
             room,
@@ -119,7 +130,7 @@ class WorkerSession:
             ice_servers=ice_servers,
             idle_timeout=idle_timeout,
         )
-        return cls(connection, worker_id=worker_id, room=room)
+        return cls(connection, worker_id=worker_id, room=room, direct=direct)
 
     async def __aenter__(self) -> WorkerSession:
         return self
@@ -295,6 +306,10 @@ class WorkerSession:
     async def ping(self) -> None:
         await self._request(p.Ping(request_id=_rid(), nonce=uuid.uuid4().hex[:8]))
 
+    async def _lane_offer(self) -> p.LaneOffer:
+        reply: p.LaneOffer = await self._request(p.LaneOpen(request_id=_rid()))
+        return reply
+
     # -- files ------------------------------------------------------------------------------
 
     def _receiver(self, queue: asyncio.Queue[Any]) -> Callable[[float], Any]:
@@ -330,6 +345,8 @@ class WorkerSession:
                 send=self._send,
                 receive=self._receiver(queue),
                 on_progress=on_progress,
+                lanes=self.lanes,
+                queue=queue,
             )
         finally:
             self._transfers.pop(upload_id, None)
@@ -347,6 +364,7 @@ class WorkerSession:
         Every file's size and SHA-256 is checked, and names from the worker are
         kept inside ``dest``; nothing is left half-written if the transfer fails.
         """
+        lane = await self.lanes.get()
         begin: p.DownloadBegin = await self._request(p.Download(request_id=_rid(), path=remote))
         queue = self._transfers.setdefault(begin.transfer_id, asyncio.Queue())
         try:
@@ -356,6 +374,9 @@ class WorkerSession:
                 send=self._send,
                 receive=self._receiver(queue),
                 on_progress=on_progress,
+                lanes=self.lanes,
+                queue=queue,
+                lane=lane,
             )
         finally:
             self._transfers.pop(begin.transfer_id, None)
@@ -405,6 +426,7 @@ class WorkerSession:
     async def close(self) -> None:
         # Close the channel first: the reader then ends by itself. (Cancelling it
         # while aiortc tears the connection down can leave the teardown hanging.)
+        await self.lanes.close()
         await self.channel.close("client closed the session")
         try:
             await asyncio.wait_for(asyncio.shield(self._reader), 5)

@@ -161,6 +161,27 @@ class Download(_Msg):
     path: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
+class LaneOpen(_Msg):
+    """Ask for a direct lane for bulk bytes; answered with LANE_OFFER or ERROR ``UNAVAILABLE``."""
+
+    type: Literal["LANE_OPEN"] = "LANE_OPEN"
+    request_id: _REQUEST_ID
+
+
+class TransferResume(_Msg):
+    """Go on with a transfer after its lane dropped.
+
+    For a download: send again from ``offset`` (of all its files together), over the
+    lane when ``lane`` is true, else as DOWNLOAD_CHUNK on this channel. For an upload:
+    answered with UPLOAD_ACK saying how many bytes the worker holds.
+    """
+
+    type: Literal["TRANSFER_RESUME"] = "TRANSFER_RESUME"
+    transfer_id: _REQUEST_ID
+    offset: int = Field(default=0, ge=0)
+    lane: bool = False
+
+
 class DownloadAck(_Msg):
     type: Literal["DOWNLOAD_ACK"] = "DOWNLOAD_ACK"
     transfer_id: _REQUEST_ID
@@ -219,7 +240,9 @@ ClientMessage = Annotated[
     | UploadChunk
     | UploadEnd
     | Download
-    | DownloadAck,
+    | DownloadAck
+    | LaneOpen
+    | TransferResume,
     Field(discriminator="type"),
 ]
 
@@ -375,6 +398,22 @@ class DownloadBegin(_Msg):
     files: list[RemoteFile] = Field(max_length=1000)
 
 
+class LaneOffer(_Msg):
+    """Where the worker takes a direct lane: TLS to one of ``addresses`` ("host:port"),
+    whose certificate has SHA-256 ``fingerprint``; the client then says ``token``.
+
+    The offer travels over this authenticated channel, so a client that checks the
+    fingerprint before saying the token talks to this worker and nobody else (as WebRTC
+    checks its DTLS fingerprint from the signaling).
+    """
+
+    type: Literal["LANE_OFFER"] = "LANE_OFFER"
+    request_id: _REQUEST_ID
+    addresses: list[Annotated[str, Field(min_length=3, max_length=80)]] = Field(max_length=16)
+    fingerprint: _SHA256
+    token: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class DownloadChunk(_Msg):
     type: Literal["DOWNLOAD_CHUNK"] = "DOWNLOAD_CHUNK"
     transfer_id: _REQUEST_ID
@@ -488,6 +527,7 @@ WorkerMessage = Annotated[
     | DownloadBegin
     | DownloadChunk
     | DownloadEnd
+    | LaneOffer
     | Error,
     Field(discriminator="type"),
 ]

@@ -52,13 +52,20 @@ REPLIES: Final[dict[type[BaseModel], tuple[type[BaseModel], ...]]] = {
     p.JobList: (p.JobListReply,),
     p.Ping: (p.Pong,),
     p.Download: (p.DownloadBegin,),
+    p.LaneOpen: (p.LaneOffer,),
     p.FsMounts: (p.FsMountsReply,),
     p.FsList: (p.FsListReply,),
     p.FsStat: (p.FsStatReply,),
     p.FsFind: (p.FsFindReply,),
 }
 #: Client messages that are part of a transfer (keyed by upload or transfer id), not requests.
-TRANSFER_MESSAGES: Final = (p.UploadBegin, p.UploadChunk, p.UploadEnd, p.DownloadAck)
+TRANSFER_MESSAGES: Final = (
+    p.UploadBegin,
+    p.UploadChunk,
+    p.UploadEnd,
+    p.DownloadAck,
+    p.TransferResume,
+)
 #: Longest peer text an ERROR quotes when a message could not be read.
 ERROR_ECHO_CHARS = 500
 DEFAULT_KEEPALIVE_S = 30.0

@@ -18,6 +18,14 @@ What a peer sends is checked here, once for both sides:
 * names a peer announces become plain file names (:func:`safe_name`), and a
   relative path it sends may not leave its folder (:func:`safe_parts`).
 
+Bulk bytes may also take a lane of their own (:mod:`sleap_rtc.transport.lane`): a
+direct TLS connection to the worker carrying binary frames, so control messages never
+queue behind them. A frame is a header (:data:`FRAME`: id length, offset, length), the
+transfer's id, then at most :data:`FRAME_BYTES` raw bytes; its offset counts the bytes
+of all the transfer's files together, so a transfer cut off mid-way resumes from the
+count its receiver holds (:meth:`Receiver.take_at`). Frames are checked here too:
+:func:`frame_header` refuses an over-long frame or an id that isn't one.
+
 Every refusal is a :class:`TransferError` with a machine-readable code; the caller
 decides whether it ends one transfer (the worker) or one call (the client).
 """
@@ -27,12 +35,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
 from sleap_rtc.protocol.jobs import (
     ACK_EVERY,
     CHUNK_BYTES,
+    ID_PATTERN,
     TRANSFER_WINDOW,
 )
 from sleap_rtc.protocol.names import MAX_NAME_BYTES, is_plain_name, name_char_ok
@@ -45,6 +56,61 @@ class TransferError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+#: Raw bytes in one lane frame.
+FRAME_BYTES = 1 << 20
+#: A lane frame's header: the id's length, the transfer offset, the data's length.
+FRAME = struct.Struct("!BQI")
+#: What a lane's client says first, inside TLS: magic, then the token the worker issued.
+LANE_MAGIC = b"SRL1"
+LANE_HELLO = struct.Struct("!4s32s")
+#: The worker's answer once the token checks out (a bad one is answered by closing).
+LANE_READY = b"\x01"
+_ID = re.compile(ID_PATTERN)
+
+
+def frame_header(key: str, offset: int, length: int) -> bytes:
+    """The header and id of a frame of ``length`` bytes at ``offset`` of transfer ``key``."""
+    raw = key.encode("ascii")
+    return FRAME.pack(len(raw), offset, length) + raw
+
+
+def read_frame_header(header: bytes) -> tuple[int, int, int]:
+    """``(id length, offset, length)`` of a frame; ``INVALID_FRAME`` if out of bounds."""
+    key_len, offset, length = FRAME.unpack(header)
+    if not 1 <= key_len <= 64:
+        raise TransferError("INVALID_FRAME", f"frame id of {key_len} bytes")
+    if length > FRAME_BYTES:
+        raise TransferError("INVALID_FRAME", f"frame of {length:,} bytes, over {FRAME_BYTES:,}")
+    return key_len, offset, length
+
+
+def frame_key(raw: bytes) -> str:
+    """A frame's transfer id; ``INVALID_FRAME`` unless it is a well-formed id."""
+    try:
+        key = raw.decode("ascii")
+    except UnicodeDecodeError:
+        key = ""
+    if not _ID.fullmatch(key):
+        raise TransferError("INVALID_FRAME", "frame id is not a transfer id")
+    return key
+
+
+def position(sizes: Sequence[int], offset: int) -> tuple[int, int]:
+    """``(file index, offset in it)`` where ``offset`` of all files together falls.
+
+    An offset at the very end is ``(len(sizes), 0)``; ``INVALID_OFFSET`` past it.
+    """
+    if offset < 0:
+        raise TransferError("INVALID_OFFSET", f"offset {offset} is negative")
+    for index, size in enumerate(sizes):
+        if offset < size:
+            return index, offset
+        offset -= size
+    if offset:
+        raise TransferError("INVALID_OFFSET", "offset past the end of the transfer")
+    return len(sizes), 0
 
 
 def encode_chunk(data: bytes) -> str:
@@ -183,13 +249,45 @@ class Receiver:
         raw = decode_chunk(data)
         if self.written[index] + len(raw) > self.files[index][0]:
             raise TransferError("INVALID_CHUNK", "more bytes than the transfer announced")
-        self._hashers[index].update(raw)
-        self.written[index] += len(raw)
-        self.received += len(raw)
+        self._add(index, raw)
         if self.received - self.acked >= self.ack_every:
             self.acked = self.received
             return raw, self.received
         return raw, None
+
+    def take_at(self, offset: int, raw: bytes | memoryview) -> list[tuple[int, memoryview]]:
+        """Check a frame at ``offset`` of all files together; the pieces to write, per file.
+
+        ``INVALID_FRAME`` unless it starts where the bytes received so far end and stays
+        within the sizes announced. A frame may run on from one file into the next.
+        """
+        if offset != self.received:
+            raise TransferError(
+                "INVALID_FRAME", f"frame at offset {offset:,}, expected {self.received:,}"
+            )
+        if self.received + len(raw) > self.total:
+            raise TransferError("INVALID_FRAME", "more bytes than the transfer announced")
+        view = memoryview(raw)
+        out: list[tuple[int, memoryview]] = []
+        index = 0
+        while view:
+            while self.written[index] >= self.files[index][0]:
+                index += 1
+            room = self.files[index][0] - self.written[index]
+            piece, view = view[:room], view[room:]
+            self._add(index, piece)
+            out.append((index, piece))
+        return out
+
+    @property
+    def complete(self) -> bool:
+        """True once every announced byte arrived (they are checked by :meth:`check`)."""
+        return self.received == self.total
+
+    def _add(self, index: int, raw: bytes | memoryview) -> None:
+        self._hashers[index].update(raw)
+        self.written[index] += len(raw)
+        self.received += len(raw)
 
     def check(self) -> None:
         """``INCOMPLETE`` or ``HASH_MISMATCH`` unless every file arrived whole."""

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from sleap_rtc.protocol.signaling import Capabilities, Gpu, Registered, WorkerStatus
+from sleap_rtc.transport.lane import LaneServer
+from sleap_rtc.transport.webrtc import host_addresses_from_env
 from sleap_rtc.worker.control import answer_server
 from sleap_rtc.worker.endpoint import PeerEndpoint
 from sleap_rtc.worker.presence import PresenceLink
@@ -19,6 +22,8 @@ from sleap_rtc.worker.reports import IndexReporter
 from sleap_rtc.worker.runner import JobRunner
 from sleap_rtc.worker.service import JobService
 from sleap_rtc.worker.tickets import SeenTickets, TicketVerifier
+
+log = logging.getLogger("sleap_rtc.worker")
 
 
 class WorkerAgent:
@@ -82,8 +87,27 @@ class WorkerAgent:
     async def _send(self, to: str, payload: dict[str, Any]) -> bool:
         return await self.link.relay(to, payload)
 
+    async def start_lanes(self) -> LaneServer | None:
+        """Listen for direct lanes (bulk transfers), as ``direct_transfers`` says.
+
+        A port that can't be had costs a log line, never the worker: files then go
+        over the peer channel.
+        """
+        config = self.runner.config
+        if not config.direct_transfers or self.service.lanes is not None:
+            return self.service.lanes
+        advertise = (
+            config.direct_addresses or config.ice_host_addresses or host_addresses_from_env()
+        )
+        try:
+            self.service.lanes = await LaneServer(config.direct_listen, advertise).start()
+        except OSError as exc:
+            log.warning("direct transfers off: can't listen on %s: %s", config.direct_listen, exc)
+        return self.service.lanes
+
     async def run(self) -> None:
         """Stay registered until cancelled; raises WorkerRefused if the server refuses."""
+        await self.start_lanes()
         reporting = asyncio.create_task(self.reporter.run(), name="index-reporter")
         try:
             await self.link.run()
@@ -94,3 +118,6 @@ class WorkerAgent:
 
     async def close(self) -> None:
         await self.endpoint.close()
+        if self.service.lanes is not None:
+            await self.service.lanes.close()
+            self.service.lanes = None

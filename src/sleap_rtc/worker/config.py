@@ -13,6 +13,7 @@ Example ``worker.toml``::
     models_dir = "/vast/models" # where trained models go (always a writable mount)
     sandbox = "landlock"        # jobs see only the mounts ("off" only where it can't work)
     job_env = ["MY_LAB_*"]      # more variables jobs inherit (secrets never do)
+    direct_listen = "0.0.0.0:7420"  # direct TLS transfers (direct_transfers = false: off)
 
     [[mounts]]
     path = "/vast/project"
@@ -134,6 +135,15 @@ class WorkerConfig(BaseModel):
     #: STUN/TURN servers ([{urls = "stun:...", username = ..., credential = ...}]) and the
     #: host addresses offered as ICE candidates (default: all but loopback).
     webrtc: bool = True
+    #: Bulk bytes (downloads, uploads) over a direct TLS connection to this worker when a
+    #: client can reach it: ``direct_listen`` is "host:port" (port 0: any free one), and
+    #: ``direct_addresses`` the addresses offered (default: ice_host_addresses, else every
+    #: address of this machine). Off, or unreachable: files go over the peer channel.
+    direct_transfers: bool = True
+    direct_listen: str = Field(
+        default="0.0.0.0:0", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$"
+    )
+    direct_addresses: list[str] | None = None
     #: Where files sent by clients land (e.g. a --pkg-path package); always a writable mount.
     upload_dir: Path | None = None
     max_upload_mb: int = Field(default=4096, ge=1, le=1 << 20)

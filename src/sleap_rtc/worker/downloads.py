@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -29,9 +29,11 @@ from sleap_rtc.protocol.transfer import (
     WindowSender,
     encode_chunk,
     pieces,
+    position,
     safe_name,
 )
 from sleap_rtc.transport.base import ChannelClosed
+from sleap_rtc.transport.lane import Lane, LaneClosed
 from sleap_rtc.worker import fsafe
 from sleap_rtc.worker.fsafe import clip, clip_problem, echo
 from sleap_rtc.worker.transfers import MAX_DOWNLOADS, MAX_FILES, MAX_SCANNED, READ_BYTES
@@ -259,6 +261,12 @@ def download_name(real: Path) -> str:
 
 
 Send = Callable[[p._Msg], Awaitable[None]]
+#: How long a download whose lane dropped waits for the client to say where to go on.
+RESUME_TIMEOUT_S = 120.0
+
+
+class _Restart(Exception):
+    """The client asked to go on from another offset (or another path)."""
 
 
 class _Download:
@@ -273,6 +281,12 @@ class _Download:
         self.error: TransferError | None = None
         #: Set when the channel goes away; work in threads stops at the next block.
         self.stopped = False
+        #: TRANSFER_RESUME requests: where (and how) to send from next.
+        self.resumes: asyncio.Queue[p.TransferResume] = asyncio.Queue(maxsize=4)
+        #: Where the current pass started: acknowledgements below it are stale.
+        self.floor = 0
+        #: Set by the client's first acknowledgement: it is ready for lane frames.
+        self.ready = asyncio.Event()
 
 
 class Downloads:
@@ -290,13 +304,18 @@ class Downloads:
         mounts: Mounts,
         send: Send,
         *,
+        lane: Callable[[], Lane | None] = lambda: None,
         max_active: int = MAX_DOWNLOADS,
         ack_timeout_s: float = 120.0,
+        resume_timeout_s: float = RESUME_TIMEOUT_S,
     ) -> None:
         self.mounts = mounts
         self.send = send
+        #: The channel's direct lane, when its client opened one: bytes go there.
+        self.lane = lane
         self.max_active = max_active
         self.ack_timeout_s = ack_timeout_s
+        self.resume_timeout_s = resume_timeout_s
         self._active: dict[str, _Download] = {}
 
     def __len__(self) -> int:
@@ -321,13 +340,25 @@ class Downloads:
     def ack(self, message: p.DownloadAck) -> None:
         """Take the peer's count of bytes received (a late ack for a finished one is ignored)."""
         download = self._active.get(message.transfer_id)
-        if download is None:
-            return
+        if download is None or message.received < download.floor:
+            return  # a late ack for a finished download, or from before a resume
+        download.ready.set()
         try:
             download.window.ack(message.received)
         except TransferError as exc:
             download.error = exc
         download.more.set()
+
+    def resume(self, message: p.TransferResume) -> bool:
+        """Go on from where the client says (False: no such download on this channel)."""
+        download = self._active.get(message.transfer_id)
+        if download is None:
+            return False
+        with contextlib.suppress(asyncio.QueueFull):
+            download.resumes.put_nowait(message)
+        download.more.set()
+        download.ready.set()
+        return True
 
     async def close(self) -> None:
         """Stop every download (the channel is going away)."""
@@ -364,8 +395,7 @@ class Downloads:
                     "can announce; download its subfolders one by one",
                 )
             await self.send(begin)
-            for index, file in enumerate(files):
-                await self._send_file(download, index, file)
+            await self._send_all(download, files)
             await self.send(p.DownloadEnd(transfer_id=download.id))
         except TransferError as exc:
             await self._fail(download, exc.code, exc.message)
@@ -379,32 +409,95 @@ class Downloads:
         finally:
             self._active.pop(download.id, None)
 
-    async def _send_file(self, download: _Download, index: int, file: ListedFile) -> None:
-        fd = await asyncio.to_thread(open_listed, file)
-        try:
-            offset = 0
-            while offset < file.size:
-                block = await asyncio.to_thread(
-                    read_exactly, fd, min(READ_BYTES, file.size - offset), file
-                )
-                for piece in pieces(block):
-                    while download.error is None and download.window.blocked:
-                        download.more.clear()
-                        await asyncio.wait_for(download.more.wait(), self.ack_timeout_s)
-                    if download.error is not None:
-                        raise download.error
-                    download.window.take(len(piece))
-                    await self.send(
-                        p.DownloadChunk(
-                            transfer_id=download.id,
-                            file_index=index,
-                            offset=offset,
-                            data=encode_chunk(piece),
-                        )
+    async def _send_all(self, download: _Download, files: list[ListedFile]) -> None:
+        """Every byte, over the lane if there is one, else as chunks within the window.
+
+        When the lane drops, the client says where to go on (TRANSFER_RESUME: an
+        offset, and the lane again or this channel); a resume that arrives while
+        sending restarts from its offset.
+        """
+        offset, lane = 0, self.lane()
+        if lane is not None:
+            # Frames could outrun DOWNLOAD_BEGIN: wait until the client can place them.
+            try:
+                await asyncio.wait_for(download.ready.wait(), self.ack_timeout_s)
+            except TimeoutError:
+                raise TransferError(
+                    "TIMEOUT", "the client never said it was ready for the download"
+                ) from None
+        while True:
+            try:
+                if lane is not None:
+                    await self._send_frames(download, files, offset, lane)
+                else:
+                    await self._send_chunks(download, files, offset)
+                return
+            except (LaneClosed, _Restart):
+                pass
+            try:
+                resume = await asyncio.wait_for(download.resumes.get(), self.resume_timeout_s)
+            except TimeoutError:
+                raise TransferError(
+                    "TIMEOUT", "the download's lane dropped and the client did not resume it"
+                ) from None
+            offset = resume.offset
+            lane = self.lane() if resume.lane else None
+            if resume.lane and lane is None:
+                raise TransferError("UNAVAILABLE", "no lane is open on this channel to resume on")
+
+    async def _blocks(
+        self, download: _Download, files: list[ListedFile], offset: int
+    ) -> AsyncIterator[tuple[int, int, bytes]]:
+        """``(file index, offset in it, block)`` from ``offset`` of all files on."""
+        index, inner = position([f.size for f in files], offset)
+        for at in range(index, len(files)):
+            file = files[at]
+            fd = await asyncio.to_thread(open_listed, file)
+            try:
+                if inner:
+                    os.lseek(fd, inner, os.SEEK_SET)
+                while inner < file.size:
+                    if not download.resumes.empty():
+                        raise _Restart
+                    block = await asyncio.to_thread(
+                        read_exactly, fd, min(READ_BYTES, file.size - inner), file
                     )
-                    offset += len(piece)
-        finally:
-            os.close(fd)
+                    yield at, inner, block
+                    inner += len(block)
+            finally:
+                os.close(fd)
+            inner = 0
+
+    async def _send_frames(
+        self, download: _Download, files: list[ListedFile], offset: int, lane: Lane
+    ) -> None:
+        async for _index, _inner, block in self._blocks(download, files, offset):
+            await lane.send(download.id, offset, block)
+            offset += len(block)
+
+    async def _send_chunks(self, download: _Download, files: list[ListedFile], offset: int) -> None:
+        # Acknowledgements count from where this pass starts.
+        download.window = WindowSender()
+        download.window.sent = download.window.acked = download.floor = offset
+        async for index, inner, block in self._blocks(download, files, offset):
+            for piece in pieces(block):
+                while download.error is None and download.window.blocked:
+                    download.more.clear()
+                    await asyncio.wait_for(download.more.wait(), self.ack_timeout_s)
+                    if not download.resumes.empty():
+                        raise _Restart
+                if download.error is not None:
+                    raise download.error
+                download.window.take(len(piece))
+                await self.send(
+                    p.DownloadChunk(
+                        transfer_id=download.id,
+                        file_index=index,
+                        offset=inner,
+                        data=encode_chunk(piece),
+                    )
+                )
+                inner += len(piece)
 
     async def _fail(self, download: _Download, code: str, message: str) -> None:
         with contextlib.suppress(ChannelClosed):

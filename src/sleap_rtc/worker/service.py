@@ -24,10 +24,12 @@ from sleap_rtc.protocol.session import HelloReceived, RequestReceived, State, Wo
 from sleap_rtc.protocol.signaling import ControlAction, Sender, loggable
 from sleap_rtc.protocol.transfer import TransferError
 from sleap_rtc.transport.base import Channel, ChannelClosed
+from sleap_rtc.transport.lane import LaneServer
 from sleap_rtc.worker.control import ControlRefused, control_job
 from sleap_rtc.worker.downloads import Downloads
 from sleap_rtc.worker.files import FileService, FsError
 from sleap_rtc.worker.fsafe import clip
+from sleap_rtc.worker.lanes import PeerLane
 from sleap_rtc.worker.replies import (
     file_reply,
     job_list_reply,
@@ -66,8 +68,11 @@ class JobService:
         verifier: TicketVerifier | None,
         hello_timeout_s: float = 10.0,
         keepalive_s: float = 30.0,
+        lanes: LaneServer | None = None,
     ) -> None:
         self.runner = runner
+        #: Where clients open direct lanes for bulk bytes (None: transfers stay in-channel).
+        self.lanes = lanes
         self.worker_id = worker_id
         self.worker_name = worker_name
         self.verifier = verifier
@@ -129,6 +134,8 @@ class _Session:
         self.uploads: Uploads | None = None
         #: Replaced by the peer's own view of the mounts once its ticket checks out.
         self.downloads = Downloads(service.runner.mounts_for(None), self.send)
+        #: The direct lane the peer may open (LANE_OPEN) for bulk bytes.
+        self.lane = PeerLane(service.lanes, self.lane_frame)
 
     async def flush(self) -> None:
         """Write out what the protocol session queued, in order."""
@@ -188,7 +195,9 @@ class _Session:
     def admit(self, peer: Peer) -> None:
         """The peer's ticket checked out: its own mounts and upload folder, then WELCOME."""
         self.peer = peer
-        self.downloads = Downloads(self.runner.mounts_for(peer.user), self.send)
+        self.downloads = Downloads(
+            self.runner.mounts_for(peer.user), self.send, lane=self.lane.live
+        )
         config = self.runner.config
         self.uploads = Uploads(
             config.resolved_upload_dir(), peer.user, config.max_upload_mb * 1024 * 1024
@@ -257,10 +266,56 @@ class _Session:
             await self.downloads.start(message)
         elif isinstance(message, p.DownloadAck):
             self.downloads.ack(message)
+        elif isinstance(message, p.LaneOpen):
+            self.open_lane(message)
+        elif isinstance(message, p.TransferResume):
+            self.resume(message)
         else:
             self.protocol.send(
                 p.Error(code="UNEXPECTED", message=f"{message.type} is not expected")
             )
+
+    # -- the direct lane ----------------------------------------------------------------
+
+    def open_lane(self, message: p.LaneOpen) -> None:
+        """Offer a direct lane: this worker's addresses, certificate and a token for it."""
+        try:
+            offer = self.lane.offer(message.request_id)
+        except TransferError as exc:
+            self.protocol.fail(message, exc.code, exc.message)
+            return
+        self.protocol.answer(message, offer)
+
+    async def lane_frame(self, key: str, offset: int, data: bytes) -> None:
+        """An upload's frame; a finished upload is acknowledged in full, a broken one ended."""
+        if self.uploads is None or self.protocol.state is State.CLOSED:
+            return
+        try:
+            done = self.uploads.frame(key, offset, data)
+        except TransferError as exc:
+            self.uploads.abort(key)
+            self.protocol.send(
+                p.Error(code=exc.code, message=clip(exc.message, 4000), transfer_id=key)
+            )
+        else:
+            if done is None:
+                return
+            self.protocol.send(p.UploadAck(upload_id=key, received=done))
+        await self.flush()
+
+    def resume(self, message: p.TransferResume) -> None:
+        """Go on with a download from an offset, or say how much of an upload arrived."""
+        if self.downloads.resume(message):
+            return
+        if self.uploads is not None:
+            try:
+                received = self.uploads.received(message.transfer_id)
+            except TransferError as exc:
+                self.protocol.send(
+                    p.Error(code=exc.code, message=exc.message, transfer_id=message.transfer_id)
+                )
+                return
+            self.protocol.send(p.UploadAck(upload_id=message.transfer_id, received=received))
 
     async def file_request(self, message: p.FsMounts | p.FsList | p.FsStat | p.FsFind) -> None:
         """Answer a file-service request (read-only, inside the mounts only)."""
@@ -440,6 +495,7 @@ class _Session:
                 await self.flush()
 
     async def finish(self) -> None:
+        await self.lane.close()
         if self.uploads is not None:
             self.uploads.abort()
         await self.downloads.close()

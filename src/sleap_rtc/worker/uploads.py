@@ -148,6 +148,29 @@ class Uploads:
             ) from None
         return ack
 
+    def frame(self, upload_id: str, offset: int, data: bytes) -> int | None:
+        """Take a lane frame; the upload's size once it has every byte, else None.
+
+        A frame for no open upload returns None too (the rest of an aborted one).
+        """
+        upload = self._active.get(upload_id)
+        if upload is None:
+            return None
+        try:
+            for _index, piece in upload.receiver.take_at(offset, data):
+                upload.handle.write(piece)
+        except OSError as exc:
+            raise TransferError(
+                "UPLOAD_FAILED", f"the worker can't store {upload.final}: {exc.strerror}"
+            ) from None
+        return upload.receiver.received if upload.receiver.complete else None
+
+    def received(self, upload_id: str) -> int:
+        """Bytes of an open upload the worker holds (where a resumed one goes on)."""
+        upload = self._get(upload_id)
+        upload.handle.flush()
+        return upload.receiver.received
+
     def end(self, message: p.UploadEnd) -> p.UploadDone:
         """Finish an upload: check it, move it into place and unpack it if asked.
 

@@ -1,0 +1,99 @@
+"""Bulk bytes over the direct lane, against a real server and worker on loopback.
+
+Downloads and uploads take the worker's TLS lane (binary frames, beside the
+channel); a lane dropped mid-way is reopened and the transfer resumes from the
+bytes already received, still checked against its SHA-256; a session told not to
+use the lane, or a worker that offers none, moves the same bytes over the channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sleap_rtc.client import ServerClient
+from sleap_rtc.client.jobs import WorkerSession
+from tests.servers import Room, open_room
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("loopback_candidates")]
+
+SIZE = 24 * 1024 * 1024 + 12345
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
+    data = tmp_path_factory.mktemp("lane-data")
+    (data / "big.bin").write_bytes(os.urandom(SIZE))
+    run = data / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "empty.txt").write_bytes(b"")
+    (run / "best.ckpt").write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    (run / "logs" / "train.log").write_bytes(b"epoch 1\n" * 1000)
+    with open_room(tmp_path_factory.mktemp("lanes"), data) as opened:
+        yield opened
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_download_and_upload_take_the_direct_lane(
+    room: Room, alice: ServerClient, tmp_path: Path
+) -> None:
+    async with await WorkerSession.open(alice, "lab", room.worker_id) as session:
+        seen: list[int] = []
+        local = await session.download(
+            str(room.data / "big.bin"), tmp_path, on_progress=lambda d, t: seen.append(d)
+        )
+        assert session.lanes.live() is not None and session.lanes.problem is None
+        assert session.lanes.opened == 1
+        assert _sha(local) == _sha(room.data / "big.bin")
+        assert seen[-1] == SIZE and seen == sorted(seen)
+
+        folder = await session.download(str(room.data / "run"), tmp_path / "out")
+        for name in ("empty.txt", "best.ckpt", "logs/train.log"):
+            assert _sha(folder / name) == _sha(room.data / "run" / name)
+
+        done = await session.upload(local)
+        assert _sha(Path(done.path)) == _sha(local)
+        assert session.lanes.opened == 1  # one lane served all three
+
+
+async def test_a_lane_dropped_mid_transfer_is_reopened_and_resumes(
+    room: Room, alice: ServerClient, tmp_path: Path
+) -> None:
+    async with await WorkerSession.open(alice, "lab", room.worker_id) as session:
+        dropped: list[int] = []
+
+        def drop_once(done: int, total: int) -> None:
+            lane = session.lanes.live()
+            if not dropped and done > total // 3 and lane is not None:
+                dropped.append(done)
+                lane.abort()
+
+        local = await session.download(str(room.data / "big.bin"), tmp_path, on_progress=drop_once)
+        assert dropped and session.lanes.opened == 2
+        assert _sha(local) == _sha(room.data / "big.bin")
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+        dropped.clear()
+        done = await session.upload(local, on_progress=drop_once)
+        assert dropped and session.lanes.opened == 3
+        assert _sha(Path(done.path)) == _sha(local)
+
+
+async def test_without_the_lane_the_same_bytes_go_over_the_channel(
+    room: Room, alice: ServerClient, tmp_path: Path
+) -> None:
+    async with await WorkerSession.open(
+        alice, "lab", room.worker_id, transport="relay", direct=False
+    ) as session:
+        folder = await session.download(str(room.data / "run"), tmp_path)
+        assert session.lanes.live() is None and session.lanes.opened == 0
+        assert _sha(folder / "best.ckpt") == _sha(room.data / "run" / "best.ckpt")
+        done = await session.upload(folder / "best.ckpt")
+        assert _sha(Path(done.path)) == _sha(folder / "best.ckpt")
