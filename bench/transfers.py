@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -88,10 +89,8 @@ async def pinging(session: WorkerSession, into: list[float], stop: asyncio.Event
         started = time.perf_counter()
         await session.ping()
         into.append((time.perf_counter() - started) * 1000)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PING_EVERY_S)
-        except TimeoutError:
-            pass
 
 
 async def timed(session: WorkerSession, run: Run, transfer: object) -> None:
