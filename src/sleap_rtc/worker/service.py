@@ -7,6 +7,10 @@ request from the job runner and the file service, and writes out what it queued.
 A channel proves who is on the other end with ``HELLO`` and a ticket the server
 signed for this user, room and worker; nothing else is read before that. Jobs
 outlive channels: closing a channel stops the events, not the job.
+
+One channel's answers to every request type live together in :class:`_Session`
+(the reason this file is over 500 lines); the lane, transfers and file service it
+calls are modules of their own.
 """
 
 from __future__ import annotations
