@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
+from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.jobs import (
     CHUNK_BYTES,
     JOB_PROTOCOL_VERSION,
@@ -130,6 +131,8 @@ CLIENT_MESSAGES: list[BaseModel] = [
     UploadEnd(upload_id="u1"),
     Download(request_id="d1", path="mounts/scratch/models/run-1"),
     DownloadAck(transfer_id="t1", received=262_144),
+    p.LaneOpen(request_id="r-lane"),
+    p.TransferResume(transfer_id="t1", offset=1 << 30, lane=True),
     FsMounts(request_id="m1"),
     FsList(request_id="l1", path="/data/project", offset=200, limit=100, pattern="*.yaml"),
     FsList(request_id="l2", path="/data", dirs_only=True),
@@ -212,6 +215,12 @@ WORKER_MESSAGES: list[BaseModel] = [
     ),
     DownloadChunk(transfer_id="t1", file_index=999, offset=0, data="AAEC"),
     DownloadEnd(transfer_id="t1"),
+    p.LaneOffer(
+        request_id="r-lane",
+        addresses=["10.0.0.5:7420", "[fd00::5]:7420"],
+        fingerprint="ab" * 32,
+        token="cd" * 32,
+    ),
     Error(code="NOT_FOUND", message="no job 'j9'", job_id="j9"),
     Error(code="TRANSFER_FAILED", message="disk full", request_id="r", transfer_id="t"),
     FsMountsReply(
@@ -293,8 +302,8 @@ def test_worker_message_round_trips(message: BaseModel) -> None:
 
 
 def test_every_message_type_is_covered() -> None:
-    assert len(CLIENT_TYPES) == 17
-    assert len(WORKER_TYPES) == 20
+    assert len(CLIENT_TYPES) == 19
+    assert len(WORKER_TYPES) == 21
     assert {type(m) for m in CLIENT_MESSAGES} == set(CLIENT_TYPES)
     assert {type(m) for m in WORKER_MESSAGES} == set(WORKER_TYPES)
 
