@@ -218,6 +218,23 @@ def start_worker(root: Path, url: str, room: str, key: str, mount: Path) -> tupl
     return worker, worker.wait_for(_ONLINE, 120).group(1)
 
 
+async def start_room(root: Path, mount: Path, procs: list[Proc]) -> tuple[ServerClient, str, str]:
+    """A server, a logged-in client, a new room and a worker in it that mounts ``mount``.
+
+    The processes go into ``procs`` as they start (the caller stops them).
+    """
+    server, url = start_server(root)
+    procs.append(server)
+    client = ServerClient(url, store=CredentialStore(root / "home" / "credentials.json"))
+    await client.login("bench", PASSWORD)
+    room = f"bench-{uuid.uuid4().hex[:8]}"
+    await client.create_room(room)
+    key = (await client.create_key(room)).secret
+    worker, worker_id = start_worker(root, url, room, key, mount)
+    procs.append(worker)
+    return client, room, worker_id
+
+
 # -- 1. submit → answer -----------------------------------------------------------------------
 
 
@@ -407,16 +424,8 @@ async def run(args: argparse.Namespace, root: Path) -> Results:
     procs: list[Proc] = []
     client: ServerClient | None = None
     try:
-        server, url = start_server(root)
-        procs.append(server)
-        client = ServerClient(url, store=CredentialStore(root / "home" / "credentials.json"))
-        await client.login("bench", PASSWORD)
-        room = f"bench-{uuid.uuid4().hex[:8]}"
-        await client.create_room(room)
-        key = (await client.create_key(room)).secret
-        worker, worker_id = start_worker(root, url, room, key, root / "data")
-        procs.append(worker)
-        print(f"server {url}, worker {worker_id} online", flush=True)
+        client, room, worker_id = await start_room(root, root / "data", procs)
+        print(f"worker {worker_id} online", flush=True)
 
         latency = []
         for transport in ("webrtc", "relay"):

@@ -35,9 +35,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remote_jobs import PASSWORD, Proc, start_server, start_worker
+from remote_jobs import Proc, start_room
 
-from sleap_rtc.client.credentials import CredentialStore
 from sleap_rtc.client.jobs import WorkerSession
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.transport.webrtc import pin_host_addresses
@@ -155,16 +154,8 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
     procs: list[Proc] = []
     client: ServerClient | None = None
     try:
-        server, url = start_server(root)
-        procs.append(server)
-        client = ServerClient(url, store=CredentialStore(root / "home" / "credentials.json"))
-        await client.login("bench", PASSWORD)
-        room = f"bench-{uuid.uuid4().hex[:8]}"
-        await client.create_room(room)
-        key = (await client.create_key(room)).secret
-        worker, worker_id = start_worker(root, url, room, key, mount)
-        procs.append(worker)
-        print(f"server {url}, worker {worker_id} online; {args.mib} MiB each way", flush=True)
+        client, room, worker_id = await start_room(root, mount, procs)
+        print(f"worker {worker_id} online; {args.mib} MiB each way", flush=True)
         tcp: list[float] = []
         runs: list[Run] = []
         work = root / "client"
