@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,21 +219,43 @@ def start_worker(root: Path, url: str, room: str, key: str, mount: Path) -> tupl
     return worker, worker.wait_for(_ONLINE, 120).group(1)
 
 
-async def start_room(root: Path, mount: Path, procs: list[Proc]) -> tuple[ServerClient, str, str]:
+@dataclass
+class BenchRoom:
+    client: ServerClient
+    room: str
+    worker_id: str
+    procs: list[Proc]
+
+
+@contextlib.asynccontextmanager
+async def bench_room(root: Path, mount: Path) -> AsyncIterator[BenchRoom]:
     """A server, a logged-in client, a new room and a worker in it that mounts ``mount``.
 
-    The processes go into ``procs`` as they start (the caller stops them).
+    On the way out the processes are stopped; after a failure their log tails are
+    printed first.
     """
-    server, url = start_server(root)
-    procs.append(server)
-    client = ServerClient(url, store=CredentialStore(root / "home" / "credentials.json"))
-    await client.login("bench", PASSWORD)
-    room = f"bench-{uuid.uuid4().hex[:8]}"
-    await client.create_room(room)
-    key = (await client.create_key(room)).secret
-    worker, worker_id = start_worker(root, url, room, key, mount)
-    procs.append(worker)
-    return client, room, worker_id
+    procs: list[Proc] = []
+    client: ServerClient | None = None
+    try:
+        server, url = start_server(root)
+        procs.append(server)
+        client = ServerClient(url, store=CredentialStore(root / "home" / "credentials.json"))
+        await client.login("bench", PASSWORD)
+        room = f"bench-{uuid.uuid4().hex[:8]}"
+        await client.create_room(room)
+        key = (await client.create_key(room)).secret
+        worker, worker_id = start_worker(root, url, room, key, mount)
+        procs.append(worker)
+        yield BenchRoom(client, room, worker_id, procs)
+    except BaseException:
+        for proc in procs:
+            print(f"--- {proc.name} log tail ---\n{proc.log_tail()}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if client is not None:
+            await client.aclose()
+        for proc in reversed(procs):
+            proc.stop()
 
 
 # -- 1. submit → answer -----------------------------------------------------------------------
@@ -421,10 +444,8 @@ async def run(args: argparse.Namespace, root: Path) -> Results:
     os.environ["SLEAP_RTC_HOME"] = str(root / "home")  # nothing here reads the user's own
     data = make_demo_data(root / "data")
     config = data.configs[CONFIG]
-    procs: list[Proc] = []
-    client: ServerClient | None = None
-    try:
-        client, room, worker_id = await start_room(root, root / "data", procs)
+    async with bench_room(root, root / "data") as opened:
+        client, room, worker_id, procs = opened.client, opened.room, opened.worker_id, opened.procs
         print(f"worker {worker_id} online", flush=True)
 
         latency = []
@@ -467,15 +488,6 @@ async def run(args: argparse.Namespace, root: Path) -> Results:
             if not proc.alive():
                 raise SystemExit(f"{proc.name} exited early:\n{proc.log_tail()}")
         return Results(latency, direct_s, remotes, {proc.name: proc.problems() for proc in procs})
-    except BaseException:
-        for proc in procs:
-            print(f"--- {proc.name} log tail ---\n{proc.log_tail()}", file=sys.stderr, flush=True)
-        raise
-    finally:
-        if client is not None:
-            await client.aclose()
-        for proc in reversed(procs):
-            proc.stop()
 
 
 def _table(title: str, columns: list[tuple[str, int]], rows: list[list[str]]) -> None:

@@ -27,7 +27,6 @@ import contextlib
 import os
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remote_jobs import Proc, start_room
+from remote_jobs import bench_room
 
 from sleap_rtc.client.jobs import WorkerSession
 from sleap_rtc.client.session import ServerClient
@@ -151,10 +150,8 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
     mount.mkdir()
     source = mount / "bulk.bin"
     make_file(source, args.mib)
-    procs: list[Proc] = []
-    client: ServerClient | None = None
-    try:
-        client, room, worker_id = await start_room(root, mount, procs)
+    async with bench_room(root, mount) as opened:
+        client, room, worker_id = opened.client, opened.room, opened.worker_id
         print(f"worker {worker_id} online; {args.mib} MiB each way", flush=True)
         tcp: list[float] = []
         runs: list[Run] = []
@@ -175,18 +172,9 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
                     )
                 runs += done
         report(tcp, runs, args)
-        for proc in procs:
+        for proc in opened.procs:
             if problems := proc.problems():
                 print(f"{proc.name} logged problems:\n  " + "\n  ".join(problems[:10]))
-    except BaseException:
-        for proc in procs:
-            print(f"--- {proc.name} log tail ---\n{proc.log_tail()}", file=sys.stderr, flush=True)
-        raise
-    finally:
-        if client is not None:
-            await client.aclose()
-        for proc in reversed(procs):
-            proc.stop()
 
 
 def report(tcp: list[float], runs: list[Run], args: argparse.Namespace) -> None:
