@@ -18,7 +18,7 @@ from sleap_rtc.client.transfers import local_target
 from sleap_rtc.jobs.mounts import Mount, Mounts
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.transfer import TransferError
-from sleap_rtc.worker.downloads import list_download
+from sleap_rtc.worker.listing import list_download
 from sleap_rtc.worker.uploads import Uploads
 from sleap_rtc.worker.zips import safe_extract
 
@@ -381,7 +381,7 @@ def _mount_tree(tmp_path: Path) -> tuple[Path, Path, Mounts]:
 
 @pytest.mark.parametrize("swap", ["link-out", "other-file", "folder-link"])
 def test_a_file_changed_after_listing_is_not_sent(tmp_path: Path, swap: str) -> None:
-    from sleap_rtc.worker.downloads import hash_listed, open_listed
+    from sleap_rtc.worker.listing import hash_listed, open_listed
 
     inside, secret, mounts = _mount_tree(tmp_path)
     _, files, _ = list_download(mounts, str(inside / "model"))
