@@ -24,7 +24,6 @@ import contextlib
 import datetime
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import socket
@@ -180,20 +179,11 @@ def _self_signed() -> tuple[ssl.SSLContext, str]:
 
 
 def host_addresses() -> list[str]:
-    """This machine's addresses a client could reach: global and private ones, IPv4 first."""
-    import ifaddr
+    """The addresses of this machine offered to clients: the same ones WebRTC offers as
+    host candidates (so ``ice_host_addresses`` / ``SLEAP_RTC_ICE_HOSTS`` pin both)."""
+    import aioice.ice
 
-    found: list[str] = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            raw = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
-            try:
-                address = ipaddress.ip_address(raw)
-            except ValueError:
-                continue
-            if address.is_loopback or address.is_link_local or address.is_multicast:
-                continue
-            found.append(str(address))
+    found: list[str] = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
     return sorted(set(found), key=lambda a: (":" in a, a))
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from sleap_rtc.protocol.signaling import Capabilities, Gpu, Registered, WorkerStatus
 from sleap_rtc.transport.lane import LaneServer
-from sleap_rtc.transport.webrtc import host_addresses_from_env
 from sleap_rtc.worker.control import answer_server
 from sleap_rtc.worker.endpoint import PeerEndpoint
 from sleap_rtc.worker.presence import PresenceLink
@@ -96,11 +95,10 @@ class WorkerAgent:
         config = self.runner.config
         if not config.direct_transfers or self.service.lanes is not None:
             return self.service.lanes
-        advertise = (
-            config.direct_addresses or config.ice_host_addresses or host_addresses_from_env()
-        )
         try:
-            self.service.lanes = await LaneServer(config.direct_listen, advertise).start()
+            self.service.lanes = await LaneServer(
+                config.direct_listen, config.direct_addresses
+            ).start()
         except OSError as exc:
             log.warning("direct transfers off: can't listen on %s: %s", config.direct_listen, exc)
         return self.service.lanes
