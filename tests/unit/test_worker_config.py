@@ -37,12 +37,14 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
         ('[[mounts]]\npath = "relative"', "mounts[0]"),
         ('[[path_maps]]\nfrom = "C:/lab"\nto = "data/lab"', "path_maps"),
         ('[[path_maps]]\nto = "/data/lab"', "from"),
+        ('direct_listen = "nope"', "direct_listen: .*HOST:PORT.*'nope'"),
+        ('direct_listen = "0.0.0.0:99999"', "direct_listen: .*'0.0.0.0:99999'"),
     ],
 )
 def test_errors_name_field_and_file(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "worker.toml"
     path.write_text(text + "\n")
-    with pytest.raises(WorkerConfigError, match=fragment.replace("[", r"\[")):
+    with pytest.raises(WorkerConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         load_worker_config(path).build_mounts()
 
 

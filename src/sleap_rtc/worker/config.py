@@ -140,9 +140,7 @@ class WorkerConfig(BaseModel):
     #: ``direct_addresses`` the addresses offered (default: ice_host_addresses, else every
     #: address of this machine). Off, or unreachable: files go over the peer channel.
     direct_transfers: bool = True
-    direct_listen: str = Field(
-        default="0.0.0.0:0", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$"
-    )
+    direct_listen: str = "0.0.0.0:0"
     direct_addresses: list[str] | None = None
     #: Where files sent by clients land (e.g. a --pkg-path package); always a writable mount.
     upload_dir: Path | None = None
@@ -204,6 +202,19 @@ class WorkerConfig(BaseModel):
                 ) from None
         self.backend_tables = checked
         return self
+
+    @field_validator("direct_listen")
+    @classmethod
+    def _direct_listen(cls, value: str) -> str:
+        host, _, port = value.strip().rpartition(":")
+        if not re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+", host) or not (
+            port.isdigit() and int(port) <= 65535
+        ):
+            raise ValueError(
+                "must be HOST:PORT, e.g. 0.0.0.0:7420 or [::]:7420 (port 0: any free one); "
+                "to turn direct transfers off set direct_transfers = false"
+            )
+        return value.strip()
 
     @field_validator("backend")
     @classmethod
