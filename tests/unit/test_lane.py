@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -74,4 +76,60 @@ async def test_an_oversize_or_nameless_frame_closes_the_lane() -> None:
                 await asyncio.wait_for(lanes[-1].recv(), 5)
             writer.close()
     finally:
+        await server.close()
+
+
+async def test_a_lane_download_stays_open_until_the_client_holds_every_byte(
+    tmp_path: Path,
+) -> None:
+    """Frames in flight when a lane drops are lost even though the worker sent them:
+    the download must wait for the client's "all arrived" and take a resume until then."""
+    from sleap_rtc.jobs.mounts import Mount, Mounts
+    from sleap_rtc.protocol import jobs as p
+    from sleap_rtc.worker.downloads import Downloads
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "big.bin").write_bytes(data)
+    sent: list[p._Msg] = []
+
+    async def send(message: p._Msg) -> None:
+        sent.append(message)
+
+    server, lanes, token = await _server()
+    client = await connect_lane(server.addresses, server.fingerprint, token)
+    downloads = Downloads(
+        Mounts([Mount.create(tmp_path, "data")]), send, lane=lambda: lanes[0], ack_timeout_s=10
+    )
+    try:
+        await downloads.start(p.Download(request_id="r1", path=str(tmp_path / "big.bin")))
+        while not sent:
+            await asyncio.sleep(0.01)
+        begin = sent[0]
+        assert isinstance(begin, p.DownloadBegin)
+        downloads.ack(p.DownloadAck(transfer_id=begin.transfer_id, received=0))  # ready
+        got = 0
+        while got < len(data):  # every frame arrives; pretend the last ones were lost
+            _key, offset, block = await asyncio.wait_for(client.recv(), 10)
+            got = offset + len(block)
+        await asyncio.sleep(0.2)
+        assert not any(isinstance(m, p.DownloadEnd) for m in sent)  # still open
+        held = len(data) // 2
+        assert downloads.resume(
+            p.TransferResume(transfer_id=begin.transfer_id, offset=held, lane=True)
+        )
+        again = bytearray()
+        while held + len(again) < len(data):
+            _key, offset, block = await asyncio.wait_for(client.recv(), 10)
+            assert offset == held + len(again)
+            again += block
+        assert bytes(again) == data[held:]
+        downloads.ack(p.DownloadAck(transfer_id=begin.transfer_id, received=len(data)))
+        for _ in range(100):
+            if any(isinstance(m, p.DownloadEnd) for m in sent):
+                break
+            await asyncio.sleep(0.02)
+        assert isinstance(sent[-1], p.DownloadEnd) and len(downloads) == 0
+    finally:
+        await downloads.close()
+        await client.close()
         await server.close()

@@ -277,6 +277,9 @@ async def receive_files(
             # Ready: a worker sending over the lane waits for this.
             await send(p.DownloadAck(transfer_id=begin.transfer_id, received=0))
         ended = False
+        # Over the lane the last acknowledgement says "all of it" (an empty download: the
+        # ready one already did).
+        confirmed = receiver.complete
         while not (ended and receiver.complete):
             message = await receive(REPLY_TIMEOUT_S)
             if isinstance(message, p.DownloadEnd):
@@ -286,6 +289,12 @@ async def receive_files(
             elif isinstance(message, LaneProgress):
                 if landing is not None and landing.error is not None:
                     raise landing.error
+                if lane is not None and receiver.complete and not confirmed:
+                    # The worker keeps the download open until it hears this.
+                    confirmed = True
+                    await send(
+                        p.DownloadAck(transfer_id=begin.transfer_id, received=receiver.total)
+                    )
             elif isinstance(message, LaneLost):
                 if message.lane is not lane or receiver.complete:
                     continue

@@ -183,6 +183,10 @@ class TransferResume(_Msg):
 
 
 class DownloadAck(_Msg):
+    """Bytes of a download the client holds. In-channel: within the window. Over a
+    lane: ``0`` says "ready for frames", the download's total says "all arrived"
+    (the worker keeps the download open until then, so it can resume)."""
+
     type: Literal["DOWNLOAD_ACK"] = "DOWNLOAD_ACK"
     transfer_id: _REQUEST_ID
     received: int = Field(ge=0)

@@ -68,6 +68,13 @@ class _Download:
         self.floor = 0
         #: Set by the client's first acknowledgement: it is ready for lane frames.
         self.ready = asyncio.Event()
+        #: Bytes in all files; over the lane, the client acknowledges this much at the end.
+        self.total = 0
+        #: True while bytes go over the lane (acks are then "ready" or "all of it").
+        self.on_lane = False
+        #: Over the lane: the client said it holds every byte (frames in flight when a
+        #: lane drops are lost, so the download stays open until then).
+        self.confirmed = False
 
 
 class Downloads:
@@ -125,7 +132,17 @@ class Downloads:
             return  # a late ack for a finished download, or from before a resume
         download.ready.set()
         try:
-            download.window.ack(message.received)
+            if download.on_lane:
+                if message.received == download.total:
+                    download.confirmed = True
+                elif message.received != 0:
+                    raise TransferError(
+                        "INVALID_ACK",
+                        f"over the lane a download is acknowledged at 0 or at its "
+                        f"{download.total} bytes, not at {message.received}",
+                    )
+            else:
+                download.window.ack(message.received)
         except TransferError as exc:
             download.error = exc
         download.more.set()
@@ -175,6 +192,7 @@ class Downloads:
                     f"{clip(message.path)} holds {len(files)} files, more than one download "
                     "can announce; download its subfolders one by one",
                 )
+            download.total = sum(f.size for f in files)
             await self.send(begin)
             await self._send_all(download, files)
             await self.send(p.DownloadEnd(transfer_id=download.id))
@@ -208,8 +226,10 @@ class Downloads:
                 ) from None
         while True:
             try:
+                download.on_lane = lane is not None
                 if lane is not None:
                     await self._send_frames(download, files, offset, lane)
+                    await self._await_confirmed(download)
                 else:
                     await self._send_chunks(download, files, offset)
                 return
@@ -255,6 +275,16 @@ class Downloads:
         async for _index, _inner, block in self._blocks(download, files, offset):
             await lane.send(download.id, offset, block)
             offset += len(block)
+
+    async def _await_confirmed(self, download: _Download) -> None:
+        """Wait until the client holds every byte, or asks to go on from where it is."""
+        while not download.confirmed:
+            if download.error is not None:
+                raise download.error
+            if not download.resumes.empty():
+                raise _Restart
+            download.more.clear()
+            await asyncio.wait_for(download.more.wait(), self.ack_timeout_s)
 
     async def _send_chunks(self, download: _Download, files: list[ListedFile], offset: int) -> None:
         # Acknowledgements count from where this pass starts.
