@@ -142,6 +142,21 @@ def _bind(host: str, port: int) -> socket.socket:
     "when the request came over https (a TLS proxy in front that says so).",
 )
 @click.option(
+    "--lane-rate-per-user",
+    type=click.IntRange(0, 100_000),
+    default=200,
+    show_default=True,
+    help="MiB per second one user's relay lanes may move (bulk file bytes through this "
+    "server when a client can't reach its worker directly); 0 turns relay lanes off.",
+)
+@click.option(
+    "--lane-rate",
+    type=click.IntRange(0, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="MiB per second all relay lanes on this server may move together; 0: off.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -161,6 +176,8 @@ def server(
     allow_private_webhooks: bool,
     web_session_ttl: timedelta,
     secure_cookies: str,
+    lane_rate_per_user: int,
+    lane_rate: int,
     log_level: str,
 ) -> None:
     """Run the server: accounts, rooms, worker keys, presence, signaling, the dashboard.
@@ -174,6 +191,7 @@ def server(
       sleap-rtc server                                  # SQLite in the data folder
       sleap-rtc server --host 0.0.0.0 --port 8000 --database-url postgresql://sleap@db/sleap
       sleap-rtc server --allow-private-webhooks         # notify a chat server in the lab
+      sleap-rtc server --lane-rate-per-user 50 --lane-rate 200   # share the uplink
       sleap-rtc server add-user alice --admin
     """
     if ctx.invoked_subcommand is not None:
@@ -181,8 +199,7 @@ def server(
     _import_server()
     import uvicorn
 
-    from sleap_rtc.protocol.signaling import MAX_MESSAGE_BYTES
-    from sleap_rtc.server.app import build_state, create_app
+    from sleap_rtc.server.app import WS_MAX_SIZE, build_state, create_app
     from sleap_rtc.server.db import DatabaseError, redact
     from sleap_rtc.server.settings import ServerSettings
 
@@ -207,6 +224,8 @@ def server(
         allow_private_webhooks=allow_private_webhooks,
         web_session_ttl_s=web_session_ttl.total_seconds(),
         cookie_secure={"auto": None, "always": True, "never": False}[secure_cookies],
+        lane_mib_per_second_per_user=lane_rate_per_user,
+        lane_mib_per_second=lane_rate,
     )
     try:
         state = build_state(settings)
@@ -220,7 +239,7 @@ def server(
         app,
         log_config=None,
         log_level=log_level,
-        ws_max_size=MAX_MESSAGE_BYTES + 1024,
+        ws_max_size=WS_MAX_SIZE,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         timeout_graceful_shutdown=5,

@@ -28,11 +28,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from sleap_rtc.client.connect import Connection, Transport, connect
 from sleap_rtc.client.errors import ClientError, JobRejectedError, SessionClosed, WorkerError
-from sleap_rtc.client.lanes import ClientLanes
+from sleap_rtc.client.lanes import ClientLanes, relay_dialer
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.client.transfers import receive_files, upload_file
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
@@ -75,7 +75,13 @@ class WorkerSession:
     """An open, welcomed channel to one worker."""
 
     def __init__(
-        self, connection: Connection, *, worker_id: str, room: str, direct: bool = True
+        self,
+        connection: Connection,
+        *,
+        worker_id: str,
+        room: str,
+        direct: bool = True,
+        server: ServerClient | None = None,
     ) -> None:
         self.channel: Channel = connection.channel
         self.socket: ServerSocket = connection.socket
@@ -96,7 +102,11 @@ class WorkerSession:
         self._closed: SessionClosed | None = None
         #: The direct lane for bulk bytes, opened by the first transfer that can use it
         #: (``direct = False``: every transfer goes over the channel).
-        self.lanes = ClientLanes(self._lane_offer, enabled=direct)
+        self.lanes = ClientLanes(
+            self._lane_offer,
+            relay=relay_dialer(server) if server is not None else None,
+            enabled=direct,
+        )
         self._reader = asyncio.create_task(self._read())
 
     @property
@@ -130,7 +140,7 @@ class WorkerSession:
             ice_servers=ice_servers,
             idle_timeout=idle_timeout,
         )
-        return cls(connection, worker_id=worker_id, room=room, direct=direct)
+        return cls(connection, worker_id=worker_id, room=room, direct=direct, server=server)
 
     async def __aenter__(self) -> WorkerSession:
         return self
@@ -306,8 +316,8 @@ class WorkerSession:
     async def ping(self) -> None:
         await self._request(p.Ping(request_id=_rid(), nonce=uuid.uuid4().hex[:8]))
 
-    async def _lane_offer(self) -> p.LaneOffer:
-        reply: p.LaneOffer = await self._request(p.LaneOpen(request_id=_rid()))
+    async def _lane_offer(self, via: Literal["direct", "relay"]) -> p.LaneOffer:
+        reply: p.LaneOffer = await self._request(p.LaneOpen(request_id=_rid(), via=via))
         return reply
 
     # -- files ------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
-"""A session's direct lane to its worker: asked for on first use, reopened after a drop.
+"""A session's lane to its worker for bulk bytes: asked for on first use, reopened after a drop.
 
-The worker offers its addresses, certificate fingerprint and a token over the
-session's channel (LANE_OPEN → LANE_OFFER); :func:`~sleap_rtc.transport.lane.connect_lane`
-checks the fingerprint before it says the token. A worker that offers no lane (an
-older one, or ``direct_transfers = false``) is asked once per session; one that
-can't be reached (a firewall, another network) is tried again after
-:data:`RETRY_AFTER_S`. Either way transfers go over the channel instead, and
-:attr:`ClientLanes.problem` says why.
+Fastest first: a direct lane (the worker offers its addresses, certificate
+fingerprint and a token over the session's channel, LANE_OPEN → LANE_OFFER;
+:func:`~sleap_rtc.transport.lane.connect_lane` checks the fingerprint before it
+says the token), else a relay lane through the server (LANE_OPEN ``via`` relay:
+the worker's half waits at ``/v1/lane`` for a fresh token). A worker that offers
+neither (an older one, or lanes turned off) is asked once per session; a direct
+lane that can't be reached (a firewall, another network) is tried again after
+:data:`RETRY_AFTER_S`, and so is a relay the server refused. Without a lane
+transfers go over the channel, and :attr:`ClientLanes.problem` says why.
 
 Frames that arrive go to the transfer they name (:meth:`ClientLanes.attach`);
 when the lane drops, each transfer on it hears :class:`LaneLost` and resumes
@@ -18,16 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from sleap_rtc.client.errors import ClientError
+from sleap_rtc.client.session import ServerClient
 from sleap_rtc.protocol import jobs as p
+from sleap_rtc.protocol.relaylane import ClientLaneHello
 from sleap_rtc.transport.lane import Lane, LaneClosed, connect_lane
+from sleap_rtc.transport.relaylane import dial_relay_lane
 
 log = logging.getLogger("sleap_rtc.client")
 
@@ -50,21 +56,44 @@ class LaneProgress:
     """A frame of a download arrived and was written (keeps its wait alive)."""
 
 
+def relay_dialer(server: ServerClient) -> RelayDial:
+    """Pairs relay lanes at ``server`` as the account this client is logged in as."""
+
+    async def dial(token: str) -> Lane:
+        return await dial_relay_lane(
+            server.websocket_url("/v1/lane"),
+            await server.access_token(),
+            ClientLaneHello(token=token),
+        )
+
+    return dial
+
+
+class _Refused(Exception):
+    """The worker won't offer this kind of lane (not worth asking again this session)."""
+
+
 class FrameSink(Protocol):
     def frame(self, offset: int, data: bytes) -> None: ...
 
     def notify(self, event: object) -> None: ...
 
 
+Ask = Callable[[Literal["direct", "relay"]], Awaitable[p.LaneOffer]]
+#: Pairs a relay lane: the token from the worker's offer → the lane.
+RelayDial = Callable[[str], Awaitable[Lane]]
+
+
 class ClientLanes:
-    def __init__(self, ask: Callable[[], Awaitable[p.LaneOffer]], *, enabled: bool = True) -> None:
+    def __init__(self, ask: Ask, *, relay: RelayDial | None = None, enabled: bool = True) -> None:
         self._ask = ask
+        self._relay = relay
         self.enabled = enabled
         #: Why transfers go over the channel, when they do.
         self.problem: str | None = None if enabled else "direct transfers are off"
         self._offer: p.LaneOffer | None = None
-        self._refused = False
-        self._retry_at = 0.0
+        #: When each kind of lane may be tried again (inf: not in this session).
+        self._retry_at = {"direct": 0.0, "relay": 0.0 if relay is not None else math.inf}
         self._lane: Lane | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -76,60 +105,85 @@ class ClientLanes:
         return self._lane if self._lane is not None and not self._lane.closed else None
 
     async def get(self) -> Lane | None:
-        """The open lane, opening it if it can be; None: use the channel."""
+        """The open lane, opening one if it can be; None: use the channel."""
         if not self.enabled:
             return None
         async with self._lock:
             lane = self.live()
             if lane is not None:
                 return lane
-            if self._refused or time.monotonic() < self._retry_at:
-                return None
-            try:
-                return await self._open()
-            except LaneClosed as exc:
-                self.problem = f"the worker's direct lane can't be reached ({exc.reason})"
-                self._retry_at = time.monotonic() + RETRY_AFTER_S
-                log.info("%s; files go over the channel", self.problem)
-                return None
+            return await self._open()
 
     async def reopen(self) -> Lane | None:
         """After a drop: a new lane (a few tries, backing off), or None to use the channel."""
-        if not self.enabled or self._refused:
+        if not self.enabled:
             return None
         async with self._lock:
             lane = self.live()
             if lane is not None:
                 return lane
-            try:
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(RECONNECT_ATTEMPTS),
-                    wait=wait_exponential(multiplier=0.2, max=2.0),
-                    retry=retry_if_exception_type(LaneClosed),
-                    reraise=True,
-                ):
-                    with attempt:
-                        return await self._open()
-            except LaneClosed as exc:
-                self.problem = f"the direct lane dropped and did not come back ({exc.reason})"
-                self._retry_at = time.monotonic() + RETRY_AFTER_S
-        return None
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(RECONNECT_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.2, max=2.0),
+                retry=retry_if_result(lambda opened: opened is None),
+                retry_error_callback=lambda _state: None,
+            )
+            reopened: Lane | None = await retrying(self._reopen_once)
+            return reopened
+
+    async def _reopen_once(self) -> Lane | None:
+        # A drop is no reason to wait out the retry time of what just worked.
+        self._retry_at = {k: v if math.isinf(v) else 0.0 for k, v in self._retry_at.items()}
+        return await self._open()
 
     async def _open(self) -> Lane | None:
+        """The first kind of lane that opens now (direct, then relay); None if none does."""
+        problems: list[str] = []
+        for via in ("direct", "relay"):
+            if time.monotonic() < self._retry_at[via]:
+                continue
+            try:
+                lane = await (self._direct() if via == "direct" else self._relayed())
+            except _Refused as exc:
+                self._retry_at[via] = math.inf
+                problems.append(str(exc))
+                continue
+            except LaneClosed as exc:
+                self._retry_at[via] = time.monotonic() + RETRY_AFTER_S
+                problems.append(exc.reason)
+                continue
+            self._lane = lane
+            self.opened += 1
+            self._reader = asyncio.create_task(self._read(lane))
+            self.problem = None
+            return lane
+        if problems:
+            self.problem = "no lane for bulk bytes: " + "; ".join(problems)
+            log.info("%s; files go over the channel", self.problem)
+        return None
+
+    async def _direct(self) -> Lane:
         if self._offer is None:
             try:
-                self._offer = await self._ask()
+                self._offer = await self._ask("direct")
             except ClientError as exc:
-                self._refused = True
-                self.problem = f"the worker offers no direct lane ({exc})"
-                return None
+                raise _Refused(f"the worker offers no direct lane ({exc})") from None
         offer = self._offer
-        lane = await connect_lane(offer.addresses, offer.fingerprint, offer.token)
-        self._lane = lane
-        self.opened += 1
-        self._reader = asyncio.create_task(self._read(lane))
-        self.problem = None
-        return lane
+        try:
+            return await connect_lane(offer.addresses, offer.fingerprint or "", offer.token)
+        except LaneClosed as exc:
+            raise LaneClosed(f"the worker's direct lane can't be reached ({exc.reason})") from None
+
+    async def _relayed(self) -> Lane:
+        assert self._relay is not None
+        try:
+            offer = await self._ask("relay")
+        except ClientError as exc:
+            raise _Refused(f"the worker offers no relay lane ({exc})") from None
+        try:
+            return await self._relay(offer.token)
+        except LaneClosed as exc:
+            raise LaneClosed(f"no relay lane through the server ({exc.reason})") from None
 
     def attach(self, key: str, sink: FrameSink) -> None:
         """Frames naming ``key`` go to ``sink``, and so does news of a dropped lane."""

@@ -67,8 +67,7 @@ async def _server(workdir: Path) -> AsyncIterator[str]:
     """A real server on 127.0.0.1 (any free port), in this event loop."""
     import uvicorn
 
-    from sleap_rtc.protocol.signaling import MAX_MESSAGE_BYTES
-    from sleap_rtc.server.app import build_state, create_app
+    from sleap_rtc.server.app import WS_MAX_SIZE, build_state, create_app
     from sleap_rtc.server.db import sqlite_url
     from sleap_rtc.server.settings import ServerSettings
 
@@ -83,7 +82,7 @@ async def _server(workdir: Path) -> AsyncIterator[str]:
         log_config=None,
         log_level="warning",
         access_log=False,
-        ws_max_size=MAX_MESSAGE_BYTES + 1024,
+        ws_max_size=WS_MAX_SIZE,
         lifespan="on",
         # An open dashboard's live stream must not hold up the end of the demo.
         timeout_graceful_shutdown=2,

@@ -27,7 +27,7 @@ import json
 import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from sleap_rtc.jobs.events import TrackProgress, TrainProgress
 from sleap_rtc.jobs.results import StepResult
@@ -162,10 +162,15 @@ class Download(_Msg):
 
 
 class LaneOpen(_Msg):
-    """Ask for a direct lane for bulk bytes; answered with LANE_OFFER or ERROR ``UNAVAILABLE``."""
+    """Ask for a lane for bulk bytes; answered with LANE_OFFER or ERROR ``UNAVAILABLE``.
+
+    ``via``: ``direct`` (TLS straight to the worker), or ``relay`` (through the server,
+    for a client that can't reach the worker; the worker's half waits there first).
+    """
 
     type: Literal["LANE_OPEN"] = "LANE_OPEN"
     request_id: _REQUEST_ID
+    via: Literal["direct", "relay"] = "direct"
 
 
 class TransferResume(_Msg):
@@ -403,19 +408,29 @@ class DownloadBegin(_Msg):
 
 
 class LaneOffer(_Msg):
-    """Where the worker takes a direct lane: TLS to one of ``addresses`` ("host:port"),
-    whose certificate has SHA-256 ``fingerprint``; the client then says ``token``.
+    """Where the worker takes a lane, and the ``token`` that claims it.
 
-    The offer travels over this authenticated channel, so a client that checks the
-    fingerprint before saying the token talks to this worker and nobody else (as WebRTC
-    checks its DTLS fingerprint from the signaling).
+    ``direct``: TLS to one of ``addresses`` ("host:port"), whose certificate has
+    SHA-256 ``fingerprint``. The offer travels over this authenticated channel, so a
+    client that checks the fingerprint before saying the token talks to this worker
+    and nobody else (as WebRTC checks its DTLS fingerprint from the signaling).
+    ``relay``: the worker's half waits at the server's ``/v1/lane`` for that token.
     """
 
     type: Literal["LANE_OFFER"] = "LANE_OFFER"
     request_id: _REQUEST_ID
-    addresses: list[Annotated[str, Field(min_length=3, max_length=80)]] = Field(max_length=16)
-    fingerprint: _SHA256
+    via: Literal["direct", "relay"] = "direct"
+    addresses: list[Annotated[str, Field(min_length=3, max_length=80)]] = Field(
+        default_factory=list, max_length=16
+    )
+    fingerprint: _SHA256 | None = None
     token: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+    @model_validator(mode="after")
+    def _direct_says_where(self) -> LaneOffer:
+        if self.via == "direct" and (not self.addresses or self.fingerprint is None):
+            raise ValueError("a direct lane offer needs addresses and a fingerprint")
+        return self
 
 
 class DownloadChunk(_Msg):

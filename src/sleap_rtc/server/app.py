@@ -22,8 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from sleap_rtc import __version__
 from sleap_rtc.protocol import api
+from sleap_rtc.protocol.relaylane import MAX_LANE_MESSAGE
 from sleap_rtc.protocol.signaling import CLOSE_GOING_AWAY
-from sleap_rtc.server import dashboard, db, sockets
+from sleap_rtc.server import dashboard, db, lanes, sockets
 from sleap_rtc.server.auth import TokenSigner
 from sleap_rtc.server.batch import GroupCommit
 from sleap_rtc.server.errors import ApiError
@@ -42,11 +43,16 @@ from sleap_rtc.server.routes import (
     web,
     workers,
 )
+from sleap_rtc.server.service.lanes import LaneBoard
 from sleap_rtc.server.service.relay import RelayBudget
 from sleap_rtc.server.service.workers import record_registrations
 from sleap_rtc.server.settings import ServerSettings
 from sleap_rtc.server.state import ServerState
 from sleap_rtc.server.sweep import save_last_seen, sweep
+
+#: The largest WebSocket message the server reads: a relay lane's frame (up to 1 MiB).
+#: The signaling sockets refuse anything over MAX_MESSAGE_BYTES themselves.
+WS_MAX_SIZE = MAX_LANE_MESSAGE
 
 
 def build_state(settings: ServerSettings) -> ServerState:
@@ -64,6 +70,7 @@ def build_state(settings: ServerSettings) -> ServerState:
         hub=Hub(),
         logins=LoginLimiter(settings.login_failures_per_minute, settings.address_login_failures),
         relay_budget=RelayBudget(settings.relay_kib_per_second),
+        lanes=LaneBoard(settings.lane_mib_per_second_per_user, settings.lane_mib_per_second),
         notifier=Notifier(database, allow_private=settings.allow_private_webhooks),
         worker_keys=WorkerKeyCache(database),
         registrations=GroupCommit(database, record_registrations),
@@ -118,6 +125,7 @@ def create_app(settings: ServerSettings, state: ServerState | None = None) -> Fa
     ):
         app.include_router(router)
     app.include_router(sockets.router)
+    app.include_router(lanes.router)
     app.mount("/static", dashboard.static_files(), name="static")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(dashboard.SecurityHeaders)

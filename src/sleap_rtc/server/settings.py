@@ -37,6 +37,12 @@ class ServerSettings(BaseModel):
     #: well above what one channel moves, so only a flood meets it (a full receiver
     #: queue is what stops a flood first: the sender gets PEER_BUSY).
     relay_kib_per_second: int = Field(default=128 * 1024, ge=64)
+    #: Relay lanes (bulk file bytes through the server, when a client can't reach its
+    #: worker directly): what one user's lanes may move, in MiB per second, and what all
+    #: lanes on this server may. 0 for either turns relay lanes off (files then go over
+    #: the peer channel).
+    lane_mib_per_second_per_user: int = Field(default=200, ge=0)
+    lane_mib_per_second: int = Field(default=1000, ge=0)
     #: Largest HTTP request body accepted (the API's bodies are small JSON objects).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: Post notifications to webhooks on loopback, private and link-local addresses

@@ -21,6 +21,7 @@ from sleap_rtc.server.hub import Hub
 from sleap_rtc.server.keycache import WorkerKeyCache
 from sleap_rtc.server.limits import LoginLimiter
 from sleap_rtc.server.notify import Notifier
+from sleap_rtc.server.service.lanes import LaneBoard
 from sleap_rtc.server.service.relay import RelayBudget
 from sleap_rtc.server.service.workers import Registration
 from sleap_rtc.server.settings import ServerSettings
@@ -35,6 +36,8 @@ class ServerState:
     hub: Hub
     logins: LoginLimiter
     relay_budget: RelayBudget
+    #: Relay lanes: worker halves waiting for their client, pairs, their budgets.
+    lanes: LaneBoard
     #: Job notifications by webhook (its sender task runs with the app).
     notifier: Notifier
     #: Worker keys recently checked (revoking a key or deleting a room forgets them).

@@ -62,12 +62,18 @@ class LaneClosed(ChannelClosed):
 
 
 class Lane:
-    """One end of a lane: send frames, receive frames, close."""
+    """One end of a lane: frames ``(transfer id, offset, bytes)`` both ways, in order.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    Kinds: :class:`StreamLane` (TLS straight to the worker) and the relay lane
+    through the server (:mod:`sleap_rtc.transport.relaylane`); transfers use any.
+    """
+
+    #: Where the bytes go: "direct" or "relay".
+    via = "direct"
+
+    def __init__(self) -> None:
         self._closed: str | None = None
+        #: Set once the lane is closed, from either end.
         self.done = asyncio.Event()
 
     @property
@@ -75,7 +81,39 @@ class Lane:
         return self._closed is not None
 
     async def send(self, key: str, offset: int, data: bytes | memoryview) -> None:
-        """One frame; waits while the peer's buffers are full (TCP does the flow control)."""
+        """One frame; waits while the peer can't take more (flow control)."""
+        raise NotImplementedError
+
+    async def recv(self) -> tuple[str, int, bytes]:
+        """The next frame: ``(transfer id, offset, data)``; LaneClosed at the end."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the connection now (what is buffered is lost)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _mark(self, reason: str) -> None:
+        if self._closed is None:
+            self._closed = reason
+        self.done.set()
+
+    def _lost(self, reason: str) -> LaneClosed:
+        self._mark(reason)
+        return LaneClosed(self._closed or reason)
+
+
+class StreamLane(Lane):
+    """A lane over one TLS connection (frames are written back to back)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__()
+        self._reader = reader
+        self._writer = writer
+
+    async def send(self, key: str, offset: int, data: bytes | memoryview) -> None:
         if self._closed is not None:
             raise LaneClosed(self._closed)
         try:
@@ -83,11 +121,9 @@ class Lane:
             self._writer.write(data)
             await self._writer.drain()
         except (ConnectionError, OSError, RuntimeError) as exc:
-            self._mark(f"lane lost: {exc}")
-            raise LaneClosed(self._closed or "lane lost") from None
+            raise self._lost(f"lane lost: {exc}") from None
 
     async def recv(self) -> tuple[str, int, bytes]:
-        """The next frame: ``(transfer id, offset, data)``; LaneClosed at the end."""
         if self._closed is not None:
             raise LaneClosed(self._closed)
         try:
@@ -95,22 +131,16 @@ class Lane:
             key = frame_key(await self._reader.readexactly(key_len))
             data = await self._reader.readexactly(length)
         except TransferError as exc:
-            self._mark(f"the peer broke the lane: {exc.message}")
+            lost = self._lost(f"the peer broke the lane: {exc.message}")
             self.abort()
-            raise LaneClosed(self._closed or "lane broken") from None
+            raise lost from None
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            reason = "the peer closed the lane" if _eof(exc) else f"lane lost: {exc}"
-            self._mark(reason)
-            raise LaneClosed(reason) from None
+            raise self._lost(
+                "the peer closed the lane" if _eof(exc) else f"lane lost: {exc}"
+            ) from None
         return key, offset, data
 
-    def _mark(self, reason: str) -> None:
-        if self._closed is None:
-            self._closed = reason
-        self.done.set()
-
     def abort(self) -> None:
-        """Drop the connection now (what is buffered is lost)."""
         self._mark("closed by this side")
         transport = self._writer.transport
         with contextlib.suppress(Exception):
@@ -249,7 +279,7 @@ class LaneServer:
                 return
             # The lane is the session's before the client hears READY, so what it asks
             # for next over the channel already finds it.
-            lane = Lane(reader, writer)
+            lane = StreamLane(reader, writer)
             self._lanes.add(lane)
             on_lane(lane)
             writer.write(LANE_READY)
@@ -311,7 +341,7 @@ async def _connect_one(address: str, fingerprint: str, token: bytes, timeout: fl
         writer.transport.abort()
         raise
     _tune(writer)
-    return Lane(reader, writer)
+    return StreamLane(reader, writer)
 
 
 async def connect_lane(

@@ -16,6 +16,7 @@ from sleap_rtc.protocol.signaling import Capabilities, Gpu, Registered, WorkerSt
 from sleap_rtc.transport.lane import LaneServer
 from sleap_rtc.worker.control import answer_server
 from sleap_rtc.worker.endpoint import PeerEndpoint
+from sleap_rtc.worker.lanes import RelayDialer
 from sleap_rtc.worker.presence import PresenceLink
 from sleap_rtc.worker.reports import IndexReporter
 from sleap_rtc.worker.runner import JobRunner
@@ -44,6 +45,8 @@ class WorkerAgent:
         self.service = JobService(
             runner, worker_id=worker_id, worker_name=capabilities.name, verifier=None
         )
+        if config.relay_transfers:
+            self.service.relay_lanes = RelayDialer(server_url, key, worker_id)
         self.seen_tickets = SeenTickets()
         self.endpoint = PeerEndpoint(
             self.service, self._send, ice_servers=config.ice_servers, webrtc=config.webrtc

@@ -138,10 +138,13 @@ class WorkerConfig(BaseModel):
     #: Bulk bytes (downloads, uploads) over a direct TLS connection to this worker when a
     #: client can reach it: ``direct_listen`` is "host:port" (port 0: any free one), and
     #: ``direct_addresses`` the addresses offered (default: ice_host_addresses, else every
-    #: address of this machine). Off, or unreachable: files go over the peer channel.
+    #: address of this machine). A client that can't reach it gets a lane relayed
+    #: through the server instead (``relay_transfers``; the server may turn those off),
+    #: and without either files go over the peer channel.
     direct_transfers: bool = True
     direct_listen: str = "0.0.0.0:0"
     direct_addresses: list[str] | None = None
+    relay_transfers: bool = True
     #: Where files sent by clients land (e.g. a --pkg-path package); always a writable mount.
     upload_dir: Path | None = None
     max_upload_mb: int = Field(default=4096, ge=1, le=1 << 20)

@@ -33,7 +33,7 @@ from sleap_rtc.worker.control import ControlRefused, control_job
 from sleap_rtc.worker.downloads import Downloads
 from sleap_rtc.worker.files import FileService, FsError
 from sleap_rtc.worker.fsafe import clip
-from sleap_rtc.worker.lanes import PeerLane
+from sleap_rtc.worker.lanes import PeerLane, RelayDialer
 from sleap_rtc.worker.replies import (
     file_reply,
     job_list_reply,
@@ -77,6 +77,8 @@ class JobService:
         self.runner = runner
         #: Where clients open direct lanes for bulk bytes (None: transfers stay in-channel).
         self.lanes = lanes
+        #: Opens relay lanes at the server, for clients that can't reach ``lanes``.
+        self.relay_lanes: RelayDialer | None = None
         self.worker_id = worker_id
         self.worker_name = worker_name
         self.verifier = verifier
@@ -139,7 +141,7 @@ class _Session:
         #: Replaced by the peer's own view of the mounts once its ticket checks out.
         self.downloads = Downloads(service.runner.mounts_for(None), self.send)
         #: The direct lane the peer may open (LANE_OPEN) for bulk bytes.
-        self.lane = PeerLane(service.lanes, self.lane_frame)
+        self.lane = PeerLane(service.lanes, self.lane_frame, service.relay_lanes)
 
     async def flush(self) -> None:
         """Write out what the protocol session queued, in order."""
@@ -279,16 +281,31 @@ class _Session:
                 p.Error(code="UNEXPECTED", message=f"{message.type} is not expected")
             )
 
-    # -- the direct lane ----------------------------------------------------------------
+    # -- the lane for bulk bytes ---------------------------------------------------------
 
     def open_lane(self, message: p.LaneOpen) -> None:
-        """Offer a direct lane: this worker's addresses, certificate and a token for it."""
+        """Offer a lane: this worker's addresses, certificate and a token for it, or
+        (``via`` relay) a token for a half waiting at the server, answered once it waits."""
+        if message.via == "relay":
+            self.lane.background(self._offer_relay(message))
+            return
         try:
             offer = self.lane.offer(message.request_id)
         except TransferError as exc:
             self.protocol.fail(message, exc.code, exc.message)
             return
         self.protocol.answer(message, offer)
+
+    async def _offer_relay(self, message: p.LaneOpen) -> None:
+        user_id = self.peer.user_id if self.peer is not None else ""
+        try:
+            offer = await self.lane.offer_relay(message.request_id, user_id)
+        except TransferError as exc:
+            self.protocol.fail(message, exc.code, exc.message)
+        else:
+            self.protocol.answer(message, offer)
+        with contextlib.suppress(ChannelClosed):
+            await self.flush()
 
     async def lane_frame(self, key: str, offset: int, data: bytes) -> None:
         """An upload's frame; a finished upload is acknowledged in full, a broken one ended."""

@@ -42,11 +42,14 @@ class RelayBudget:
     """What each sender may send through the server, in KiB per second.
 
     A counter per sender (not a list of hits), so a flood costs no memory.
+    ``scope`` names the budget, so that several (relayed messages, relay lanes per
+    user, relay lanes in all) count apart.
     """
 
-    def __init__(self, kib_per_second: int) -> None:
+    def __init__(self, kib_per_second: int, scope: str = "relay") -> None:
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._budget = parse_limit(f"{kib_per_second}/second")
+        self._scope = scope
 
     async def spend(self, sender: str, size: int) -> None:
         """Wait until ``sender`` may send ``size`` more bytes.
@@ -55,8 +58,9 @@ class RelayBudget:
         socket backs up) and nobody else is: not the peers it sends to, not the
         server's other connections.
         """
-        cost = 1 + size // 1024
-        while not self._limiter.hit(self._budget, "relay", sender, cost=cost):
+        # One message dearer than the whole budget passes once the window is empty.
+        cost = min(1 + size // 1024, self._budget.amount)
+        while not self._limiter.hit(self._budget, self._scope, sender, cost=cost):
             await asyncio.sleep(THROTTLE_STEP_S)
 
 
