@@ -6,8 +6,10 @@ A ``sleap-rtc server`` and a ``sleap-rtc worker`` run as subprocesses on loopbac
 uploaded back, ``--repeat`` times:
 
 * ``direct``: the worker's direct TLS lane (binary frames), control over WebRTC;
-* ``webrtc``: base64 chunks on the WebRTC data channel (``direct=False``);
-* ``relay``: base64 chunks through the server's relay (``direct=False``).
+* ``relay-lane``: binary frames through the server's relay lane (``/v1/lane``), as
+  for a client that can't reach the worker, control over WebRTC;
+* ``webrtc``: base64 chunks on the WebRTC data channel (no lane);
+* ``relay``: base64 chunks through the server's relayed channel (no lane).
 
 During every transfer a PING goes over the same session every 100 ms (one at a
 time); its round trips give the control latency while bytes move (p50 / max).
@@ -37,10 +39,13 @@ from pathlib import Path
 from remote_jobs import bench_room
 
 from sleap_rtc.client.jobs import WorkerSession
+from sleap_rtc.client.lanes import LaneKind
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.transport.webrtc import pin_host_addresses
 
-PATHS = ("direct", "webrtc", "relay")
+PATHS = ("direct", "relay-lane", "webrtc", "relay")
+#: The lane each path takes (none: bytes go in the channel).
+LANES: dict[str, tuple[LaneKind, ...]] = {"direct": ("direct",), "relay-lane": ("relay",)}
 PING_EVERY_S = 0.1
 
 
@@ -112,11 +117,11 @@ async def one_path(
         room,
         worker_id,
         transport="relay" if path == "relay" else "webrtc",
-        direct=path == "direct",
+        lane_kinds=LANES.get(path, ()),
     )
     try:
-        if path == "direct" and await session.lanes.get() is None:
-            raise SystemExit(f"no direct lane: {session.lanes.problem}")
+        if path in LANES and await session.lanes.get() is None:
+            raise SystemExit(f"no {path}: {session.lanes.problem}")
         down = Run(path, "download", 0.0)
         dest = work / uuid.uuid4().hex
 
@@ -136,7 +141,7 @@ async def one_path(
 
         await timed(session, up, upload())
         local.unlink()
-        if path == "direct" and session.lanes.opened != 1:
+        if path in LANES and session.lanes.opened != 1:
             raise SystemExit(f"the lane was opened {session.lanes.opened} times, expected once")
         return [down, up]
     finally:
@@ -181,7 +186,7 @@ def report(tcp: list[float], runs: list[Run], args: argparse.Namespace) -> None:
     baseline = statistics.median(tcp)
     print(f"\n{args.mib} MiB each way, {args.repeat} round(s); baseline plain TCP copy on")
     print(f"loopback: {baseline:.0f} MiB/s (median)\n")
-    header = f"{'path':<8} {'direction':<9} {'MiB/s':>8} {'÷ TCP':>7} {'ping p50':>9} {'max':>8}"
+    header = f"{'path':<10} {'direction':<9} {'MiB/s':>8} {'÷ TCP':>7} {'ping p50':>9} {'max':>8}"
     print(header)
     print("-" * len(header))
     for path in args.paths:
@@ -190,7 +195,7 @@ def report(tcp: list[float], runs: list[Run], args: argparse.Namespace) -> None:
             speed = statistics.median(r.mib_s for r in mine)
             pings = [ms for r in mine for ms in r.pings_ms]
             print(
-                f"{path:<8} {direction:<9} {speed:8.1f} {speed / baseline:7.3f} "
+                f"{path:<10} {direction:<9} {speed:8.1f} {speed / baseline:7.3f} "
                 f"{statistics.median(pings):7.1f}ms {max(pings):6.1f}ms"
             )
 

@@ -9,6 +9,7 @@ use the lane, or a worker that offers none, moves the same bytes over the channe
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,10 +91,34 @@ async def test_without_the_lane_the_same_bytes_go_over_the_channel(
     room: Room, alice: ServerClient, tmp_path: Path
 ) -> None:
     async with await WorkerSession.open(
-        alice, "lab", room.worker_id, transport="relay", direct=False
+        alice, "lab", room.worker_id, transport="relay", lane_kinds=()
     ) as session:
         folder = await session.download(str(room.data / "run"), tmp_path)
         assert session.lanes.live() is None and session.lanes.opened == 0
         assert _sha(folder / "best.ckpt") == _sha(room.data / "run" / "best.ckpt")
         done = await session.upload(folder / "best.ckpt")
         assert _sha(Path(done.path)) == _sha(folder / "best.ckpt")
+
+
+def test_fs_put_and_get_on_the_command_line(room: Room, tmp_path: Path) -> None:
+    (room.data / "incoming").mkdir(exist_ok=True)
+    local = tmp_path / "labels.v003.slp"
+    local.write_bytes(os.urandom(2 * 1024 * 1024 + 3))
+    put = room.users.run("alice", "fs", "put", "--room", "lab", str(local), "data/incoming")
+    assert put.returncode == 0, put.stderr
+    assert "direct lane" in put.stdout
+    landed = room.data / "incoming" / local.name
+    assert _sha(landed) == _sha(local)
+
+    again = room.users.run("alice", "fs", "put", "--room", "lab", str(local), "data/incoming")
+    assert again.returncode != 0 and "exists already" in again.stderr
+    assert _sha(landed) == _sha(local)
+
+    back = tmp_path / "back"
+    got = room.users.run(
+        "alice", "fs", "get", "--room", "lab", f"data/incoming/{local.name}", str(back), "--json"
+    )
+    assert got.returncode == 0, got.stderr
+    info = json.loads(got.stdout)
+    assert info["via"] == "direct lane" and info["bytes"] == local.stat().st_size
+    assert _sha(Path(info["local"])) == _sha(local)

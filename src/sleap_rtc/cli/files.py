@@ -1,6 +1,7 @@
-"""``sleap-rtc browse`` and ``fs``: a worker's files (read-only, inside its mounts).
+"""``sleap-rtc browse`` and ``fs``: a worker's files, inside its mounts.
 
-``browse`` is the interactive browser; ``fs`` prints listings and searches for scripts.
+``browse`` is the interactive browser; ``fs`` prints listings and searches for scripts,
+and gets and puts files (``put`` only into a writable mount).
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
 from rich.filesize import decimal
 from rich.table import Table
 
+from sleap_rtc.cli.downloads import lane_used, transfer_bar
 from sleap_rtc.cli.exitcodes import EXIT_INTERRUPTED, EXIT_REJECTED, run_client
 from sleap_rtc.cli.render import make_console, plain, safe
 from sleap_rtc.cli.targets import worker_session_options
@@ -40,9 +43,9 @@ async def _session(server: ServerClient, room: str, options: dict[str, Any]) -> 
 
 @click.group()
 def fs() -> None:
-    """A worker's files: its mounts, folders and a search by name.
+    """A worker's files: its mounts, folders, a search by name, and moving files.
 
-    Read-only, and only inside the worker's mounts.
+    Only inside the worker's mounts; `put` only into a writable one.
 
     \b
     Examples:
@@ -50,6 +53,8 @@ def fs() -> None:
       sleap-rtc fs ls --room my-room /vast/project --filter '*.yaml'
       sleap-rtc fs ls --room my-room project/configs   # a path may start with a mount label
       sleap-rtc fs find --room my-room centroid.yaml
+      sleap-rtc fs get --room my-room project/models/centroid_250101 ./models
+      sleap-rtc fs put --room my-room labels.v003.slp project/labels
     """
 
 
@@ -176,6 +181,93 @@ def fs_find(
         return 0
 
     run_client(go)
+
+
+@fs.command("get")
+@click.argument("remote")
+@click.argument(
+    "dest", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
+)
+@_fs_options
+def fs_get(remote: str, dest: Path, room: str, as_json: bool, **options: Any) -> None:
+    """Download a file or a folder from the worker into DEST (default: here).
+
+    REMOTE is absolute on the worker or starts with a mount's label. Every file's size
+    and SHA-256 is checked, and nothing is left half-written if the transfer fails;
+    a name that exists in DEST already is refused. Bytes go over a direct lane to
+    the worker when this machine can reach it, else through the server's relay lane.
+
+    \b
+    Examples:
+      sleap-rtc fs get --room my-room project/models/centroid_250101 ./models
+      sleap-rtc fs get --room my-room /vast/project/labels.v002.slp
+    """
+
+    async def go() -> int:
+        console = make_console(stderr=as_json)
+        async with (
+            ServerClient.from_config(options["server"]) as server,
+            await _session(server, room, options) as session,
+        ):
+            name = PurePosixPath(remote).name or remote
+            with transfer_bar(console, "get", name, disable=as_json) as show:
+                local = await session.download(remote, dest, on_progress=show)
+            via = lane_used(session)
+        size = _local_size(local)
+        if as_json:
+            click.echo(
+                json.dumps({"remote": remote, "local": str(local), "bytes": size, "via": via})
+            )
+        else:
+            console.print(f"got {safe(local)} ({decimal(size)}, {via})", highlight=False)
+        return 0
+
+    run_client(go)
+
+
+@fs.command("put")
+@click.argument("local", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest")
+@_fs_options
+def fs_put(local: Path, dest: str, room: str, as_json: bool, **options: Any) -> None:
+    """Upload the file LOCAL into the folder DEST of a writable mount on the worker.
+
+    DEST is absolute on the worker or starts with a mount's label (`fs mounts` says
+    which are writable). The file keeps its name and never replaces one that is there
+    already: that upload is refused and nothing is written. The size and SHA-256 are
+    checked before the file appears under its name.
+
+    \b
+    Examples:
+      sleap-rtc fs put --room my-room labels.v003.slp project/labels
+      sleap-rtc fs put --room my-room centroid.yaml /vast/project/configs
+    """
+
+    async def go() -> int:
+        console = make_console(stderr=as_json)
+        async with (
+            ServerClient.from_config(options["server"]) as server,
+            await _session(server, room, options) as session,
+        ):
+            with transfer_bar(console, "put", local.name, disable=as_json) as show:
+                done = await session.upload(local, dest=dest, on_progress=show)
+            via = lane_used(session)
+        size = local.stat().st_size
+        if as_json:
+            click.echo(
+                json.dumps({"local": str(local), "remote": done.path, "bytes": size, "via": via})
+            )
+        else:
+            console.print(f"put {safe(done.path)} ({decimal(size)}, {via})", highlight=False)
+        return 0
+
+    run_client(go)
+
+
+def _local_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 @click.command()

@@ -28,11 +28,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from sleap_rtc.client.connect import Connection, Transport, connect
 from sleap_rtc.client.errors import ClientError, JobRejectedError, SessionClosed, WorkerError
-from sleap_rtc.client.lanes import ClientLanes, relay_dialer
+from sleap_rtc.client.lanes import LANE_KINDS, ClientLanes, LaneKind, relay_dialer
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.client.transfers import receive_files, upload_file
 from sleap_rtc.jobs.specs import TrackSpec, TrainSpec
@@ -80,7 +80,7 @@ class WorkerSession:
         *,
         worker_id: str,
         room: str,
-        direct: bool = True,
+        lane_kinds: Sequence[LaneKind] = LANE_KINDS,
         server: ServerClient | None = None,
     ) -> None:
         self.channel: Channel = connection.channel
@@ -100,12 +100,12 @@ class WorkerSession:
         self._transfers: dict[str, asyncio.Queue[Any]] = {}
         self._send_lock = asyncio.Lock()
         self._closed: SessionClosed | None = None
-        #: The direct lane for bulk bytes, opened by the first transfer that can use it
-        #: (``direct = False``: every transfer goes over the channel).
+        #: The lane for bulk bytes, opened by the first transfer that can use it
+        #: (``lane_kinds`` empty: every transfer goes over the channel).
         self.lanes = ClientLanes(
             self._lane_offer,
             relay=relay_dialer(server) if server is not None else None,
-            enabled=direct,
+            kinds=lane_kinds,
         )
         self._reader = asyncio.create_task(self._read())
 
@@ -124,12 +124,13 @@ class WorkerSession:
         webrtc_timeout: float = 8.0,
         ice_servers: Sequence[dict[str, Any]] = (),
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
-        direct: bool = True,
+        lane_kinds: Sequence[LaneKind] = LANE_KINDS,
     ) -> WorkerSession:
         """Get a ticket, open a channel (WebRTC, else relay) and say HELLO.
 
-        ``direct``: move files over a direct TLS lane to the worker when it offers one
-        and this machine can reach it (else, and with False, over the channel).
+        ``lane_kinds``: the lanes files may take beside the channel, tried in order: a
+        direct TLS lane to the worker when this machine can reach it, then a lane relayed
+        through the server (empty: files go over the channel).
         """
         connection = await connect(
             server,
@@ -140,7 +141,7 @@ class WorkerSession:
             ice_servers=ice_servers,
             idle_timeout=idle_timeout,
         )
-        return cls(connection, worker_id=worker_id, room=room, direct=direct, server=server)
+        return cls(connection, worker_id=worker_id, room=room, lane_kinds=lane_kinds, server=server)
 
     async def __aenter__(self) -> WorkerSession:
         return self
@@ -316,7 +317,7 @@ class WorkerSession:
     async def ping(self) -> None:
         await self._request(p.Ping(request_id=_rid(), nonce=uuid.uuid4().hex[:8]))
 
-    async def _lane_offer(self, via: Literal["direct", "relay"]) -> p.LaneOffer:
+    async def _lane_offer(self, via: LaneKind) -> p.LaneOffer:
         reply: p.LaneOffer = await self._request(p.LaneOpen(request_id=_rid(), via=via))
         return reply
 
@@ -341,9 +342,11 @@ class WorkerSession:
         path: Path,
         *,
         unpack: bool = False,
+        dest: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> p.UploadDone:
-        """Send a local file to the worker's upload folder (``unpack``: extract a zip there)."""
+        """Send a local file to the worker's upload folder (``unpack``: extract a zip there),
+        or into the folder ``dest`` of a writable mount (a path, or ``label/folder``)."""
         upload_id = _rid()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._transfers[upload_id] = queue
@@ -357,6 +360,7 @@ class WorkerSession:
                 on_progress=on_progress,
                 lanes=self.lanes,
                 queue=queue,
+                dest=dest,
             )
         finally:
             self._transfers.pop(upload_id, None)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -79,21 +79,29 @@ class FrameSink(Protocol):
     def notify(self, event: object) -> None: ...
 
 
-Ask = Callable[[Literal["direct", "relay"]], Awaitable[p.LaneOffer]]
+LaneKind = Literal["direct", "relay"]
+#: The kinds of lane a session tries, fastest first.
+LANE_KINDS: Final[tuple[LaneKind, ...]] = ("direct", "relay")
+Ask = Callable[[LaneKind], Awaitable[p.LaneOffer]]
 #: Pairs a relay lane: the token from the worker's offer → the lane.
 RelayDial = Callable[[str], Awaitable[Lane]]
 
 
 class ClientLanes:
-    def __init__(self, ask: Ask, *, relay: RelayDial | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self, ask: Ask, *, relay: RelayDial | None = None, kinds: Sequence[LaneKind] = LANE_KINDS
+    ) -> None:
         self._ask = ask
         self._relay = relay
-        self.enabled = enabled
+        self.enabled = bool(kinds)
         #: Why transfers go over the channel, when they do.
-        self.problem: str | None = None if enabled else "direct transfers are off"
+        self.problem: str | None = None if kinds else "lanes are off for this session"
         self._offer: p.LaneOffer | None = None
         #: When each kind of lane may be tried again (inf: not in this session).
-        self._retry_at = {"direct": 0.0, "relay": 0.0 if relay is not None else math.inf}
+        self._retry_at: dict[LaneKind, float] = {
+            kind: 0.0 if kind in kinds and (kind != "relay" or relay) else math.inf
+            for kind in LANE_KINDS
+        }
         self._lane: Lane | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -139,7 +147,7 @@ class ClientLanes:
     async def _open(self) -> Lane | None:
         """The first kind of lane that opens now (direct, then relay); None if none does."""
         problems: list[str] = []
-        for via in ("direct", "relay"):
+        for via in LANE_KINDS:
             if time.monotonic() < self._retry_at[via]:
                 continue
             try:

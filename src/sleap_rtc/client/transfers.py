@@ -63,10 +63,12 @@ async def upload_file(
     on_progress: Progress | None = None,
     lanes: ClientLanes | None = None,
     queue: asyncio.Queue[Any] | None = None,
+    dest: str | None = None,
 ) -> p.UploadDone:
     """Send ``path`` as upload ``upload_id``; the worker's UPLOAD_DONE.
 
-    ``lanes`` and ``queue`` (this upload's messages) let it go over the direct lane.
+    ``lanes`` and ``queue`` (this upload's messages) let it go over a lane; ``dest``
+    puts it into that folder of a writable mount instead of the upload folder.
     """
     size = path.stat().st_size
     digest = await asyncio.to_thread(sha256_of, path)
@@ -77,6 +79,7 @@ async def upload_file(
             size=size,
             sha256=digest,
             unpack=unpack,
+            dest=dest,
         )
     )
     first = await receive(REPLY_TIMEOUT_S)

@@ -131,7 +131,9 @@ class Ping(_Msg):
 
 
 class UploadBegin(_Msg):
-    """Send a file to the worker's upload folder (``unpack``: a zip to extract there)."""
+    """Send a file to the worker's upload folder (``unpack``: a zip to extract there), or
+    with ``dest`` into that folder of a writable mount, under its own name (never over
+    a file that is there already)."""
 
     type: Literal["UPLOAD_BEGIN"] = "UPLOAD_BEGIN"
     upload_id: _REQUEST_ID
@@ -139,6 +141,7 @@ class UploadBegin(_Msg):
     size: int = Field(ge=0, le=1 << 40)
     sha256: _SHA256
     unpack: bool = False
+    dest: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
 
 
 class UploadChunk(_Msg):

@@ -77,7 +77,8 @@ def list_download(mounts: Mounts, raw: str) -> Listing:
     """
 
     def attempt() -> Listing:
-        real, problem = mounts.resolve("path", raw)
+        # A path may start with a mount's label (``data/models``), as in FS_LIST.
+        real, problem = mounts.resolve("path", mounts.by_label(raw) or raw)
         if problem is not None or real is None:
             assert problem is not None
             raise TransferError(str(problem.code), clip_problem(problem.message, raw))

@@ -206,7 +206,10 @@ class _Session:
         )
         config = self.runner.config
         self.uploads = Uploads(
-            config.resolved_upload_dir(), peer.user, config.max_upload_mb * 1024 * 1024
+            config.resolved_upload_dir(),
+            peer.user,
+            config.max_upload_mb * 1024 * 1024,
+            self.runner.mounts_for(peer.user),
         )
         self.protocol.accept(peer.user)
 

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from sleap_rtc.jobs.mounts import Mounts
 from sleap_rtc.protocol import jobs as p
 from sleap_rtc.protocol.transfer import Receiver, TransferError, safe_name
-from sleap_rtc.worker.fsafe import clip, echo
+from sleap_rtc.worker import fsafe
+from sleap_rtc.worker.fsafe import clip, clip_problem, echo
 from sleap_rtc.worker.transfers import (
     DIR_FLAGS,
     MAX_STORED_NAME,
@@ -50,6 +52,8 @@ class _Upload:
     handle: BinaryIO
     #: Checks each chunk against what UPLOAD_BEGIN announced (offset, size, SHA-256).
     receiver: Receiver
+    #: Into a mount's folder (``dest``): the file keeps its name and never replaces one.
+    placed: bool = False
 
     def close(self, *, remove_part: bool) -> None:
         with contextlib.suppress(OSError):
@@ -69,10 +73,12 @@ class Uploads:
     :meth:`sweep` once they are older than the worker's upload TTL.
     """
 
-    def __init__(self, root: Path, user: str, max_bytes: int) -> None:
+    def __init__(self, root: Path, user: str, max_bytes: int, mounts: Mounts | None = None) -> None:
         self.root = root
         self.user = user
         self.max_bytes = max_bytes
+        #: The user's mounts, where an upload with ``dest`` may land (writable ones only).
+        self.mounts = mounts
         self._active: dict[str, _Upload] = {}
 
     def begin(self, message: p.UploadBegin) -> None:
@@ -86,11 +92,26 @@ class Uploads:
                 f"{clip(message.name)} is {message.size:,} bytes; this worker accepts uploads "
                 f"up to {self.max_bytes:,} bytes (max_upload_mb)",
             )
-        folder, folder_fd = self._user_folder()
+        dest = message.dest
+        placed = dest is not None
+        if placed and message.unpack:
+            raise TransferError(
+                "INVALID_REQUEST",
+                "unpack works in the upload folder only; send the zip without a "
+                "destination to unpack it",
+            )
+        folder, folder_fd = self._dest_folder(dest) if dest is not None else self._user_folder()
+        token = secrets.token_hex(8)
         try:
-            # The worker's own name: a random token, then the peer's name made safe.
-            final = _stored_name(secrets.token_hex(8), message.name)
-            part = f".{final}.part"
+            if placed:
+                final = safe_name(message.name, "upload")
+                part = f".{_stored_name(token, final)}.part"
+                if _exists(final, folder_fd):
+                    raise TransferError("EXISTS", _exists_message(folder, final))
+            else:
+                # The worker's own name: a random token, then the peer's name made safe.
+                final = _stored_name(token, message.name)
+                part = f".{final}.part"
             for name in (final, part):
                 _check_child(folder, name)
             fd = os.open(part, NEW_FILE, 0o666, dir_fd=folder_fd)
@@ -105,8 +126,36 @@ class Uploads:
         handle = os.fdopen(fd, "wb")
         receiver = Receiver([(message.size, message.sha256)])
         self._active[message.upload_id] = _Upload(
-            message, folder, folder_fd, part, final, handle, receiver
+            message, folder, folder_fd, part, final, handle, receiver, placed
         )
+
+    def _dest_folder(self, raw: str) -> tuple[Path, int]:
+        """The folder ``raw`` names in a writable mount and a descriptor of it, opened
+        beneath the mount's root (a link swapped in after the check is not followed)."""
+        mounts = self.mounts
+        if mounts is None:
+            raise TransferError("UNAVAILABLE", "this worker takes uploads into its upload folder")
+
+        def attempt() -> tuple[Path, int]:
+            real, problem = mounts.resolve("dest", mounts.by_label(raw) or raw, for_writing=True)
+            if problem is not None or real is None:
+                assert problem is not None
+                raise TransferError(str(problem.code), clip_problem(problem.message, raw))
+            where = fsafe.locate(mounts, real)
+            assert where is not None  # resolve() checked it is inside a mount
+            return real, fsafe.open_dir_inside(where)
+
+        try:
+            return fsafe.retry_on_link(attempt)
+        except (FileNotFoundError, NotADirectoryError):
+            raise TransferError(
+                "PATH_NOT_FOUND",
+                f"No folder {clip(raw)} on the worker; create it or choose another",
+            ) from None
+        except OSError as exc:
+            raise TransferError(
+                "UPLOAD_FAILED", f"the worker can't write into {clip(raw)}: {exc.strerror}"
+            ) from None
 
     def _user_folder(self) -> tuple[Path, int]:
         """The user's upload folder and a descriptor of it (created if missing).
@@ -193,7 +242,16 @@ class Uploads:
             raise
         dir_fd = upload.folder_fd
         try:
-            os.replace(upload.part, upload.final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if upload.placed:
+                # A link fails where a file of that name appeared meanwhile; a rename
+                # would replace it.
+                os.link(upload.part, upload.final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.unlink(upload.part, dir_fd=dir_fd)
+            else:
+                os.replace(upload.part, upload.final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            upload.close(remove_part=True)
+            raise TransferError("EXISTS", _exists_message(upload.folder, upload.final)) from None
         except OSError as exc:
             upload.close(remove_part=True)
             raise TransferError(
@@ -371,6 +429,21 @@ def _done_that_fits(upload_id: str, path: Path, files: list[str]) -> p.UploadDon
         if p.fits(done):
             return done
     return done
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _exists_message(folder: Path, name: str) -> str:
+    return (
+        f"{clip(folder / name)} exists already on the worker; remove it there or put the "
+        "file into another folder"
+    )
 
 
 def _check_child(folder: Path, name: str) -> None:
