@@ -122,3 +122,28 @@ def test_fs_put_and_get_on_the_command_line(room: Room, tmp_path: Path) -> None:
     info = json.loads(got.stdout)
     assert info["via"] == "direct lane" and info["bytes"] == local.stat().st_size
     assert _sha(Path(info["local"])) == _sha(local)
+
+
+async def test_a_webrtc_bulk_channel_carries_frames_and_resumes_after_a_drop(
+    room: Room, alice: ServerClient, tmp_path: Path
+) -> None:
+    async with await WorkerSession.open(
+        alice, "lab", room.worker_id, transport="webrtc", lane_kinds=("webrtc",)
+    ) as session:
+        folder = await session.download(str(room.data / "run"), tmp_path)
+        lane = session.lanes.live()
+        assert lane is not None and lane.via == "webrtc" and session.lanes.opened == 1
+        assert _sha(folder / "best.ckpt") == _sha(room.data / "run" / "best.ckpt")
+
+        dropped: list[int] = []
+
+        def drop_once(done: int, total: int) -> None:
+            live = session.lanes.live()
+            if not dropped and done > total // 3 and live is not None:
+                dropped.append(done)
+                live.abort()
+
+        done = await session.upload(folder / "best.ckpt", on_progress=drop_once)
+        assert dropped and session.lanes.opened == 2
+        assert _sha(Path(done.path)) == _sha(folder / "best.ckpt")
+        await session.ping()  # the control channel lived through it

@@ -48,6 +48,7 @@ from sleap_rtc.protocol.session import (
 )
 from sleap_rtc.transport.base import Channel, ChannelClosed
 from sleap_rtc.transport.relay import ServerSocket
+from sleap_rtc.transport.webrtc import WebRTCChannel
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
@@ -105,6 +106,7 @@ class WorkerSession:
         self.lanes = ClientLanes(
             self._lane_offer,
             relay=relay_dialer(server) if server is not None else None,
+            webrtc=self.channel.open_lane if isinstance(self.channel, WebRTCChannel) else None,
             kinds=lane_kinds,
         )
         self._reader = asyncio.create_task(self._read())

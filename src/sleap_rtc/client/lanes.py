@@ -1,13 +1,14 @@
 """A session's lane to its worker for bulk bytes: asked for on first use, reopened after a drop.
 
-Fastest first: a direct lane (the worker offers its addresses, certificate
-fingerprint and a token over the session's channel, LANE_OPEN → LANE_OFFER;
-:func:`~sleap_rtc.transport.lane.connect_lane` checks the fingerprint before it
-says the token), else a relay lane through the server (LANE_OPEN ``via`` relay:
-the worker's half waits at ``/v1/lane`` for a fresh token). A worker that offers
-neither (an older one, or lanes turned off) is asked once per session; a direct
-lane that can't be reached (a firewall, another network) is tried again after
-:data:`RETRY_AFTER_S`, and so is a relay the server refused. Without a lane
+Fastest first (:data:`LANE_KINDS`): a direct lane (the worker offers its addresses,
+certificate fingerprint and a token over the session's channel, LANE_OPEN →
+LANE_OFFER; :func:`~sleap_rtc.transport.lane.connect_lane` checks the fingerprint
+before it says the token); else a relay lane through the server (LANE_OPEN ``via``
+relay: the worker's half waits at ``/v1/lane`` for a fresh token); else, on a WebRTC
+session, a second data channel on the same connection (``via`` webrtc). A kind the
+worker won't offer (an older worker, lanes turned off, a server without relay
+lanes) is not asked again this session; one that can't be reached (a firewall,
+another network) is tried again after :data:`RETRY_AFTER_S`. Without a lane
 transfers go over the channel, and :attr:`ClientLanes.problem` says why.
 
 Frames that arrive go to the transfer they name (:meth:`ClientLanes.attach`);
@@ -79,28 +80,41 @@ class FrameSink(Protocol):
     def notify(self, event: object) -> None: ...
 
 
-LaneKind = Literal["direct", "relay"]
+LaneKind = Literal["direct", "relay", "webrtc"]
 #: The kinds of lane a session tries, fastest first.
-LANE_KINDS: Final[tuple[LaneKind, ...]] = ("direct", "relay")
+LANE_KINDS: Final[tuple[LaneKind, ...]] = ("direct", "relay", "webrtc")
 Ask = Callable[[LaneKind], Awaitable[p.LaneOffer]]
 #: Pairs a relay lane: the token from the worker's offer → the lane.
 RelayDial = Callable[[str], Awaitable[Lane]]
+#: Opens a bulk data channel on the session's own WebRTC connection.
+WebRTCDial = Callable[[], Awaitable[Lane]]
 
 
 class ClientLanes:
     def __init__(
-        self, ask: Ask, *, relay: RelayDial | None = None, kinds: Sequence[LaneKind] = LANE_KINDS
+        self,
+        ask: Ask,
+        *,
+        relay: RelayDial | None = None,
+        webrtc: WebRTCDial | None = None,
+        kinds: Sequence[LaneKind] = LANE_KINDS,
     ) -> None:
         self._ask = ask
+        self._dial: dict[LaneKind, Callable[[], Awaitable[Lane]]] = {
+            "direct": self._direct,
+            "relay": self._relayed,
+            "webrtc": self._webrtc,
+        }
         self._relay = relay
+        self._webrtc_dial = webrtc
         self.enabled = bool(kinds)
         #: Why transfers go over the channel, when they do.
         self.problem: str | None = None if kinds else "lanes are off for this session"
         self._offer: p.LaneOffer | None = None
+        available = {"direct": True, "relay": relay is not None, "webrtc": webrtc is not None}
         #: When each kind of lane may be tried again (inf: not in this session).
         self._retry_at: dict[LaneKind, float] = {
-            kind: 0.0 if kind in kinds and (kind != "relay" or relay) else math.inf
-            for kind in LANE_KINDS
+            kind: 0.0 if kind in kinds and available[kind] else math.inf for kind in LANE_KINDS
         }
         self._lane: Lane | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -145,13 +159,13 @@ class ClientLanes:
         return await self._open()
 
     async def _open(self) -> Lane | None:
-        """The first kind of lane that opens now (direct, then relay); None if none does."""
+        """The first kind of lane that opens now (in :data:`LANE_KINDS` order); None if none."""
         problems: list[str] = []
         for via in LANE_KINDS:
             if time.monotonic() < self._retry_at[via]:
                 continue
             try:
-                lane = await (self._direct() if via == "direct" else self._relayed())
+                lane = await self._dial[via]()
             except _Refused as exc:
                 self._retry_at[via] = math.inf
                 problems.append(str(exc))
@@ -177,6 +191,7 @@ class ClientLanes:
             except ClientError as exc:
                 raise _Refused(f"the worker offers no direct lane ({exc})") from None
         offer = self._offer
+        assert offer.token is not None  # the offer's validator says so
         try:
             return await connect_lane(offer.addresses, offer.fingerprint or "", offer.token)
         except LaneClosed as exc:
@@ -188,10 +203,22 @@ class ClientLanes:
             offer = await self._ask("relay")
         except ClientError as exc:
             raise _Refused(f"the worker offers no relay lane ({exc})") from None
+        assert offer.token is not None  # the offer's validator says so
         try:
             return await self._relay(offer.token)
         except LaneClosed as exc:
             raise LaneClosed(f"no relay lane through the server ({exc.reason})") from None
+
+    async def _webrtc(self) -> Lane:
+        assert self._webrtc_dial is not None
+        try:
+            await self._ask("webrtc")
+        except ClientError as exc:
+            raise _Refused(f"the worker takes no WebRTC bulk channel ({exc})") from None
+        try:
+            return await self._webrtc_dial()
+        except LaneClosed as exc:
+            raise LaneClosed(f"no WebRTC bulk channel ({exc.reason})") from None
 
     def attach(self, key: str, sink: FrameSink) -> None:
         """Frames naming ``key`` go to ``sink``, and so does news of a dropped lane."""

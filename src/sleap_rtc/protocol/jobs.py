@@ -167,13 +167,14 @@ class Download(_Msg):
 class LaneOpen(_Msg):
     """Ask for a lane for bulk bytes; answered with LANE_OFFER or ERROR ``UNAVAILABLE``.
 
-    ``via``: ``direct`` (TLS straight to the worker), or ``relay`` (through the server,
-    for a client that can't reach the worker; the worker's half waits there first).
+    ``via``: ``direct`` (TLS straight to the worker), ``relay`` (through the server,
+    for a client that can't reach the worker; the worker's half waits there first), or
+    ``webrtc`` (a second data channel on this channel's WebRTC connection).
     """
 
     type: Literal["LANE_OPEN"] = "LANE_OPEN"
     request_id: _REQUEST_ID
-    via: Literal["direct", "relay"] = "direct"
+    via: Literal["direct", "relay", "webrtc"] = "direct"
 
 
 class TransferResume(_Msg):
@@ -418,21 +419,25 @@ class LaneOffer(_Msg):
     client that checks the fingerprint before saying the token talks to this worker
     and nobody else (as WebRTC checks its DTLS fingerprint from the signaling).
     ``relay``: the worker's half waits at the server's ``/v1/lane`` for that token.
+    ``webrtc``: the worker takes the next bulk data channel the client opens on this
+    channel's connection (already authenticated: no token).
     """
 
     type: Literal["LANE_OFFER"] = "LANE_OFFER"
     request_id: _REQUEST_ID
-    via: Literal["direct", "relay"] = "direct"
+    via: Literal["direct", "relay", "webrtc"] = "direct"
     addresses: list[Annotated[str, Field(min_length=3, max_length=80)]] = Field(
         default_factory=list, max_length=16
     )
     fingerprint: _SHA256 | None = None
-    token: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    token: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     @model_validator(mode="after")
-    def _direct_says_where(self) -> LaneOffer:
+    def _says_where_and_how(self) -> LaneOffer:
         if self.via == "direct" and (not self.addresses or self.fingerprint is None):
             raise ValueError("a direct lane offer needs addresses and a fingerprint")
+        if self.via != "webrtc" and self.token is None:
+            raise ValueError(f"a {self.via} lane offer needs a token")
         return self
 
 

@@ -97,6 +97,19 @@ def frame_key(raw: bytes) -> str:
     return key
 
 
+def parse_frame(message: bytes) -> tuple[str, int, bytes]:
+    """A frame sent as one message (a relay or WebRTC lane): ``(transfer id, offset,
+    data)``; ``INVALID_FRAME`` unless header, id and data agree."""
+    if len(message) < FRAME.size:
+        raise TransferError("INVALID_FRAME", f"a message of {len(message)} bytes is no frame")
+    key_len, offset, length = read_frame_header(message[: FRAME.size])
+    key = frame_key(message[FRAME.size : FRAME.size + key_len])
+    data = message[FRAME.size + key_len :]
+    if len(data) != length:
+        raise TransferError("INVALID_FRAME", f"frame says {length} bytes, holds {len(data)}")
+    return key, offset, data
+
+
 def position(sizes: Sequence[int], offset: int) -> tuple[int, int]:
     """``(file index, offset in it)`` where ``offset`` of all files together falls.
 

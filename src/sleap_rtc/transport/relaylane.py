@@ -24,8 +24,7 @@ from sleap_rtc.protocol.relaylane import (
     WorkerLaneHello,
     decode_status,
 )
-from sleap_rtc.protocol.transfer import FRAME, TransferError, frame_header, frame_key
-from sleap_rtc.protocol.transfer import read_frame_header as _read_header
+from sleap_rtc.protocol.transfer import TransferError, frame_header, parse_frame
 from sleap_rtc.transport.lane import Lane, LaneClosed
 
 #: How long dialing the server (and hearing its first word) may take.
@@ -72,18 +71,11 @@ class RelayLane(Lane):
         try:
             if not isinstance(message, bytes):
                 raise TransferError("INVALID_FRAME", "a text message on a relay lane")
-            key_len, offset, length = _read_header(message[: FRAME.size])
-            key = frame_key(message[FRAME.size : FRAME.size + key_len])
-            data = message[FRAME.size + key_len :]
-            if len(data) != length:
-                raise TransferError(
-                    "INVALID_FRAME", f"frame says {length} bytes, holds {len(data)}"
-                )
-        except (TransferError, ValueError) as exc:
-            lost = self._lost(f"the peer broke the lane: {getattr(exc, 'message', exc)}")
+            return parse_frame(message)
+        except TransferError as exc:
+            lost = self._lost(f"the peer broke the lane: {exc.message}")
             self.abort()
             raise lost from None
-        return key, offset, data
 
     def abort(self) -> None:
         self._mark("closed by this side")

@@ -2,7 +2,10 @@
 
 The client sends an ``open`` envelope with its offer (all ICE candidates
 gathered, no trickle); the worker answers; the data channel carries the job
-protocol peer to peer. ICE servers (STUN/TURN) come from the settings; none by
+protocol peer to peer. A second data channel on the same connection can carry
+bulk frames (:class:`WebRTCLane`), opened by the client once the worker agreed
+(LANE_OPEN ``via`` webrtc) and handed to the channel's :attr:`WebRTCChannel.on_lane`.
+ICE servers (STUN/TURN) come from the settings; none by
 default, which suits a LAN and loopback. ``ice_host_addresses`` pins the host
 candidates, e.g. ``["127.0.0.1"]`` on a machine whose only peer is itself
 (aioice leaves loopback out by itself).
@@ -14,10 +17,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from sleap_rtc.protocol.transfer import TransferError, frame_header, parse_frame
 from sleap_rtc.transport.base import Channel, ChannelClosed
+from sleap_rtc.transport.lane import Lane, LaneClosed
 
 log = logging.getLogger("sleap_rtc.transport")
 
@@ -26,6 +31,15 @@ BUFFER_LIMIT = 1024 * 1024
 #: How long closing waits for what was sent last (a refusal, say) to go out.
 FLUSH_TIMEOUT_S = 2.0
 CHANNEL_LABEL = "sleap-rtc-jobs"
+#: The bulk data channel beside it, for lane frames.
+BULK_LABEL = "sleap-rtc-bulk"
+#: Bytes a bulk channel may queue before a frame waits: little, so that a control
+#: message (on the same connection, behind what is queued) waits little too.
+BULK_BUFFER = 256 * 1024
+#: Raw bytes per frame on a bulk channel (a message fits what any peer accepts, 64 KiB).
+BULK_FRAME_BYTES = 60 * 1024
+#: Frames received but not yet read before the bulk channel is dropped.
+BULK_INBOX = 1024
 
 
 HOSTS_ENV = "SLEAP_RTC_ICE_HOSTS"
@@ -75,6 +89,8 @@ class WebRTCChannel(Channel):
         super().__init__()
         self._pc = pc
         self._dc = dc
+        #: The worker's side: who takes a bulk channel the client opens (None: refused).
+        self.on_lane: Callable[[WebRTCLane], None] | None = None
         self.opened = asyncio.Event()
         if dc.readyState == "open":
             self.opened.set()
@@ -111,6 +127,26 @@ class WebRTCChannel(Channel):
             self._mark_closed("channel closed")
             raise ChannelClosed("channel closed")
         self._dc.send(text)
+
+    async def open_lane(self, timeout: float = 10.0) -> WebRTCLane:
+        """The client's side: a bulk channel on this connection (LaneClosed if it won't open)."""
+        if self.closed:
+            raise LaneClosed(self.close_reason or "channel closed")
+        lane = WebRTCLane(self._pc.createDataChannel(BULK_LABEL, ordered=True))
+        try:
+            await asyncio.wait_for(lane.opened.wait(), timeout)
+        except TimeoutError:
+            lane.abort()
+            raise LaneClosed("the WebRTC bulk channel did not open") from None
+        if lane.closed:
+            raise LaneClosed("the worker closed the WebRTC bulk channel")
+        return lane
+
+    def _bulk(self, dc: Any) -> None:
+        if self.on_lane is None or self.closed:
+            dc.close()
+            return
+        self.on_lane(WebRTCLane(dc))
 
     async def _shutdown(self, reason: str) -> None:
         # Closing the peer connection drops what aiortc still buffers, so the last
@@ -163,6 +199,9 @@ async def answer_offer(
 
     @pc.on("datachannel")
     def _datachannel(dc: Any) -> None:
+        if dc.label == BULK_LABEL and ready.done() and not ready.cancelled():
+            ready.result()._bulk(dc)
+            return
         if dc.label != CHANNEL_LABEL or ready.done():
             dc.close()
             return
@@ -180,3 +219,70 @@ async def answer_offer(
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())
     return pc.localDescription.sdp, ready, pc
+
+
+class WebRTCLane(Lane):
+    """A lane on a second data channel of a WebRTC connection: binary frames of at most
+    :data:`BULK_FRAME_BYTES`, sent while little is queued (see :data:`BULK_BUFFER`)."""
+
+    via = "webrtc"
+
+    def __init__(self, dc: Any) -> None:
+        super().__init__()
+        self._dc = dc
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.opened = asyncio.Event()
+        if dc.readyState == "open":
+            self.opened.set()
+
+        @dc.on("open")
+        def _open() -> None:
+            self.opened.set()
+
+        @dc.on("message")
+        def _message(message: str | bytes) -> None:
+            if self._closed is not None:
+                return
+            if not isinstance(message, bytes) or self._inbox.qsize() >= BULK_INBOX:
+                self._mark("the peer broke the lane (text, or frames faster than read)")
+                self._inbox.put_nowait(None)
+                self._dc.close()
+                return
+            self._inbox.put_nowait(message)
+
+        @dc.on("close")
+        def _closed() -> None:
+            self._mark("the peer closed the lane")
+            self.opened.set()
+            self._inbox.put_nowait(None)
+
+    async def send(self, key: str, offset: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), BULK_FRAME_BYTES):
+            piece = view[start : start + BULK_FRAME_BYTES]
+            while self._dc.bufferedAmount > BULK_BUFFER and self._closed is None:
+                await asyncio.sleep(0.002)
+            if self._closed is not None or self._dc.readyState != "open":
+                raise self._lost(self._closed or "the WebRTC bulk channel closed")
+            self._dc.send(frame_header(key, offset + start, len(piece)) + bytes(piece))
+
+    async def recv(self) -> tuple[str, int, bytes]:
+        message = await self._inbox.get()
+        if message is None:
+            self._inbox.put_nowait(None)  # every later recv sees the end too
+            raise LaneClosed(self._closed or "lane closed")
+        try:
+            return parse_frame(message)
+        except TransferError as exc:
+            lost = self._lost(f"the peer broke the lane: {exc.message}")
+            self.abort()
+            raise lost from None
+
+    def abort(self) -> None:
+        self._mark("closed by this side")
+        self._inbox.put_nowait(None)
+        with contextlib.suppress(Exception):
+            self._dc.close()
+
+    async def close(self) -> None:
+        self.abort()

@@ -1,6 +1,6 @@
 """One channel's lane: the offers, the connection that took one, and its reader.
 
-Two kinds of offer (LANE_OPEN ``via``):
+Three kinds of offer (LANE_OPEN ``via``):
 
 - ``direct``: the worker's :class:`~sleap_rtc.transport.lane.LaneServer` hands a
   connection that said this channel's token to this channel alone.
@@ -8,6 +8,8 @@ Two kinds of offer (LANE_OPEN ``via``):
   ``/v1/lane`` with a fresh token (one per offer) for the channel's peer account,
   and the offer goes out once the server says it waits; when the client pairs, the
   lane is this channel's.
+- ``webrtc``: the next bulk data channel the client opens on this channel's own
+  WebRTC connection is the lane (:meth:`PeerLane.take`).
 
 A second lane replaces the first (a client reconnecting after a drop). Frames read
 from it go to the channel's uploads; downloads write to :meth:`PeerLane.live`.
@@ -119,6 +121,10 @@ class PeerLane:
     def live(self) -> Lane | None:
         """The lane, while it is open."""
         return self.lane if self.lane is not None and not self.lane.closed else None
+
+    def take(self, lane: Lane) -> None:
+        """A lane opened on the channel's own connection (a WebRTC bulk channel)."""
+        self._opened(lane)
 
     def _opened(self, lane: Lane) -> None:
         if self._closed:

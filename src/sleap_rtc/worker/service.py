@@ -29,6 +29,7 @@ from sleap_rtc.protocol.signaling import ControlAction, Sender, loggable
 from sleap_rtc.protocol.transfer import TransferError
 from sleap_rtc.transport.base import Channel, ChannelClosed
 from sleap_rtc.transport.lane import LaneServer
+from sleap_rtc.transport.webrtc import WebRTCChannel
 from sleap_rtc.worker.control import ControlRefused, control_job
 from sleap_rtc.worker.downloads import Downloads
 from sleap_rtc.worker.files import FileService, FsError
@@ -291,6 +292,13 @@ class _Session:
         (``via`` relay) a token for a half waiting at the server, answered once it waits."""
         if message.via == "relay":
             self.lane.background(self._offer_relay(message))
+            return
+        if message.via == "webrtc":
+            if not isinstance(self.channel, WebRTCChannel):
+                self.protocol.fail(message, "UNAVAILABLE", "this channel is not WebRTC")
+                return
+            self.channel.on_lane = self.lane.take
+            self.protocol.answer(message, p.LaneOffer(request_id=message.request_id, via="webrtc"))
             return
         try:
             offer = self.lane.offer(message.request_id)
