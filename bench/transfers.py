@@ -8,6 +8,7 @@ uploaded back, ``--repeat`` times:
 * ``direct``: the worker's direct TLS lane (binary frames), control over WebRTC;
 * ``relay-lane``: binary frames through the server's relay lane (``/v1/lane``), as
   for a client that can't reach the worker, control over WebRTC;
+* ``webrtc-lane``: binary frames on a second WebRTC data channel (the last lane);
 * ``webrtc``: base64 chunks on the WebRTC data channel (no lane);
 * ``relay``: base64 chunks through the server's relayed channel (no lane).
 
@@ -43,9 +44,13 @@ from sleap_rtc.client.lanes import LaneKind
 from sleap_rtc.client.session import ServerClient
 from sleap_rtc.transport.webrtc import pin_host_addresses
 
-PATHS = ("direct", "relay-lane", "webrtc", "relay")
+PATHS = ("direct", "relay-lane", "webrtc-lane", "webrtc", "relay")
 #: The lane each path takes (none: bytes go in the channel).
-LANES: dict[str, tuple[LaneKind, ...]] = {"direct": ("direct",), "relay-lane": ("relay",)}
+LANES: dict[str, tuple[LaneKind, ...]] = {
+    "direct": ("direct",),
+    "relay-lane": ("relay",),
+    "webrtc-lane": ("webrtc",),
+}
 PING_EVERY_S = 0.1
 
 
@@ -186,7 +191,7 @@ def report(tcp: list[float], runs: list[Run], args: argparse.Namespace) -> None:
     baseline = statistics.median(tcp)
     print(f"\n{args.mib} MiB each way, {args.repeat} round(s); baseline plain TCP copy on")
     print(f"loopback: {baseline:.0f} MiB/s (median)\n")
-    header = f"{'path':<10} {'direction':<9} {'MiB/s':>8} {'÷ TCP':>7} {'ping p50':>9} {'max':>8}"
+    header = f"{'path':<11} {'direction':<9} {'MiB/s':>8} {'÷ TCP':>7} {'ping p50':>9} {'max':>8}"
     print(header)
     print("-" * len(header))
     for path in args.paths:
@@ -195,7 +200,7 @@ def report(tcp: list[float], runs: list[Run], args: argparse.Namespace) -> None:
             speed = statistics.median(r.mib_s for r in mine)
             pings = [ms for r in mine for ms in r.pings_ms]
             print(
-                f"{path:<10} {direction:<9} {speed:8.1f} {speed / baseline:7.3f} "
+                f"{path:<11} {direction:<9} {speed:8.1f} {speed / baseline:7.3f} "
                 f"{statistics.median(pings):7.1f}ms {max(pings):6.1f}ms"
             )
 

@@ -25,7 +25,10 @@ from sleap_rtc.client import WorkerSession
 def transfer_bar(
     console: Console, verb: str, name: str, *, disable: bool = False
 ) -> Iterator[Callable[[int, int], None]]:
-    """A bar for one transfer of ``name``; yields the ``on_progress`` that moves it."""
+    """A bar for one transfer of ``name``; yields the ``on_progress`` that moves it.
+
+    The bar goes once the transfer ends: the caller prints one line saying what landed
+    where (or the error says why nothing did)."""
     with Progress(
         TextColumn(f"{verb} {{task.description}}", markup=False),  # a worker's file name
         BarColumn(bar_width=24),
@@ -34,6 +37,7 @@ def transfer_bar(
         TimeRemainingColumn(),
         console=console,
         disable=disable,
+        transient=True,
     ) as bar:
         task = bar.add_task(plain(name), total=None)
 
