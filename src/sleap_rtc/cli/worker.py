@@ -72,7 +72,8 @@ def _read_key(key: str | None, key_file: Path | None) -> str:
     "--direct-listen",
     metavar="HOST:PORT|off",
     help="Where clients connect for direct TLS file transfers (port 0: any free one; "
-    "off: files go over the peer channel) [default: 0.0.0.0:0].",
+    "off: listen for none, so files go through the server's relay lane, else over the "
+    "peer channel) [default: 0.0.0.0:0].",
 )
 @click.option("--server", metavar="URL", help="Server URL [default: SLEAP_RTC_SERVER, config].")
 @click.option(
