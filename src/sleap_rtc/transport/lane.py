@@ -35,6 +35,7 @@ from typing import Final
 
 from sleap_rtc.protocol.transfer import (
     FRAME,
+    FRAME_BYTES,
     LANE_HELLO,
     LANE_MAGIC,
     LANE_READY,
@@ -55,6 +56,9 @@ MAX_HANDSHAKES: Final = 32
 CONNECT_TIMEOUT_S: Final = 3.0
 #: Socket buffers of a lane (bulk bytes: large buffers keep the pipe full).
 SOCKET_BUFFER: Final = 4 << 20
+#: What a lane's reader buffers before it stops reading: two frames, so a frame is
+#: read in a few large pieces, not many small ones.
+READ_LIMIT: Final = 2 * FRAME_BYTES
 
 
 class LaneClosed(ChannelClosed):
@@ -244,7 +248,12 @@ class LaneServer:
     async def start(self) -> LaneServer:
         context, self.fingerprint = await asyncio.to_thread(_self_signed)
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, ssl=context, ssl_handshake_timeout=HELLO_TIMEOUT_S
+            self._accept,
+            self.host,
+            self.port,
+            ssl=context,
+            ssl_handshake_timeout=HELLO_TIMEOUT_S,
+            limit=READ_LIMIT,
         )
         port = self._server.sockets[0].getsockname()[1]
         hosts = self._advertise
@@ -325,7 +334,7 @@ async def _connect_one(address: str, fingerprint: str, token: bytes, timeout: fl
     context.verify_mode = ssl.CERT_NONE
     host, port = _split(address)
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=context, limit=1 << 21), timeout
+        asyncio.open_connection(host, port, ssl=context, limit=READ_LIMIT), timeout
     )
     try:
         ssl_object = writer.get_extra_info("ssl_object")
