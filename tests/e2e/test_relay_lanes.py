@@ -17,15 +17,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 
 from sleap_rtc.client import ServerClient
+from sleap_rtc.client.errors import WorkerError
 from sleap_rtc.client.jobs import WorkerSession
 from sleap_rtc.client.lanes import relay_dialer
 from sleap_rtc.protocol.relaylane import ClientLaneHello, WorkerLaneHello
 from sleap_rtc.transport.lane import LaneClosed
 from sleap_rtc.transport.relaylane import dial_relay_lane
-from tests.servers import Room, open_room, ws_url
+from tests.servers import Room, ok, open_room, register_raw, ws_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("loopback_candidates")]
 
@@ -103,6 +105,14 @@ async def test_a_relay_token_pairs_only_its_own_account_once(
             await relay_dialer(alice)("ab" * 32)
 
 
+async def test_one_channel_keeps_few_relay_halves_waiting(room: Room, alice: ServerClient) -> None:
+    async with await WorkerSession.open(alice, "lab", room.worker_id) as session:
+        await session._lane_offer("relay")
+        await session._lane_offer("relay")
+        with pytest.raises(WorkerError, match="at most 2 relay lanes wait"):
+            await session._lane_offer("relay")
+
+
 async def test_a_worker_key_waits_only_as_its_own_worker(room: Room, alice: ServerClient) -> None:
     other_key = room.users.json("alice", "keys", "create", "--room", "lab")["secret"]
     hello = WorkerLaneHello(worker_id=room.worker_id, user_id="1", digest="cd" * 32)
@@ -128,3 +138,30 @@ async def test_text_on_a_paired_lane_ends_it_and_the_next_transfer_pairs_anew(
         # The session's own lane is unaffected: a transfer pairs one and verifies.
         local = await session.download(str(room.data / "big.bin"), tmp_path)
         assert _sha(local) == _sha(room.data / "big.bin")
+
+
+async def test_a_pair_ends_when_its_worker_is_no_longer_online(
+    room: Room, alice: ServerClient
+) -> None:
+    """A simulated worker (its own key) pairs a lane, then its key is revoked: the server
+    ends the pair although the worker's half is still open."""
+    created = room.users.json("alice", "keys", "create", "--room", "lab", "--name", "sim")
+    registered_ws, registered = await register_raw(room.server, created["secret"], "sim-worker")
+    assert registered["type"] == "registered"
+    access = await alice.access_token()
+    user_id = str(jwt.decode(access, options={"verify_signature": False})["sub"])
+    token = os.urandom(32)
+    hello = WorkerLaneHello(
+        worker_id="sim-worker", user_id=user_id, digest=hashlib.sha256(token).hexdigest()
+    )
+    half = await dial_relay_lane(ws_url(room.server, "/v1/lane"), created["secret"], hello)
+    lane = await relay_dialer(alice)(token.hex())
+    await half.paired()
+    await lane.send("t1", 0, b"while the worker is online")
+    assert await asyncio.wait_for(half.recv(), 10) == ("t1", 0, b"while the worker is online")
+
+    ok(room.users.run("alice", "keys", "revoke", "--room", "lab", created["id"]))
+    await lane.send("t1", 26, b"after its key was revoked")
+    with pytest.raises(LaneClosed, match="no longer online"):
+        await asyncio.wait_for(lane.recv(), 10)
+    await registered_ws.close()

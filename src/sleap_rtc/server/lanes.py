@@ -91,7 +91,8 @@ async def _worker_half(
     online = state.hub.worker(room.id, hello.worker_id)
     if online is None or online.key_id != key.id:
         raise LaneRefused(f"worker {hello.worker_id!r} is not online with this key")
-    waiting = Waiting((room.id, hello.worker_id), hello.user_id, ws)
+    conn = online.conn
+    waiting = Waiting((room.id, hello.worker_id), hello.user_id, ws, lambda: not conn.closing)
     state.lanes.wait(hello.digest, waiting)
     try:
         await _status(ws, "waiting")
@@ -125,8 +126,8 @@ async def _client_half(
             return
         waiting.paired.set_result(ws)
         passes = [
-            asyncio.create_task(_pass(board, waiting.ws, ws, user)),
-            asyncio.create_task(_pass(board, ws, waiting.ws, user)),
+            asyncio.create_task(_pass(board, waiting, waiting.ws, ws, user)),
+            asyncio.create_task(_pass(board, waiting, ws, waiting.ws, user)),
         ]
         _, pending = await asyncio.wait(passes, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -147,9 +148,11 @@ async def _client_half(
         waiting.over.set()
 
 
-async def _pass(board: LaneBoard, source: WebSocket, target: WebSocket, user_id: str) -> str:
+async def _pass(
+    board: LaneBoard, pair: Waiting, source: WebSocket, target: WebSocket, user_id: str
+) -> str:
     """Frames from ``source`` to ``target`` until either ends; a reason if one broke a rule."""
-    while True:
+    while pair.alive():
         try:
             message = await source.receive()
         except (WebSocketDisconnect, RuntimeError):
@@ -166,3 +169,4 @@ async def _pass(board: LaneBoard, source: WebSocket, target: WebSocket, user_id:
             await target.send_bytes(data)
         except (WebSocketDisconnect, RuntimeError, OSError):
             return ""
+    return "the worker is no longer online"

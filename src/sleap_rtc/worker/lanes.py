@@ -36,6 +36,9 @@ from sleap_rtc.transport.relaylane import RelayLane, dial_relay_lane
 log = logging.getLogger("sleap_rtc.worker")
 
 OnFrame = Callable[[str, int, bytes], Awaitable[None]]
+#: Relay halves one channel may have waiting at the server at once (the server takes
+#: a few per worker, so one peer can't hold them all).
+MAX_WAITING_RELAYS = 2
 
 
 class RelayDialer:
@@ -68,6 +71,7 @@ class PeerLane:
         self.lane: Lane | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting_relays = 0
         self._closed = False
 
     def offer(self, request_id: str) -> p.LaneOffer:
@@ -94,10 +98,18 @@ class PeerLane:
             raise TransferError(
                 "UNAVAILABLE", "this worker takes no relay lanes; files go over this channel"
             )
+        if self._waiting_relays >= MAX_WAITING_RELAYS:
+            raise TransferError(
+                "TOO_MANY", f"at most {MAX_WAITING_RELAYS} relay lanes wait for one channel"
+            )
+        self._waiting_relays += 1
         try:
             token, half = await self.relay.open(user_id)
-        except LaneClosed as exc:
-            raise TransferError("UNAVAILABLE", exc.reason) from None
+        except BaseException as exc:
+            self._waiting_relays -= 1
+            if isinstance(exc, LaneClosed):
+                raise TransferError("UNAVAILABLE", exc.reason) from None
+            raise
         self.background(self._pair(half))
         return p.LaneOffer(request_id=request_id, via="relay", token=token)
 
@@ -116,6 +128,8 @@ class PeerLane:
         except asyncio.CancelledError:
             half.abort()  # the channel closed before its client came
             raise
+        finally:
+            self._waiting_relays -= 1
         self._opened(half)
 
     def live(self) -> Lane | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -41,6 +42,9 @@ class Waiting:
     worker: tuple[str, str]  # (room id, worker id)
     user_id: str
     ws: WebSocket
+    #: False once the worker's registered connection is gone (its key revoked, its
+    #: room deleted, a reconnect): the pair ends then too.
+    alive: Callable[[], bool] = lambda: True
     #: The client's socket once paired (None: refused).
     paired: asyncio.Future[WebSocket | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
