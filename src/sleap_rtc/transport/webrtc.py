@@ -35,7 +35,7 @@ CHANNEL_LABEL = "sleap-rtc-jobs"
 BULK_LABEL = "sleap-rtc-bulk"
 #: Bytes a bulk channel may queue before a frame waits: little, so that a control
 #: message (on the same connection, behind what is queued) waits little too.
-BULK_BUFFER = 64 * 1024
+BULK_BUFFER = 16 * 1024
 #: Raw bytes per frame on a bulk channel (a message fits what any peer accepts, 64 KiB).
 BULK_FRAME_BYTES = 60 * 1024
 #: Frames received but not yet read before the bulk channel is dropped.
