@@ -449,3 +449,22 @@ async def room_with_two_members(
     await alice.create_room("lab")
     await bob.join((await alice.invite("lab")).code)
     return alice, bob
+
+
+class LaneDropper:
+    """An ``on_progress`` that aborts ``session``'s lane once, a third of the way in;
+    :attr:`dropped` says at which byte (empty: it never did). :meth:`again` re-arms it."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.dropped: list[int] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        lane = self.session.lanes.live()
+        if not self.dropped and done > total // 3 and lane is not None:
+            self.dropped.append(done)
+            lane.abort()
+
+    def again(self) -> LaneDropper:
+        self.dropped.clear()
+        return self

@@ -18,7 +18,7 @@ import pytest
 
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.jobs import WorkerSession
-from tests.servers import Room, open_room
+from tests.servers import LaneDropper, Room, open_room
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("loopback_candidates")]
 
@@ -68,22 +68,14 @@ async def test_a_lane_dropped_mid_transfer_is_reopened_and_resumes(
     room: Room, alice: ServerClient, tmp_path: Path
 ) -> None:
     async with await WorkerSession.open(alice, "lab", room.worker_id) as session:
-        dropped: list[int] = []
-
-        def drop_once(done: int, total: int) -> None:
-            lane = session.lanes.live()
-            if not dropped and done > total // 3 and lane is not None:
-                dropped.append(done)
-                lane.abort()
-
+        drop_once = LaneDropper(session)
         local = await session.download(str(room.data / "big.bin"), tmp_path, on_progress=drop_once)
-        assert dropped and session.lanes.opened == 2
+        assert drop_once.dropped and session.lanes.opened == 2
         assert _sha(local) == _sha(room.data / "big.bin")
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
-        dropped.clear()
-        done = await session.upload(local, on_progress=drop_once)
-        assert dropped and session.lanes.opened == 3
+        done = await session.upload(local, on_progress=drop_once.again())
+        assert drop_once.dropped and session.lanes.opened == 3
         assert _sha(Path(done.path)) == _sha(local)
 
 
@@ -135,15 +127,8 @@ async def test_a_webrtc_bulk_channel_carries_frames_and_resumes_after_a_drop(
         assert lane is not None and lane.via == "webrtc" and session.lanes.opened == 1
         assert _sha(folder / "best.ckpt") == _sha(room.data / "run" / "best.ckpt")
 
-        dropped: list[int] = []
-
-        def drop_once(done: int, total: int) -> None:
-            live = session.lanes.live()
-            if not dropped and done > total // 3 and live is not None:
-                dropped.append(done)
-                live.abort()
-
+        drop_once = LaneDropper(session)
         done = await session.upload(folder / "best.ckpt", on_progress=drop_once)
-        assert dropped and session.lanes.opened == 2
+        assert drop_once.dropped and session.lanes.opened == 2
         assert _sha(Path(done.path)) == _sha(folder / "best.ckpt")
         await session.ping()  # the control channel lived through it

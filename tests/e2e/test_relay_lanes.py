@@ -27,7 +27,7 @@ from sleap_rtc.client.lanes import relay_dialer
 from sleap_rtc.protocol.relaylane import ClientLaneHello, WorkerLaneHello
 from sleap_rtc.transport.lane import LaneClosed
 from sleap_rtc.transport.relaylane import dial_relay_lane
-from tests.servers import Room, ok, open_room, register_raw, ws_url
+from tests.servers import LaneDropper, Room, ok, open_room, register_raw, ws_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("loopback_candidates")]
 
@@ -75,16 +75,9 @@ async def test_a_dropped_relay_lane_is_paired_again_and_the_download_resumes(
     room: Room, alice: ServerClient, tmp_path: Path
 ) -> None:
     async with await WorkerSession.open(alice, "lab", room.worker_id) as session:
-        dropped: list[int] = []
-
-        def drop_once(done: int, total: int) -> None:
-            lane = session.lanes.live()
-            if not dropped and done > total // 3 and lane is not None:
-                dropped.append(done)
-                lane.abort()
-
+        drop_once = LaneDropper(session)
         local = await session.download(str(room.data / "big.bin"), tmp_path, on_progress=drop_once)
-        assert dropped and session.lanes.opened == 2
+        assert drop_once.dropped and session.lanes.opened == 2
         assert _sha(local) == _sha(room.data / "big.bin")
         live = session.lanes.live()
         assert live is not None and live.via == "relay"

@@ -15,7 +15,7 @@ session can pair; the server can read the frames, as it can read a relayed chann
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -27,6 +27,7 @@ MAX_LANE_MESSAGE: Final = FRAME.size + 64 + FRAME_BYTES
 #: How long a worker's half waits for its client before the server closes it.
 PAIR_TIMEOUT_S: Final = 15.0
 
+T = TypeVar("T")
 _HEX64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 _ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 
@@ -65,23 +66,18 @@ _STATUS: TypeAdapter[LaneStatus] = TypeAdapter(LaneStatus)
 
 def decode_hello(text: str) -> WorkerLaneHello | ClientLaneHello:
     """The first message of a lane socket; ProtocolError ``INVALID_MESSAGE`` otherwise."""
-    if len(text) > 1024:
-        raise ProtocolError("INVALID_MESSAGE", "a lane hello is a short JSON object")
-    try:
-        return _HELLO.validate_json(text)
-    except ValidationError as exc:
-        raise ProtocolError(
-            "INVALID_MESSAGE", f"not a lane hello: {exc.errors()[0]['msg']}"
-        ) from None
+    return _decode(_HELLO, text, "lane hello")
 
 
 def decode_status(text: str | bytes) -> LaneStatus:
     """The server's answer on a lane socket; ProtocolError when it is none."""
+    return _decode(_STATUS, text, "lane status")
+
+
+def _decode(adapter: TypeAdapter[T], text: str | bytes, what: str) -> T:
     if isinstance(text, bytes) or len(text) > 1024:
-        raise ProtocolError("INVALID_MESSAGE", "expected the server's lane status")
+        raise ProtocolError("INVALID_MESSAGE", f"a {what} is a short JSON text message")
     try:
-        return _STATUS.validate_json(text)
+        return adapter.validate_json(text)
     except ValidationError as exc:
-        raise ProtocolError(
-            "INVALID_MESSAGE", f"not a lane status: {exc.errors()[0]['msg']}"
-        ) from None
+        raise ProtocolError("INVALID_MESSAGE", f"not a {what}: {exc.errors()[0]['msg']}") from None

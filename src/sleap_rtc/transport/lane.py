@@ -42,6 +42,7 @@ from sleap_rtc.protocol.transfer import (
     TransferError,
     frame_header,
     frame_key,
+    parse_frame,
     read_frame_header,
 )
 from sleap_rtc.transport.base import ChannelClosed
@@ -107,6 +108,17 @@ class Lane:
     def _lost(self, reason: str) -> LaneClosed:
         self._mark(reason)
         return LaneClosed(self._closed or reason)
+
+    def _parse(self, message: str | bytes) -> tuple[str, int, bytes]:
+        """A frame that came as one message; a broken one closes the lane."""
+        try:
+            if not isinstance(message, bytes):
+                raise TransferError("INVALID_FRAME", "a text message on a lane")
+            return parse_frame(message)
+        except TransferError as exc:
+            lost = self._lost(f"the peer broke the lane: {exc.message}")
+            self.abort()
+            raise lost from None
 
 
 class StreamLane(Lane):

@@ -24,7 +24,7 @@ from sleap_rtc.protocol.relaylane import (
     WorkerLaneHello,
     decode_status,
 )
-from sleap_rtc.protocol.transfer import TransferError, frame_header, parse_frame
+from sleap_rtc.protocol.transfer import frame_header
 from sleap_rtc.transport.lane import Lane, LaneClosed
 
 #: How long dialing the server (and hearing its first word) may take.
@@ -68,14 +68,7 @@ class RelayLane(Lane):
             message = await self._ws.recv()
         except ConnectionClosed as exc:
             raise self._lost(f"relay lane ended: {_why(exc)}") from None
-        try:
-            if not isinstance(message, bytes):
-                raise TransferError("INVALID_FRAME", "a text message on a relay lane")
-            return parse_frame(message)
-        except TransferError as exc:
-            lost = self._lost(f"the peer broke the lane: {exc.message}")
-            self.abort()
-            raise lost from None
+        return self._parse(message)
 
     def abort(self) -> None:
         self._mark("closed by this side")

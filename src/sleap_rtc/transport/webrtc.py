@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sleap_rtc.protocol.transfer import TransferError, frame_header, parse_frame
+from sleap_rtc.protocol.transfer import frame_header
 from sleap_rtc.transport.base import Channel, ChannelClosed
 from sleap_rtc.transport.lane import Lane, LaneClosed
 
@@ -82,6 +82,15 @@ def _configuration(ice_servers: Sequence[dict[str, Any]]) -> Any:
     return RTCConfiguration(iceServers=servers)
 
 
+def _open_event(dc: Any) -> asyncio.Event:
+    """Set once the data channel ``dc`` is open (at once if it is already)."""
+    opened = asyncio.Event()
+    if dc.readyState == "open":
+        opened.set()
+    dc.on("open", opened.set)
+    return opened
+
+
 class WebRTCChannel(Channel):
     kind = "webrtc"
 
@@ -91,13 +100,7 @@ class WebRTCChannel(Channel):
         self._dc = dc
         #: The worker's side: who takes a bulk channel the client opens (None: refused).
         self.on_lane: Callable[[WebRTCLane], None] | None = None
-        self.opened = asyncio.Event()
-        if dc.readyState == "open":
-            self.opened.set()
-
-        @dc.on("open")
-        def _open() -> None:
-            self.opened.set()
+        self.opened = _open_event(dc)
 
         @dc.on("message")
         def _message(message: str | bytes) -> None:
@@ -231,13 +234,7 @@ class WebRTCLane(Lane):
         super().__init__()
         self._dc = dc
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.opened = asyncio.Event()
-        if dc.readyState == "open":
-            self.opened.set()
-
-        @dc.on("open")
-        def _open() -> None:
-            self.opened.set()
+        self.opened = _open_event(dc)
 
         @dc.on("message")
         def _message(message: str | bytes) -> None:
@@ -271,12 +268,7 @@ class WebRTCLane(Lane):
         if message is None:
             self._inbox.put_nowait(None)  # every later recv sees the end too
             raise LaneClosed(self._closed or "lane closed")
-        try:
-            return parse_frame(message)
-        except TransferError as exc:
-            lost = self._lost(f"the peer broke the lane: {exc.message}")
-            self.abort()
-            raise lost from None
+        return self._parse(message)
 
     def abort(self) -> None:
         self._mark("closed by this side")
