@@ -8,7 +8,6 @@ use the lane, or a worker that offers none, moves the same bytes over the channe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from sleap_rtc.client import ServerClient
 from sleap_rtc.client.jobs import WorkerSession
+from sleap_rtc.jobs.digest import sha256_of
 from tests.servers import LaneDropper, Room, open_room
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("loopback_candidates")]
@@ -38,10 +38,6 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
         yield opened
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 async def test_download_and_upload_take_the_direct_lane(
     room: Room, alice: ServerClient, tmp_path: Path
 ) -> None:
@@ -52,15 +48,15 @@ async def test_download_and_upload_take_the_direct_lane(
         )
         assert session.lanes.live() is not None and session.lanes.problem is None
         assert session.lanes.opened == 1
-        assert _sha(local) == _sha(room.data / "big.bin")
+        assert sha256_of(local) == sha256_of(room.data / "big.bin")
         assert seen[-1] == SIZE and seen == sorted(seen)
 
         folder = await session.download(str(room.data / "run"), tmp_path / "out")
         for name in ("empty.txt", "best.ckpt", "logs/train.log"):
-            assert _sha(folder / name) == _sha(room.data / "run" / name)
+            assert sha256_of(folder / name) == sha256_of(room.data / "run" / name)
 
         done = await session.upload(local)
-        assert _sha(Path(done.path)) == _sha(local)
+        assert sha256_of(Path(done.path)) == sha256_of(local)
         assert session.lanes.opened == 1  # one lane served all three
 
 
@@ -71,12 +67,12 @@ async def test_a_lane_dropped_mid_transfer_is_reopened_and_resumes(
         drop_once = LaneDropper(session)
         local = await session.download(str(room.data / "big.bin"), tmp_path, on_progress=drop_once)
         assert drop_once.dropped and session.lanes.opened == 2
-        assert _sha(local) == _sha(room.data / "big.bin")
+        assert sha256_of(local) == sha256_of(room.data / "big.bin")
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
         done = await session.upload(local, on_progress=drop_once.again())
         assert drop_once.dropped and session.lanes.opened == 3
-        assert _sha(Path(done.path)) == _sha(local)
+        assert sha256_of(Path(done.path)) == sha256_of(local)
 
 
 async def test_without_the_lane_the_same_bytes_go_over_the_channel(
@@ -87,9 +83,9 @@ async def test_without_the_lane_the_same_bytes_go_over_the_channel(
     ) as session:
         folder = await session.download(str(room.data / "run"), tmp_path)
         assert session.lanes.live() is None and session.lanes.opened == 0
-        assert _sha(folder / "best.ckpt") == _sha(room.data / "run" / "best.ckpt")
+        assert sha256_of(folder / "best.ckpt") == sha256_of(room.data / "run" / "best.ckpt")
         done = await session.upload(folder / "best.ckpt")
-        assert _sha(Path(done.path)) == _sha(folder / "best.ckpt")
+        assert sha256_of(Path(done.path)) == sha256_of(folder / "best.ckpt")
 
 
 def test_fs_put_and_get_on_the_command_line(room: Room, tmp_path: Path) -> None:
@@ -100,11 +96,11 @@ def test_fs_put_and_get_on_the_command_line(room: Room, tmp_path: Path) -> None:
     assert put.returncode == 0, put.stderr
     assert "direct lane" in put.stdout
     landed = room.data / "incoming" / local.name
-    assert _sha(landed) == _sha(local)
+    assert sha256_of(landed) == sha256_of(local)
 
     again = room.users.run("alice", "fs", "put", "--room", "lab", str(local), "data/incoming")
     assert again.returncode != 0 and "exists already" in again.stderr
-    assert _sha(landed) == _sha(local)
+    assert sha256_of(landed) == sha256_of(local)
 
     back = tmp_path / "back"
     got = room.users.run(
@@ -113,7 +109,7 @@ def test_fs_put_and_get_on_the_command_line(room: Room, tmp_path: Path) -> None:
     assert got.returncode == 0, got.stderr
     info = json.loads(got.stdout)
     assert info["via"] == "direct lane" and info["bytes"] == local.stat().st_size
-    assert _sha(Path(info["local"])) == _sha(local)
+    assert sha256_of(Path(info["local"])) == sha256_of(local)
 
 
 async def test_a_webrtc_bulk_channel_carries_frames_and_resumes_after_a_drop(
@@ -125,10 +121,10 @@ async def test_a_webrtc_bulk_channel_carries_frames_and_resumes_after_a_drop(
         folder = await session.download(str(room.data / "run"), tmp_path)
         lane = session.lanes.live()
         assert lane is not None and lane.via == "webrtc" and session.lanes.opened == 1
-        assert _sha(folder / "best.ckpt") == _sha(room.data / "run" / "best.ckpt")
+        assert sha256_of(folder / "best.ckpt") == sha256_of(room.data / "run" / "best.ckpt")
 
         drop_once = LaneDropper(session)
         done = await session.upload(folder / "best.ckpt", on_progress=drop_once)
         assert drop_once.dropped and session.lanes.opened == 2
-        assert _sha(Path(done.path)) == _sha(folder / "best.ckpt")
+        assert sha256_of(Path(done.path)) == sha256_of(folder / "best.ckpt")
         await session.ping()  # the control channel lived through it

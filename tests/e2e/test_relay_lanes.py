@@ -24,6 +24,7 @@ from sleap_rtc.client import ServerClient
 from sleap_rtc.client.errors import WorkerError
 from sleap_rtc.client.jobs import WorkerSession
 from sleap_rtc.client.lanes import relay_dialer
+from sleap_rtc.jobs.digest import sha256_of
 from sleap_rtc.protocol.relaylane import ClientLaneHello, WorkerLaneHello
 from sleap_rtc.transport.lane import LaneClosed
 from sleap_rtc.transport.relaylane import dial_relay_lane
@@ -49,10 +50,6 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
         yield opened
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 async def test_files_move_through_the_relay_lane_within_the_users_rate(
     room: Room, alice: ServerClient, tmp_path: Path
 ) -> None:
@@ -62,12 +59,12 @@ async def test_files_move_through_the_relay_lane_within_the_users_rate(
         took = time.monotonic() - started
         lane = session.lanes.live()
         assert lane is not None and lane.via == "relay" and session.lanes.opened == 1
-        assert _sha(local) == _sha(room.data / "big.bin")
+        assert sha256_of(local) == sha256_of(room.data / "big.bin")
         # The first second's worth passes at once, the rest at the rate.
         assert took >= (SIZE / 2**20 - RATE) / RATE * 0.8
 
         done = await session.upload(local)
-        assert _sha(Path(done.path)) == _sha(local)
+        assert sha256_of(Path(done.path)) == sha256_of(local)
         assert session.lanes.opened == 1  # the same relay lane carried both
 
 
@@ -78,7 +75,7 @@ async def test_a_dropped_relay_lane_is_paired_again_and_the_download_resumes(
         drop_once = LaneDropper(session)
         local = await session.download(str(room.data / "big.bin"), tmp_path, on_progress=drop_once)
         assert drop_once.dropped and session.lanes.opened == 2
-        assert _sha(local) == _sha(room.data / "big.bin")
+        assert sha256_of(local) == sha256_of(room.data / "big.bin")
         live = session.lanes.live()
         assert live is not None and live.via == "relay"
 
@@ -130,7 +127,7 @@ async def test_text_on_a_paired_lane_ends_it_and_the_next_transfer_pairs_anew(
             await asyncio.wait_for(lane.recv(), 10)
         # The session's own lane is unaffected: a transfer pairs one and verifies.
         local = await session.download(str(room.data / "big.bin"), tmp_path)
-        assert _sha(local) == _sha(room.data / "big.bin")
+        assert sha256_of(local) == sha256_of(room.data / "big.bin")
 
 
 async def test_a_pair_ends_when_its_worker_is_no_longer_online(
