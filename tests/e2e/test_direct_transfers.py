@@ -110,6 +110,11 @@ def test_fs_put_and_get_on_the_command_line(room: Room, tmp_path: Path) -> None:
     info = json.loads(got.stdout)
     assert info["via"] == "direct lane" and info["bytes"] == local.stat().st_size
     assert sha256_of(Path(info["local"])) == sha256_of(local)
+    twice = room.users.run(
+        "alice", "fs", "get", "--room", "lab", f"data/incoming/{local.name}", str(back)
+    )
+    assert twice.returncode != 0 and "exists already" in twice.stderr
+    assert sha256_of(Path(info["local"])) == sha256_of(local)
 
 
 async def test_a_webrtc_bulk_channel_carries_frames_and_resumes_after_a_drop(

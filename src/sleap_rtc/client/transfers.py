@@ -260,7 +260,7 @@ async def receive_files(
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / safe_name(begin.name, "download")
     if final.exists():
-        raise ClientError(f"{final} exists already; move it away or choose another --download")
+        raise ClientError(f"{final} exists already; move it away or download into another folder")
     staging = dest / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()  # default permissions, unlike a private temp folder
     single = not begin.folder
