@@ -27,8 +27,9 @@ def transfer_bar(
 ) -> Iterator[Callable[[int, int], None]]:
     """A bar for one transfer of ``name``; yields the ``on_progress`` that moves it.
 
-    The bar goes once the transfer ends: the caller prints one line saying what landed
-    where (or the error says why nothing did)."""
+    On a terminal the bar goes once the transfer ends: the caller prints one line saying
+    what landed where (or the error says why nothing did). Elsewhere (a log) the bar's
+    last state stays."""
     with Progress(
         TextColumn(f"{verb} {{task.description}}", markup=False),  # a worker's file name
         BarColumn(bar_width=24),
@@ -37,7 +38,7 @@ def transfer_bar(
         TimeRemainingColumn(),
         console=console,
         disable=disable,
-        transient=True,
+        transient=console.is_terminal,
     ) as bar:
         task = bar.add_task(plain(name), total=None)
 

@@ -282,6 +282,8 @@ CLOSE_REPLACED = 4409
 CLOSE_HEARTBEAT_TIMEOUT = 4408
 CLOSE_PROTOCOL = 4400
 CLOSE_GOING_AWAY = 1001
+#: A message over MAX_MESSAGE_BYTES (the WebSocket code for "message too big").
+CLOSE_TOO_BIG = 1009
 
 
 def _depth(value: Any, limit: int) -> int:

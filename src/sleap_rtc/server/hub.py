@@ -132,6 +132,13 @@ class Connection:
         self._held.clear()
         self._queue.put_nowait(_Close(code, reason[:120]))
 
+    async def close_and_wait(self, code: int, reason: str, timeout: float = 2.0) -> None:
+        """:meth:`close`, then give the writer a moment to send the close frame."""
+        self.close(code, reason)
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+
     async def finish(self) -> None:
         """Stop the writer once the connection has ended."""
         if self._writer is not None:

@@ -25,7 +25,9 @@ from sleap_rtc.protocol.signaling import (
     CLOSE_FORBIDDEN,
     CLOSE_PROTOCOL,
     CLOSE_REPLACED,
+    CLOSE_TOO_BIG,
     CLOSE_UNAUTHORIZED,
+    MAX_MESSAGE_BYTES,
     ErrorMessage,
     Heartbeat,
     JobControlResult,
@@ -87,6 +89,10 @@ async def _messages(
         except (WebSocketDisconnect, RuntimeError):
             return
         if raw is None:
+            return
+        if len(raw) > MAX_MESSAGE_BYTES:
+            # The socket reads relay lane frames too (up to 1 MiB); signaling stays small.
+            await conn.close_and_wait(CLOSE_TOO_BIG, f"message over {MAX_MESSAGE_BYTES} bytes")
             return
         await state.relay_budget.spend(sender, len(raw))
         try:
